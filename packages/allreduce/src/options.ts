@@ -1,0 +1,40 @@
+import { FRAME_HEADER_BYTES, MAX_FRAME_BYTES } from "@crowdtrain/protocol";
+
+/**
+ * Tunables of one all-reducer. Every peer of a ring must use the same `frameBytes` (the frame cut
+ * is part of what a receiver validates); the timeouts are local.
+ */
+export type AllReduceOptions = {
+  /** Payload bytes per data frame (multiple of 4). Header included, a frame never exceeds MAX_FRAME_BYTES. */
+  frameBytes: number;
+  /** A survivor gives up when its left neighbour sends nothing for this long while data is due. */
+  progressTimeoutMs: number;
+  /** Hard bound on one round, however slowly it progresses. Must exceed progressTimeoutMs. */
+  roundTimeoutMs: number;
+  /** Frames of rounds this peer has not started yet (a faster peer ran ahead) are kept up to this many bytes. */
+  maxBufferedFutureBytes: number;
+};
+
+export const DEFAULT_OPTIONS: AllReduceOptions = {
+  frameBytes: 64 * 1024,
+  progressTimeoutMs: 5_000,
+  roundTimeoutMs: 120_000,
+  maxBufferedFutureBytes: 64 * 1024 * 1024,
+};
+
+export const MAX_FRAME_PAYLOAD_BYTES = MAX_FRAME_BYTES - FRAME_HEADER_BYTES;
+
+export function resolveOptions(overrides: Partial<AllReduceOptions> = {}): AllReduceOptions {
+  const options = { ...DEFAULT_OPTIONS, ...overrides };
+  const { frameBytes, progressTimeoutMs, roundTimeoutMs, maxBufferedFutureBytes } = options;
+  if (!Number.isInteger(frameBytes) || frameBytes < 4 || frameBytes % 4 !== 0 || frameBytes > MAX_FRAME_PAYLOAD_BYTES) {
+    throw new RangeError(`frameBytes must be a multiple of 4 in [4, ${MAX_FRAME_PAYLOAD_BYTES}], got ${frameBytes}`);
+  }
+  if (!(progressTimeoutMs > 0)) throw new RangeError(`progressTimeoutMs must be positive, got ${progressTimeoutMs}`);
+  // A round that may end before its progress timeout could fire would hide a silent peer behind a generic timeout.
+  if (!(roundTimeoutMs > progressTimeoutMs)) {
+    throw new RangeError(`roundTimeoutMs (${roundTimeoutMs}) must exceed progressTimeoutMs (${progressTimeoutMs})`);
+  }
+  if (!(maxBufferedFutureBytes >= 0)) throw new RangeError(`maxBufferedFutureBytes must be >= 0, got ${maxBufferedFutureBytes}`);
+  return options;
+}

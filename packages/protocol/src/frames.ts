@@ -1,0 +1,167 @@
+/**
+ * Binary frames for tensor data between peers.
+ *
+ * Tensor chunks never go through JSON: a frame is a fixed 16-byte little-endian header followed by
+ * a payload. The header is a multiple of 4 bytes so the payload can be viewed as a Float32Array
+ * without copying.
+ *
+ *   offset size field
+ *   0      1    version   (FRAME_VERSION)
+ *   1      1    kind      (FrameKind)
+ *   2      2    step      schedule step within the phase
+ *   4      4    round     caller-chosen id of this all-reduce attempt (unique, increasing)
+ *   8      4    segment   segment index in the ring partition
+ *   12     4    offset    element offset inside the segment
+ *   16     ...  payload   float32 elements (data kinds) or ASCII JSON (abort)
+ */
+
+import * as v from "valibot";
+
+export const FRAME_VERSION = 1;
+export const FRAME_HEADER_BYTES = 16;
+/** Chromium's SCTP stack refuses messages above 256 KiB; no frame may exceed it, header included. */
+export const MAX_FRAME_BYTES = 256 * 1024;
+
+export const FrameKind = {
+  ReduceScatter: 1,
+  AllGather: 2,
+  Abort: 3,
+} as const;
+export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
+
+export type DataFrame = {
+  kind: typeof FrameKind.ReduceScatter | typeof FrameKind.AllGather;
+  round: number;
+  step: number;
+  segment: number;
+  offset: number;
+  /** A view into the frame's bytes; copy it if you keep it beyond the handler. */
+  payload: Float32Array;
+};
+
+export type AbortFrame = {
+  kind: typeof FrameKind.Abort;
+  round: number;
+  /** Peer suspected of causing the abort, and why: propagated so every survivor names the same culprit. */
+  suspect: string;
+  reason: string;
+};
+
+export type Frame = DataFrame | AbortFrame;
+
+export class FrameDecodeError extends Error {
+  override name = "FrameDecodeError";
+}
+
+const U16_MAX = 0xffff;
+const U32_MAX = 0xffffffff;
+
+function checkField(name: string, value: number, max: number): void {
+  if (!Number.isInteger(value) || value < 0 || value > max) {
+    throw new RangeError(`frame field ${name}=${value} is not an integer in [0, ${max}]`);
+  }
+}
+
+function writeHeader(view: DataView, kind: FrameKind, round: number, step: number, segment: number, offset: number): void {
+  checkField("round", round, U32_MAX);
+  checkField("step", step, U16_MAX);
+  checkField("segment", segment, U32_MAX);
+  checkField("offset", offset, U32_MAX);
+  view.setUint8(0, FRAME_VERSION);
+  view.setUint8(1, kind);
+  view.setUint16(2, step, true);
+  view.setUint32(4, round, true);
+  view.setUint32(8, segment, true);
+  view.setUint32(12, offset, true);
+}
+
+/** Encodes a data frame, copying `payload` once into a fresh buffer that the caller may transfer. */
+export function encodeDataFrame(frame: Omit<DataFrame, "payload">, payload: Float32Array): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(FRAME_HEADER_BYTES + payload.byteLength);
+  if (bytes.byteLength > MAX_FRAME_BYTES) {
+    throw new RangeError(`frame of ${bytes.byteLength} bytes exceeds MAX_FRAME_BYTES=${MAX_FRAME_BYTES}`);
+  }
+  writeHeader(new DataView(bytes.buffer), frame.kind, frame.round, frame.step, frame.segment, frame.offset);
+  new Float32Array(bytes.buffer, FRAME_HEADER_BYTES, payload.length).set(payload);
+  return bytes;
+}
+
+export function encodeAbortFrame(frame: Omit<AbortFrame, "kind">): Uint8Array<ArrayBuffer> {
+  const text = asciiJsonBytes({ suspect: frame.suspect, reason: frame.reason });
+  const bytes = new Uint8Array(FRAME_HEADER_BYTES + text.byteLength);
+  if (bytes.byteLength > MAX_FRAME_BYTES) throw new RangeError("abort frame too large");
+  writeHeader(new DataView(bytes.buffer), FrameKind.Abort, frame.round, 0, 0, 0);
+  bytes.set(text, FRAME_HEADER_BYTES);
+  return bytes;
+}
+
+/**
+ * Decodes a frame. Throws FrameDecodeError on anything malformed; never returns a half-valid frame.
+ * Data payloads are views (no copy) when the bytes are 4-byte aligned, which transports deliver.
+ */
+export function decodeFrame(bytes: Uint8Array): Frame {
+  if (bytes.byteLength < FRAME_HEADER_BYTES) {
+    throw new FrameDecodeError(`frame of ${bytes.byteLength} bytes is shorter than its ${FRAME_HEADER_BYTES}-byte header`);
+  }
+  if (bytes.byteLength > MAX_FRAME_BYTES) {
+    throw new FrameDecodeError(`frame of ${bytes.byteLength} bytes exceeds MAX_FRAME_BYTES=${MAX_FRAME_BYTES}`);
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const version = view.getUint8(0);
+  if (version !== FRAME_VERSION) throw new FrameDecodeError(`frame version ${version}, expected ${FRAME_VERSION}`);
+  const kind = view.getUint8(1);
+  const step = view.getUint16(2, true);
+  const round = view.getUint32(4, true);
+  const segment = view.getUint32(8, true);
+  const offset = view.getUint32(12, true);
+  const body = bytes.subarray(FRAME_HEADER_BYTES);
+  switch (kind) {
+    case FrameKind.ReduceScatter:
+    case FrameKind.AllGather: {
+      if (body.byteLength % 4 !== 0) {
+        throw new FrameDecodeError(`data frame payload of ${body.byteLength} bytes is not a whole number of float32`);
+      }
+      const payload =
+        body.byteOffset % 4 === 0
+          ? new Float32Array(body.buffer, body.byteOffset, body.byteLength / 4)
+          : new Float32Array(body.slice().buffer);
+      return { kind, round, step, segment, offset, payload };
+    }
+    case FrameKind.Abort:
+      return { kind, round, ...decodeAbortBody(body) };
+    default:
+      throw new FrameDecodeError(`unknown frame kind ${kind}`);
+  }
+}
+
+const AbortBody = v.object({ suspect: v.pipe(v.string(), v.maxLength(256)), reason: v.pipe(v.string(), v.maxLength(4096)) });
+
+function decodeAbortBody(body: Uint8Array): v.InferOutput<typeof AbortBody> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(asciiText(body));
+  } catch (error) {
+    throw new FrameDecodeError(`abort frame body is not ASCII JSON: ${String(error)}`);
+  }
+  const result = v.safeParse(AbortBody, parsed);
+  if (!result.success) throw new FrameDecodeError(`abort frame body: ${v.summarize(result.issues)}`);
+  return result.output;
+}
+
+/**
+ * JSON with every non-ASCII character \u-escaped, one byte per character. Pure packages have no
+ * TextEncoder (no DOM or Node typings), and abort notices are short, so this is all they need.
+ */
+function asciiJsonBytes(value: unknown): Uint8Array {
+  const json = JSON.stringify(value).replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  return Uint8Array.from(json, (c) => c.charCodeAt(0));
+}
+
+function asciiText(bytes: Uint8Array): string {
+  let text = "";
+  for (const byte of bytes) {
+    if (byte > 0x7f) throw new FrameDecodeError(`non-ASCII byte ${byte} in abort frame body`);
+    text += String.fromCharCode(byte);
+  }
+  return text;
+}
