@@ -1,0 +1,3 @@
+export { createPeerTransport, FRAME_CHANNEL_LABEL, type PeerTransport } from "./transport.ts";
+export { DEFAULT_PEER_TRANSPORT_OPTIONS, resolvePeerTransportOptions, type PeerTransportOptions } from "./options.ts";
+export type { LinkStats } from "./link.ts";

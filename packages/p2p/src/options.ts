@@ -1,0 +1,33 @@
+/** Tunables of the WebRTC transport, with their relations checked at construction. */
+export type PeerTransportOptions = {
+  /** Opening a data connection (ICE + DTLS + SCTP) must finish within this. */
+  connectTimeoutMs: number;
+  /** A send waiting for the channel's buffer to drain gives up after this (the far side is stuck). */
+  drainTimeoutMs: number;
+  /** Stop handing frames to the channel while more than this many bytes are queued in it. */
+  highWaterMarkBytes: number;
+  /** Resume when the queue falls to this (the channel's bufferedAmountLowThreshold). */
+  lowWaterMarkBytes: number;
+};
+
+export const DEFAULT_PEER_TRANSPORT_OPTIONS: PeerTransportOptions = {
+  connectTimeoutMs: 15_000,
+  drainTimeoutMs: 30_000,
+  highWaterMarkBytes: 2 * 1024 * 1024,
+  lowWaterMarkBytes: 512 * 1024,
+};
+
+/** Chromium closes a data channel whose send queue exceeds 16 MiB; stay well clear of it. */
+const CHANNEL_QUEUE_LIMIT_BYTES = 16 * 1024 * 1024;
+
+export function resolvePeerTransportOptions(overrides: Partial<PeerTransportOptions> = {}): PeerTransportOptions {
+  const o = { ...DEFAULT_PEER_TRANSPORT_OPTIONS, ...overrides };
+  if (!(o.connectTimeoutMs > 0 && o.drainTimeoutMs > 0)) throw new RangeError("timeouts must be positive");
+  if (!(o.lowWaterMarkBytes >= 0 && o.lowWaterMarkBytes < o.highWaterMarkBytes)) {
+    throw new RangeError(`lowWaterMarkBytes (${o.lowWaterMarkBytes}) must be below highWaterMarkBytes (${o.highWaterMarkBytes})`);
+  }
+  if (o.highWaterMarkBytes > CHANNEL_QUEUE_LIMIT_BYTES / 2) {
+    throw new RangeError(`highWaterMarkBytes must stay at most ${CHANNEL_QUEUE_LIMIT_BYTES / 2}`);
+  }
+  return o;
+}
