@@ -1,2 +1,3 @@
 export * from "./frames.ts";
 export * from "./version.ts";
+export * from "./job.ts";

@@ -1,0 +1,87 @@
+import * as v from "valibot";
+
+/**
+ * A training job, as an operator writes it in a JSON file. Parsed with `parseJob`, which returns
+ * every problem with its path ("optimizer.learningRate: ...") instead of the first one only.
+ */
+const PositiveInt = v.pipe(v.number(), v.integer(), v.minValue(1));
+const Rate = v.pipe(v.number(), v.gtValue(0), v.maxValue(10));
+
+export const MlpModelSchema = v.strictObject({
+  kind: v.literal("mlp"),
+  /** Hidden layer widths; the input and the softmax output come from the dataset. */
+  hidden: v.pipe(v.array(PositiveInt), v.maxLength(8)),
+  activation: v.optional(v.picklist(["relu", "tanh", "sigmoid"]), "relu"),
+});
+
+export const CnnModelSchema = v.strictObject({
+  kind: v.literal("cnn"),
+  /** Filters of each conv(3x3, relu) + maxpool(2x2) block. */
+  filters: v.pipe(v.array(PositiveInt), v.minLength(1), v.maxLength(4)),
+  kernelSize: v.optional(PositiveInt, 3),
+  /** Width of the dense layer before the softmax. */
+  dense: v.optional(PositiveInt, 64),
+});
+
+export const ModelSchema = v.variant("kind", [MlpModelSchema, CnnModelSchema]);
+
+export const SgdSchema = v.strictObject({
+  kind: v.literal("sgd"),
+  learningRate: Rate,
+  momentum: v.optional(v.pipe(v.number(), v.minValue(0), v.ltValue(1)), 0),
+});
+
+export const AdamSchema = v.strictObject({
+  kind: v.literal("adam"),
+  learningRate: Rate,
+  beta1: v.optional(v.pipe(v.number(), v.minValue(0), v.ltValue(1)), 0.9),
+  beta2: v.optional(v.pipe(v.number(), v.minValue(0), v.ltValue(1)), 0.999),
+  epsilon: v.optional(v.pipe(v.number(), v.gtValue(0)), 1e-7),
+});
+
+export const OptimizerSchema = v.variant("kind", [SgdSchema, AdamSchema]);
+
+export const JobSchema = v.pipe(
+  v.strictObject({
+    name: v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "lower-case letters, digits, '.', '_' or '-', at most 64")),
+    /** Name of a dataset directory with a manifest.json (see packages/training DATASETS.md). */
+    dataset: v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9._-]{0,63}$/)),
+    model: ModelSchema,
+    optimizer: OptimizerSchema,
+    /** Samples per round across all workers (the global batch). */
+    batchSize: v.pipe(PositiveInt, v.maxValue(65_536)),
+    /** Stop after this many epochs or rounds, whichever comes first; at least one must be given. */
+    epochs: v.optional(PositiveInt),
+    rounds: v.optional(PositiveInt),
+    /** Evaluate the committed model on the test set every this many rounds. */
+    evalEveryRounds: v.optional(PositiveInt, 10),
+    /** Test accuracy the operator hopes for; reported, never used to stop early. */
+    targetAccuracy: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(1))),
+    /** Seed of weight initialisation and of the epoch's sample order. */
+    seed: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xffffffff)), 1),
+  }),
+  v.check((job) => job.epochs !== undefined || job.rounds !== undefined, "give epochs or rounds (or both)"),
+);
+
+export type Job = v.InferOutput<typeof JobSchema>;
+export type ModelSpec = v.InferOutput<typeof ModelSchema>;
+export type OptimizerSpec = v.InferOutput<typeof OptimizerSchema>;
+
+export class JobError extends Error {
+  override name = "JobError";
+  constructor(readonly problems: string[]) {
+    super(`invalid job:\n  ${problems.join("\n  ")}`);
+  }
+}
+
+/** Parses an untrusted job (already JSON-decoded). Throws JobError listing every problem with its path. */
+export function parseJob(input: unknown): Job {
+  const result = v.safeParse(JobSchema, input);
+  if (result.success) return result.output;
+  throw new JobError(
+    result.issues.map((issue) => {
+      const path = v.getDotPath(issue);
+      return path === null ? issue.message : `${path}: ${issue.message}`;
+    }),
+  );
+}
