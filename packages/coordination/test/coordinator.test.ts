@@ -1,0 +1,220 @@
+import { describe, expect, it } from "vitest";
+import { apportion, Coordinator, epochOrder, mulberry32, splitBatch } from "../src/index.ts";
+import { CONFIG, Harness, HASH, TIMINGS } from "./sim.ts";
+
+describe("leases and orders", () => {
+  it("apportion sums to the total, follows the weights, gives everyone at least one", () => {
+    expect(apportion(12, [1, 1, 1])).toEqual([4, 4, 4]);
+    expect(apportion(10, [1, 1, 1])).toEqual([4, 3, 3]);
+    expect(apportion(12, [3, 1])).toEqual([9, 3]);
+    expect(apportion(5, [1000, 1, 1])).toEqual([3, 1, 1]);
+    expect(apportion(2, [1, 1, 1])).toEqual([1, 1, 0]);
+    expect(apportion(0, [1, 2])).toEqual([0, 0]);
+  });
+  it("splitBatch hands out contiguous, disjoint pieces; unknown speeds count as the median", () => {
+    const batch = [...Array(20).keys()];
+    const leases = splitBatch(batch, ["a", "b", "c"], (p) => ({ a: 100, b: 300 })[p]);
+    expect([...leases.values()].flat()).toEqual(batch);
+    // c has no measurement: it counts as the median (300) of the known speeds.
+    expect([...leases.values()].map((l) => l.length)).toEqual([4, 8, 8]);
+  });
+  it("an epoch order is a seeded permutation that changes with the epoch", () => {
+    const a = epochOrder(50, 3, 0);
+    expect([...a].sort((x, y) => x - y)).toEqual([...Array(50).keys()]);
+    expect(epochOrder(50, 3, 0)).toEqual(a);
+    expect(epochOrder(50, 3, 1)).not.toEqual(a);
+    expect(mulberry32(1)()).toBe(mulberry32(1)());
+  });
+});
+
+describe("coordinator rounds", () => {
+  it("waits for minWorkers, then opens a round with disjoint leases covering the batch", () => {
+    const h = Harness.create({ minWorkers: 3 });
+    h.join("a");
+    h.join("b");
+    expect(h.coordinator.state.current).toBeUndefined();
+    h.join("c");
+    const round = h.coordinator.state.current!;
+    expect(round.ring).toEqual(["a", "b", "c"]);
+    const leased = ["a", "b", "c"].flatMap((p) => h.lastTo(p, "round")!.lease);
+    expect(new Set(leased).size).toBe(CONFIG.batchSize);
+    expect(h.lastTo("a", "round")!.upload).toBe(true);
+    expect(h.lastTo("b", "round")!.upload).toBe(false);
+  });
+
+  it("commits when all hashes agree, then opens the next round from the committed state", () => {
+    const h = Harness.create({ minWorkers: 2 });
+    h.join("a");
+    h.join("b");
+    const first = h.coordinator.state.current!;
+    h.reportAll();
+    expect(h.coordinator.state.committedRound).toBe(1);
+    expect(h.lastTo("b", "commit")).toMatchObject({ attempt: first.attempt, round: 1, hash: HASH(1) });
+    const committed = h.effects.find((e) => e.type === "committed");
+    expect(committed).toBeDefined();
+    expect(h.coordinator.state.current!.round).toBe(2);
+    expect(h.coordinator.state.current!.attempt).toBeGreaterThan(first.attempt);
+  });
+
+  it("a hash mismatch aborts: nothing is counted, the same samples are redone", () => {
+    const h = Harness.create({ minWorkers: 2 });
+    h.join("a");
+    h.join("b");
+    const first = h.coordinator.state.current!;
+    const firstSamples = [...first.leases.values()].flat().sort((x, y) => x - y);
+    h.apply({ type: "result", peerId: "a", attempt: first.attempt, hash: HASH(1), samples: 6, loss: 1, timings: TIMINGS, bytesSent: 0, bytesReceived: 0, now: 1 });
+    h.apply({ type: "result", peerId: "b", attempt: first.attempt, hash: HASH(99), samples: 6, loss: 1, timings: TIMINGS, bytesSent: 0, bytesReceived: 0, now: 2 });
+    expect(h.coordinator.state.committedRound).toBe(0);
+    expect(h.lastTo("a", "abort")!.reason).toMatch(/disagree/);
+    const redo = h.coordinator.state.current!;
+    expect(redo.round).toBe(1);
+    expect([...redo.leases.values()].flat().sort((x, y) => x - y)).toEqual(firstSamples);
+    expect(Array.from(h.coordinator.coverage()).every((c) => c === 0)).toBe(true);
+  });
+
+  it("a member leaving mid-round aborts it; the survivors get the next ring at once", () => {
+    const h = Harness.create({ minWorkers: 3 });
+    ["a", "b", "c"].forEach((p) => h.join(p));
+    h.reportAll(undefined, ["c"]);
+    h.apply({ type: "leave", peerId: "b", reason: "tab closed", now: 5 });
+    expect(h.lastTo("a", "abort")!.reason).toMatch(/b left/);
+    expect(h.coordinator.state.current!.ring).toEqual(["a", "c"]);
+  });
+
+  it("a suspect named in a failure sits out until it is ready again, and is evicted after maxStrikes", () => {
+    const h = Harness.create({ minWorkers: 3, maxStrikes: 2 });
+    ["a", "b", "c"].forEach((p) => h.join(p));
+    const failNamingB = (): void => {
+      const round = h.coordinator.state.current!;
+      expect(round.ring).toContain("b");
+      h.apply({ type: "failed", peerId: "a", attempt: round.attempt, code: "timeout", suspect: "b", message: "silent", now: h.now });
+    };
+    failNamingB();
+    // b is knocked back: the next ring is a and c, and b must fetch the committed state again.
+    expect(h.coordinator.state.current!.ring).toEqual(["a", "c"]);
+    // b restores and says ready at round 0, but round 1 is already running without it.
+    h.apply({ type: "ready", peerId: "b", round: 0, hash: HASH(0), now: h.now });
+    h.reportAll();
+    expect(h.lastTo("b", "sync")).toEqual({ type: "sync", round: 1 });
+    // The round after that waits for b (joinGraceMs), which comes back at the new committed round.
+    expect(h.coordinator.state.current).toBeUndefined();
+    h.apply({ type: "ready", peerId: "b", round: 1, hash: HASH(1), now: h.now });
+    expect(h.coordinator.state.current!.ring).toEqual(["a", "b", "c"]);
+    failNamingB();
+    expect(h.coordinator.state.members.map((m) => m.peerId)).not.toContain("b");
+    expect(h.lastTo("b", "stop")!.reason).toMatch(/evicted after 2/);
+  });
+
+  it("a member that does not come back within joinGraceMs does not hold the others", () => {
+    const h = Harness.create();
+    h.join("a");
+    h.apply({ type: "join", peerId: "slow", backend: "cpu", now: h.now });
+    h.reportAll();
+    expect(h.coordinator.state.current).toBeUndefined();
+    h.apply({ type: "tick", now: h.now + CONFIG.joinGraceMs + 1 });
+    expect(h.coordinator.state.current!.ring).toEqual(["a"]);
+  });
+
+  it("the deadline aborts a round and suspects the members that never reported", () => {
+    const h = Harness.create({ minWorkers: 2 });
+    ["a", "b"].forEach((p) => h.join(p));
+    h.reportAll(undefined, ["b"]);
+    h.apply({ type: "tick", now: CONFIG.roundDeadlineMs + 1 });
+    expect(h.lastTo("a", "abort")!.reason).toMatch(/no report from b/);
+    expect(h.coordinator.state.current!.ring).toEqual(["a"]);
+  });
+
+  it("a ready message for an old round or the wrong hash is answered with sync", () => {
+    const h = Harness.create();
+    h.join("a");
+    h.apply({ type: "join", peerId: "late", backend: "webgpu", now: 1 });
+    h.reportAll();
+    h.apply({ type: "ready", peerId: "late", round: 0, hash: HASH(0), now: 1 });
+    expect(h.lastTo("late", "sync")).toEqual({ type: "sync", round: 1 });
+    h.apply({ type: "ready", peerId: "late", round: 1, hash: HASH(42), now: 1 });
+    expect(h.coordinator.state.members.find((m) => m.peerId === "late")!.state).toBe("joining");
+    // The round after the commit waits for the joiner, which enters with the right state.
+    expect(h.coordinator.state.current).toBeUndefined();
+    h.apply({ type: "ready", peerId: "late", round: 1, hash: HASH(1), now: 1 });
+    expect(h.coordinator.state.current!.ring).toEqual(["a", "late"]);
+  });
+
+  it("stops after maxRounds and tells everyone", () => {
+    const h = Harness.create({ maxRounds: 2 });
+    h.join("a");
+    h.reportAll();
+    h.reportAll();
+    expect(h.coordinator.state.status).toBe("done");
+    expect(h.coordinator.state.current).toBeUndefined();
+    expect(h.lastTo("a", "stop")!.reason).toMatch(/2 rounds/);
+  });
+
+  it("pause holds the next round, resume opens it", () => {
+    const h = Harness.create();
+    h.join("a");
+    h.apply({ type: "pause", now: 0 });
+    h.reportAll();
+    expect(h.coordinator.state.current).toBeUndefined();
+    h.apply({ type: "resume", now: 0 });
+    expect(h.coordinator.state.current!.round).toBe(2);
+  });
+});
+
+describe("no sample lost or doubled", () => {
+  it("over 3 epochs of random joins, leaves, failures and deadlines, every finished epoch used every sample exactly once", () => {
+    const random = mulberry32(2024);
+    const h = Harness.create({ trainCount: 97, batchSize: 10, maxEpochs: 3 });
+    let nextPeer = 0;
+    const alive = new Set<string>();
+    const spawn = (): void => {
+      const id = `p${nextPeer++}`;
+      alive.add(id);
+      h.join(id);
+    };
+    spawn();
+    spawn();
+    for (let step = 0; step < 5000 && h.coordinator.state.status !== "done"; step++) {
+      h.now += 10;
+      const dice = random();
+      const round = h.coordinator.state.current;
+      if (alive.size < 2 || dice < 0.03) spawn();
+      else if (dice < 0.06) {
+        const victim = [...alive][Math.floor(random() * alive.size)]!;
+        alive.delete(victim);
+        h.apply({ type: "leave", peerId: victim, reason: "chaos", now: h.now });
+      } else if (round !== undefined && dice < 0.1) {
+        h.apply({ type: "failed", peerId: round.ring[0]!, attempt: round.attempt, code: "timeout", suspect: undefined, message: "chaos", now: h.now });
+      } else if (round !== undefined && dice < 0.12) {
+        h.apply({ type: "tick", now: h.now + CONFIG.roundDeadlineMs + 1 });
+      } else if (round !== undefined) {
+        h.reportAll();
+      }
+      // Peers that were knocked back to joining come back with the committed state.
+      for (const m of h.coordinator.state.members) {
+        if (m.state === "joining") h.apply({ type: "ready", peerId: m.peerId, round: h.coordinator.state.committedRound, hash: h.coordinator.state.committedHash ?? HASH(0), now: h.now });
+      }
+    }
+    const epochs = h.effects.flatMap((e) => (e.type === "epoch-finished" ? [e.coverage] : []));
+    expect(epochs.length).toBe(3);
+    for (const c of epochs) expect(c).toMatchObject({ samples: 97, usedOnce: 97, usedTwice: 0, unused: 0 });
+    expect(h.effects.some((e) => e.type === "log" && e.kind === "aborted")).toBe(true);
+  });
+});
+
+describe("snapshots", () => {
+  it("restoring a snapshot taken mid-round puts the in-flight leases back in the queue", () => {
+    const h = Harness.create({ minWorkers: 2 });
+    ["a", "b"].forEach((p) => h.join(p));
+    h.reportAll();
+    const inFlight = [...h.coordinator.state.current!.leases.values()].flat();
+    const snapshot = JSON.parse(JSON.stringify(h.coordinator.snapshot()));
+    const restored = new Coordinator({ ...CONFIG }, snapshot);
+    expect(restored.state.committedRound).toBe(1);
+    expect(restored.snapshot().queue.slice(0, inFlight.length)).toEqual(inFlight);
+    expect(Array.from(restored.coverage())).toEqual(Array.from(h.coordinator.coverage()));
+  });
+  it("refuses a snapshot of another dataset size", () => {
+    const snap = Harness.create().coordinator.snapshot();
+    expect(() => new Coordinator({ ...CONFIG, trainCount: 5 }, snap)).toThrow(/samples/);
+  });
+});

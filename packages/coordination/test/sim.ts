@@ -1,0 +1,61 @@
+import type { CoordinatorMessage } from "@crowdtrain/protocol";
+import { Coordinator, type CoordinatorConfig, type CoordinatorEffect } from "../src/index.ts";
+
+export const CONFIG: CoordinatorConfig = {
+  trainCount: 100,
+  batchSize: 12,
+  seed: 7,
+  maxRounds: undefined,
+  maxEpochs: undefined,
+  minWorkers: 1,
+  roundDeadlineMs: 1_000,
+  frameBytes: 65_536,
+  maxStrikes: 3,
+  joinGraceMs: 500,
+};
+
+export const TIMINGS = { computeMs: 10, readbackMs: 1, allReduceMs: 5, updateMs: 1 };
+export const HASH = (round: number): string => round.toString(16).padStart(16, "0");
+
+/** Drives a Coordinator and records what it sent to whom. */
+export class Harness {
+  readonly effects: CoordinatorEffect[] = [];
+  now = 0;
+  constructor(readonly coordinator: Coordinator) {}
+
+  static create(config: Partial<CoordinatorConfig> = {}): Harness {
+    return new Harness(new Coordinator({ ...CONFIG, ...config }));
+  }
+
+  apply(event: Parameters<Coordinator["handle"]>[0]): CoordinatorEffect[] {
+    const out = this.coordinator.handle(event);
+    this.effects.push(...out);
+    return out;
+  }
+
+  join(peerId: string): void {
+    this.apply({ type: "join", peerId, backend: "cpu", now: this.now });
+    const s = this.coordinator.state;
+    this.apply({ type: "ready", peerId, round: s.committedRound, hash: s.committedHash ?? HASH(0), now: this.now });
+  }
+
+  /** The last message of a type sent to a peer. */
+  lastTo<T extends CoordinatorMessage["type"]>(peer: string, type: T): Extract<CoordinatorMessage, { type: T }> | undefined {
+    for (let k = this.effects.length - 1; k >= 0; k--) {
+      const e = this.effects[k];
+      if (e?.type === "send" && e.to === peer && e.message.type === type) return e.message as Extract<CoordinatorMessage, { type: T }>;
+    }
+    return undefined;
+  }
+
+  /** Every ring member of the open round reports the same hash. */
+  reportAll(hash = HASH(this.coordinator.state.committedRound + 1), except: string[] = []): void {
+    const round = this.coordinator.state.current;
+    if (round === undefined) throw new Error("no open round");
+    for (const peer of round.ring) {
+      if (except.includes(peer)) continue;
+      this.now += 1;
+      this.apply({ type: "result", peerId: peer, attempt: round.attempt, hash, samples: round.leases.get(peer)?.length ?? 0, loss: 1, timings: TIMINGS, bytesSent: 10, bytesReceived: 10, now: this.now });
+    }
+  }
+}
