@@ -18,6 +18,12 @@ export interface AllReducer {
   /** Runs one round. Rejects with AllReduceError; never resolves with a partial result. */
   allReduce(args: RoundArgs): Promise<RoundResult>;
   counters(): AllReducerCounters;
+  /**
+   * Fails the running round (if it is `round`) with code "aborted", without telling peers: used when
+   * the coordinator has already aborted the attempt for everyone. Frames still in flight for it are
+   * dropped as stale.
+   */
+  abortRound(round: number, reason: string): void;
   /** Fails a running round with code "closed" and stops listening to the transport. */
   close(): void;
 }
@@ -117,6 +123,14 @@ export function createAllReducer(deps: AllReducerDeps): AllReducer {
       }
     },
     counters: () => ({ ...counters }),
+    abortRound(round, reason) {
+      if (current?.round === round) current.abortLocally("aborted", undefined, reason, false);
+      // A round not started yet must not start later: mark it as passed so its frames are stale.
+      else if (round > lastStarted) {
+        lastStarted = round;
+        dropHeldUpTo(round);
+      }
+    },
     close() {
       if (closed) return;
       closed = true;

@@ -207,6 +207,17 @@ describe("round bookkeeping", () => {
     closeAll(cluster);
   });
 
+  it("abortRound fails the running round at once without a timeout, and makes a future round id stale", async () => {
+    const cluster = makeCluster(2, 10, 6, { ...FAST, progressTimeoutMs: 5_000, roundTimeoutMs: 10_000 });
+    const [a] = cluster.peers;
+    const pending = a!.reducer.allReduce({ round: 1, ring: cluster.ring, gradient: a!.gradient, samples: 1 });
+    a!.reducer.abortRound(1, "coordinator aborted attempt 1");
+    await expect(pending).rejects.toMatchObject({ code: "aborted", suspect: undefined });
+    a!.reducer.abortRound(3, "aborted before it started");
+    await expect(a!.reducer.allReduce({ round: 3, ring: cluster.ring, gradient: a!.gradient, samples: 1 })).rejects.toThrow(/round id 3/);
+    closeAll(cluster);
+  });
+
   it("rejects options whose timeouts contradict each other", () => {
     expect(() => makeCluster(2, 1, 1, { progressTimeoutMs: 500, roundTimeoutMs: 400 })).toThrow(/must exceed/);
     expect(() => makeCluster(2, 1, 1, { frameBytes: 300 * 1024 })).toThrow(/frameBytes/);
