@@ -104,6 +104,7 @@ export function createAllReducer(deps: AllReducerDeps): AllReducer {
         throw new RangeError(`round id ${args.round} must be an integer above the last one started (${lastStarted})`);
       }
       validateRing(args.ring, transport.self);
+      if (args.frameBytes !== undefined) resolveOptions({ ...options, frameBytes: args.frameBytes });
       const run = new RoundRun(args, transport, clock, options);
       lastStarted = args.round;
       current = run;

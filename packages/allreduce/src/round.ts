@@ -16,6 +16,8 @@ export type RoundArgs = {
   gradient: Float32Array;
   /** Samples the gradient was averaged over: its weight in the mean. */
   samples: number;
+  /** Frame payload size for this round (the coordinator's choice); defaults to the reducer's option. */
+  frameBytes?: number;
 };
 
 export type RoundStats = {
@@ -91,7 +93,7 @@ export class RoundRun {
     this.position = args.ring.indexOf(transport.self);
     this.left = args.ring[leftOf(this.position, this.n)] as PeerId;
     this.right = args.ring[rightOf(this.position, this.n)] as PeerId;
-    this.chunkElems = options.frameBytes / 4;
+    this.chunkElems = (args.frameBytes ?? options.frameBytes) / 4;
     this.acc = weightedContribution(args.gradient, args.samples);
     this.spans = partition(this.acc.length, this.n);
     this.sums = new Float32Array(this.acc.length);
