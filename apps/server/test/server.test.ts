@@ -1,0 +1,139 @@
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { resolve } from "node:path";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import WebSocket from "ws";
+import { startServer, type ServerHandle } from "../src/server.ts";
+
+/** How long a WebSocket may take to open, answer or close on loopback. */
+const WS_TIMEOUT_MS = 5_000;
+/** How long a process that started and closed a server may take to exit by itself. */
+const CHILD_EXIT_TIMEOUT_MS = 20_000;
+
+const repoRoot = resolve(import.meta.dirname, "../../..");
+const open: ServerHandle[] = [];
+
+async function start(options: Parameters<typeof startServer>[0] = {}): Promise<ServerHandle> {
+  const handle = await startServer({ port: 0, ...options });
+  open.push(handle);
+  return handle;
+}
+
+afterEach(async () => {
+  vi.unstubAllEnvs();
+  await Promise.all(open.splice(0).map((handle) => handle.close()));
+});
+
+/** Resolves with the first message, or rejects with the socket's error or after WS_TIMEOUT_MS. */
+function firstMessage(ws: WebSocket): Promise<string> {
+  return new Promise((done, fail) => {
+    const timer = setTimeout(() => fail(new Error(`no WebSocket message within ${WS_TIMEOUT_MS} ms`)), WS_TIMEOUT_MS);
+    ws.once("message", (data: Buffer) => {
+      clearTimeout(timer);
+      done(data.toString());
+    });
+    ws.once("error", (error) => {
+      clearTimeout(timer);
+      fail(error);
+    });
+  });
+}
+
+async function getJson(url: string): Promise<Record<string, unknown>> {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`GET ${url} answered ${response.status}`);
+  return (await response.json()) as Record<string, unknown>;
+}
+
+function closed(ws: WebSocket): Promise<void> {
+  return new Promise((done, fail) => {
+    const timer = setTimeout(() => fail(new Error(`WebSocket not closed within ${WS_TIMEOUT_MS} ms`)), WS_TIMEOUT_MS);
+    ws.once("close", () => {
+      clearTimeout(timer);
+      done();
+    });
+  });
+}
+
+describe("startServer", () => {
+  it("serves health and a config without ICE servers by default", async () => {
+    vi.stubEnv("CROWDTRAIN_ICE_SERVERS", "");
+    const { url } = await start();
+    expect(await getJson(`${url}/api/health`)).toEqual({ ok: true });
+    expect(await getJson(`${url}/api/config`)).toEqual({ peerPath: "/peerjs", iceServers: [] });
+  });
+
+  it("hands out ICE servers from the option or from CROWDTRAIN_ICE_SERVERS", async () => {
+    const own = [{ urls: "turn:turn.lan:3478", username: "u", credential: "p" }];
+    const fromOption = await start({ iceServers: own });
+    expect((await getJson(`${fromOption.url}/api/config`)).iceServers).toEqual(own);
+    vi.stubEnv("CROWDTRAIN_ICE_SERVERS", '[{"urls":["stun:10.0.0.1:3478"]}]');
+    const fromEnv = await start();
+    expect((await getJson(`${fromEnv.url}/api/config`)).iceServers).toEqual([{ urls: ["stun:10.0.0.1:3478"] }]);
+  });
+
+  it.each([
+    ["not json", /CROWDTRAIN_ICE_SERVERS is not valid JSON/],
+    ['{"urls":"stun:x"}', /must be a JSON array/],
+    ['[{"urls":"https://x"}]', /CROWDTRAIN_ICE_SERVERS\[0\]\.urls has "https:\/\/x"/],
+    ['[{"urls":"stun:x","password":"p"}]', /unknown keys: password/],
+  ])("rejects CROWDTRAIN_ICE_SERVERS=%s with a clear error", async (value, message) => {
+    vi.stubEnv("CROWDTRAIN_ICE_SERVERS", value);
+    await expect(startServer({ port: 0 })).rejects.toThrow(message);
+  });
+
+  it("runs the PeerJS signalling server under /peerjs, without discovery", async () => {
+    const { url } = await start();
+    expect((await getJson(`${url}/peerjs/`)).name).toBe("PeerJS Server");
+    const id = await (await fetch(`${url}/peerjs/peerjs/id`)).text();
+    expect(id).toMatch(/^[0-9a-f-]{36}$/);
+    expect((await fetch(`${url}/peerjs/peerjs/peers`)).status).toBe(401);
+
+    const ws = new WebSocket(`${url.replace("http", "ws")}/peerjs/peerjs?key=peerjs&id=${id}&token=t`);
+    expect(JSON.parse(await firstMessage(ws))).toEqual({ type: "OPEN" });
+    ws.close();
+    await closed(ws);
+  });
+
+  it("refuses WebSocket upgrades on paths nobody serves", async () => {
+    const { url } = await start();
+    const ws = new WebSocket(`${url.replace("http", "ws")}/nope`);
+    await expect(firstMessage(ws)).rejects.toThrow(/404/);
+  });
+
+  it("close() drops WebSocket clients and releases the port", async () => {
+    const handle = await startServer({ port: 0 });
+    const ws = new WebSocket(`${handle.url.replace("http", "ws")}/peerjs/peerjs?key=peerjs&id=a&token=t`);
+    await firstMessage(ws);
+    const wsClosed = closed(ws);
+    await handle.close();
+    await wsClosed;
+    await new Promise<void>((done, fail) => {
+      const probe = createServer();
+      probe.once("error", fail);
+      probe.listen(handle.port, "127.0.0.1", () => probe.close(() => done()));
+    });
+  });
+
+  it("leaves nothing running after close(): a process that used it exits by itself", async () => {
+    const child = spawn(process.execPath, ["--import", "tsx", "apps/server/test/fixtures/start-stop.ts"], {
+      cwd: repoRoot,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    const code = await new Promise<number | null>((done) => {
+      const timer = setTimeout(() => {
+        child.kill("SIGKILL");
+        output += `\n(still running after ${CHILD_EXIT_TIMEOUT_MS} ms: something kept the event loop alive)`;
+      }, CHILD_EXIT_TIMEOUT_MS);
+      child.once("exit", (exitCode) => {
+        clearTimeout(timer);
+        done(exitCode);
+      });
+    });
+    expect(output).toContain("closed");
+    expect({ code, output }).toEqual({ code: 0, output: "closed\n" });
+  });
+});

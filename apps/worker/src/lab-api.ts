@@ -1,0 +1,66 @@
+// The lab page's API on `window.crowdtrainLab`: primitives that e2e tests and benchmarks drive.
+// Types only, so e2e code can import it (`import type`) without bundling the lab.
+
+export interface AdapterReport {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** True for a software adapter such as SwiftShader. */
+  isFallbackAdapter: boolean;
+}
+
+export interface WebGpuCheck {
+  /** tfjs backend that ran the GPU half; "webgpu" when all went well. */
+  backend: string;
+  adapter: AdapterReport;
+  /** relu(A·B) has this many elements; both backends computed all of them. */
+  count: number;
+  gpuSum: number;
+  cpuSum: number;
+  /** Largest |gpu - cpu| over the elements of relu(A·B). */
+  maxAbsDiff: number;
+  /** Largest |cpu| element, to judge maxAbsDiff against. */
+  maxAbs: number;
+  /** tf.memory().numTensors after minus before: 0 unless tensors leak. */
+  leakedTensors: number;
+  gpuMs: number;
+}
+
+export interface SendReport {
+  bytes: number;
+  chunks: number;
+  /** From the first send to an empty send buffer. */
+  ms: number;
+}
+
+export interface ReceiveReport {
+  /** Every byte equals the sender's pattern for the same seed. */
+  intact: boolean;
+  bytes: number;
+  /** First byte that differs, or null when intact. */
+  firstMismatch: number | null;
+  /** From the call to the last byte. */
+  ms: number;
+}
+
+export interface CrowdtrainLab {
+  /** Throws when WebGPU or an adapter is missing; otherwise runs tfjs on webgpu and cpu and compares. */
+  webgpuCheck(): Promise<WebGpuCheck>;
+  /** Registers with our own PeerJS server; resolves with this page's peer id. */
+  peerOpen(): Promise<string>;
+  /** Opens a reliable, raw-binary data connection to a peer that has called peerOpen(). */
+  peerConnect(remoteId: string): Promise<void>;
+  /** Sends `bytes` bytes of the seeded Float32 pattern over the connection with `remoteId`. */
+  sendPattern(remoteId: string, bytes: number, seed: number): Promise<SendReport>;
+  /** Reads `bytes` bytes from `fromId` and checks them against the seeded pattern. */
+  receivePattern(fromId: string, bytes: number, seed: number, timeoutMs: number): Promise<ReceiveReport>;
+  /** Closes every connection and leaves the PeerJS server. */
+  peerClose(): void;
+}
+
+declare global {
+  interface Window {
+    crowdtrainLab: CrowdtrainLab;
+  }
+}

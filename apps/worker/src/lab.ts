@@ -1,0 +1,17 @@
+// The lab page: exposes primitives on window.crowdtrainLab for e2e tests and benchmarks.
+// Each group lives in src/lab/*.ts; add new ones (all-reduce over packages/p2p) the same way.
+import type { CrowdtrainLab } from "./lab-api.ts";
+import { peerClose, peerConnect, peerOpen, receivePattern, sendPattern } from "./lab/peer.ts";
+import { webgpuCheck } from "./lab/webgpu.ts";
+
+const lab: CrowdtrainLab = {
+  webgpuCheck,
+  peerOpen,
+  peerConnect,
+  sendPattern,
+  receivePattern,
+  peerClose,
+};
+
+window.crowdtrainLab = lab;
+document.querySelector("#status")?.replaceChildren(`ready: ${Object.keys(lab).join(", ")}`);

@@ -1,0 +1,74 @@
+// Fixtures every e2e test uses: the server (one per Playwright worker), the request guard, and
+// openWorkers(n), which opens n pages in n separate browser contexts and closes them all afterwards.
+import { test as base, expect, type BrowserContext, type Page } from "@playwright/test";
+// Brings the `window.crowdtrainLab` declaration into the e2e program (types only, nothing bundled).
+import type { CrowdtrainLab } from "../apps/worker/src/lab-api.ts";
+import { RequestGuard } from "./support/guard.ts";
+import { startServerProcess, type ServerProcess } from "./support/server-process.ts";
+
+export { expect };
+export type { CrowdtrainLab, ServerProcess };
+
+/**
+ * Loopback even inside the network namespace: WebGPU needs a secure context (https or localhost),
+ * and Chromium gathers WebRTC host candidates from the veth (10.88.0.1) whatever the page's origin.
+ */
+const SERVER_HOST = process.env.CROWDTRAIN_E2E_HOST ?? "127.0.0.1";
+/** Starting the server fixture: the server's own ready timeout plus slack. */
+const SERVER_FIXTURE_TIMEOUT_MS = 60_000;
+
+/** Opens `count` pages at `path`, each in its own browser context (no shared storage or BroadcastChannel). */
+export type OpenWorkers = (count: number, path?: string) => Promise<Page[]>;
+
+interface TestFixtures {
+  guard: RequestGuard;
+  openWorkers: OpenWorkers;
+}
+
+interface WorkerFixtures {
+  server: ServerProcess;
+}
+
+export const test = base.extend<TestFixtures, WorkerFixtures>({
+  server: [
+    // eslint-disable-next-line no-empty-pattern -- Playwright requires an object pattern here
+    async ({}, use) => {
+      const server = await startServerProcess(SERVER_HOST);
+      try {
+        await use(server);
+      } finally {
+        await server.kill();
+      }
+    },
+    { scope: "worker", timeout: SERVER_FIXTURE_TIMEOUT_MS },
+  ],
+
+  guard: async ({ server }, use) => {
+    const guard = new RequestGuard(server.url);
+    await use(guard);
+    guard.assertNothingBlocked();
+  },
+
+  openWorkers: async ({ browser, server, guard }, use, testInfo) => {
+    const contexts: BrowserContext[] = [];
+    const consoleErrors: string[] = [];
+    let opened = 0;
+    const openOne = async (worker: number, path: string): Promise<Page> => {
+      const context = await browser.newContext();
+      contexts.push(context);
+      await guard.install(context, worker);
+      const page = await context.newPage();
+      page.on("console", (message) => {
+        if (message.type() === "error") consoleErrors.push(`worker ${worker}: ${message.text()}`);
+      });
+      page.on("pageerror", (error) => consoleErrors.push(`worker ${worker}: uncaught ${error.stack ?? error.message}`));
+      await page.goto(new URL(path, server.url).href);
+      return page;
+    };
+    await use((count, path = "/lab.html") => Promise.all(Array.from({ length: count }, () => openOne(opened++, path))));
+    await Promise.all(contexts.map((context) => context.close()));
+    if (consoleErrors.length > 0) {
+      await testInfo.attach("console-errors", { body: consoleErrors.join("\n"), contentType: "text/plain" });
+    }
+  },
+});

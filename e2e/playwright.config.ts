@@ -1,0 +1,54 @@
+// Playwright configuration. Run it through e2e/scripts/run-e2e.mjs, which picks the browser
+// (CHROMIUM_PATH) and the network namespace; `npm run test:e2e` and `npm run bench:<name>` do.
+import { existsSync } from "node:fs";
+import { defineConfig } from "@playwright/test";
+
+/** One e2e test: SwiftShader WebGPU compiles shaders slowly, and WebRTC tests open several tabs. */
+const TEST_TIMEOUT_MS = 90_000;
+/** One benchmark: they move tens of MiB at ~7 MB/s, several times. */
+const BENCH_TIMEOUT_MS = 600_000;
+/** expect(...) retries and expect.poll. */
+const EXPECT_TIMEOUT_MS = 20_000;
+const NAVIGATION_TIMEOUT_MS = 30_000;
+const ACTION_TIMEOUT_MS = 15_000;
+
+// run-e2e.mjs always sets CHROMIUM_PATH; when Playwright is run by hand, prefer Debian's Chromium
+// and otherwise let Playwright use its own download.
+const executablePath = process.env.CHROMIUM_PATH ?? (existsSync("/usr/bin/chromium") ? "/usr/bin/chromium" : undefined);
+
+/** Measured with Debian Chromium 156 (see e2e/README.md); WebGPU here is SwiftShader, in a secure context only. */
+const CHROMIUM_ARGS = [
+  "--enable-unsafe-webgpu",
+  "--no-sandbox",
+  // Host candidates as plain IPs: mDNS names would need multicast, which the namespace has not got.
+  "--disable-features=WebRtcHideLocalIpsWithMdns",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+];
+
+export default defineConfig({
+  outputDir: "test-results",
+  // Two cores: tabs in one test already compete; parallel test files would only add noise and timeouts.
+  workers: 1,
+  fullyParallel: false,
+  forbidOnly: Boolean(process.env.CI),
+  retries: 0,
+  reporter: [["list"]],
+  timeout: TEST_TIMEOUT_MS,
+  expect: { timeout: EXPECT_TIMEOUT_MS },
+  use: {
+    browserName: "chromium",
+    headless: true,
+    launchOptions: { executablePath, args: CHROMIUM_ARGS },
+    navigationTimeout: NAVIGATION_TIMEOUT_MS,
+    actionTimeout: ACTION_TIMEOUT_MS,
+    trace: "retain-on-failure",
+  },
+  projects: [
+    { name: "e2e", testDir: "tests", testMatch: /.*\.spec\.ts$/ },
+    // Benchmarks are excluded from `test`; run-e2e.mjs `bench <name>` selects this project.
+    { name: "bench", testDir: "bench", testMatch: /.*\.bench\.ts$/, timeout: BENCH_TIMEOUT_MS },
+  ],
+});

@@ -1,0 +1,96 @@
+// The Crowdtrain server as a child process, started the way an operator starts it (the CLI), so
+// tests can also kill and restart it.
+import { spawn, type ChildProcess } from "node:child_process";
+import { resolve } from "node:path";
+import { createInterface } from "node:readline";
+
+/** From spawn to the CROWDTRAIN_READY line: tsx compiles the server on the way. */
+const SERVER_READY_TIMEOUT_MS = 30_000;
+/** From a signal to the process's exit; the server closes itself within 10 s before exiting anyway. */
+const SERVER_EXIT_TIMEOUT_MS = 15_000;
+const READY_PREFIX = "CROWDTRAIN_READY ";
+const REPO_ROOT = resolve(import.meta.dirname, "../..");
+
+export interface ServerProcess {
+  /** Base URL without trailing slash; the same across restart(). */
+  readonly url: string;
+  /** Sends `signal` and waits for the exit. Kills for good after SERVER_EXIT_TIMEOUT_MS. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Stops the server if running and starts it again on the same port. */
+  restart(): Promise<void>;
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((done) => child.once("exit", () => done()));
+}
+
+/** Spawns the CLI, forwards its output with a prefix, and resolves once it prints CROWDTRAIN_READY. */
+async function spawnServer(host: string, port: number): Promise<{ child: ChildProcess; url: string; port: number }> {
+  // `node --import tsx` rather than `npx tsx`: one process, so signals reach the server itself.
+  const child = spawn(process.execPath, ["--import", "tsx", "apps/server/src/main.ts", "--port", String(port), "--host", host], {
+    cwd: REPO_ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const log: string[] = [];
+  const stderr = createInterface({ input: child.stderr });
+  stderr.on("line", (line) => {
+    log.push(line);
+    process.stderr.write(`[server] ${line}\n`);
+  });
+  const stdout = createInterface({ input: child.stdout });
+  const ready = new Promise<{ url: string; port: number }>((done, fail) => {
+    stdout.on("line", (line) => {
+      log.push(line);
+      if (line.startsWith(READY_PREFIX)) done(JSON.parse(line.slice(READY_PREFIX.length)) as { url: string; port: number });
+      else process.stdout.write(`[server] ${line}\n`);
+    });
+    child.once("exit", (code, signal) => fail(new Error(`server exited (${signal ?? code}) before it was ready:\n${log.join("\n")}`)));
+    child.once("error", fail);
+  });
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_done, fail) => {
+    timer = setTimeout(
+      () => fail(new Error(`server not ready within ${SERVER_READY_TIMEOUT_MS} ms:\n${log.join("\n")}`)),
+      SERVER_READY_TIMEOUT_MS,
+    );
+  });
+  try {
+    const announced = await Promise.race([ready, expired]);
+    return { child, ...announced };
+  } catch (error) {
+    child.kill("SIGKILL");
+    await exited(child);
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function stop(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill(signal);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<"late">((done) => (timer = setTimeout(() => done("late"), SERVER_EXIT_TIMEOUT_MS)));
+  const outcome = await Promise.race([exited(child), late]);
+  clearTimeout(timer);
+  if (outcome === "late") {
+    child.kill("SIGKILL");
+    await exited(child);
+    throw new Error(`server ignored ${signal} for ${SERVER_EXIT_TIMEOUT_MS} ms and was killed`);
+  }
+}
+
+/** Starts the server on `host` (port picked by the OS). The caller owns it: `kill()` at the end. */
+export async function startServerProcess(host: string): Promise<ServerProcess> {
+  let current = await spawnServer(host, 0);
+  const { url, port } = current;
+  return {
+    url,
+    kill: (signal = "SIGTERM") => stop(current.child, signal),
+    async restart() {
+      await stop(current.child, "SIGTERM");
+      current = await spawnServer(host, port);
+    },
+  };
+}
