@@ -44,7 +44,34 @@ export interface ReceiveReport {
   ms: number;
 }
 
+/** One all-reduce round as a page saw it; failures are data, not exceptions. */
+export type AllReduceRun =
+  | { ok: true; ms: number; hash: string; head: number[]; totalSamples: number; bytesSent: number; framesSent: number }
+  | { ok: false; ms: number; error: { code: string; round: number; suspect: string | undefined; message: string } };
+
+export interface BlastReport {
+  bytes: number;
+  ms: number;
+}
+
+export interface AllReduceLabOptions {
+  frameBytes?: number;
+  progressTimeoutMs?: number;
+  roundTimeoutMs?: number;
+  highWaterMarkBytes?: number;
+  lowWaterMarkBytes?: number;
+}
+
 export interface CrowdtrainLab {
+  /** Opens a PeerJS peer with the p2p Transport and an AllReducer; resolves with the peer id. */
+  arOpen(options?: AllReduceLabOptions): Promise<string>;
+  /** Opens the data connections to these peers ahead of a round. */
+  arConnect(peers: string[]): Promise<void>;
+  arRun(args: { round: number; ring: string[]; seed: number; length: number; samples: number; startAt?: number }): Promise<AllReduceRun>;
+  arBlast(to: string, bytes: number, frameBytes: number): Promise<void>;
+  arAwaitBlast(from: string, bytes: number, timeoutMs: number): Promise<BlastReport>;
+  arProgress(): { framesReceived: number; bytesReceived: number };
+  arClose(): void;
   /** Throws when WebGPU or an adapter is missing; otherwise runs tfjs on webgpu and cpu and compares. */
   webgpuCheck(): Promise<WebGpuCheck>;
   /** Registers with our own PeerJS server; resolves with this page's peer id. */

@@ -1,6 +1,7 @@
 // The lab page: exposes primitives on window.crowdtrainLab for e2e tests and benchmarks.
 // Each group lives in src/lab/*.ts; add new ones (all-reduce over packages/p2p) the same way.
 import type { CrowdtrainLab } from "./lab-api.ts";
+import { arAwaitBlast, arBlast, arClose, arConnect, arOpen, arProgress, arRun } from "./lab/allreduce.ts";
 import { peerClose, peerConnect, peerOpen, receivePattern, sendPattern } from "./lab/peer.ts";
 import { webgpuCheck } from "./lab/webgpu.ts";
 
@@ -11,6 +12,13 @@ const lab: CrowdtrainLab = {
   sendPattern,
   receivePattern,
   peerClose,
+  arOpen,
+  arConnect,
+  arRun,
+  arBlast,
+  arAwaitBlast,
+  arProgress,
+  arClose,
 };
 
 window.crowdtrainLab = lab;

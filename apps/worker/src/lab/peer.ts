@@ -1,15 +1,12 @@
 // PeerJS primitives for the lab: one Peer per page, raw reliable data connections, and a seeded
 // byte-pattern exchange that proves a data channel carries large binary payloads intact.
-import { Peer, type DataConnection } from "peerjs";
+import { fetchSignallingConfig, openPeer } from "@crowdtrain/p2p";
+import type { DataConnection, Peer } from "peerjs";
 import type { ReceiveReport, SendReport } from "../lab-api.ts";
 import { Inbox } from "./inbox.ts";
 import { firstMismatch, patternBytes } from "./pattern.ts";
 import { nextEvent, withTimeout } from "./wait.ts";
 
-/** Fetching /api/config from our own server. */
-const CONFIG_TIMEOUT_MS = 5_000;
-/** Registering with our PeerJS server: WebSocket open plus its OPEN message. */
-const PEER_OPEN_TIMEOUT_MS = 10_000;
 /** ICE, DTLS and SCTP between two tabs of one machine; well under a second when it works. */
 const CONNECT_TIMEOUT_MS = 15_000;
 /** One wait for the send buffer to drain to the low-water mark (a few MiB at ~7 MB/s). */
@@ -28,26 +25,11 @@ interface Link {
   open: Promise<void>;
 }
 
-interface PeerConfig {
-  peerPath: string;
-  iceServers: RTCIceServer[];
-}
-
 let peer: Peer | null = null;
 /** Live data connections by remote peer id, outgoing and incoming alike. */
 const links = new Map<string, Link>();
 /** receivePattern() calls waiting for a connection that has not arrived yet. */
 const linkListeners = new Set<(link: Link) => void>();
-
-async function fetchConfig(): Promise<PeerConfig> {
-  const response = await fetch("/api/config", { signal: AbortSignal.timeout(CONFIG_TIMEOUT_MS) });
-  if (!response.ok) throw new Error(`/api/config answered ${response.status}`);
-  const config = (await response.json()) as Partial<PeerConfig>;
-  if (typeof config.peerPath !== "string" || !Array.isArray(config.iceServers)) {
-    throw new Error(`/api/config is malformed: ${JSON.stringify(config)}`);
-  }
-  return { peerPath: config.peerPath, iceServers: config.iceServers };
-}
 
 function adopt(conn: DataConnection): Link {
   const inbox = new Inbox();
@@ -79,17 +61,7 @@ function requirePeer(): Peer {
 
 export async function peerOpen(): Promise<string> {
   if (peer !== null) throw new Error("peerOpen() was already called on this page");
-  const config = await fetchConfig();
-  const secure = location.protocol === "https:";
-  const created = new Peer({
-    // Always our own server: never PeerJS's cloud default.
-    host: location.hostname,
-    port: Number(location.port) || (secure ? 443 : 80),
-    path: config.peerPath,
-    secure,
-    debug: 0,
-    config: { iceServers: config.iceServers },
-  });
+  const created = await openPeer(await fetchSignallingConfig());
   peer = created;
   created.on("connection", (conn) => {
     if (conn.serialization !== "raw") {
@@ -100,16 +72,7 @@ export async function peerOpen(): Promise<string> {
     adopt(conn);
   });
   created.on("error", (error) => console.error(`lab: PeerJS error (${error.type}): ${error.message}`));
-  const opened = new Promise<string>((resolve, reject) => {
-    created.once("open", resolve);
-    created.once("error", reject);
-  });
-  try {
-    return await withTimeout(opened, PEER_OPEN_TIMEOUT_MS, "registering with the PeerJS server");
-  } catch (error) {
-    peerClose();
-    throw error;
-  }
+  return created.id;
 }
 
 export async function peerConnect(remoteId: string): Promise<void> {

@@ -1,0 +1,135 @@
+// All-reduce primitives for e2e tests and benchmarks: one PeerJS peer per page with the real
+// p2p Transport and AllReducer, deterministic inputs the test can recompute, and a one-way
+// point-to-point blast over the same transport to measure the link the ring is compared with.
+import { AllReduceError, createAllReducer, type AllReducer, type AllReduceOptions, type PeerId, type Transport } from "@crowdtrain/allreduce";
+import { createPeerTransport, fetchSignallingConfig, openPeer, type PeerTransport, type PeerTransportOptions } from "@crowdtrain/p2p";
+import { FRAME_VERSION } from "@crowdtrain/protocol";
+import type { Peer } from "peerjs";
+import type { AllReduceRun, BlastReport } from "../lab-api.ts";
+import { labInput } from "./input.ts";
+import { withTimeout } from "./wait.ts";
+
+/** First byte of a blast frame: anything but FRAME_VERSION, so it never reaches the all-reducer. */
+const BLAST_MARK = 0xb1;
+
+type Lab = { peer: Peer; transport: PeerTransport; reducer: AllReducer; blastHandlers: Set<(from: PeerId, bytes: number) => void> };
+let lab: Lab | undefined;
+
+/** Splits one transport in two by the frame's first byte: all-reduce frames and blast frames. */
+function splitTransport(base: PeerTransport, blast: Set<(from: PeerId, bytes: number) => void>): Transport {
+  base.onFrame((from, frame) => {
+    if (frame[0] === BLAST_MARK) for (const handler of blast) handler(from, frame.byteLength);
+  });
+  return {
+    self: base.self,
+    send: (to, frame) => base.send(to, frame),
+    onFrame: (handler) => base.onFrame((from, frame) => frame[0] === FRAME_VERSION && handler(from, frame)),
+    onPeerGone: (handler) => base.onPeerGone(handler),
+  };
+}
+
+export async function arOpen(options: Partial<AllReduceOptions & PeerTransportOptions> = {}): Promise<string> {
+  if (lab !== undefined) throw new Error("arOpen() was already called on this page");
+  const peer = await openPeer(await fetchSignallingConfig());
+  peer.on("error", (error) => console.error(`lab: PeerJS error (${error.type}): ${error.message}`));
+  const { frameBytes, progressTimeoutMs, roundTimeoutMs, maxBufferedFutureBytes, ...transportOptions } = options;
+  const transport = createPeerTransport(peer, transportOptions);
+  const blastHandlers = new Set<(from: PeerId, bytes: number) => void>();
+  const reducerOptions = Object.fromEntries(
+    Object.entries({ frameBytes, progressTimeoutMs, roundTimeoutMs, maxBufferedFutureBytes }).filter(([, value]) => value !== undefined),
+  );
+  const reducer = createAllReducer({ transport: splitTransport(transport, blastHandlers), options: reducerOptions });
+  lab = { peer, transport, reducer, blastHandlers };
+  return peer.id;
+}
+
+function need(): Lab {
+  if (lab === undefined) throw new Error("call arOpen() first");
+  return lab;
+}
+
+export async function arConnect(peers: string[]): Promise<void> {
+  await need().transport.connect(peers);
+}
+
+/**
+ * Runs one all-reduce round on labInput(seed, length) weighted by `samples`. Waits until
+ * `startAt` (Date.now() of this machine, shared by every tab) so all tabs start together, and
+ * times the round from there. Failures come back as data, with the error's code and suspect.
+ */
+export async function arRun(args: { round: number; ring: string[]; seed: number; length: number; samples: number; startAt?: number }): Promise<AllReduceRun> {
+  const { reducer } = need();
+  const gradient = labInput(args.seed, args.length);
+  const wait = (args.startAt ?? 0) - Date.now();
+  if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+  const started = performance.now();
+  try {
+    const result = await reducer.allReduce({ round: args.round, ring: args.ring, gradient, samples: args.samples });
+    const mean = result.mean;
+    return {
+      ok: true,
+      ms: performance.now() - started,
+      hash: await digest(mean),
+      head: Array.from(mean.subarray(0, 16)),
+      totalSamples: result.totalSamples,
+      bytesSent: result.stats.bytesSent,
+      framesSent: result.stats.framesSent,
+    };
+  } catch (error) {
+    if (!(error instanceof AllReduceError)) throw error;
+    return { ok: false, ms: performance.now() - started, error: error.toJSON() };
+  }
+}
+
+/** Sends `bytes` in frames of `frameBytes` to `to`, as fast as back-pressure allows. */
+export async function arBlast(to: string, bytes: number, frameBytes: number): Promise<void> {
+  const { transport } = need();
+  for (let sent = 0; sent < bytes; sent += frameBytes) {
+    const frame = new Uint8Array(Math.min(frameBytes, bytes - sent));
+    frame[0] = BLAST_MARK;
+    await transport.send(to, frame);
+  }
+}
+
+/** Resolves with the time from the call until `bytes` of blast frames arrived from `from`. */
+export function arAwaitBlast(from: string, bytes: number, timeoutMs: number): Promise<BlastReport> {
+  const { blastHandlers } = need();
+  const started = performance.now();
+  let received = 0;
+  let handler: ((peer: PeerId, size: number) => void) | undefined;
+  const done = new Promise<BlastReport>((resolve) => {
+    handler = (peer, size) => {
+      if (peer !== from) return;
+      received += size;
+      if (received >= bytes) resolve({ bytes: received, ms: performance.now() - started });
+    };
+    blastHandlers.add(handler);
+  });
+  return withTimeout(done, timeoutMs, `blast of ${bytes} bytes from ${from}`).finally(() => {
+    if (handler) blastHandlers.delete(handler);
+  });
+}
+
+/** Frames and bytes received over all links so far: lets a test act "mid-round". */
+export function arProgress(): { framesReceived: number; bytesReceived: number } {
+  let framesReceived = 0;
+  let bytesReceived = 0;
+  for (const link of Object.values(need().transport.linkStats())) {
+    framesReceived += link.framesReceived;
+    bytesReceived += link.bytesReceived;
+  }
+  return { framesReceived, bytesReceived };
+}
+
+export function arClose(): void {
+  if (lab === undefined) return;
+  lab.reducer.close();
+  lab.transport.close();
+  lab.peer.destroy();
+  lab = undefined;
+}
+
+async function digest(values: Float32Array): Promise<string> {
+  const hash = await crypto.subtle.digest("SHA-256", values.slice().buffer);
+  return Array.from(new Uint8Array(hash), (b) => b.toString(16).padStart(2, "0")).join("");
+}

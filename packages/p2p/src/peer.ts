@@ -1,0 +1,53 @@
+import { Peer } from "peerjs";
+
+/** Registering with the signalling server: WebSocket open plus its OPEN message. */
+export const PEER_OPEN_TIMEOUT_MS = 10_000;
+/** Fetching /api/config from our own server. */
+export const CONFIG_TIMEOUT_MS = 5_000;
+
+export type SignallingConfig = { peerPath: string; iceServers: RTCIceServer[] };
+
+/** Reads the PeerJS path and the operator's ICE servers (none by default) from our own server. */
+export async function fetchSignallingConfig(origin = ""): Promise<SignallingConfig> {
+  const response = await fetch(`${origin}/api/config`, { signal: AbortSignal.timeout(CONFIG_TIMEOUT_MS) });
+  if (!response.ok) throw new Error(`/api/config answered ${response.status}`);
+  const config = (await response.json()) as Partial<SignallingConfig>;
+  if (typeof config.peerPath !== "string" || !Array.isArray(config.iceServers)) {
+    throw new Error(`/api/config is malformed: ${JSON.stringify(config)}`);
+  }
+  return { peerPath: config.peerPath, iceServers: config.iceServers };
+}
+
+/**
+ * Opens a PeerJS Peer registered with the Crowdtrain server the page came from: never PeerJS's
+ * cloud default, ICE servers exactly as the operator configured them. Resolves once the server
+ * assigned an id; rejects (and destroys the peer) after PEER_OPEN_TIMEOUT_MS.
+ */
+export async function openPeer(config: SignallingConfig, where: Location = location): Promise<Peer> {
+  const secure = where.protocol === "https:";
+  const peer = new Peer({
+    host: where.hostname,
+    port: Number(where.port) || (secure ? 443 : 80),
+    path: config.peerPath,
+    secure,
+    debug: 0,
+    config: { iceServers: config.iceServers },
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no id from the PeerJS server within ${PEER_OPEN_TIMEOUT_MS} ms`)), PEER_OPEN_TIMEOUT_MS);
+      peer.once("open", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      peer.once("error", (error) => {
+        clearTimeout(timer);
+        reject(new Error(`PeerJS (${error.type}): ${error.message}`));
+      });
+    });
+  } catch (error) {
+    peer.destroy();
+    throw error;
+  }
+  return peer;
+}
