@@ -1,0 +1,21 @@
+/** Model state over HTTP: joiners download the committed state, the round's uploader sends it. */
+
+/** The server answers as soon as it holds the state; it may wait for the uploader first. */
+const STATE_FETCH_TIMEOUT_MS = 30_000;
+const STATE_UPLOAD_TIMEOUT_MS = 30_000;
+
+export async function fetchState(origin: string, round: number): Promise<ArrayBuffer> {
+  const response = await fetch(`${origin}/api/state?round=${round}`, { signal: AbortSignal.timeout(STATE_FETCH_TIMEOUT_MS) });
+  if (!response.ok) throw new Error(`GET /api/state?round=${round}: ${response.status} ${await response.text()}`);
+  return response.arrayBuffer();
+}
+
+export async function uploadState(origin: string, round: number, bytes: ArrayBuffer): Promise<void> {
+  const response = await fetch(`${origin}/api/state/${round}`, {
+    method: "PUT",
+    headers: { "content-type": "application/octet-stream" },
+    body: bytes,
+    signal: AbortSignal.timeout(STATE_UPLOAD_TIMEOUT_MS),
+  });
+  if (!response.ok) throw new Error(`PUT /api/state/${round}: ${response.status} ${await response.text()}`);
+}

@@ -1,0 +1,36 @@
+import type { RoundTimings } from "@crowdtrain/protocol";
+
+/** What the worker page shows about its own part in the training. */
+export type SessionPhase = "starting" | "connecting" | "syncing" | "waiting" | "training" | "stopped";
+
+export type SessionStatus = {
+  phase: SessionPhase;
+  peerId: string | undefined;
+  backend: string | undefined;
+  backendReasons: string[];
+  /** Committed round this tab holds. */
+  round: number;
+  roundsDone: number;
+  samplesDone: number;
+  samplesPerSecond: number | undefined;
+  /** This tab's share of the last global batch. */
+  share: number | undefined;
+  lastTimings: RoundTimings | undefined;
+  lastError: string | undefined;
+  stopReason: string | undefined;
+};
+
+export const initialStatus = (): SessionStatus => ({
+  phase: "starting",
+  peerId: undefined,
+  backend: undefined,
+  backendReasons: [],
+  round: 0,
+  roundsDone: 0,
+  samplesDone: 0,
+  samplesPerSecond: undefined,
+  share: undefined,
+  lastTimings: undefined,
+  lastError: undefined,
+  stopReason: undefined,
+});

@@ -1,0 +1,49 @@
+import type { Job } from "@crowdtrain/protocol";
+
+/**
+ * The trainer owns the model, its weights and the optimizer state of one worker tab. It runs in a
+ * dedicated Web Worker when WebGPU is available there (so the page stays responsive and a
+ * background tab keeps training), else on the page; the page talks to it only through this API.
+ *
+ * Attempt protocol: computeGradient -> (all-reduce on the page) -> applyUpdate, which keeps the new
+ * weights as *pending*; commit adopts them, discard drops them. Nothing is adopted before the
+ * coordinator commits, so an aborted round leaves no trace.
+ */
+export type TrainerInit = {
+  job: Job;
+  /** Base URL of the job's dataset (manifest.json and shards). */
+  datasetUrl: string;
+};
+
+export type BackendReport = { backend: string; tried: { name: string; ok: boolean; reason: string }[] };
+
+export type GradientReport = {
+  gradient: Float32Array;
+  loss: number;
+  samples: number;
+  /** Building the batch and recording forward + backward. */
+  computeMs: number;
+  /** Waiting for the flat gradient to come back from the device (includes queued GPU work). */
+  readbackMs: number;
+};
+
+export type UpdateReport = { hash: string; updateMs: number };
+
+export type StateReport = { round: number; hash: string };
+
+export interface Trainer {
+  /** Picks the first working TF.js backend of `backends` (best first) and says why others failed. */
+  selectBackend(backends: string[]): Promise<BackendReport>;
+  /** Builds the job's model and loads its training data. */
+  init(init: TrainerInit): Promise<{ weightCount: number }>;
+  /** Replaces weights and optimizer state with an encoded model state (see @crowdtrain/training state.ts). */
+  loadState(bytes: ArrayBuffer): Promise<StateReport>;
+  computeGradient(lease: number[]): Promise<GradientReport>;
+  /** Applies the optimizer to a copy of the weights; keeps it pending for `attempt`. */
+  applyUpdate(attempt: number, mean: Float32Array): Promise<UpdateReport>;
+  commit(attempt: number, round: number): Promise<StateReport>;
+  discard(attempt: number): Promise<void>;
+  /** The committed state, encoded, for upload to the server. */
+  exportState(): Promise<ArrayBuffer>;
+  dispose(): Promise<void>;
+}

@@ -1,0 +1,134 @@
+import type * as tf from "@tensorflow/tfjs";
+import type { Job } from "@crowdtrain/protocol";
+import {
+  batchTensors,
+  buildModel,
+  computeGradientAsync,
+  createOptimizer,
+  decodeState,
+  encodeState,
+  hashWeights,
+  loadSplit,
+  parseManifest,
+  writeWeights,
+  type Dataset,
+  type DatasetManifest,
+  type Optimizer,
+  type OptimizerState,
+} from "@crowdtrain/training";
+import { chooseBackend } from "@crowdtrain/training/browser";
+import type { BackendReport, GradientReport, StateReport, Trainer, TrainerInit, UpdateReport } from "./api.ts";
+
+/** Dataset files must arrive within this; they are fetched once and kept. */
+const DATASET_FETCH_TIMEOUT_MS = 60_000;
+
+type Loaded = { job: Job; manifest: DatasetManifest; train: Dataset; model: tf.LayersModel; optimizer: Optimizer };
+type Pending = { attempt: number; weights: Float32Array; optimizerBefore: OptimizerState; hash: string };
+
+/**
+ * The Trainer itself, usable directly on the page or behind the Web Worker RPC (worker-entry.ts).
+ * Weights live twice: on the device (for forward/backward) and as the committed Float32Array (for
+ * the deterministic optimizer and the hash); they are written to the device only on commit/load.
+ */
+export class TrainerCore implements Trainer {
+  private loaded: Loaded | undefined;
+  private weights: Float32Array = new Float32Array(0);
+  private round = 0;
+  private hash = "";
+  private pending: Pending | undefined;
+
+  async selectBackend(backends: string[]): Promise<BackendReport> {
+    return chooseBackend(backends);
+  }
+
+  async init({ job, datasetUrl }: TrainerInit): Promise<{ weightCount: number }> {
+    const get = async (file: string): Promise<Uint8Array> => {
+      const response = await fetch(`${datasetUrl}/${file}`, { signal: AbortSignal.timeout(DATASET_FETCH_TIMEOUT_MS) });
+      if (!response.ok) throw new Error(`GET ${datasetUrl}/${file}: ${response.status}`);
+      return new Uint8Array(await response.arrayBuffer());
+    };
+    const manifest = parseManifest(JSON.parse(new TextDecoder().decode(await get("manifest.json"))));
+    const train = await loadSplit(manifest, "train", get);
+    this.loaded?.model.dispose();
+    const model = buildModel(job.model, manifest.inputShape, manifest.classes, job.seed);
+    this.loaded = { job, manifest, train, model, optimizer: createOptimizer(job.optimizer, 0) };
+    const weightCount = model.trainableWeights.reduce((sum, w) => sum + w.read().size, 0);
+    this.loaded.optimizer = createOptimizer(job.optimizer, weightCount);
+    return { weightCount };
+  }
+
+  async loadState(bytes: ArrayBuffer): Promise<StateReport> {
+    const loaded = this.need();
+    const state = decodeState(new Uint8Array(bytes), loaded.optimizer.size);
+    const hash = hashWeights(state.weights);
+    if (hash !== state.hash) throw new Error(`state of round ${state.round} is corrupt: hash ${hash}, header says ${state.hash}`);
+    loaded.optimizer.restore(state.optimizer);
+    this.weights = state.weights;
+    writeWeights(loaded.model, this.weights);
+    this.round = state.round;
+    this.hash = hash;
+    this.pending = undefined;
+    return { round: this.round, hash };
+  }
+
+  async computeGradient(lease: number[]): Promise<GradientReport> {
+    const { model, manifest, train } = this.need();
+    const started = performance.now();
+    const { xs, ys } = batchTensors(train, lease, manifest.inputShape, manifest.classes);
+    try {
+      const recorded = performance.now();
+      const result = await computeGradientAsync(model, xs, ys);
+      const done = performance.now();
+      return { ...result, computeMs: recorded - started, readbackMs: done - recorded };
+    } finally {
+      xs.dispose();
+      ys.dispose();
+    }
+  }
+
+  async applyUpdate(attempt: number, mean: Float32Array): Promise<UpdateReport> {
+    const { optimizer } = this.need();
+    const started = performance.now();
+    if (this.pending !== undefined) optimizer.restore(this.pending.optimizerBefore);
+    const optimizerBefore = optimizer.state();
+    const weights = this.weights.slice();
+    optimizer.step(weights, mean);
+    const hash = hashWeights(weights);
+    this.pending = { attempt, weights, optimizerBefore, hash };
+    return { hash, updateMs: performance.now() - started };
+  }
+
+  async commit(attempt: number, round: number): Promise<StateReport> {
+    const pending = this.pending;
+    if (pending?.attempt !== attempt) throw new Error(`commit of attempt ${attempt}, but ${pending?.attempt ?? "none"} is pending`);
+    this.pending = undefined;
+    this.weights = pending.weights;
+    this.hash = pending.hash;
+    this.round = round;
+    writeWeights(this.need().model, this.weights);
+    return { round, hash: this.hash };
+  }
+
+  async discard(attempt: number): Promise<void> {
+    if (this.pending?.attempt !== attempt) return;
+    this.need().optimizer.restore(this.pending.optimizerBefore);
+    this.pending = undefined;
+  }
+
+  async exportState(): Promise<ArrayBuffer> {
+    const { optimizer } = this.need();
+    // The optimizer holds the pending step's state while one is pending: export the committed one.
+    const optimizerState = this.pending?.optimizerBefore ?? optimizer.state();
+    return encodeState({ round: this.round, hash: this.hash, weights: this.weights, optimizer: optimizerState }).buffer;
+  }
+
+  async dispose(): Promise<void> {
+    this.loaded?.model.dispose();
+    this.loaded = undefined;
+  }
+
+  private need(): Loaded {
+    if (this.loaded === undefined) throw new Error("trainer used before init()");
+    return this.loaded;
+  }
+}

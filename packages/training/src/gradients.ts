@@ -1,0 +1,76 @@
+import * as tf from "@tensorflow/tfjs";
+
+/**
+ * One local gradient: the mean over the batch of d(categorical cross-entropy)/d(weights), flat in
+ * `model.trainableWeights` order (see weights.ts). The gradient and the loss are concatenated on the
+ * device and read back once, because a read-back is the expensive sync point on WebGPU/WebGL.
+ */
+export interface GradientResult {
+  gradient: Float32Array;
+  /** Mean loss over the batch, before the update. */
+  loss: number;
+  samples: number;
+}
+
+/** Synchronous read-back (dataSync): fine on the CPU backend and in tests. */
+export function computeGradient(model: tf.LayersModel, xs: tf.Tensor, ys: tf.Tensor): GradientResult {
+  const { packed, size, samples } = gradientOnDevice(model, xs, ys);
+  try {
+    return unpack(packed.dataSync() as Float32Array, size, samples);
+  } finally {
+    packed.dispose();
+  }
+}
+
+/** Async read-back (`await data()`): does not block the thread on WebGPU/WebGL. */
+export async function computeGradientAsync(model: tf.LayersModel, xs: tf.Tensor, ys: tf.Tensor): Promise<GradientResult> {
+  const { packed, size, samples } = gradientOnDevice(model, xs, ys);
+  try {
+    return unpack((await packed.data()) as Float32Array, size, samples);
+  } finally {
+    packed.dispose();
+  }
+}
+
+/** Mean categorical cross-entropy of softmax outputs, as model.fit computes it for that loss. */
+export function meanCrossEntropy(ys: tf.Tensor, probs: tf.Tensor): tf.Scalar {
+  return tf.tidy(() => tf.mean(tf.metrics.categoricalCrossentropy(ys, probs)) as tf.Scalar);
+}
+
+/** Index of the first NaN or ±Infinity, or -1: a gradient with one must not enter the all-reduce. */
+export function firstNonFinite(values: Float32Array): number {
+  for (let i = 0; i < values.length; i++) {
+    const x = values[i] as number;
+    // x - x is 0 for finite x and NaN for NaN and ±Infinity.
+    if (x - x !== 0) return i;
+  }
+  return -1;
+}
+
+function gradientOnDevice(model: tf.LayersModel, xs: tf.Tensor, ys: tf.Tensor): { packed: tf.Tensor1D; size: number; samples: number } {
+  const samples = xs.shape[0];
+  if (samples === undefined || samples === 0) throw new RangeError("computeGradient: empty batch");
+  if (ys.shape[0] !== samples) throw new RangeError(`computeGradient: ${samples} inputs but ${ys.shape[0]} labels`);
+  const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
+  let size = 0;
+  const packed = tf.tidy(() => {
+    const { value, grads } = tf.variableGrads(
+      () => meanCrossEntropy(ys, model.apply(xs, { training: true }) as tf.Tensor),
+      variables,
+    );
+    const parts = variables.map((variable) => {
+      const grad = grads[variable.name];
+      if (grad === undefined) throw new Error(`no gradient for weight ${variable.name}: it does not affect the loss`);
+      size += grad.size;
+      return grad.reshape([-1]);
+    });
+    // The loss rides along as the last element: one read-back for both.
+    return tf.concat([...parts, value.reshape([1])]) as tf.Tensor1D;
+  });
+  return { packed, size, samples };
+}
+
+function unpack(data: Float32Array, size: number, samples: number): GradientResult {
+  // slice copies the gradient into its own buffer, so it can be transferred to another thread alone.
+  return { gradient: data.slice(0, size), loss: data[size] as number, samples };
+}

@@ -1,0 +1,3 @@
+/** Node-only entry (uses node:fs): building and reading dataset directories on the server. */
+export * from "./mnist-build.ts";
+export * from "./dataset-fs.ts";
