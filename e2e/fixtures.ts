@@ -26,14 +26,16 @@ interface TestFixtures {
 }
 
 interface WorkerFixtures {
+  /** Extra server CLI flags; set with test.use({ serverArgs: [...] }) (a new server per distinct value). */
+  serverArgs: string[];
   server: ServerProcess;
 }
 
 export const test = base.extend<TestFixtures, WorkerFixtures>({
+  serverArgs: [[], { scope: "worker", option: true }],
   server: [
-    // eslint-disable-next-line no-empty-pattern -- Playwright requires an object pattern here
-    async ({}, use) => {
-      const server = await startServerProcess(SERVER_HOST);
+    async ({ serverArgs }, use) => {
+      const server = await startServerProcess(SERVER_HOST, serverArgs);
       try {
         await use(server);
       } finally {

@@ -26,9 +26,9 @@ function exited(child: ChildProcess): Promise<void> {
 }
 
 /** Spawns the CLI, forwards its output with a prefix, and resolves once it prints CROWDTRAIN_READY. */
-async function spawnServer(host: string, port: number): Promise<{ child: ChildProcess; url: string; port: number }> {
+async function spawnServer(host: string, port: number, args: readonly string[]): Promise<{ child: ChildProcess; url: string; port: number }> {
   // `node --import tsx` rather than `npx tsx`: one process, so signals reach the server itself.
-  const child = spawn(process.execPath, ["--import", "tsx", "apps/server/src/main.ts", "--port", String(port), "--host", host], {
+  const child = spawn(process.execPath, ["--import", "tsx", "apps/server/src/main.ts", "--port", String(port), "--host", host, ...args], {
     cwd: REPO_ROOT,
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -81,16 +81,19 @@ async function stop(child: ChildProcess, signal: NodeJS.Signals): Promise<void> 
   }
 }
 
-/** Starts the server on `host` (port picked by the OS). The caller owns it: `kill()` at the end. */
-export async function startServerProcess(host: string): Promise<ServerProcess> {
-  let current = await spawnServer(host, 0);
+/**
+ * Starts the server on `host` (port picked by the OS) with extra CLI `args`. The caller owns it:
+ * `kill()` at the end. restart() keeps the port and the args.
+ */
+export async function startServerProcess(host: string, args: readonly string[] = []): Promise<ServerProcess> {
+  let current = await spawnServer(host, 0, args);
   const { url, port } = current;
   return {
     url,
     kill: (signal = "SIGTERM") => stop(current.child, signal),
     async restart() {
       await stop(current.child, "SIGTERM");
-      current = await spawnServer(host, port);
+      current = await spawnServer(host, port, args);
     },
   };
 }

@@ -4,6 +4,10 @@ import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { IceConfigError } from "./ice.ts";
 import { DEFAULT_WEB_DIR, startServer, type ServerHandle } from "./server.ts";
+import { DEFAULT_JOB_FILE, readJobFile } from "./training/job-file.ts";
+
+/** Where `npm run build` puts the datasets (one directory each, see packages/training/DATASETS.md). */
+const DEFAULT_DATASETS_DIR = join(import.meta.dirname, "../../../dist/datasets");
 
 const DEFAULT_PORT = 8080;
 const DEFAULT_HOST = "0.0.0.0";
@@ -12,9 +16,12 @@ const SHUTDOWN_TIMEOUT_MS = 10_000;
 /** The e2e harness waits for this prefix followed by a JSON object. */
 const READY_PREFIX = "CROWDTRAIN_READY";
 
-const USAGE = `usage: crowdtrain-server [--port N] [--host ADDRESS]
-  --port N        port to listen on, 0 picks a free one (env CROWDTRAIN_PORT, default ${DEFAULT_PORT})
-  --host ADDRESS  address to bind (env CROWDTRAIN_HOST, default ${DEFAULT_HOST}: all interfaces)
+const USAGE = `usage: crowdtrain-server [--port N] [--host ADDRESS] [--job FILE] [--datasets DIR] [--min-workers N]
+  --port N         port to listen on, 0 picks a free one (env CROWDTRAIN_PORT, default ${DEFAULT_PORT})
+  --host ADDRESS   address to bind (env CROWDTRAIN_HOST, default ${DEFAULT_HOST}: all interfaces)
+  --job FILE       training job (env CROWDTRAIN_JOB, default apps/server/jobs/mnist-mlp.json)
+  --datasets DIR   directory of built datasets (env CROWDTRAIN_DATASETS, default dist/datasets)
+  --min-workers N  workers that must be ready before the first round (env CROWDTRAIN_MIN_WORKERS, default 1)
   CROWDTRAIN_ICE_SERVERS='[{"urls":"stun:stun.example.org:3478"}]' adds your own STUN/TURN servers`;
 
 class UsageError extends Error {}
@@ -22,22 +29,40 @@ class UsageError extends Error {}
 interface Flags {
   port: number;
   host: string;
+  job: string;
+  datasets: string;
+  minWorkers: number;
 }
 
+const FLAG_NAMES = ["--port", "--host", "--job", "--datasets", "--min-workers"] as const;
+type FlagName = (typeof FLAG_NAMES)[number];
+
 function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "help" {
-  let port = env.CROWDTRAIN_PORT;
-  let host = env.CROWDTRAIN_HOST;
+  const values: Partial<Record<FlagName, string>> = {
+    "--port": env.CROWDTRAIN_PORT,
+    "--host": env.CROWDTRAIN_HOST,
+    "--job": env.CROWDTRAIN_JOB,
+    "--datasets": env.CROWDTRAIN_DATASETS,
+    "--min-workers": env.CROWDTRAIN_MIN_WORKERS,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] ?? "";
     if (arg === "--help" || arg === "-h") return "help";
     const [name, inline] = arg.split(/=(.*)/s, 2);
-    if (name !== "--port" && name !== "--host") throw new UsageError(`unknown argument ${JSON.stringify(arg)}`);
+    if (!FLAG_NAMES.includes(name as FlagName)) throw new UsageError(`unknown argument ${JSON.stringify(arg)}`);
     const value = inline ?? argv[++i];
     if (value === undefined || value === "") throw new UsageError(`${name} needs a value`);
-    if (name === "--port") port = value;
-    else host = value;
+    values[name as FlagName] = value;
   }
-  return { port: parsePort(port), host: host ?? DEFAULT_HOST };
+  const minWorkers = values["--min-workers"] ?? "1";
+  if (!/^[1-9]\d*$/.test(minWorkers)) throw new UsageError(`--min-workers must be a positive integer, got ${JSON.stringify(minWorkers)}`);
+  return {
+    port: parsePort(values["--port"]),
+    host: values["--host"] ?? DEFAULT_HOST,
+    job: values["--job"] ?? DEFAULT_JOB_FILE,
+    datasets: values["--datasets"] ?? DEFAULT_DATASETS_DIR,
+    minWorkers: Number(minWorkers),
+  };
 }
 
 function parsePort(value: string | undefined): number {
@@ -67,6 +92,8 @@ function announce(handle: ServerHandle, host: string): void {
   } else {
     lines.push(`  URL: ${handle.url}/`);
   }
+  const job = handle.training?.status().job;
+  if (job !== undefined) lines.push(`  Job: ${job.name} (${job.model.kind} on ${job.dataset}); dashboard: ${handle.url}/dashboard`);
   lines.push(`${READY_PREFIX} ${JSON.stringify({ url: handle.url, port: handle.port })}`);
   console.log(lines.join("\n"));
 }
@@ -113,7 +140,16 @@ async function main(): Promise<void> {
     console.error(`error: the web app is not built (${DEFAULT_WEB_DIR} is missing): run npm run build first`);
     process.exit(1);
   }
-  const handle = await startServer({ port: flags.port, host: flags.host });
+  const job = await readJobFile(flags.job);
+  if (!existsSync(join(flags.datasets, job.dataset, "manifest.json"))) {
+    console.error(`error: dataset ${job.dataset} is not built in ${flags.datasets}: run npm run build first`);
+    process.exit(1);
+  }
+  const handle = await startServer({
+    port: flags.port,
+    host: flags.host,
+    training: { job, datasetsDir: flags.datasets, minWorkers: flags.minWorkers },
+  });
   stopOnSignals(handle);
   announce(handle, flags.host);
 }

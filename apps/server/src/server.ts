@@ -7,6 +7,7 @@ import { ExpressPeerServer } from "peer";
 import { WebSocketServer } from "ws";
 import { ICE_SERVERS_ENV, parseIceServers, validateIceServers, type IceServer } from "./ice.ts";
 import { createTimerScope, type TimerScope } from "./timer-scope.ts";
+import { startTraining, type TrainingOptions, type TrainingService } from "./training/service.ts";
 
 /** Where the PeerJS signalling server is mounted; browsers learn it from /api/config. */
 export const PEER_PATH = "/peerjs";
@@ -26,12 +27,15 @@ export interface ServerOptions {
   webDir?: string;
   /** Default: CROWDTRAIN_ICE_SERVERS if set, else none (never a public STUN/TURN host). */
   iceServers?: IceServer[];
+  /** The job to run, with its coordinator at /ws. Without it the server only signals and serves pages. */
+  training?: TrainingOptions;
 }
 
 export interface ServerHandle {
   /** Base URL without trailing slash, reachable from this machine. */
   url: string;
   port: number;
+  training: TrainingService | undefined;
   close(): Promise<void>;
 }
 
@@ -54,12 +58,16 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     res.json({ peerPath: PEER_PATH, iceServers });
   });
   mountPeerServer(app, server, wsRoutes, timers);
-  // The coordinator's WebSocket endpoint goes here: wsRoutes.set("/ws", coordinatorWss).
+  const training = options.training === undefined ? undefined : await startTraining(options.training);
+  if (training !== undefined) {
+    app.use(training.router);
+    wsRoutes.set("/ws", training.hub.wss);
+  }
   app.use(express.static(options.webDir ?? DEFAULT_WEB_DIR));
   server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => routeUpgrade(wsRoutes, req, socket, head));
 
   let closing: Promise<void> | undefined;
-  const close = () => (closing ??= shutdown(server, wsRoutes, timers));
+  const close = () => (closing ??= shutdown(server, wsRoutes, timers, training));
   let port: number;
   try {
     port = await listen(server, options.port ?? 0, host);
@@ -67,7 +75,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     await close();
     throw error;
   }
-  return { url: urlFor(host, port), port, close };
+  return { url: urlFor(host, port), port, training, close };
 }
 
 function resolveIceServers(fromOptions: IceServer[] | undefined): IceServer[] {
@@ -125,8 +133,13 @@ function listen(server: http.Server, port: number, host: string): Promise<number
   });
 }
 
-async function shutdown(server: http.Server, wsRoutes: WsRoutes, timers: TimerScope): Promise<void> {
+async function shutdown(server: http.Server, wsRoutes: WsRoutes, timers: TimerScope, training: TrainingService | undefined): Promise<void> {
   timers.clearAll();
+  if (training !== undefined) {
+    // The hub closes its own WebSocket server (after its ticker); do not close it twice.
+    wsRoutes.delete("/ws");
+    await training.close();
+  }
   await Promise.all([...wsRoutes.values()].map(closeWebSocketServer));
   await closeHttpServer(server);
 }

@@ -69,7 +69,10 @@ export interface CrowdtrainLab {
   arConnect(peers: string[]): Promise<void>;
   arRun(args: { round: number; ring: string[]; seed: number; length: number; samples: number; startAt?: number }): Promise<AllReduceRun>;
   arBlast(to: string, bytes: number, frameBytes: number): Promise<void>;
-  arAwaitBlast(from: string, bytes: number, timeoutMs: number): Promise<BlastReport>;
+  /** Starts counting blast bytes from `from`; call before the sender starts. */
+  arListenBlast(from: string, bytes: number, timeoutMs: number): void;
+  /** Resolves when the bytes announced to arListenBlast have arrived. */
+  arBlastDone(): Promise<BlastReport>;
   arProgress(): { framesReceived: number; bytesReceived: number };
   arClose(): void;
   /** Throws when WebGPU or an adapter is missing; otherwise runs tfjs on webgpu and cpu and compares. */

@@ -1,7 +1,7 @@
 // The lab page: exposes primitives on window.crowdtrainLab for e2e tests and benchmarks.
 // Each group lives in src/lab/*.ts; add new ones (all-reduce over packages/p2p) the same way.
 import type { CrowdtrainLab } from "./lab-api.ts";
-import { arAwaitBlast, arBlast, arClose, arConnect, arOpen, arProgress, arRun } from "./lab/allreduce.ts";
+import { arBlast, arBlastDone, arClose, arConnect, arOpen, arListenBlast, arProgress, arRun } from "./lab/allreduce.ts";
 import { peerClose, peerConnect, peerOpen, receivePattern, sendPattern } from "./lab/peer.ts";
 import { webgpuCheck } from "./lab/webgpu.ts";
 
@@ -16,7 +16,8 @@ const lab: CrowdtrainLab = {
   arConnect,
   arRun,
   arBlast,
-  arAwaitBlast,
+  arListenBlast,
+  arBlastDone,
   arProgress,
   arClose,
 };

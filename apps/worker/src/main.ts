@@ -1,53 +1,38 @@
-// Placeholder worker page: picks the best tfjs backend this browser offers and says why.
-// The real worker (consent, training, all-reduce) replaces this.
-import * as tf from "@tensorflow/tfjs";
-import "@tensorflow/tfjs-backend-webgpu";
-
-interface Choice {
-  backend: string;
-  reasons: string[];
-}
-
-/** Why WebGPU cannot be used here, or null when an adapter is available. */
-async function webgpuBlocker(): Promise<string | null> {
-  const gpu = navigator.gpu as GPU | undefined;
-  if (gpu === undefined) {
-    return isSecureContext
-      ? "webgpu: this browser has no WebGPU (navigator.gpu is missing)"
-      : "webgpu: browsers allow WebGPU only on https:// or localhost pages";
-  }
-  const adapter = await gpu.requestAdapter();
-  return adapter === null ? "webgpu: no GPU adapter available" : null;
-}
-
-async function chooseBackend(): Promise<Choice> {
-  const reasons: string[] = [];
-  const blocker = await webgpuBlocker();
-  if (blocker !== null) reasons.push(blocker);
-  else if (await tf.setBackend("webgpu")) return { backend: "webgpu", reasons: [...reasons, "webgpu: adapter found and tfjs initialised"] };
-  else reasons.push("webgpu: tfjs could not initialise the backend");
-  if (await tf.setBackend("webgl")) return { backend: "webgl", reasons: [...reasons, "webgl: available"] };
-  reasons.push("webgl: tfjs could not initialise the backend", "wasm: not bundled");
-  if (await tf.setBackend("cpu")) return { backend: "cpu", reasons: [...reasons, "cpu: always available, slowest"] };
-  throw new Error("no tfjs backend could be initialised, not even cpu");
-}
+// The page a volunteer opens: explains, asks to start, picks a backend, and joins the training.
+import { startVolunteer, type Volunteer } from "./volunteer.ts";
+import { renderStatus } from "./view.ts";
 
 const startButton = document.querySelector<HTMLButtonElement>("#start");
-const backendLine = document.querySelector<HTMLElement>("#backend");
-const reasonList = document.querySelector<HTMLElement>("#reasons");
-if (!startButton || !backendLine || !reasonList) throw new Error("worker page markup is missing #start, #backend or #reasons");
+const stopButton = document.querySelector<HTMLButtonElement>("#stop");
+if (!startButton || !stopButton) throw new Error("worker page markup is missing #start or #stop");
+
+/** Options for operators and tests, from the query string: ?backends=cpu,webgl  ?page=1  ?name=alice */
+const params = new URLSearchParams(location.search);
+const backends = (params.get("backends") ?? "webgpu,webgl,wasm,cpu").split(",").filter(Boolean);
+let volunteer: Volunteer | undefined;
 
 startButton.addEventListener("click", () => {
   startButton.disabled = true;
-  backendLine.textContent = "checking…";
-  chooseBackend().then(
-    ({ backend, reasons }) => {
-      backendLine.textContent = `Backend: ${backend}`;
-      reasonList.replaceChildren(...reasons.map((reason) => Object.assign(document.createElement("li"), { textContent: reason })));
+  stopButton.disabled = false;
+  startVolunteer({ backends, forcePage: params.get("page") === "1", name: params.get("name") ?? undefined, onStatus: renderStatus }).then(
+    (started) => {
+      volunteer = started;
+      window.crowdtrainWorker = { status: () => started.status() };
+      void started.stopped.then(() => {
+        stopButton.disabled = true;
+        startButton.disabled = false;
+      });
     },
     (error: unknown) => {
-      backendLine.textContent = `No backend: ${error instanceof Error ? error.message : String(error)}`;
-      console.error(error);
+      renderStatus({ phase: "stopped", lastError: error instanceof Error ? error.message : String(error) });
+      console.error("could not start:", error);
+      stopButton.disabled = true;
+      startButton.disabled = false;
     },
   );
+});
+
+stopButton.addEventListener("click", () => {
+  stopButton.disabled = true;
+  volunteer?.stop("stopped by the volunteer");
 });

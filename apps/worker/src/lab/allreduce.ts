@@ -91,8 +91,13 @@ export async function arBlast(to: string, bytes: number, frameBytes: number): Pr
   }
 }
 
-/** Resolves with the time from the call until `bytes` of blast frames arrived from `from`. */
-export function arAwaitBlast(from: string, bytes: number, timeoutMs: number): Promise<BlastReport> {
+let blastWait: Promise<BlastReport> | undefined;
+
+/**
+ * Starts counting blast bytes from `from` (call it before the sender starts, or early frames are
+ * missed); arBlastDone() then resolves with the time from this call until `bytes` have arrived.
+ */
+export function arListenBlast(from: string, bytes: number, timeoutMs: number): void {
   const { blastHandlers } = need();
   const started = performance.now();
   let received = 0;
@@ -105,9 +110,18 @@ export function arAwaitBlast(from: string, bytes: number, timeoutMs: number): Pr
     };
     blastHandlers.add(handler);
   });
-  return withTimeout(done, timeoutMs, `blast of ${bytes} bytes from ${from}`).finally(() => {
+  blastWait = withTimeout(done, timeoutMs, `blast of ${bytes} bytes from ${from}`).finally(() => {
     if (handler) blastHandlers.delete(handler);
   });
+  // Whoever calls arBlastDone() sees a failure; this only keeps it from being reported as unhandled.
+  blastWait.catch(() => undefined);
+}
+
+export function arBlastDone(): Promise<BlastReport> {
+  if (blastWait === undefined) throw new Error("call arListenBlast() first");
+  const wait = blastWait;
+  blastWait = undefined;
+  return wait;
 }
 
 /** Frames and bytes received over all links so far: lets a test act "mid-round". */

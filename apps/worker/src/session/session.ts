@@ -9,7 +9,7 @@ import {
 import type { PeerTransport } from "@crowdtrain/p2p";
 import type { Trainer } from "../trainer/api.ts";
 import { fetchState, uploadState } from "./state-http.ts";
-import { initialStatus, type SessionStatus } from "./status.ts";
+import { COMMITTED_HISTORY, initialStatus, type SessionStatus } from "./status.ts";
 
 type RoundMessage = Extract<CoordinatorMessage, { type: "round" }>;
 
@@ -141,7 +141,7 @@ export function startSession(deps: SessionDeps): Session {
         pending = undefined;
         const state = await trainer.commit(message.attempt, message.round);
         if (state.hash !== message.hash) throw new Error(`committed hash ${message.hash} differs from ours ${state.hash}`);
-        publish({ phase: "waiting", round, roundsDone: status.roundsDone + 1 });
+        publish({ phase: "waiting", round, roundsDone: status.roundsDone + 1, committed: [...status.committed, [round, state.hash] as [number, string]].slice(-COMMITTED_HISTORY) });
         if (upload) await uploadState(deps.origin, round, await trainer.exportState());
         return;
       }

@@ -18,7 +18,11 @@ export type SessionStatus = {
   lastTimings: RoundTimings | undefined;
   lastError: string | undefined;
   stopReason: string | undefined;
+  /** Weights hash of every committed round this tab took part in (the latest COMMITTED_HISTORY). */
+  committed: [round: number, hash: string][];
 };
+
+export const COMMITTED_HISTORY = 1_000;
 
 export const initialStatus = (): SessionStatus => ({
   phase: "starting",
@@ -33,4 +37,5 @@ export const initialStatus = (): SessionStatus => ({
   lastTimings: undefined,
   lastError: undefined,
   stopReason: undefined,
+  committed: [],
 });

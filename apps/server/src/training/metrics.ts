@@ -1,0 +1,67 @@
+import type { CommittedRound } from "@crowdtrain/coordination";
+import type { EvalPoint } from "./evaluator.ts";
+
+/** One committed round as the dashboard and /api/status show it. */
+export type RoundPoint = {
+  round: number;
+  epoch: number;
+  at: number;
+  loss: number;
+  samples: number;
+  ringSize: number;
+  roundMs: number;
+  /** Slowest member's split of the round, in ms. */
+  computeMs: number;
+  readbackMs: number;
+  allReduceMs: number;
+  updateMs: number;
+  hash: string;
+};
+
+/** How many rounds of history to keep in memory (and in checkpoints). */
+const HISTORY_LIMIT = 5_000;
+
+/** Loss and accuracy history: the training curve the operator watches. */
+export class Metrics {
+  rounds: RoundPoint[] = [];
+  evals: EvalPoint[] = [];
+  samplesSeen = 0;
+
+  addRound(commit: CommittedRound, at: number): RoundPoint {
+    const reports = Object.values(commit.reports);
+    const slowest = (pick: (r: (typeof reports)[number]) => number): number => Math.max(0, ...reports.map(pick));
+    const point: RoundPoint = {
+      round: commit.round,
+      epoch: commit.epoch,
+      at,
+      loss: commit.loss,
+      samples: commit.samples,
+      ringSize: commit.ring.length,
+      roundMs: commit.roundMs,
+      computeMs: slowest((r) => r.timings.computeMs),
+      readbackMs: slowest((r) => r.timings.readbackMs),
+      allReduceMs: slowest((r) => r.timings.allReduceMs),
+      updateMs: slowest((r) => r.timings.updateMs),
+      hash: commit.hash,
+    };
+    this.samplesSeen += commit.samples;
+    this.rounds.push(point);
+    if (this.rounds.length > HISTORY_LIMIT) this.rounds.splice(0, this.rounds.length - HISTORY_LIMIT);
+    return point;
+  }
+
+  /** The hash a round was committed with, while it is in the history. */
+  hashOf(round: number): string | undefined {
+    for (let k = this.rounds.length - 1; k >= 0; k--) {
+      const point = this.rounds[k] as RoundPoint;
+      if (point.round === round) return point.hash;
+      if (point.round < round) return undefined;
+    }
+    return undefined;
+  }
+
+  addEval(point: EvalPoint): void {
+    this.evals.push(point);
+    if (this.evals.length > HISTORY_LIMIT) this.evals.splice(0, this.evals.length - HISTORY_LIMIT);
+  }
+}

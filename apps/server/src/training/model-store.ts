@@ -1,0 +1,108 @@
+import type { Job } from "@crowdtrain/protocol";
+import {
+  buildModel,
+  createOptimizer,
+  decodeState,
+  encodeState,
+  hashWeights,
+  readWeights,
+  type DatasetManifest,
+  type ModelState,
+} from "@crowdtrain/training";
+
+/** A joiner asking for a state the uploader has not delivered yet waits at most this long. */
+export const STATE_WAIT_TIMEOUT_MS = 20_000;
+
+type Stored = { state: ModelState; bytes: Uint8Array<ArrayBuffer> };
+type Waiter = { round: number; resolve: (stored: Stored) => void; timer: NodeJS.Timeout };
+
+/**
+ * The committed model state as the server knows it: round 0 is built here from the job's seed, so
+ * every worker starts from the same bits; later rounds arrive from each round's uploader and are
+ * accepted only when their hash is the one the coordinator committed.
+ */
+export class ModelStore {
+  private latest: Stored;
+  private readonly waiters = new Set<Waiter>();
+
+  constructor(
+    readonly job: Job,
+    readonly manifest: DatasetManifest,
+    initial?: ModelState,
+  ) {
+    const state = initial ?? initialState(job, manifest);
+    this.latest = { state, bytes: encodeState(state) };
+  }
+
+  get round(): number {
+    return this.latest.state.round;
+  }
+
+  get state(): ModelState {
+    return this.latest.state;
+  }
+
+  get bytes(): Uint8Array<ArrayBuffer> {
+    return this.latest.bytes;
+  }
+
+  /**
+   * Accepts an uploaded state for `round` if it decodes, matches the model and hashes to
+   * `committedHash`. Returns the reason when it does not.
+   */
+  accept(round: number, committedHash: string | undefined, body: Uint8Array): string | undefined {
+    let state: ModelState;
+    try {
+      state = decodeState(body, this.latest.state.weights.length);
+    } catch (error) {
+      return String(error);
+    }
+    if (state.round !== round) return `body is round ${state.round}, URL says ${round}`;
+    if (round <= this.latest.state.round) return undefined; // already have it (or newer): harmless repeat
+    const hash = hashWeights(state.weights);
+    if (hash !== state.hash) return `weights hash to ${hash}, header says ${state.hash}`;
+    if (committedHash === undefined || hash !== committedHash) return `round ${round} was committed with hash ${committedHash ?? "none"}, not ${hash}`;
+    this.latest = { state, bytes: encodeState(state) };
+    for (const waiter of this.waiters) {
+      if (waiter.round <= round) {
+        clearTimeout(waiter.timer);
+        this.waiters.delete(waiter);
+        waiter.resolve(this.latest);
+      }
+    }
+    return undefined;
+  }
+
+  /** The latest state if it is at least `round`, else waits for an upload (bounded). */
+  whenAtLeast(round: number): Promise<Stored | undefined> {
+    if (this.latest.state.round >= round) return Promise.resolve(this.latest);
+    return new Promise((resolve) => {
+      const waiter: Waiter = {
+        round,
+        resolve,
+        timer: setTimeout(() => {
+          this.waiters.delete(waiter);
+          resolve(undefined);
+        }, STATE_WAIT_TIMEOUT_MS),
+      };
+      this.waiters.add(waiter);
+    });
+  }
+
+  close(): void {
+    for (const waiter of this.waiters) clearTimeout(waiter.timer);
+    this.waiters.clear();
+  }
+}
+
+/** Round 0: the job's model initialised from its seed on the CPU backend, fresh optimizer state. */
+export function initialState(job: Job, manifest: DatasetManifest): ModelState {
+  const model = buildModel(job.model, manifest.inputShape, manifest.classes, job.seed);
+  try {
+    const weights = readWeights(model);
+    const optimizer = createOptimizer(job.optimizer, weights.length).state();
+    return { round: 0, hash: hashWeights(weights), weights, optimizer };
+  } finally {
+    model.dispose();
+  }
+}

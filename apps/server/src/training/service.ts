@@ -1,0 +1,125 @@
+import { join } from "node:path";
+import express from "express";
+import { Coordinator, type CommittedRound, type CoordinatorConfig } from "@crowdtrain/coordination";
+import type { Job } from "@crowdtrain/protocol";
+import { loadSplitFromDir, readManifest } from "@crowdtrain/training/node";
+import { ClusterHub } from "../cluster/hub.ts";
+import { Evaluator } from "./evaluator.ts";
+import { Metrics } from "./metrics.ts";
+import { ModelStore } from "./model-store.ts";
+import { buildStatus, type Status } from "./status.ts";
+
+/** Largest model state accepted on upload (weights + optimizer state of a small model are a few MB). */
+const MAX_STATE_BYTES = 256 * 1024 * 1024;
+
+export type TrainingOptions = {
+  job: Job;
+  /** Directory holding one sub-directory per dataset (manifest.json + shards). */
+  datasetsDir: string;
+  minWorkers?: number;
+  roundDeadlineMs?: number;
+  joinGraceMs?: number;
+  frameBytes?: number;
+};
+
+export type TrainingService = {
+  hub: ClusterHub;
+  router: express.Router;
+  status(): Status;
+  close(): Promise<void>;
+};
+
+/**
+ * Everything about the one job this server runs: the coordinator and its WebSocket hub, the
+ * committed model state, evaluation, metrics, and the HTTP routes that serve them.
+ */
+export async function startTraining(options: TrainingOptions): Promise<TrainingService> {
+  const { job } = options;
+  const datasetDir = join(options.datasetsDir, job.dataset);
+  const manifest = await readManifest(datasetDir);
+  const test = await loadSplitFromDir(datasetDir, "test", manifest);
+  const store = new ModelStore(job, manifest);
+  const evaluator = new Evaluator(job, manifest, test);
+  const metrics = new Metrics();
+  const config: CoordinatorConfig = {
+    trainCount: manifest.train.count,
+    batchSize: job.batchSize,
+    seed: job.seed,
+    maxRounds: job.rounds,
+    maxEpochs: job.epochs,
+    minWorkers: options.minWorkers ?? 1,
+    roundDeadlineMs: options.roundDeadlineMs ?? 60_000,
+    frameBytes: options.frameBytes ?? 64 * 1024,
+    maxStrikes: 3,
+    joinGraceMs: options.joinGraceMs ?? 5_000,
+  };
+  const coordinator = new Coordinator(config);
+  const evaluateRound = (round: number): void => {
+    if (store.round !== round) return;
+    evaluator.evaluate(store.state).then(
+      (point) => {
+        metrics.addEval(point);
+        hub.log.add({ at: Date.now(), kind: "eval", text: `round ${point.round}: test accuracy ${(point.accuracy * 100).toFixed(1)}%` });
+      },
+      (error: unknown) => hub.log.add({ at: Date.now(), kind: "error", text: `evaluating round ${round} failed: ${String(error)}` }),
+    );
+  };
+  const hub = new ClusterHub(coordinator, job, {
+    onCommitted: (commit: CommittedRound) => metrics.addRound(commit, Date.now()),
+  });
+
+  const router = express.Router();
+  router.get("/api/status", (_req, res) => {
+    res.json(buildStatus({ job, coordinator, metrics, log: hub.log, storeRound: store.round }));
+  });
+  router.get("/api/state", async (req, res) => {
+    const round = Number(req.query.round ?? coordinator.state.committedRound);
+    if (!Number.isInteger(round) || round < 0) {
+      res.status(400).type("text").send("round must be a non-negative integer");
+      return;
+    }
+    const stored = await store.whenAtLeast(round);
+    if (stored === undefined) {
+      res.status(503).type("text").send(`the state of round ${round} has not been uploaded yet; retry`);
+      return;
+    }
+    res.type("application/octet-stream").send(Buffer.from(stored.bytes.buffer, stored.bytes.byteOffset, stored.bytes.byteLength));
+  });
+  router.put("/api/state/:round", express.raw({ type: "application/octet-stream", limit: MAX_STATE_BYTES }), (req, res) => {
+    const round = Number(req.params.round);
+    const body = req.body as unknown;
+    if (!Number.isInteger(round) || !(body instanceof Buffer)) {
+      res.status(400).type("text").send("PUT /api/state/<round> with an application/octet-stream body");
+      return;
+    }
+    const committed = metrics.hashOf(round);
+    const problem = store.accept(round, committed, new Uint8Array(body.buffer, body.byteOffset, body.byteLength));
+    if (problem !== undefined) {
+      hub.log.add({ at: Date.now(), kind: "rejected", text: `state upload for round ${round}: ${problem}` });
+      res.status(409).type("text").send(problem);
+      return;
+    }
+    res.status(204).end();
+    if (round % job.evalEveryRounds === 0 || coordinator.state.status === "done") evaluateRound(round);
+  });
+  router.get("/api/model/model.json", async (_req, res) => {
+    const exported = await evaluator.export(store.state);
+    res.json(exported.modelJson);
+  });
+  router.get("/api/model/weights.bin", async (_req, res) => {
+    const exported = await evaluator.export(store.state);
+    res.type("application/octet-stream").send(Buffer.from(exported.weights));
+  });
+  router.use(`/data/${job.dataset}`, express.static(datasetDir, { immutable: true, maxAge: "1h" }));
+
+  return {
+    hub,
+    router,
+    status: () => buildStatus({ job, coordinator, metrics, log: hub.log, storeRound: store.round }),
+    async close() {
+      store.close();
+      await hub.close();
+      evaluator.dispose();
+    },
+  };
+}

@@ -1,0 +1,68 @@
+import { createAllReducer } from "@crowdtrain/allreduce";
+import { createPeerTransport, fetchSignallingConfig, openPeer } from "@crowdtrain/p2p";
+import type { Backend } from "@crowdtrain/protocol";
+import { startSession } from "./session/session.ts";
+import type { SessionStatus } from "./session/status.ts";
+import { chooseTrainer } from "./trainer/choose.ts";
+import type { WorkerPageStatus } from "./worker-api.ts";
+
+export type VolunteerOptions = {
+  backends: string[];
+  forcePage: boolean;
+  name: string | undefined;
+  onStatus: (status: Partial<SessionStatus> & { where?: string }) => void;
+};
+
+export interface Volunteer {
+  status(): WorkerPageStatus;
+  readonly stopped: Promise<string>;
+  stop(reason: string): void;
+}
+
+const KNOWN_BACKENDS: readonly string[] = ["webgpu", "webgl", "wasm", "cpu"];
+
+/**
+ * Starts lending this tab: picks the trainer and its backend, registers with the signalling server,
+ * and follows the coordinator. Owns the trainer, the peer, the transport, the all-reducer and the
+ * socket, and releases all of them when the session stops, whoever stops it.
+ */
+export async function startVolunteer(options: VolunteerOptions): Promise<Volunteer> {
+  options.onStatus({ phase: "starting" });
+  const chosen = await chooseTrainer(options.backends, options.forcePage);
+  const backend = chosen.report.backend;
+  if (!KNOWN_BACKENDS.includes(backend)) throw new Error(`unknown backend ${backend}`);
+  const reasons = [...chosen.report.tried.map((t) => `${t.name}: ${t.ok ? "ok" : t.reason}`), chosen.why];
+  options.onStatus({ backend, where: chosen.where, backendReasons: reasons });
+
+  const peer = await openPeer(await fetchSignallingConfig());
+  peer.on("error", (error) => console.error(`PeerJS error (${error.type}): ${error.message}`));
+  // The signalling socket may drop; links already open keep working, new ones need it back.
+  peer.on("disconnected", () => {
+    if (!peer.destroyed) peer.reconnect();
+  });
+  const transport = createPeerTransport(peer);
+  const reducer = createAllReducer({ transport });
+  const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  const session = startSession({
+    origin: location.origin,
+    socket,
+    trainer: chosen.trainer,
+    transport,
+    reducer,
+    backend: backend as Backend,
+    name: options.name,
+    onStatus: (status) => options.onStatus({ ...status, where: chosen.where }),
+  });
+  const stopped = session.stopped.then(async (reason) => {
+    reducer.close();
+    transport.close();
+    peer.destroy();
+    await chosen.trainer.dispose();
+    return reason;
+  });
+  return {
+    status: () => ({ ...session.status, backendReasons: reasons, where: chosen.where }),
+    stopped,
+    stop: (reason) => session.stop(reason),
+  };
+}

@@ -1,0 +1,125 @@
+// npm run bench:allreduce — ring all-reduce in real tabs over WebRTC against the point-to-point
+// link between two of the same tabs, same frame size, same run. Writes e2e/results/allreduce.json.
+import type { Page } from "@playwright/test";
+import { expect, test } from "../fixtures.ts";
+import { mb, median, table, writeResults } from "./report.ts";
+
+const PEER_COUNTS = [2, 4, 6];
+const SIZES = [256 * 1024, 4 * 1024 * 1024, 16 * 1024 * 1024];
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const BLASTS = 3;
+const FRAME_BYTES = Number(process.env.BENCH_FRAME_BYTES ?? 64 * 1024);
+/** Every tab starts a round at the same wall-clock instant, this far after the test asks. */
+const START_DELAY_MS = 300;
+const BLAST_TIMEOUT_MS = 120_000;
+const BENCH_TIMEOUT_MS = 40 * 60_000;
+
+type Row = {
+  n: number;
+  bytes: number;
+  frameBytes: number;
+  rounds: number;
+  roundMs: number;
+  sentBytesPerPeer: number;
+  bytesRatio: number;
+  algbw: number;
+  busbw: number;
+  linkBw: number;
+  busbwOverLink: number;
+  /** Per-link bandwidth when every tab blasts to its ring neighbour at once (the ring's real load). */
+  ringLinksBw: number;
+  busbwOverRingLinks: number;
+};
+
+/**
+ * One-way bandwidth of the links i -> i+1 of `pairs`, all blasting at once (one pair alone gives the
+ * plain point-to-point link). Median over BLASTS repetitions of the median link.
+ */
+async function linkBandwidth(pages: Page[], ids: string[], pairs: [number, number][], bytes: number): Promise<number> {
+  const speeds: number[] = [];
+  for (let k = 0; k < BLASTS; k++) {
+    await Promise.all(
+      pairs.map(([from, to]) =>
+        pages[to]!.evaluate(([id, n, t]) => window.crowdtrainLab.arListenBlast(id, n, t), [ids[from]!, bytes, BLAST_TIMEOUT_MS] as const),
+      ),
+    );
+    await Promise.all(pairs.map(([from, to]) => pages[from]!.evaluate(([id, n, f]) => window.crowdtrainLab.arBlast(id, n, f), [ids[to]!, bytes, FRAME_BYTES] as const)));
+    const reports = await Promise.all(pairs.map(([, to]) => pages[to]!.evaluate(() => window.crowdtrainLab.arBlastDone())));
+    speeds.push(median(reports.map((r) => r.bytes / (r.ms / 1000))));
+  }
+  return median(speeds);
+}
+
+test("ring all-reduce vs point-to-point link", async ({ openWorkers }) => {
+  test.setTimeout(BENCH_TIMEOUT_MS);
+  const rows: Row[] = [];
+  let round = 0;
+  for (const n of PEER_COUNTS) {
+    const pages = await openWorkers(n, "/lab.html");
+    const ring = await Promise.all(pages.map((p) => p.evaluate((frameBytes) => window.crowdtrainLab.arOpen({ frameBytes, roundTimeoutMs: 600_000, progressTimeoutMs: 60_000 }), FRAME_BYTES)));
+    await Promise.all(pages.map((p) => p.evaluate((ids) => window.crowdtrainLab.arConnect(ids), ring)));
+    for (const bytes of SIZES) {
+      const length = bytes / 4;
+      const times: number[] = [];
+      const sent: number[] = [];
+      for (let k = 0; k <= ROUNDS; k++) {
+        round++;
+        const startAt = Date.now() + START_DELAY_MS;
+        const runs = await Promise.all(
+          pages.map((p, i) => p.evaluate((args) => window.crowdtrainLab.arRun(args), { round, ring, seed: i + 1, length, samples: 1, startAt })),
+        );
+        const hashes = new Set(runs.map((r) => (r.ok ? r.hash : `failed: ${JSON.stringify(r.error)}`)));
+        expect(hashes.size, [...hashes].join("\n")).toBe(1);
+        if (k === 0) continue; // warm-up: first use of these buffers and frame sizes
+        times.push(Math.max(...runs.map((r) => r.ms)));
+        sent.push(...runs.map((r) => (r.ok ? r.bytesSent : 0)));
+      }
+      const ideal = (2 * (n - 1) * bytes) / n;
+      const roundMs = median(times);
+      const sentBytesPerPeer = sent.reduce((a, b) => a + b, 0) / sent.length;
+      const algbw = bytes / (roundMs / 1000);
+      const busbw = (algbw * 2 * (n - 1)) / n;
+      const linkBw = await linkBandwidth(pages, ring, [[0, 1]], ideal);
+      const ringPairs = pages.map((_, i) => [i, (i + 1) % n] as [number, number]);
+      const ringLinksBw = await linkBandwidth(pages, ring, ringPairs, ideal);
+      const row: Row = {
+        n,
+        bytes,
+        frameBytes: FRAME_BYTES,
+        rounds: ROUNDS,
+        roundMs,
+        sentBytesPerPeer,
+        bytesRatio: sentBytesPerPeer / ideal,
+        algbw,
+        busbw,
+        linkBw,
+        busbwOverLink: busbw / linkBw,
+        ringLinksBw,
+        busbwOverRingLinks: busbw / ringLinksBw,
+      };
+      rows.push(row);
+      console.log(`n=${n} S=${bytes}: round ${roundMs.toFixed(0)} ms, busbw ${mb(busbw)} MB/s, link ${mb(linkBw)} MB/s, ring links at once ${mb(ringLinksBw)} MB/s`);
+    }
+    await Promise.all(pages.map((p) => p.context().close()));
+  }
+  const file = writeResults("allreduce", rows);
+  console.log(
+    `\n${table(
+      ["N", "S (KiB)", "round ms", "sent/peer (KiB)", "bytesRatio", "algbw MB/s", "busbw MB/s", "link MB/s", "busbw/link", "ring links MB/s", "busbw/ring links"],
+      rows.map((r) => [
+        String(r.n),
+        String(r.bytes / 1024),
+        r.roundMs.toFixed(0),
+        (r.sentBytesPerPeer / 1024).toFixed(0),
+        r.bytesRatio.toFixed(4),
+        mb(r.algbw),
+        mb(r.busbw),
+        mb(r.linkBw),
+        r.busbwOverLink.toFixed(2),
+        mb(r.ringLinksBw),
+        r.busbwOverRingLinks.toFixed(2),
+      ]),
+    )}\nframe payload ${FRAME_BYTES} bytes; median of ${ROUNDS} rounds; written to ${file}`,
+  );
+  for (const r of rows) expect(r.bytesRatio).toBeLessThanOrEqual(1.02);
+});
