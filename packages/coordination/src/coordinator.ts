@@ -52,7 +52,10 @@ export class Coordinator {
   private finishedEpochs: EpochCoverage[] = [];
   private status: CoordinatorStatus = "waiting";
 
+  private maxRounds: number | undefined;
+
   constructor(readonly config: CoordinatorConfig, snapshot?: CoordinatorSnapshot) {
+    this.maxRounds = config.maxRounds;
     if (!(config.trainCount > 0 && config.batchSize > 0 && config.minWorkers >= 1)) {
       throw new RangeError("trainCount, batchSize and minWorkers must be positive");
     }
@@ -133,6 +136,12 @@ export class Coordinator {
       case "stop":
         this.finish(event.reason, effects);
         break;
+      case "set-max-rounds":
+        if (this.status === "done") break;
+        this.maxRounds = event.rounds;
+        effects.push({ type: "log", kind: "target", text: `target set to ${event.rounds ?? "no"} rounds by the operator` });
+        if (this.maxRounds !== undefined && this.committedRound >= this.maxRounds) this.finish(`reached ${this.maxRounds} rounds`, effects);
+        break;
     }
     this.maybeOpenRound(event.now, effects);
     return effects;
@@ -203,8 +212,8 @@ export class Coordinator {
       uploader,
     };
     effects.push({ type: "committed", commit });
-    if (this.config.maxRounds !== undefined && this.committedRound >= this.config.maxRounds) {
-      this.finish(`reached ${this.config.maxRounds} rounds`, effects);
+    if (this.maxRounds !== undefined && this.committedRound >= this.maxRounds) {
+      this.finish(`reached ${this.maxRounds} rounds`, effects);
     }
   }
 
@@ -329,6 +338,7 @@ export class Coordinator {
 
   get state(): {
     status: CoordinatorStatus;
+    maxRounds: number | undefined;
     committedRound: number;
     committedHash: string | undefined;
     epoch: number;
@@ -341,6 +351,7 @@ export class Coordinator {
     for (const count of this.uses) if (count > 0) used++;
     return {
       status: this.status,
+      maxRounds: this.maxRounds,
       committedRound: this.committedRound,
       committedHash: this.committedHash,
       epoch: this.epoch,

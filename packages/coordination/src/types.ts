@@ -65,7 +65,9 @@ export type CoordinatorEvent =
   | { type: "tick"; now: number }
   | { type: "pause"; now: number }
   | { type: "resume"; now: number }
-  | { type: "stop"; reason: string; now: number };
+  | { type: "stop"; reason: string; now: number }
+  /** The operator changes the target number of rounds (undefined: no round limit, epochs only). */
+  | { type: "set-max-rounds"; rounds: number | undefined; now: number };
 
 export type CommittedRound = {
   round: number;
@@ -86,6 +88,6 @@ export type EpochCoverage = { epoch: number; samples: number; usedOnce: number; 
 
 export type CoordinatorEffect =
   | { type: "send"; to: string; message: CoordinatorMessage }
-  | { type: "log"; kind: "joined" | "left" | "aborted" | "evicted" | "epoch" | "done" | "paused" | "resumed"; text: string }
+  | { type: "log"; kind: "joined" | "left" | "aborted" | "evicted" | "epoch" | "done" | "paused" | "resumed" | "target"; text: string }
   | { type: "committed"; commit: CommittedRound }
   | { type: "epoch-finished"; coverage: EpochCoverage };

@@ -149,6 +149,18 @@ describe("coordinator rounds", () => {
     expect(h.lastTo("a", "stop")!.reason).toMatch(/2 rounds/);
   });
 
+  it("the operator can raise or lower the target number of rounds", () => {
+    const h = Harness.create({ maxRounds: 2 });
+    h.join("a");
+    h.apply({ type: "set-max-rounds", rounds: 3, now: 0 });
+    h.reportAll();
+    h.reportAll();
+    expect(h.coordinator.state.status).toBe("running");
+    h.apply({ type: "set-max-rounds", rounds: 2, now: 0 });
+    expect(h.coordinator.state.status).toBe("done");
+    expect(h.lastTo("a", "stop")!.reason).toMatch(/2 rounds/);
+  });
+
   it("pause holds the next round, resume opens it", () => {
     const h = Harness.create();
     h.join("a");
