@@ -56,7 +56,7 @@ test("ring all-reduce vs point-to-point link", async ({ openWorkers }) => {
   let round = 0;
   for (const n of PEER_COUNTS) {
     const pages = await openWorkers(n, "/lab.html");
-    const ring = await Promise.all(pages.map((p) => p.evaluate((frameBytes) => window.crowdtrainLab.arOpen({ frameBytes, roundTimeoutMs: 600_000, progressTimeoutMs: 60_000 }), FRAME_BYTES)));
+    const ring = await Promise.all(pages.map((p) => p.evaluate((frameBytes) => window.crowdtrainLab.arOpen({ frameBytes, roundTimeoutMs: 600_000, progressTimeoutMs: 60_000, ringStartTimeoutMs: 60_000 }), FRAME_BYTES)));
     await Promise.all(pages.map((p) => p.evaluate((ids) => window.crowdtrainLab.arConnect(ids), ring)));
     for (const bytes of SIZES) {
       const length = bytes / 4;
@@ -79,9 +79,10 @@ test("ring all-reduce vs point-to-point link", async ({ openWorkers }) => {
       const sentBytesPerPeer = sent.reduce((a, b) => a + b, 0) / sent.length;
       const algbw = bytes / (roundMs / 1000);
       const busbw = (algbw * 2 * (n - 1)) / n;
-      const linkBw = await linkBandwidth(pages, ring, [[0, 1]], ideal);
+      const blastBytes = Math.ceil(ideal);
+      const linkBw = await linkBandwidth(pages, ring, [[0, 1]], blastBytes);
       const ringPairs = pages.map((_, i) => [i, (i + 1) % n] as [number, number]);
-      const ringLinksBw = await linkBandwidth(pages, ring, ringPairs, ideal);
+      const ringLinksBw = await linkBandwidth(pages, ring, ringPairs, blastBytes);
       const row: Row = {
         n,
         bytes,
@@ -98,6 +99,7 @@ test("ring all-reduce vs point-to-point link", async ({ openWorkers }) => {
         busbwOverRingLinks: busbw / ringLinksBw,
       };
       rows.push(row);
+      writeResults("allreduce", rows); // after every row, so an interrupted run keeps what it measured
       console.log(`n=${n} S=${bytes}: round ${roundMs.toFixed(0)} ms, busbw ${mb(busbw)} MB/s, link ${mb(linkBw)} MB/s, ring links at once ${mb(ringLinksBw)} MB/s`);
     }
     await Promise.all(pages.map((p) => p.context().close()));

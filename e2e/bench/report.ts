@@ -1,5 +1,5 @@
 // Benchmark output: a table on stdout and a JSON file under e2e/results (ignored by git).
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 
 export const RESULTS_DIR = resolve(import.meta.dirname, "../results");
@@ -25,3 +25,12 @@ export function table(headers: string[], rows: string[][]): string {
 }
 
 export const mb = (bytesPerSecond: number): string => (bytesPerSecond / 1e6).toFixed(2);
+
+/** Read-modify-write of one section of a results file, for benchmarks whose parts run in separate workers. */
+export function updateResults<T extends object>(name: string, section: string, value: unknown): T {
+  const file = resolve(RESULTS_DIR, `${name}.json`);
+  const current = existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>) : {};
+  current[section] = value;
+  writeResults(name, current);
+  return current as T;
+}

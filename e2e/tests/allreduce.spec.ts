@@ -6,6 +6,8 @@ import { expect, test } from "../fixtures.ts";
 const LENGTH = 256 * 1024;
 /** Short, so the dead-peer test proves survivors give up within it; the run asserts against it. */
 const PROGRESS_TIMEOUT_MS = 3_000;
+/** Tabs start a round within milliseconds of each other here. */
+const RING_START_TIMEOUT_MS = 10_000;
 const ROUND_TIMEOUT_MS = 20_000;
 /** Slack on top of a timeout for two busy cores to deliver the verdict to the test. */
 const VERDICT_SLACK_MS = 2_000;
@@ -14,8 +16,9 @@ async function openRing(pages: Page[]): Promise<string[]> {
   const ids = await Promise.all(
     pages.map((page) =>
       page.evaluate(
-        ([progressTimeoutMs, roundTimeoutMs]) => window.crowdtrainLab.arOpen({ frameBytes: 64 * 1024, progressTimeoutMs, roundTimeoutMs }),
-        [PROGRESS_TIMEOUT_MS, ROUND_TIMEOUT_MS] as const,
+        ([progressTimeoutMs, ringStartTimeoutMs, roundTimeoutMs]) =>
+          window.crowdtrainLab.arOpen({ frameBytes: 64 * 1024, progressTimeoutMs, ringStartTimeoutMs, roundTimeoutMs }),
+        [PROGRESS_TIMEOUT_MS, RING_START_TIMEOUT_MS, ROUND_TIMEOUT_MS] as const,
       ),
     ),
   );

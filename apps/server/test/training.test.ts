@@ -136,7 +136,8 @@ describe("the training server", () => {
     expect(final.loss).toHaveLength(3);
 
     // A state that does not hash to the committed one is refused with the reason.
-    const bogus = encodeState({ round: 4, hash: "0000000000000000", weights: new Float32Array(decodeState(new Uint8Array(await (await fetch(`${server.url}/api/state`)).arrayBuffer())).weights.length), optimizer: { kind: "sgd", step: 0, scalars: [], buffers: [new Float32Array(0)] } });
+    const size = decodeState(new Uint8Array(await (await fetch(`${server.url}/api/state`)).arrayBuffer())).weights.length;
+    const bogus = encodeState({ round: 4, hash: "0000000000000000", weights: new Float32Array(size), optimizer: { kind: "sgd", step: 0, scalars: [], buffers: [new Float32Array(size)] } });
     const refused = await fetch(`${server.url}/api/state/4`, { method: "PUT", headers: { "content-type": "application/octet-stream" }, body: bogus });
     expect(refused.status).toBe(409);
 

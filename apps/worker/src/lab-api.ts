@@ -57,12 +57,24 @@ export interface BlastReport {
 export interface AllReduceLabOptions {
   frameBytes?: number;
   progressTimeoutMs?: number;
+  ringStartTimeoutMs?: number;
   roundTimeoutMs?: number;
   highWaterMarkBytes?: number;
   lowWaterMarkBytes?: number;
 }
 
+export interface StepBenchReport {
+  backend: string;
+  weights: number;
+  /** Our step: gradient recorded, read back as one Float32Array, JS Adam, weights written back. */
+  oursMs: number[];
+  /** Plain TF.js: optimizer.minimize on the device, then the loss read back. */
+  plainMs: number[];
+}
+
 export interface CrowdtrainLab {
+  /** Times our training step against plain TF.js on the same model, batch and backend. */
+  trainStepBench(args: { backend: string; hidden: number[]; batch: number; steps: number; warmup: number }): Promise<StepBenchReport>;
   /** Opens a PeerJS peer with the p2p Transport and an AllReducer; resolves with the peer id. */
   arOpen(options?: AllReduceLabOptions): Promise<string>;
   /** Opens the data connections to these peers ahead of a round. */

@@ -3,6 +3,7 @@
 import type { CrowdtrainLab } from "./lab-api.ts";
 import { arBlast, arBlastDone, arClose, arConnect, arOpen, arListenBlast, arProgress, arRun } from "./lab/allreduce.ts";
 import { peerClose, peerConnect, peerOpen, receivePattern, sendPattern } from "./lab/peer.ts";
+import { trainStepBench } from "./lab/train-step.ts";
 import { webgpuCheck } from "./lab/webgpu.ts";
 
 const lab: CrowdtrainLab = {
@@ -20,6 +21,7 @@ const lab: CrowdtrainLab = {
   arBlastDone,
   arProgress,
   arClose,
+  trainStepBench,
 };
 
 window.crowdtrainLab = lab;

@@ -64,6 +64,8 @@ export class RoundRun {
   /** One flag per chunk per (phase, step): rejects duplicates and tells when a phase is complete. */
   private readonly seen: Record<Phase, Uint8Array[]>;
   private expectedFrames = 0;
+  /** Set once a frame arrived that carries every other member's contribution: all have started. */
+  private ringStarted = false;
   private readonly queue: Outgoing[] = [];
   private queueHead = 0;
   private pumping = false;
@@ -141,8 +143,9 @@ export class RoundRun {
     }
     this.stats.framesReceived++;
     this.stats.bytesReceived += bytes;
-    this.armProgressTimer();
     const phase = phaseOf(frame.kind);
+    if (phase === "all-gather" || frame.step === stepsPerPhase(this.n) - 1) this.ringStarted = true;
+    this.armProgressTimer();
     (this.seen[phase][frame.step] as Uint8Array)[frame.offset / this.chunkElems] = 1;
     this.expectedFrames--;
     const start = this.span(frame.segment).start + frame.offset;
@@ -249,10 +252,8 @@ export class RoundRun {
     if (this.progressTimer !== undefined) this.clock.clearTimeout(this.progressTimer);
     this.progressTimer = undefined;
     if (this.expectedFrames === 0) return;
-    this.progressTimer = this.clock.setTimeout(
-      () => this.fail("timeout", this.left, `nothing from ${this.left} for progressTimeoutMs=${this.options.progressTimeoutMs}`, true),
-      this.options.progressTimeoutMs,
-    );
+    const [name, ms] = this.ringStarted ? ["progressTimeoutMs", this.options.progressTimeoutMs] : ["ringStartTimeoutMs", this.options.ringStartTimeoutMs];
+    this.progressTimer = this.clock.setTimeout(() => this.fail("timeout", this.left, `nothing from ${this.left} for ${name}=${ms}`, true), ms);
   }
 
   private fail(code: AllReduceErrorCode, suspect: PeerId | undefined, message: string, notifyPeers: boolean, skip?: PeerId): void {

@@ -1,9 +1,9 @@
 import { encodeAbortFrame, encodeDataFrame, FrameKind } from "@crowdtrain/protocol";
 import { describe, expect, it } from "vitest";
-import { AllReduceError, type AllReduceOptions, type RoundResult } from "../src/index.ts";
+import { AllReduceError, systemClock, type AllReduceOptions, type RoundResult } from "../src/index.ts";
 import { allReduceAll, closeAll, makeCluster, sameBits, type Cluster } from "./harness.ts";
 
-const FAST: Partial<AllReduceOptions> = { frameBytes: 64, progressTimeoutMs: 150, roundTimeoutMs: 3_000 };
+const FAST: Partial<AllReduceOptions> = { frameBytes: 64, progressTimeoutMs: 150, ringStartTimeoutMs: 150, roundTimeoutMs: 3_000 };
 
 function errorsOf(settled: PromiseSettledResult<RoundResult>[]): AllReduceError[] {
   return settled.map((s) => {
@@ -59,6 +59,17 @@ describe("a peer dying at every point of the schedule", () => {
     });
   }
 
+  it("a member entering late (still computing) is waited for up to ringStartTimeoutMs, not progressTimeoutMs", async () => {
+    const cluster = makeCluster(3, 50, 3, { ...FAST, ringStartTimeoutMs: 1_000 });
+    const [a, b, c] = cluster.peers;
+    const early = [a!, b!].map((p) => p.reducer.allReduce({ round: 1, ring: cluster.ring, gradient: p.gradient, samples: p.samples }));
+    await new Promise((resolve) => systemClock().setTimeout(() => resolve(undefined), 400)); // > progressTimeoutMs, < ringStartTimeoutMs
+    const late = c!.reducer.allReduce({ round: 1, ring: cluster.ring, gradient: c!.gradient, samples: c!.samples });
+    const results = await Promise.all([...early, late]);
+    expect(sameBits(results[0]!.mean, results[2]!.mean)).toBe(true);
+    closeAll(cluster);
+  });
+
   it("a hung peer (silent, link open) makes every survivor fail within the timeouts, naming it at its right neighbour", async () => {
     const cluster = makeCluster(4, 500, 3, FAST);
     const hung = cluster.ring[2]!;
@@ -77,7 +88,7 @@ describe("a peer dying at every point of the schedule", () => {
   });
 
   it("a killed peer is named by everyone via the propagated abort, fast (no timeout needed)", async () => {
-    const cluster = makeCluster(5, 2000, 8, { ...FAST, progressTimeoutMs: 2_000, roundTimeoutMs: 10_000 });
+    const cluster = makeCluster(5, 2000, 8, { ...FAST, progressTimeoutMs: 2_000, ringStartTimeoutMs: 2_000, roundTimeoutMs: 10_000 });
     const victim = cluster.ring[1]!;
     cluster.network.killAfterFrames(victim, 3);
     const started = Date.now();
@@ -208,7 +219,7 @@ describe("round bookkeeping", () => {
   });
 
   it("abortRound fails the running round at once without a timeout, and makes a future round id stale", async () => {
-    const cluster = makeCluster(2, 10, 6, { ...FAST, progressTimeoutMs: 5_000, roundTimeoutMs: 10_000 });
+    const cluster = makeCluster(2, 10, 6, { ...FAST, progressTimeoutMs: 5_000, ringStartTimeoutMs: 5_000, roundTimeoutMs: 10_000 });
     const [a] = cluster.peers;
     const pending = a!.reducer.allReduce({ round: 1, ring: cluster.ring, gradient: a!.gradient, samples: 1 });
     a!.reducer.abortRound(1, "coordinator aborted attempt 1");
@@ -219,7 +230,8 @@ describe("round bookkeeping", () => {
   });
 
   it("rejects options whose timeouts contradict each other", () => {
-    expect(() => makeCluster(2, 1, 1, { progressTimeoutMs: 500, roundTimeoutMs: 400 })).toThrow(/must exceed/);
+    expect(() => makeCluster(2, 1, 1, { progressTimeoutMs: 500, ringStartTimeoutMs: 500, roundTimeoutMs: 400 })).toThrow(/must exceed/);
+    expect(() => makeCluster(2, 1, 1, { progressTimeoutMs: 500, ringStartTimeoutMs: 100 })).toThrow(/at least progressTimeoutMs/);
     expect(() => makeCluster(2, 1, 1, { frameBytes: 300 * 1024 })).toThrow(/frameBytes/);
   });
 });

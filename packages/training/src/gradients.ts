@@ -24,11 +24,27 @@ export function computeGradient(model: tf.LayersModel, xs: tf.Tensor, ys: tf.Ten
 
 /** Async read-back (`await data()`): does not block the thread on WebGPU/WebGL. */
 export async function computeGradientAsync(model: tf.LayersModel, xs: tf.Tensor, ys: tf.Tensor): Promise<GradientResult> {
-  const { packed, size, samples } = gradientOnDevice(model, xs, ys);
+  return readGradient(recordGradient(model, xs, ys));
+}
+
+/** A gradient recorded and queued on the device, not yet read back. Owns its tensor until read. */
+export type RecordedGradient = { packed: tf.Tensor1D; size: number; samples: number };
+
+/**
+ * First half of computeGradientAsync: records forward + backward and queues it on the device.
+ * On GPU backends the work is still running when this returns; readGradient waits for it. Split
+ * so a caller can time dispatch and read-back apart.
+ */
+export function recordGradient(model: tf.LayersModel, xs: tf.Tensor, ys: tf.Tensor): RecordedGradient {
+  return gradientOnDevice(model, xs, ys);
+}
+
+/** Second half: one async read-back of gradient and loss; disposes the recorded tensor. */
+export async function readGradient(recorded: RecordedGradient): Promise<GradientResult> {
   try {
-    return unpack((await packed.data()) as Float32Array, size, samples);
+    return unpack((await recorded.packed.data()) as Float32Array, recorded.size, recorded.samples);
   } finally {
-    packed.dispose();
+    recorded.packed.dispose();
   }
 }
 

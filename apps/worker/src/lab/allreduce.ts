@@ -32,11 +32,11 @@ export async function arOpen(options: Partial<AllReduceOptions & PeerTransportOp
   if (lab !== undefined) throw new Error("arOpen() was already called on this page");
   const peer = await openPeer(await fetchSignallingConfig());
   peer.on("error", (error) => console.error(`lab: PeerJS error (${error.type}): ${error.message}`));
-  const { frameBytes, progressTimeoutMs, roundTimeoutMs, maxBufferedFutureBytes, ...transportOptions } = options;
+  const { frameBytes, progressTimeoutMs, ringStartTimeoutMs, roundTimeoutMs, maxBufferedFutureBytes, ...transportOptions } = options;
   const transport = createPeerTransport(peer, transportOptions);
   const blastHandlers = new Set<(from: PeerId, bytes: number) => void>();
   const reducerOptions = Object.fromEntries(
-    Object.entries({ frameBytes, progressTimeoutMs, roundTimeoutMs, maxBufferedFutureBytes }).filter(([, value]) => value !== undefined),
+    Object.entries({ frameBytes, progressTimeoutMs, ringStartTimeoutMs, roundTimeoutMs, maxBufferedFutureBytes }).filter(([, value]) => value !== undefined),
   );
   const reducer = createAllReducer({ transport: splitTransport(transport, blastHandlers), options: reducerOptions });
   lab = { peer, transport, reducer, blastHandlers };

@@ -4,6 +4,7 @@ import {
   PROTOCOL_VERSION,
   type Backend,
   type CoordinatorMessage,
+  type RoundTimings,
   type WorkerMessage,
 } from "@crowdtrain/protocol";
 import type { PeerTransport } from "@crowdtrain/p2p";
@@ -46,7 +47,7 @@ export function startSession(deps: SessionDeps): Session {
   status.backend = deps.backend;
   let queue: Promise<void> = Promise.resolve();
   const aborted = new Set<number>();
-  let pending: { attempt: number; round: number; upload: boolean } | undefined;
+  let pending: { attempt: number; round: number; upload: boolean; timings: RoundTimings; startedAt: number } | undefined;
   let batchSize = 1;
   let resolveStopped!: (reason: string) => void;
   const stopped = new Promise<string>((resolve) => (resolveStopped = resolve));
@@ -79,6 +80,7 @@ export function startSession(deps: SessionDeps): Session {
 
   const runRound = async (message: RoundMessage): Promise<void> => {
     if (aborted.has(message.attempt)) return;
+    const startedAt = performance.now();
     publish({ phase: "training", share: undefined });
     const grad = await trainer.computeGradient(message.lease);
     if (aborted.has(message.attempt)) return;
@@ -104,7 +106,7 @@ export function startSession(deps: SessionDeps): Session {
     const allReduceMs = performance.now() - reduceStart;
     const update = await trainer.applyUpdate(message.attempt, reduced.mean);
     const timings = { computeMs: grad.computeMs, readbackMs: grad.readbackMs, allReduceMs, updateMs: update.updateMs };
-    pending = { attempt: message.attempt, round: message.round, upload: message.upload };
+    pending = { attempt: message.attempt, round: message.round, upload: message.upload, timings, startedAt };
     publish({
       lastTimings: timings,
       samplesPerSecond: grad.samples / (Math.max(grad.computeMs + grad.readbackMs, 1) / 1000),
@@ -137,11 +139,18 @@ export function startSession(deps: SessionDeps): Session {
         return;
       case "commit": {
         if (pending?.attempt !== message.attempt) return;
-        const { upload, round } = pending;
+        const { upload, round, timings, startedAt } = pending;
         pending = undefined;
         const state = await trainer.commit(message.attempt, message.round);
         if (state.hash !== message.hash) throw new Error(`committed hash ${message.hash} differs from ours ${state.hash}`);
-        publish({ phase: "waiting", round, roundsDone: status.roundsDone + 1, committed: [...status.committed, [round, state.hash] as [number, string]].slice(-COMMITTED_HISTORY) });
+        const split = { ...timings, round, uploadMs: state.uploadMs, roundMs: performance.now() - startedAt };
+        publish({
+          phase: "waiting",
+          round,
+          roundsDone: status.roundsDone + 1,
+          committed: [...status.committed, [round, state.hash] as [number, string]].slice(-COMMITTED_HISTORY),
+          rounds: [...status.rounds, split].slice(-COMMITTED_HISTORY),
+        });
         if (upload) await uploadState(deps.origin, round, await trainer.exportState());
         return;
       }

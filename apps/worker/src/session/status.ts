@@ -20,6 +20,8 @@ export type SessionStatus = {
   stopReason: string | undefined;
   /** Weights hash of every committed round this tab took part in (the latest COMMITTED_HISTORY). */
   committed: [round: number, hash: string][];
+  /** Split of recent rounds this tab computed (the latest COMMITTED_HISTORY), upload = weights to the device. */
+  rounds: (RoundTimings & { round: number; uploadMs: number; roundMs: number })[];
 };
 
 export const COMMITTED_HISTORY = 1_000;
@@ -38,4 +40,5 @@ export const initialStatus = (): SessionStatus => ({
   lastError: undefined,
   stopReason: undefined,
   committed: [],
+  rounds: [],
 });

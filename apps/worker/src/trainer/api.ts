@@ -21,9 +21,9 @@ export type GradientReport = {
   gradient: Float32Array;
   loss: number;
   samples: number;
-  /** Building the batch and recording forward + backward. */
+  /** Building the batch and recording + dispatching forward and backward. */
   computeMs: number;
-  /** Waiting for the flat gradient to come back from the device (includes queued GPU work). */
+  /** Waiting for the flat gradient to come back (on a GPU this includes finishing the queued work). */
   readbackMs: number;
 };
 
@@ -41,7 +41,8 @@ export interface Trainer {
   computeGradient(lease: number[]): Promise<GradientReport>;
   /** Applies the optimizer to a copy of the weights; keeps it pending for `attempt`. */
   applyUpdate(attempt: number, mean: Float32Array): Promise<UpdateReport>;
-  commit(attempt: number, round: number): Promise<StateReport>;
+  /** Adopts the pending weights and writes them to the device (`uploadMs`). */
+  commit(attempt: number, round: number): Promise<StateReport & { uploadMs: number }>;
   discard(attempt: number): Promise<void>;
   /** The committed state, encoded, for upload to the server. */
   exportState(): Promise<ArrayBuffer>;

@@ -3,7 +3,8 @@ import type { Job } from "@crowdtrain/protocol";
 import {
   batchTensors,
   buildModel,
-  computeGradientAsync,
+  readGradient,
+  recordGradient,
   createOptimizer,
   decodeState,
   encodeState,
@@ -76,10 +77,10 @@ export class TrainerCore implements Trainer {
     const started = performance.now();
     const { xs, ys } = batchTensors(train, lease, manifest.inputShape, manifest.classes);
     try {
-      const recorded = performance.now();
-      const result = await computeGradientAsync(model, xs, ys);
-      const done = performance.now();
-      return { ...result, computeMs: recorded - started, readbackMs: done - recorded };
+      const recorded = recordGradient(model, xs, ys);
+      const dispatched = performance.now();
+      const result = await readGradient(recorded);
+      return { ...result, computeMs: dispatched - started, readbackMs: performance.now() - dispatched };
     } finally {
       xs.dispose();
       ys.dispose();
@@ -98,15 +99,16 @@ export class TrainerCore implements Trainer {
     return { hash, updateMs: performance.now() - started };
   }
 
-  async commit(attempt: number, round: number): Promise<StateReport> {
+  async commit(attempt: number, round: number): Promise<StateReport & { uploadMs: number }> {
     const pending = this.pending;
     if (pending?.attempt !== attempt) throw new Error(`commit of attempt ${attempt}, but ${pending?.attempt ?? "none"} is pending`);
     this.pending = undefined;
     this.weights = pending.weights;
     this.hash = pending.hash;
     this.round = round;
+    const started = performance.now();
     writeWeights(this.need().model, this.weights);
-    return { round, hash: this.hash };
+    return { round, hash: this.hash, uploadMs: performance.now() - started };
   }
 
   async discard(attempt: number): Promise<void> {
