@@ -17,12 +17,19 @@ const SERVER_HOST = process.env.CROWDTRAIN_E2E_HOST ?? "127.0.0.1";
 /** Starting the server fixture: the server's own ready timeout plus slack. */
 const SERVER_FIXTURE_TIMEOUT_MS = 60_000;
 
-/** Opens `count` pages at `path`, each in its own browser context (no shared storage or BroadcastChannel). */
-export type OpenWorkers = (count: number, path?: string) => Promise<Page[]>;
+/**
+ * Opens `count` pages at `path` of `on` (default: the worker's `server`), each in its own browser
+ * context (no shared storage or BroadcastChannel).
+ */
+export type OpenWorkers = (count: number, path?: string, on?: ServerProcess) => Promise<Page[]>;
+
+/** Starts a server of the test's own with extra CLI flags (a job, --min-workers); killed at teardown. */
+export type LaunchServer = (args: string[]) => Promise<ServerProcess>;
 
 interface TestFixtures {
   guard: RequestGuard;
   openWorkers: OpenWorkers;
+  launchServer: LaunchServer;
 }
 
 interface WorkerFixtures {
@@ -51,11 +58,22 @@ export const test = base.extend<TestFixtures, WorkerFixtures>({
     guard.assertNothingBlocked();
   },
 
+  launchServer: async ({ guard }, use) => {
+    const launched: ServerProcess[] = [];
+    await use(async (args) => {
+      const server = await startServerProcess(SERVER_HOST, args);
+      launched.push(server);
+      guard.allow(server.url);
+      return server;
+    });
+    await Promise.all(launched.map((server) => server.kill()));
+  },
+
   openWorkers: async ({ browser, server, guard }, use, testInfo) => {
     const contexts: BrowserContext[] = [];
     const consoleErrors: string[] = [];
     let opened = 0;
-    const openOne = async (worker: number, path: string): Promise<Page> => {
+    const openOne = async (worker: number, path: string, on: ServerProcess): Promise<Page> => {
       const context = await browser.newContext();
       contexts.push(context);
       await guard.install(context, worker);
@@ -64,10 +82,10 @@ export const test = base.extend<TestFixtures, WorkerFixtures>({
         if (message.type() === "error") consoleErrors.push(`worker ${worker}: ${message.text()}`);
       });
       page.on("pageerror", (error) => consoleErrors.push(`worker ${worker}: uncaught ${error.stack ?? error.message}`));
-      await page.goto(new URL(path, server.url).href);
+      await page.goto(new URL(path, on.url).href);
       return page;
     };
-    await use((count, path = "/lab.html") => Promise.all(Array.from({ length: count }, () => openOne(opened++, path))));
+    await use((count, path = "/lab.html", on = server) => Promise.all(Array.from({ length: count }, () => openOne(opened++, path, on))));
     await Promise.all(contexts.map((context) => context.close()));
     if (consoleErrors.length > 0) {
       await testInfo.attach("console-errors", { body: consoleErrors.join("\n"), contentType: "text/plain" });

@@ -31,12 +31,10 @@ test("one tab: our step vs plain TF.js", async ({ openWorkers }) => {
 });
 
 for (const n of [1, 2, 4]) {
-  test.describe(`${n} tab${n === 1 ? "" : "s"} training`, () => {
-    test.use({ serverArgs: ["--min-workers", String(n), "--job", "e2e/jobs/bench-train.json"] });
-
-    test(`round split with N=${n}`, async ({ openWorkers, server }) => {
+    test(`round split with N=${n}`, async ({ launchServer, openWorkers }) => {
       test.setTimeout(RUN_TIMEOUT_MS);
-      const pages = await openWorkers(n, `/?backends=${BACKEND}`);
+      const server = await launchServer(["--min-workers", String(n), "--job", "e2e/jobs/bench-train.json"]);
+      const pages = await openWorkers(n, `/?backends=${BACKEND}`, server);
       for (const page of pages) await page.click("#start");
       await expect.poll(async () => (await fetchStatus(server.url)).status, { timeout: RUN_TIMEOUT_MS - 60_000, intervals: [2_000] }).toBe("done");
       const splits = (await Promise.all(pages.map((p: Page) => p.evaluate(() => window.crowdtrainWorker?.status().rounds ?? [])))).flat();
@@ -54,5 +52,4 @@ for (const n of [1, 2, 4]) {
       });
       console.log(`\n${table(["N", "round ms", "compute", "read-back", "all-reduce", "update", "upload", "other (commit wait)"], rows)}`);
     });
-  });
 }

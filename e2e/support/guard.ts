@@ -11,16 +11,21 @@ export interface BlockedRequest {
 
 export class RequestGuard {
   private readonly blocked: BlockedRequest[] = [];
-  private readonly allowedHost: string;
+  private readonly allowedHosts = new Set<string>();
 
-  /** `serverUrl`: the only origin (http and ws) pages may reach. */
+  /** `serverUrl`: the only origin (http and ws) pages may reach, until allow() adds another test server. */
   constructor(serverUrl: string) {
-    this.allowedHost = new URL(serverUrl).host;
+    this.allowedHosts.add(new URL(serverUrl).host);
   }
 
-  /** The server's own host and port, over http(s) or ws(s); nothing else. */
+  /** Lets pages reach another server the test started (on this machine, its own port). */
+  allow(serverUrl: string): void {
+    this.allowedHosts.add(new URL(serverUrl).host);
+  }
+
+  /** The test servers' own hosts and ports, over http(s) or ws(s); nothing else. */
   allows(url: URL): boolean {
-    return ["http:", "https:", "ws:", "wss:"].includes(url.protocol) && url.host === this.allowedHost;
+    return ["http:", "https:", "ws:", "wss:"].includes(url.protocol) && this.allowedHosts.has(url.host);
   }
 
   /** Routes every request of `context` through the guard. Call before the context opens a page. */

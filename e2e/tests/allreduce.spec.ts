@@ -6,8 +6,8 @@ import { expect, test } from "../fixtures.ts";
 const LENGTH = 256 * 1024;
 /** Short, so the dead-peer test proves survivors give up within it; the run asserts against it. */
 const PROGRESS_TIMEOUT_MS = 3_000;
-/** Tabs start a round within milliseconds of each other here. */
-const RING_START_TIMEOUT_MS = 10_000;
+/** Tabs start a round within milliseconds of each other here; it bounds detection before the ring is full. */
+const RING_START_TIMEOUT_MS = 4_000;
 const ROUND_TIMEOUT_MS = 20_000;
 /** Slack on top of a timeout for two busy cores to deliver the verdict to the test. */
 const VERDICT_SLACK_MS = 2_000;
@@ -68,8 +68,10 @@ test("a tab closed mid-round makes the other three fail with a typed error namin
   const verdicts = await Promise.all(pending);
   await victimRun;
   for (const { outcome, at } of verdicts) {
-    // Detected by the closed link (peer-gone) or the abort it triggers, else by the progress timeout.
-    expect(at - closedAt).toBeLessThan(PROGRESS_TIMEOUT_MS + VERDICT_SLACK_MS);
+    // Detected by the closed link (peer-gone: Chromium reports ICE 'disconnected' ~5 s after a tab
+    // vanishes) or the abort it triggers, else by the timeout in force: ringStartTimeoutMs until the
+    // whole ring has been heard from, progressTimeoutMs after.
+    expect(at - closedAt).toBeLessThan(Math.max(PROGRESS_TIMEOUT_MS, RING_START_TIMEOUT_MS) + VERDICT_SLACK_MS);
     expect(outcome.ok).toBe(false);
     if (outcome.ok) continue;
     expect(["peer-gone", "aborted", "timeout"]).toContain(outcome.error.code);

@@ -26,12 +26,10 @@ async function expectEqualHashes(pages: Page[], minRounds: number): Promise<void
   for (const [round, hashes] of shared) expect(hashes.size, `round ${round}: ${[...hashes].join(" ")}`).toBe(1);
 }
 
-test.describe("three webgpu tabs", () => {
-  test.use({ serverArgs: ["--min-workers", "3", "--job", "e2e/jobs/mnist-mlp-90.json"] });
-
-  test("train the MNIST MLP to 90% test accuracy with equal hashes in every committed round", async ({ openWorkers, server }) => {
+test("three webgpu tabs train the MNIST MLP to 90% test accuracy with equal hashes in every committed round", async ({ launchServer, openWorkers }) => {
     test.setTimeout(TRAIN_TIMEOUT_MS + 60_000);
-    const pages = await openWorkers(3, "/?backends=webgpu");
+    const server = await launchServer(["--min-workers", "3", "--job", "e2e/jobs/mnist-mlp-90.json"]);
+    const pages = await openWorkers(3, "/?backends=webgpu", server);
     await start(pages);
     await expect.poll(() => Promise.all(pages.map(backendOf)), { timeout: 60_000 }).toEqual(["webgpu", "webgpu", "webgpu"]);
     await expect.poll(async () => latestAccuracy(await fetchStatus(server.url)), { timeout: TRAIN_TIMEOUT_MS, ...POLL }).toBeGreaterThanOrEqual(0.9);
@@ -39,20 +37,16 @@ test.describe("three webgpu tabs", () => {
     expect(status.peers.map((p) => p.backend)).toEqual(["webgpu", "webgpu", "webgpu"]);
     await expectEqualHashes(pages, status.round - 2);
     test.info().annotations.push({ type: "rounds to 90%", description: String(status.accuracy.at(-1)?.round) });
-  });
 });
 
-test.describe("mixed backends", () => {
-  test.use({ serverArgs: ["--min-workers", "3", "--job", "e2e/jobs/mnist-mlp-short.json"] });
-
-  test("a CPU tab and two WebGPU tabs still hold bit-identical weights after every round", async ({ openWorkers, server }) => {
+test("mixed backends: a CPU tab and two WebGPU tabs still hold bit-identical weights after every round", async ({ launchServer, openWorkers }) => {
     test.setTimeout(5 * 60_000);
-    const pages = [...(await openWorkers(2, "/?backends=webgpu")), ...(await openWorkers(1, "/?backends=cpu"))];
+    const server = await launchServer(["--min-workers", "3", "--job", "e2e/jobs/mnist-mlp-short.json"]);
+    const pages = [...(await openWorkers(2, "/?backends=webgpu", server)), ...(await openWorkers(1, "/?backends=cpu", server))];
     await start(pages);
     await expect.poll(() => Promise.all(pages.map(backendOf)), { timeout: 60_000 }).toEqual(["webgpu", "webgpu", "cpu"]);
     await expect.poll(async () => (await fetchStatus(server.url)).status, { timeout: 4 * 60_000, ...POLL }).toBe("done");
     await expectEqualHashes(pages, 15);
     const status = await fetchStatus(server.url);
     expect(status.loss.at(-1)![1]).toBeLessThan(status.loss[0]![1]);
-  });
 });
