@@ -42,10 +42,9 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
   });
   const transport = createPeerTransport(peer);
   const reducer = createAllReducer({ transport });
-  const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
   const session = startSession({
     origin: location.origin,
-    socket,
+    socketUrl: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
     trainer: chosen.trainer,
     transport,
     reducer,

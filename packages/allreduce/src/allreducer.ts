@@ -64,7 +64,7 @@ export function createAllReducer(deps: AllReducerDeps): AllReducer {
       return;
     }
     // The transport reuses its bytes after the handler returns: keep a copy, decoded from the copy.
-    const copy = bytes.slice();
+    const copy = new Uint8Array(bytes); // a copy (Buffer#slice would be a view)
     const list = held.get(round) ?? [];
     list.push({ from, frame: decodeFrame(copy), bytes: copy.byteLength });
     held.set(round, list);

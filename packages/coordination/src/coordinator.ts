@@ -85,6 +85,7 @@ export class Coordinator {
           strikes: 0,
           syncingSince: event.now,
         });
+        if (event.lastAttempt !== undefined) this.nextAttempt = Math.max(this.nextAttempt, event.lastAttempt + 1);
         effects.push({ type: "log", kind: "joined", text: `${event.peerId} joined (${event.backend})` });
         break;
       case "ready": {

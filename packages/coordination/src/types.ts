@@ -57,7 +57,7 @@ export type OpenRound = {
 };
 
 export type CoordinatorEvent =
-  | { type: "join"; peerId: string; name?: string | undefined; backend: Backend; adapter?: string | undefined; now: number }
+  | { type: "join"; peerId: string; name?: string | undefined; backend: Backend; adapter?: string | undefined; lastAttempt?: number | undefined; now: number }
   | { type: "ready"; peerId: string; round: number; hash: string; now: number }
   | ({ type: "result"; peerId: string; attempt: number; now: number } & RoundReport)
   | { type: "failed"; peerId: string; attempt: number; code: string; suspect: string | undefined; message: string; now: number }

@@ -225,6 +225,13 @@ describe("snapshots", () => {
     expect(restored.snapshot().queue.slice(0, inFlight.length)).toEqual(inFlight);
     expect(Array.from(restored.coverage())).toEqual(Array.from(h.coordinator.coverage()));
   });
+  it("after a restore, attempt ids continue above every rejoining worker's last attempt", () => {
+    const h = Harness.create();
+    h.apply({ type: "join", peerId: "a", backend: "cpu", lastAttempt: 41, now: 0 });
+    h.apply({ type: "ready", peerId: "a", round: 0, hash: HASH(0), now: 0 });
+    expect(h.coordinator.state.current!.attempt).toBe(42);
+  });
+
   it("refuses a snapshot of another dataset size", () => {
     const snap = Harness.create().coordinator.snapshot();
     expect(() => new Coordinator({ ...CONFIG, trainCount: 5 }, snap)).toThrow(/samples/);

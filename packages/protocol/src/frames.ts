@@ -124,7 +124,7 @@ export function decodeFrame(bytes: Uint8Array): Frame {
       const payload =
         body.byteOffset % 4 === 0
           ? new Float32Array(body.buffer, body.byteOffset, body.byteLength / 4)
-          : new Float32Array(body.slice().buffer);
+          : new Float32Array(new Uint8Array(body).buffer); // copy: aligned, and safe for Node Buffers too
       return { kind, round, step, segment, offset, payload };
     }
     case FrameKind.Abort:

@@ -2,3 +2,5 @@ export * from "./frames.ts";
 export * from "./version.ts";
 export * from "./job.ts";
 export * from "./messages.ts";
+export * from "./status.ts";
+export * from "./admin.ts";

@@ -34,6 +34,12 @@ export const HelloSchema = v.object({
   name: v.optional(Text),
   backend: BackendSchema,
   adapter: v.optional(Text),
+  /**
+   * Highest all-reduce attempt this worker has run. After a server restart the coordinator's
+   * attempt counter comes from its checkpoint; it continues above every worker's, since a worker's
+   * all-reducer only accepts increasing round ids.
+   */
+  lastAttempt: v.optional(Count),
 });
 
 /** "I hold the committed state of `round`": the worker may be put in the next ring. */

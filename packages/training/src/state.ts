@@ -88,8 +88,9 @@ export function decodeState(bytes: Uint8Array, expectedWeights?: number): ModelS
   if (bytes.byteLength !== 12 + headerBytes + floats * 4) {
     throw new StateError(`state is ${bytes.byteLength} bytes, its header promises ${12 + headerBytes + floats * 4}`);
   }
-  // slice() copies into a fresh, aligned buffer whatever the input's offset.
-  const body = new Float32Array(bytes.slice(12 + headerBytes).buffer);
+  // new Uint8Array(view) copies into a fresh, aligned buffer whatever the input's offset (a Node
+  // Buffer's slice() would not: it returns a view into a shared pool).
+  const body = new Float32Array(new Uint8Array(bytes.subarray(12 + headerBytes)).buffer);
   const n = header.weightCount;
   return {
     round: header.round,

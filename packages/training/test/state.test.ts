@@ -28,6 +28,12 @@ describe("model state codec", () => {
     expect(Array.from(decodeState(shifted.subarray(3)).weights)).toEqual(Array.from(sample().weights));
   });
 
+  it("decodes from a Node Buffer that views a shared pool", () => {
+    const bytes = encodeState(sample());
+    const pooled = Buffer.concat([Buffer.alloc(5), Buffer.from(bytes)]).subarray(5);
+    expect(Array.from(decodeState(pooled).weights)).toEqual(Array.from(sample().weights));
+  });
+
   const corrupt: [string, (b: Uint8Array) => Uint8Array, RegExp][] = [
     ["bad magic", (b) => Uint8Array.from([0x58, ...b.subarray(1)]), /not a model state/],
     ["truncated", (b) => b.subarray(0, b.byteLength - 4), /header promises/],

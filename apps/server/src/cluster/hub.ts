@@ -18,10 +18,15 @@ const TICK_MS = 250;
 const MAX_WORKER_MESSAGE_BYTES = 64 * 1024;
 /** WebSocket close code for a policy violation (RFC 6455). */
 const CLOSE_POLICY = 1008;
+/** How often every worker socket is pinged (browsers answer pings with pongs by themselves). */
+const HEARTBEAT_INTERVAL_MS = 1_000;
+/** A worker whose socket has not answered a ping for this long is presumed gone (network cut, frozen tab). */
+export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 4_000;
 
 export type HubHooks = {
   onCommitted?: (commit: CommittedRound) => void;
   onEffect?: (effect: CoordinatorEffect) => void;
+  heartbeatTimeoutMs?: number;
 };
 
 /**
@@ -33,7 +38,9 @@ export class ClusterHub {
   readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_WORKER_MESSAGE_BYTES });
   readonly log = new EventLog();
   private readonly sockets = new Map<string, WebSocket>();
+  private readonly lastPong = new Map<WebSocket, number>();
   private readonly ticker: NodeJS.Timeout;
+  private readonly heartbeat: NodeJS.Timeout;
 
   constructor(
     readonly coordinator: Coordinator,
@@ -43,6 +50,23 @@ export class ClusterHub {
   ) {
     this.wss.on("connection", (ws) => this.accept(ws));
     this.ticker = setInterval(() => this.dispatch({ type: "tick", now: this.now() }), TICK_MS);
+    const timeoutMs = hooks.heartbeatTimeoutMs ?? DEFAULT_HEARTBEAT_TIMEOUT_MS;
+    if (!(timeoutMs > HEARTBEAT_INTERVAL_MS)) throw new RangeError(`heartbeatTimeoutMs must exceed the ${HEARTBEAT_INTERVAL_MS} ms ping interval`);
+    this.heartbeat = setInterval(() => this.checkHeartbeats(timeoutMs), HEARTBEAT_INTERVAL_MS);
+  }
+
+  /** Pings every socket; terminates those silent for longer than `timeoutMs` (their close event makes them leave). */
+  private checkHeartbeats(timeoutMs: number): void {
+    const now = this.now();
+    for (const ws of this.wss.clients) {
+      const last = this.lastPong.get(ws) ?? now;
+      if (now - last > timeoutMs) {
+        this.log.add({ at: now, kind: "heartbeat", text: `a worker socket was silent for ${now - last} ms: closing it` });
+        ws.terminate();
+        continue;
+      }
+      ws.ping();
+    }
   }
 
   /** Feeds an event to the coordinator and carries out what it decides. */
@@ -52,6 +76,8 @@ export class ClusterHub {
 
   private accept(ws: WebSocket): void {
     let peerId: string | undefined;
+    this.lastPong.set(ws, this.now());
+    ws.on("pong", () => this.lastPong.set(ws, this.now()));
     const helloTimer = setTimeout(() => ws.close(CLOSE_POLICY, `no hello within ${HELLO_TIMEOUT_MS} ms`), HELLO_TIMEOUT_MS);
     ws.on("message", (data, isBinary) => {
       let message: WorkerMessage;
@@ -75,7 +101,7 @@ export class ClusterHub {
         clearTimeout(helloTimer);
         peerId = message.peerId;
         this.sockets.set(peerId, ws);
-        this.dispatch({ type: "join", peerId, name: message.name, backend: message.backend, adapter: message.adapter, now: this.now() });
+        this.dispatch({ type: "join", peerId, name: message.name, backend: message.backend, adapter: message.adapter, lastAttempt: message.lastAttempt, now: this.now() });
         const welcome: CoordinatorMessage = { type: "welcome", protocol: PROTOCOL_VERSION, job: this.job, round: this.coordinator.state.committedRound };
         ws.send(JSON.stringify(welcome));
         return;
@@ -84,6 +110,7 @@ export class ClusterHub {
     });
     ws.on("close", () => {
       clearTimeout(helloTimer);
+      this.lastPong.delete(ws);
       if (peerId === undefined || this.sockets.get(peerId) !== ws) return;
       this.sockets.delete(peerId);
       this.dispatch({ type: "leave", peerId, reason: "connection to the server closed", now: this.now() });
@@ -136,6 +163,7 @@ export class ClusterHub {
   /** Stops the ticker and closes every worker socket. */
   async close(): Promise<void> {
     clearInterval(this.ticker);
+    clearInterval(this.heartbeat);
     for (const ws of this.wss.clients) ws.terminate();
     await new Promise<void>((done, fail) => this.wss.close((error) => (error ? fail(error) : done())));
   }

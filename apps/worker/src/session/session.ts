@@ -9,15 +9,17 @@ import {
 } from "@crowdtrain/protocol";
 import type { PeerTransport } from "@crowdtrain/p2p";
 import type { Trainer } from "../trainer/api.ts";
+import { connect, type Connection } from "./connection.ts";
 import { fetchState, uploadState } from "./state-http.ts";
 import { COMMITTED_HISTORY, initialStatus, type SessionStatus } from "./status.ts";
 
 type RoundMessage = Extract<CoordinatorMessage, { type: "round" }>;
 
 export type SessionDeps = {
-  /** Server origin, e.g. http://10.88.0.1:8080 */
+  /** Server origin, e.g. http://127.0.0.1:8080 */
   origin: string;
-  socket: WebSocket;
+  /** The coordinator's WebSocket URL; the session reconnects to it by itself. */
+  socketUrl: string;
   trainer: Trainer;
   transport: PeerTransport;
   reducer: AllReducer;
@@ -38,10 +40,11 @@ export interface Session {
 /**
  * One volunteer's participation: follows the coordinator's messages in order, computes on the
  * trainer, averages on the ring, and reports. Coordinator messages are handled one at a time; an
- * abort also cuts short the all-reduce of the attempt it names, at once.
+ * abort also cuts short the all-reduce of the attempt it names, at once. When the connection drops
+ * the session keeps going: it voids what was in flight, reconnects, and syncs to the committed state.
  */
 export function startSession(deps: SessionDeps): Session {
-  const { socket, trainer, reducer, transport } = deps;
+  const { trainer, reducer, transport } = deps;
   const status = initialStatus();
   status.peerId = transport.self;
   status.backend = deps.backend;
@@ -49,6 +52,12 @@ export function startSession(deps: SessionDeps): Session {
   const aborted = new Set<number>();
   let pending: { attempt: number; round: number; upload: boolean; timings: RoundTimings; startedAt: number } | undefined;
   let batchSize = 1;
+  /** Highest attempt seen: sent in hello so a restarted coordinator continues above it. */
+  let lastAttempt: number | undefined;
+  /** The attempt whose gradient or all-reduce is running now, if any. */
+  let running: number | undefined;
+  /** Bumped when the connection drops: queued messages of an older connection are not acted on. */
+  let generation = 0;
   let resolveStopped!: (reason: string) => void;
   const stopped = new Promise<string>((resolve) => (resolveStopped = resolve));
 
@@ -57,12 +66,13 @@ export function startSession(deps: SessionDeps): Session {
     deps.onStatus({ ...status });
   };
   const send = (message: WorkerMessage): void => {
-    if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+    // A message that cannot go out is not lost work: the coordinator aborts the attempt when we leave.
+    connection.send(JSON.stringify(message));
   };
   const stop = (reason: string): void => {
     if (status.phase === "stopped") return;
     publish({ phase: "stopped", stopReason: reason });
-    if (socket.readyState === WebSocket.OPEN || socket.readyState === WebSocket.CONNECTING) socket.close(1000, reason.slice(0, 120));
+    connection.close(reason);
     resolveStopped(reason);
   };
   const fail = (error: unknown): void => {
@@ -81,9 +91,11 @@ export function startSession(deps: SessionDeps): Session {
   const runRound = async (message: RoundMessage): Promise<void> => {
     if (aborted.has(message.attempt)) return;
     const startedAt = performance.now();
+    running = message.attempt;
     publish({ phase: "training", share: undefined });
-    const grad = await trainer.computeGradient(message.lease);
+    const grad = await trainer.computeGradient(message.lease).finally(() => (running = undefined));
     if (aborted.has(message.attempt)) return;
+    running = message.attempt;
     const reduceStart = performance.now();
     let reduced: RoundResult;
     try {
@@ -96,6 +108,7 @@ export function startSession(deps: SessionDeps): Session {
       });
       reduced = result;
     } catch (error) {
+      running = undefined;
       if (!(error instanceof AllReduceError)) throw error;
       publish({ phase: "waiting", lastError: error.message });
       if (error.code !== "aborted" || error.suspect !== undefined) {
@@ -103,6 +116,7 @@ export function startSession(deps: SessionDeps): Session {
       }
       return;
     }
+    running = undefined;
     const allReduceMs = performance.now() - reduceStart;
     const update = await trainer.applyUpdate(message.attempt, reduced.mean);
     const timings = { computeMs: grad.computeMs, readbackMs: grad.readbackMs, allReduceMs, updateMs: update.updateMs };
@@ -168,34 +182,52 @@ export function startSession(deps: SessionDeps): Session {
     }
   };
 
-  socket.addEventListener("message", (event) => {
+  const onMessage = (data: unknown): void => {
     let message: CoordinatorMessage;
     try {
-      if (typeof event.data !== "string") throw new Error("binary message from the coordinator");
-      message = parseCoordinatorMessage(event.data);
+      if (typeof data !== "string") throw new Error("binary message from the coordinator");
+      message = parseCoordinatorMessage(data);
     } catch (error) {
       fail(error);
       return;
     }
+    if (message.type === "round") lastAttempt = Math.max(lastAttempt ?? 0, message.attempt);
     if (message.type === "abort") {
       // Cut the running all-reduce short now; the queued handler then discards pending state.
       aborted.add(message.attempt);
       reducer.abortRound(message.attempt, `coordinator aborted attempt ${message.attempt}: ${message.reason}`);
     }
-    queue = queue.then(() => (status.phase === "stopped" ? undefined : handle(message))).catch(fail);
-  });
-  socket.addEventListener("close", (event) => stop(`connection to the server closed (${event.code}${event.reason ? `: ${event.reason}` : ""})`));
-  socket.addEventListener("open", () => {
+    const from = generation;
+    queue = queue
+      .then(() => {
+        if (status.phase === "stopped") return undefined;
+        // After a reconnect, rounds of the old connection were aborted by the coordinator when we left.
+        if (from !== generation && message.type === "round") return undefined;
+        return handle(message);
+      })
+      .catch(fail);
+  };
+
+  const onDown = (reason: string, retryInMs: number): void => {
+    generation++;
+    // Whatever was in flight is void: the coordinator aborted it when this connection dropped.
+    for (const attempt of [running, pending?.attempt]) {
+      if (attempt === undefined) continue;
+      aborted.add(attempt);
+      reducer.abortRound(attempt, reason);
+    }
+    const dropped = pending?.attempt;
+    pending = undefined;
+    if (dropped !== undefined) queue = queue.then(() => trainer.discard(dropped)).catch(fail);
+    publish({ phase: "connecting", lastError: `${reason}; reconnecting in ${(retryInMs / 1000).toFixed(1)} s` });
+  };
+
+  const onOpen = (): void => {
     publish({ phase: "connecting" });
-    send({
-      type: "hello",
-      protocol: PROTOCOL_VERSION,
-      peerId: transport.self,
-      name: deps.name,
-      backend: deps.backend,
-      adapter: deps.adapter,
-    });
-  });
+    send({ type: "hello", protocol: PROTOCOL_VERSION, peerId: transport.self, name: deps.name, backend: deps.backend, adapter: deps.adapter, lastAttempt });
+  };
+
+  const connection: Connection = connect(deps.socketUrl, { onOpen, onMessage, onDown });
 
   return {
     get status() {

@@ -1,0 +1,120 @@
+import * as v from "valibot";
+import { JobSchema } from "./job.ts";
+import { BackendSchema, MessageError } from "./messages.ts";
+
+/**
+ * What the server tells the dashboard (and tests): `GET /api/status`, and every `data:` of the
+ * server-sent events at `/api/events`. Objects are not strict, so a newer server may add fields
+ * without breaking an older dashboard; what is here is required and checked.
+ */
+const Count = v.pipe(v.number(), v.integer(), v.minValue(0));
+const Ms = v.pipe(v.number(), v.minValue(0));
+/** A loss or accuracy may be NaN (a round without samples, a diverged model); JSON writes NaN as null. */
+const Real = v.pipe(
+  v.nullable(v.number()),
+  v.transform((x): number => x ?? Number.NaN),
+);
+
+export const PeerStateSchema = v.picklist(["joining", "ready", "training", "gone"]);
+export type PeerState = v.InferOutput<typeof PeerStateSchema>;
+
+export const PeerStatusSchema = v.object({
+  id: v.string(),
+  /** Chosen by the volunteer: untrusted text, always rendered as text. */
+  name: v.optional(v.string()),
+  backend: BackendSchema,
+  adapter: v.optional(v.string()),
+  state: PeerStateSchema,
+  /** Measured compute speed (exponential average), once the peer committed a round. */
+  samplesPerSecond: v.optional(v.number()),
+  /** Share of the global batch in its last lease, 0..1. */
+  share: v.number(),
+  lastRoundMs: v.optional(Ms),
+  lastHash: v.optional(v.string()),
+  bytesSent: Count,
+  bytesReceived: Count,
+  /** When a peer in state "gone" left (server clock, ms). */
+  leftAt: v.optional(v.number()),
+});
+export type PeerStatus = v.InferOutput<typeof PeerStatusSchema>;
+
+/** One ring link of a committed round: what `from` sent to its right neighbour `to` during the all-reduce. */
+export const RingLinkSchema = v.object({
+  from: v.string(),
+  to: v.string(),
+  bytes: Count,
+  ms: Ms,
+  /** bytes / ms; absent when the all-reduce took no measurable time. */
+  bytesPerSecond: v.optional(v.number()),
+});
+export type RingLink = v.InferOutput<typeof RingLinkSchema>;
+
+export const LastRingSchema = v.object({ round: Count, ring: v.array(v.string()), links: v.array(RingLinkSchema) });
+export type LastRing = v.InferOutput<typeof LastRingSchema>;
+
+export const OpenRoundStatusSchema = v.object({ round: Count, attempt: Count, ring: v.array(v.string()), openedAt: v.number() });
+
+export const RoundPointSchema = v.object({
+  round: Count,
+  epoch: Count,
+  at: v.number(),
+  loss: Real,
+  samples: Count,
+  ringSize: Count,
+  roundMs: Ms,
+  /** Slowest member's split of the round, in ms. */
+  computeMs: Ms,
+  readbackMs: Ms,
+  allReduceMs: Ms,
+  updateMs: Ms,
+  hash: v.string(),
+});
+export type RoundPoint = v.InferOutput<typeof RoundPointSchema>;
+
+export const EvalPointSchema = v.object({ round: Count, accuracy: Real, loss: Real, ms: Ms });
+export type EvalPoint = v.InferOutput<typeof EvalPointSchema>;
+
+export const ClusterEventSchema = v.object({ at: v.number(), kind: v.string(), text: v.string() });
+export type ClusterEvent = v.InferOutput<typeof ClusterEventSchema>;
+
+export const CoverageSchema = v.object({ epoch: Count, samples: Count, usedOnce: Count, usedTwice: Count, unused: Count });
+
+export const TrainingStatusSchema = v.picklist(["waiting", "running", "paused", "done"]);
+export type TrainingStatus = v.InferOutput<typeof TrainingStatusSchema>;
+
+export const StatusSchema = v.object({
+  /** Server clock when this status was built (ms since the epoch). */
+  now: v.number(),
+  job: JobSchema,
+  status: TrainingStatusSchema,
+  /** Ready workers needed before the first round opens. */
+  minWorkers: Count,
+  /** Last committed round. */
+  round: Count,
+  /** Current target number of rounds (the job's, or what the operator set); absent: epochs only. */
+  targetRounds: v.optional(Count),
+  epoch: Count,
+  samplesSeen: Count,
+  epochProgress: v.object({ used: Count, total: Count }),
+  coverage: v.array(CoverageSchema),
+  /** Ring of the round in progress; empty between rounds (see lastRing). */
+  ring: v.array(v.string()),
+  openRound: v.optional(OpenRoundStatusSchema),
+  /** Ring of the last committed round with each link's measured throughput. */
+  lastRing: v.optional(LastRingSchema),
+  /** Members in join order, then recently departed peers (state "gone"), newest departure first. */
+  peers: v.array(PeerStatusSchema),
+  loss: v.array(v.tuple([Count, Real])),
+  accuracy: v.array(EvalPointSchema),
+  recentRounds: v.array(RoundPointSchema),
+  events: v.array(ClusterEventSchema),
+  stateRound: Count,
+});
+export type Status = v.InferOutput<typeof StatusSchema>;
+
+/** Parses an untrusted, JSON-decoded status; throws MessageError with every problem summarised. */
+export function parseStatus(input: unknown): Status {
+  const result = v.safeParse(StatusSchema, input);
+  if (!result.success) throw new MessageError(`bad status: ${v.summarize(result.issues)}`);
+  return result.output;
+}
