@@ -25,7 +25,7 @@ test("one tab: our step vs plain TF.js", async ({ openWorkers }) => {
   const oursMs = median(report.oursMs);
   const plainMs = median(report.plainMs);
   const row = { backend: report.backend, model: `mlp 784-${HIDDEN.join("-")}-10`, weights: report.weights, batch: BATCH, steps: STEPS, oursMs, plainMs, overheadRatio: oursMs / plainMs };
-  updateResults("train", "step", row);
+  updateResults("train", `step-${report.backend}`, row);
   console.log(`\n${table(["backend", "model", "batch", "ours ms", "plain TF.js ms", "overheadRatio"], [[row.backend, row.model, String(BATCH), oursMs.toFixed(1), plainMs.toFixed(1), row.overheadRatio.toFixed(3)]])}`);
   expect(report.backend).toBe(BACKEND);
 });

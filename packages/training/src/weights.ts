@@ -9,7 +9,11 @@ export function weightCount(model: tf.LayersModel): number {
   return model.trainableWeights.reduce((sum, w) => sum + w.read().size, 0);
 }
 
-/** Reads all trainable weights back as one fresh Float32Array (one read-back). */
+/**
+ * Reads all trainable weights back as one fresh Float32Array (one synchronous read-back). For the
+ * CPU backend (server, tests) only: on WebGPU in a page Chromium's next mapAsync then fails
+ * ("A valid external Instance reference no longer exists"); use readWeightsAsync there.
+ */
 export function readWeights(model: tf.LayersModel): Float32Array {
   const flat = concatWeights(model);
   try {

@@ -10,7 +10,7 @@ import {
   meanCrossEntropy,
   parseManifest,
   readGradient,
-  readWeights,
+  readWeightsAsync,
   recordGradient,
   writeWeights,
 } from "@crowdtrain/training";
@@ -33,7 +33,8 @@ export async function trainStepBench(args: { backend: string; hidden: number[]; 
   const job = parseJob({ name: "bench", dataset: "mnist", model: { kind: "mlp", hidden: args.hidden }, optimizer: { kind: "adam", learningRate: 0.001 }, batchSize: args.batch, rounds: 1 });
   const ours = buildModel(job.model, manifest.inputShape, manifest.classes, 1);
   const plain = buildModel(job.model, manifest.inputShape, manifest.classes, 1);
-  const weights = readWeights(ours);
+  // Async: a synchronous read-back on the page breaks WebGPU here (the next mapAsync fails).
+  const weights = await readWeightsAsync(ours);
   const optimizer = createOptimizer(job.optimizer, weights.length);
   const plainOptimizer = tf.train.adam(0.001);
   const lease = (step: number): number[] => Array.from({ length: args.batch }, (_, k) => (step * args.batch + k) % train.count);
