@@ -2,6 +2,7 @@
 import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 import globals from "globals";
+import reactHooks from "eslint-plugin-react-hooks";
 
 export default tseslint.config(
   { ignores: ["**/node_modules/**", "dist/**", "e2e/results/**", "e2e/test-results/**", "e2e/playwright-report/**"] },
@@ -24,5 +25,9 @@ export default tseslint.config(
   {
     files: ["apps/worker/**", "apps/dashboard/**", "packages/p2p/**"],
     languageOptions: { globals: { ...globals.browser } },
+  },
+  {
+    files: ["apps/dashboard/**/*.{ts,tsx}"],
+    ...reactHooks.configs.flat.recommended,
   },
 );

@@ -1,13 +1,17 @@
 import { resolve } from "node:path";
+import react from "@vitejs/plugin-react";
 import { defineConfig } from "vitest/config";
 
 const root = import.meta.dirname;
 
-// One Vite build for every page a browser opens. The server serves dist/web:
-// the worker page at /, the lab page (primitives for e2e tests and benchmarks) at /lab.html.
+// One Vite build for every page a browser opens, into dist/web: one folder per app (worker/index.html,
+// worker/lab.html, dashboard/index.html) sharing /assets. The server maps them to their URLs
+// (apps/server/src/server.ts WEB_PAGES): the worker page at /, the lab page (primitives for e2e
+// tests and benchmarks) at /lab.html, the dashboard at /dashboard.
 export default defineConfig({
-  root: resolve(root, "apps/worker"),
+  root: resolve(root, "apps"),
   publicDir: resolve(root, "public"),
+  plugins: [react()],
   build: {
     outDir: resolve(root, "dist/web"),
     emptyOutDir: true,
@@ -17,6 +21,7 @@ export default defineConfig({
       input: {
         worker: resolve(root, "apps/worker/index.html"),
         lab: resolve(root, "apps/worker/lab.html"),
+        dashboard: resolve(root, "apps/dashboard/index.html"),
       },
     },
   },

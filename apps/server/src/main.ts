@@ -2,8 +2,9 @@
 import { existsSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
+import { ADMIN_TOKEN_ENV, AdminTokenError, validateAdminToken } from "./admin/token.ts";
 import { IceConfigError } from "./ice.ts";
-import { DEFAULT_WEB_DIR, startServer, type ServerHandle } from "./server.ts";
+import { DEFAULT_WEB_DIR, startServer, WEB_PAGES, type ServerHandle } from "./server.ts";
 import { DEFAULT_JOB_FILE, readJobFile } from "./training/job-file.ts";
 
 /** Where `npm run build` puts the datasets (one directory each, see packages/training/DATASETS.md). */
@@ -16,12 +17,13 @@ const SHUTDOWN_TIMEOUT_MS = 10_000;
 /** The e2e harness waits for this prefix followed by a JSON object. */
 const READY_PREFIX = "CROWDTRAIN_READY";
 
-const USAGE = `usage: crowdtrain-server [--port N] [--host ADDRESS] [--job FILE] [--datasets DIR] [--min-workers N]
+const USAGE = `usage: crowdtrain-server [--port N] [--host ADDRESS] [--job FILE] [--datasets DIR] [--min-workers N] [--admin-token TOKEN]
   --port N         port to listen on, 0 picks a free one (env CROWDTRAIN_PORT, default ${DEFAULT_PORT})
   --host ADDRESS   address to bind (env CROWDTRAIN_HOST, default ${DEFAULT_HOST}: all interfaces)
   --job FILE       training job (env CROWDTRAIN_JOB, default apps/server/jobs/mnist-mlp.json)
   --datasets DIR   directory of built datasets (env CROWDTRAIN_DATASETS, default dist/datasets)
   --min-workers N  workers that must be ready before the first round (env CROWDTRAIN_MIN_WORKERS, default 1)
+  --admin-token T  token of the dashboard's operator controls (env ${ADMIN_TOKEN_ENV}, default: random, printed at start)
   CROWDTRAIN_ICE_SERVERS='[{"urls":"stun:stun.example.org:3478"}]' adds your own STUN/TURN servers`;
 
 class UsageError extends Error {}
@@ -32,9 +34,10 @@ interface Flags {
   job: string;
   datasets: string;
   minWorkers: number;
+  adminToken: string | undefined;
 }
 
-const FLAG_NAMES = ["--port", "--host", "--job", "--datasets", "--min-workers"] as const;
+const FLAG_NAMES = ["--port", "--host", "--job", "--datasets", "--min-workers", "--admin-token"] as const;
 type FlagName = (typeof FLAG_NAMES)[number];
 
 function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "help" {
@@ -44,6 +47,7 @@ function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "help" {
     "--job": env.CROWDTRAIN_JOB,
     "--datasets": env.CROWDTRAIN_DATASETS,
     "--min-workers": env.CROWDTRAIN_MIN_WORKERS,
+    "--admin-token": env[ADMIN_TOKEN_ENV] === "" ? undefined : env[ADMIN_TOKEN_ENV],
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] ?? "";
@@ -62,7 +66,18 @@ function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "help" {
     job: values["--job"] ?? DEFAULT_JOB_FILE,
     datasets: values["--datasets"] ?? DEFAULT_DATASETS_DIR,
     minWorkers: Number(minWorkers),
+    adminToken: adminTokenFlag(values["--admin-token"]),
   };
+}
+
+function adminTokenFlag(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  try {
+    return validateAdminToken(value, "--admin-token");
+  } catch (error) {
+    if (error instanceof AdminTokenError) throw new UsageError(error.message);
+    throw error;
+  }
 }
 
 function parsePort(value: string | undefined): number {
@@ -92,8 +107,12 @@ function announce(handle: ServerHandle, host: string): void {
   } else {
     lines.push(`  URL: ${handle.url}/`);
   }
-  const job = handle.training?.status().job;
-  if (job !== undefined) lines.push(`  Job: ${job.name} (${job.model.kind} on ${job.dataset}); dashboard: ${handle.url}/dashboard`);
+  const training = handle.training;
+  if (training !== undefined) {
+    const { job } = training.status();
+    lines.push(`  Job: ${job.name} (${job.model.kind} on ${job.dataset}); dashboard: ${handle.url}/dashboard`);
+    lines.push(`  Admin token (the dashboard's pause/stop/target controls): ${training.adminToken}`);
+  }
   lines.push(`${READY_PREFIX} ${JSON.stringify({ url: handle.url, port: handle.port })}`);
   console.log(lines.join("\n"));
 }
@@ -136,7 +155,7 @@ async function main(): Promise<void> {
     console.log(USAGE);
     return;
   }
-  if (!existsSync(join(DEFAULT_WEB_DIR, "index.html"))) {
+  if (!Object.values(WEB_PAGES).every((page) => existsSync(join(DEFAULT_WEB_DIR, page)))) {
     console.error(`error: the web app is not built (${DEFAULT_WEB_DIR} is missing): run npm run build first`);
     process.exit(1);
   }
@@ -148,7 +167,7 @@ async function main(): Promise<void> {
   const handle = await startServer({
     port: flags.port,
     host: flags.host,
-    training: { job, datasetsDir: flags.datasets, minWorkers: flags.minWorkers },
+    training: { job, datasetsDir: flags.datasets, minWorkers: flags.minWorkers, adminToken: flags.adminToken },
   });
   stopOnSignals(handle);
   announce(handle, flags.host);

@@ -1,6 +1,6 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import type { Duplex } from "node:stream";
 import express from "express";
 import { ExpressPeerServer } from "peer";
@@ -16,8 +16,15 @@ const PEER_MAX_MESSAGE_BYTES = 64 * 1024;
 /** How long close() waits for the HTTP server to let go of its connections. */
 const HTTP_CLOSE_TIMEOUT_MS = 5_000;
 
-/** The built web app (worker page at /, lab page at /lab.html), produced by `npm run build`. */
+/** The built web app, produced by `npm run build` (see vite.config.ts): one folder per app, shared assets. */
 export const DEFAULT_WEB_DIR = resolve(import.meta.dirname, "../../../dist/web");
+/** The pages, by URL path, as files of the web dir. */
+export const WEB_PAGES: Readonly<Record<string, string>> = {
+  "/": "worker/index.html",
+  "/index.html": "worker/index.html",
+  "/lab.html": "worker/lab.html",
+  "/dashboard": "dashboard/index.html",
+};
 
 export interface ServerOptions {
   /** 0 picks a free port (tests). Default 0. */
@@ -63,7 +70,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     app.use(training.router);
     wsRoutes.set("/ws", training.hub.wss);
   }
-  app.use(express.static(options.webDir ?? DEFAULT_WEB_DIR));
+  mountWebApp(app, options.webDir ?? DEFAULT_WEB_DIR);
   server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => routeUpgrade(wsRoutes, req, socket, head));
 
   let closing: Promise<void> | undefined;
@@ -83,6 +90,23 @@ function resolveIceServers(fromOptions: IceServer[] | undefined): IceServer[] {
   const fromEnv = process.env[ICE_SERVERS_ENV];
   if (fromEnv === undefined || fromEnv.trim() === "") return [];
   return parseIceServers(fromEnv, ICE_SERVERS_ENV);
+}
+
+/**
+ * The pages at their URLs (WEB_PAGES; `/dashboard/` too), never cached, so a rebuilt app is picked
+ * up on reload; their hashed assets under /assets cached for good; other built files as they are.
+ */
+function mountWebApp(app: express.Express, webDir: string): void {
+  for (const [path, file] of Object.entries(WEB_PAGES)) {
+    app.get(path, (_req, res) => {
+      res.sendFile(join(webDir, file), { headers: { "cache-control": "no-cache" } }, (error) => {
+        if (error === undefined || res.headersSent) return;
+        res.status(404).type("text").send(`${path} is not built (${join(webDir, file)} is missing): run npm run build`);
+      });
+    });
+  }
+  app.use("/assets", express.static(join(webDir, "assets"), { immutable: true, maxAge: "1y", index: false }));
+  app.use(express.static(webDir, { index: false }));
 }
 
 function mountPeerServer(app: express.Express, server: http.Server, wsRoutes: WsRoutes, timers: TimerScope): void {

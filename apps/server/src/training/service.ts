@@ -3,11 +3,15 @@ import express from "express";
 import { Coordinator, type CommittedRound, type CoordinatorConfig } from "@crowdtrain/coordination";
 import type { Job } from "@crowdtrain/protocol";
 import { loadSplitFromDir, readManifest } from "@crowdtrain/training/node";
+import { createAdminRouter } from "../admin/routes.ts";
+import { generateAdminToken } from "../admin/token.ts";
 import { ClusterHub } from "../cluster/hub.ts";
+import { StatusStream } from "../dashboard/events.ts";
+import { PeerRoster } from "../dashboard/roster.ts";
 import { Evaluator } from "./evaluator.ts";
 import { Metrics } from "./metrics.ts";
 import { ModelStore } from "./model-store.ts";
-import { buildStatus, type Status } from "./status.ts";
+import { buildStatus, livePeers, type Status } from "./status.ts";
 
 /** Largest model state accepted on upload (weights + optimizer state of a small model are a few MB). */
 const MAX_STATE_BYTES = 256 * 1024 * 1024;
@@ -20,12 +24,18 @@ export type TrainingOptions = {
   roundDeadlineMs?: number;
   joinGraceMs?: number;
   frameBytes?: number;
+  /** Bearer token of the operator controls (/api/admin/...). Default: a fresh random 128-bit token. */
+  adminToken?: string;
 };
 
 export type TrainingService = {
   hub: ClusterHub;
   router: express.Router;
   status(): Status;
+  /** The token the operator controls require (print it for the operator). */
+  adminToken: string;
+  /** Dashboards connected to /api/events. */
+  stream: StatusStream;
   close(): Promise<void>;
 };
 
@@ -54,24 +64,50 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
     joinGraceMs: options.joinGraceMs ?? 5_000,
   };
   const coordinator = new Coordinator(config);
+  const roster = new PeerRoster();
+  let lastCommit: CommittedRound | undefined;
+  const status = (): Status => buildStatus({ job, coordinator, metrics, log: hub.log, storeRound: store.round, roster, lastCommit, now: Date.now() });
+  const stream = new StatusStream(status);
   const evaluateRound = (round: number): void => {
     if (store.round !== round) return;
     evaluator.evaluate(store.state).then(
       (point) => {
         metrics.addEval(point);
         hub.log.add({ at: Date.now(), kind: "eval", text: `round ${point.round}: test accuracy ${(point.accuracy * 100).toFixed(1)}%` });
+        stream.notify();
       },
-      (error: unknown) => hub.log.add({ at: Date.now(), kind: "error", text: `evaluating round ${round} failed: ${String(error)}` }),
+      (error: unknown) => {
+        hub.log.add({ at: Date.now(), kind: "error", text: `evaluating round ${round} failed: ${String(error)}` });
+        stream.notify();
+      },
     );
   };
   const hub = new ClusterHub(coordinator, job, {
-    onCommitted: (commit: CommittedRound) => metrics.addRound(commit, Date.now()),
+    onCommitted: (commit: CommittedRound) => {
+      metrics.addRound(commit, Date.now());
+      lastCommit = commit;
+    },
+    // Effects are carried out after the coordinator changed: remember every member's last row (so a
+    // peer that leaves is shown as gone with its numbers), and tell the dashboards.
+    onEffect: () => {
+      roster.observe(livePeers(coordinator, job), Date.now());
+      stream.notify();
+    },
   });
+  const adminToken = options.adminToken ?? generateAdminToken();
 
   const router = express.Router();
   router.get("/api/status", (_req, res) => {
-    res.json(buildStatus({ job, coordinator, metrics, log: hub.log, storeRound: store.round }));
+    res.json(status());
   });
+  router.get("/api/events", stream.handle);
+  router.use(
+    createAdminRouter(adminToken, {
+      state: () => coordinator.state,
+      dispatch: (event) => hub.dispatch(event),
+      hasEpochLimit: job.epochs !== undefined,
+    }),
+  );
   router.get("/api/state", async (req, res) => {
     const round = Number(req.query.round ?? coordinator.state.committedRound);
     if (!Number.isInteger(round) || round < 0) {
@@ -96,10 +132,12 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
     const problem = store.accept(round, committed, new Uint8Array(body.buffer, body.byteOffset, body.byteLength));
     if (problem !== undefined) {
       hub.log.add({ at: Date.now(), kind: "rejected", text: `state upload for round ${round}: ${problem}` });
+      stream.notify();
       res.status(409).type("text").send(problem);
       return;
     }
     res.status(204).end();
+    stream.notify();
     if (round % job.evalEveryRounds === 0 || coordinator.state.status === "done") evaluateRound(round);
   });
   router.get("/api/model/model.json", async (_req, res) => {
@@ -115,8 +153,11 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
   return {
     hub,
     router,
-    status: () => buildStatus({ job, coordinator, metrics, log: hub.log, storeRound: store.round }),
+    status,
+    adminToken,
+    stream,
     async close() {
+      stream.close();
       store.close();
       await hub.close();
       evaluator.dispose();

@@ -1,0 +1,74 @@
+// A made-up but valid status of a swarm of `peers` workers, for unit tests and for looking at the
+// dashboard with many peers (e2e/tests/dashboard.spec.ts serves it as a fake event stream).
+import { parseJob, type PeerStatus, type Status } from "@crowdtrain/protocol";
+
+const BACKENDS = ["webgpu", "webgl", "wasm", "cpu"] as const;
+const NAMES = ["ada", "grace", "alan", "edsger", "barbara", "donald", "frances", "ken", "margaret", "tim", "radia", "leslie"];
+
+export function fakeStatus(peers: number, options: { rounds?: number; now?: number } = {}): Status {
+  const now = options.now ?? 1_800_000_000_000;
+  const rounds = options.rounds ?? 60;
+  const ids = Array.from({ length: peers }, (_, i) => `${(0x1000 + i * 7919).toString(16)}-peer-${String(i).padStart(2, "0")}-f3a9c2`);
+  const name = (i: number) => (i % 5 === 4 ? undefined : `${NAMES[i % NAMES.length]}${i >= NAMES.length ? `-${Math.floor(i / NAMES.length)}` : ""}${i === 1 ? " with a very long display name indeed" : ""}`);
+  const rows: PeerStatus[] = ids.map((id, i) => ({
+    id,
+    name: name(i),
+    backend: BACKENDS[i % BACKENDS.length] as PeerStatus["backend"],
+    adapter: i % 4 === 0 ? "SwiftShader Device (Subzero)" : undefined,
+    state: i === 2 ? "joining" : "training",
+    samplesPerSecond: 40 + ((i * 37) % 90),
+    share: 1 / Math.max(1, peers),
+    lastRoundMs: 900 + ((i * 53) % 400),
+    lastHash: "0123456789abcdef",
+    bytesSent: 1_500_000 * rounds + i * 1000,
+    bytesReceived: 1_500_000 * rounds + i * 900,
+  }));
+  rows.push({ ...(rows[0] as PeerStatus), id: "gone-peer-0001", name: "left early", state: "gone", leftAt: now - 30_000 });
+  const recentRounds = Array.from({ length: Math.min(50, rounds) }, (_, k) => {
+    const round = rounds - Math.min(50, rounds) + k + 1;
+    return {
+      round,
+      epoch: 0,
+      at: now - (rounds - round) * 1_200,
+      loss: 2.3 * Math.exp(-round / 25) + 0.2,
+      samples: 96,
+      ringSize: peers,
+      roundMs: 1_100 + (round % 7) * 40,
+      computeMs: 600 + (round % 5) * 30,
+      readbackMs: 20,
+      allReduceMs: 300 + (round % 3) * 50,
+      updateMs: 40,
+      hash: "0123456789abcdef",
+    };
+  });
+  return {
+    now,
+    job: parseJob({ name: "mnist-mlp", dataset: "mnist", model: { kind: "mlp", hidden: [128] }, optimizer: { kind: "adam", learningRate: 0.001 }, batchSize: 96, epochs: 2, evalEveryRounds: 10, targetAccuracy: 0.9 }),
+    status: "running",
+    minWorkers: 1,
+    round: rounds,
+    targetRounds: undefined,
+    epoch: 0,
+    samplesSeen: rounds * 96,
+    epochProgress: { used: rounds * 96, total: 8_000 },
+    coverage: [],
+    ring: ids,
+    openRound: { round: rounds + 1, attempt: rounds + 3, ring: ids, openedAt: now - 400 },
+    lastRing: {
+      round: rounds,
+      ring: ids,
+      links: ids.map((from, i) => ({ from, to: ids[(i + 1) % ids.length] as string, bytes: 1_500_000, ms: 200 + ((i * 97) % 700), bytesPerSecond: 1_500_000 / ((200 + ((i * 97) % 700)) / 1000) })),
+    },
+    peers: rows,
+    loss: Array.from({ length: rounds }, (_, k) => [k + 1, 2.3 * Math.exp(-(k + 1) / 25) + 0.2 + 0.05 * Math.sin(k)] as [number, number]),
+    accuracy: Array.from({ length: Math.floor(rounds / 10) }, (_, k) => ({ round: (k + 1) * 10, accuracy: 0.95 - 0.6 * Math.exp(-(k + 1) / 2), loss: 1, ms: 300 })),
+    recentRounds,
+    events: [
+      { at: now - 60_000, kind: "joined", text: `${ids[0]} joined (webgpu)` },
+      { at: now - 40_000, kind: "aborted", text: "round 12 (attempt 14) aborted: gone-peer-0001 left: connection to the server closed" },
+      { at: now - 30_000, kind: "left", text: "gone-peer-0001 left: connection to the server closed" },
+      { at: now - 5_000, kind: "eval", text: `round ${rounds}: test accuracy 88.1%` },
+    ],
+    stateRound: rounds,
+  };
+}

@@ -1,0 +1,303 @@
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import express from "express";
+import { parseJob, parseStatus, PROTOCOL_VERSION, type PeerStatus, type Status } from "@crowdtrain/protocol";
+import { buildMnistDataset } from "@crowdtrain/training/node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
+import { StatusStream } from "../src/dashboard/events.ts";
+import { ringLinks } from "../src/dashboard/links.ts";
+import { GONE_KEEP_MAX, GONE_KEEP_MS, PeerRoster } from "../src/dashboard/roster.ts";
+import { startServer, type ServerHandle } from "../src/server.ts";
+
+/** Every wait on a server in this file. */
+const WAIT_MS = 10_000;
+
+const row = (id: string, extra: Partial<PeerStatus> = {}): PeerStatus => ({
+  id,
+  name: undefined,
+  backend: "cpu",
+  adapter: undefined,
+  state: "training",
+  samplesPerSecond: 100,
+  share: 0.5,
+  lastRoundMs: 20,
+  lastHash: undefined,
+  bytesSent: 10,
+  bytesReceived: 10,
+  ...extra,
+});
+
+describe("ringLinks", () => {
+  const report = (bytesSent: number, allReduceMs: number) => ({ bytesSent, timings: { allReduceMs } });
+
+  it("gives each peer's outgoing link to its right neighbour, the last one closing the ring", () => {
+    expect(ringLinks(["a", "b", "c"], { a: report(1000, 500), b: report(3000, 1000), c: report(0, 0) })).toEqual([
+      { from: "a", to: "b", bytes: 1000, ms: 500, bytesPerSecond: 2000 },
+      { from: "b", to: "c", bytes: 3000, ms: 1000, bytesPerSecond: 3000 },
+      { from: "c", to: "a", bytes: 0, ms: 0 },
+    ]);
+  });
+
+  it("has no links for a ring of one or none, and skips a peer without a report", () => {
+    expect(ringLinks([], {})).toEqual([]);
+    expect(ringLinks(["a"], { a: report(10, 10) })).toEqual([]);
+    expect(ringLinks(["a", "b"], { b: report(10, 10) })).toEqual([{ from: "b", to: "a", bytes: 10, ms: 10, bytesPerSecond: 1000 }]);
+  });
+});
+
+describe("PeerRoster", () => {
+  it("keeps a departed peer as gone, with its last numbers, newest departure first, for GONE_KEEP_MS", () => {
+    const roster = new PeerRoster();
+    roster.observe([row("a"), row("b", { bytesSent: 99 }), row("c")], 0);
+    expect(roster.rows([row("a"), row("c")], 1_000).map((p) => [p.id, p.state])).toEqual([
+      ["a", "training"],
+      ["c", "training"],
+      ["b", "gone"],
+    ]);
+    const rows = roster.rows([row("a")], 2_000);
+    expect(rows.map((p) => p.id)).toEqual(["a", "c", "b"]);
+    expect(rows[2]).toMatchObject({ bytesSent: 99, leftAt: 1_000 });
+    expect(roster.rows([row("a")], 1_000 + GONE_KEEP_MS + 1).map((p) => p.id)).toEqual(["a", "c"]);
+  });
+
+  it("forgets the gone state of a peer that comes back with the same id", () => {
+    const roster = new PeerRoster();
+    roster.observe([row("a")], 0);
+    roster.observe([], 1);
+    expect(roster.rows([row("a", { state: "joining" })], 2)).toEqual([row("a", { state: "joining" })]);
+  });
+
+  it(`keeps at most ${GONE_KEEP_MAX} departed peers`, () => {
+    const roster = new PeerRoster();
+    const many = Array.from({ length: GONE_KEEP_MAX + 10 }, (_, i) => row(`p${i}`));
+    roster.observe(many, 0);
+    const rows = roster.rows([], 1);
+    expect(rows).toHaveLength(GONE_KEEP_MAX);
+    expect(rows.every((p) => p.state === "gone")).toBe(true);
+  });
+});
+
+/** Reads server-sent events from `url` until `count` data lines arrived; returns them and the response. */
+async function readEvents(url: string, count: number, signal: AbortSignal): Promise<{ data: string[]; response: Response }> {
+  const response = await fetch(url, { signal });
+  if (response.body === null) throw new Error("no body");
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  const data: string[] = [];
+  let buffer = "";
+  while (data.length < count) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let end: number;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      for (const line of event.split("\n")) if (line.startsWith("data: ")) data.push(line.slice(6));
+    }
+  }
+  return { data, response };
+}
+
+async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + WAIT_MS;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`not within ${WAIT_MS} ms: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+describe("StatusStream", () => {
+  let server: http.Server;
+  let base: string;
+  let version = 0;
+  const stream = new StatusStream(() => ({ version }));
+
+  beforeAll(async () => {
+    const app = express();
+    app.get("/events", stream.handle);
+    server = http.createServer(app);
+    await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+
+  afterAll(async () => {
+    stream.close();
+    server.closeAllConnections();
+    await new Promise((done) => server.close(done));
+  });
+
+  it("sends a snapshot at once, then on a change, and frees the connection's timer when it closes", async () => {
+    const abort = new AbortController();
+    const first = readEvents(`${base}/events`, 1, abort.signal);
+    const { data, response } = await first;
+    expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    expect(response.headers.get("cache-control")).toMatch(/no-cache/);
+    expect(JSON.parse(data[0] as string)).toEqual({ version: 0 });
+    expect(stream.size).toBe(1);
+    abort.abort();
+    await until(() => stream.size === 0, "the stream forgets a closed connection");
+  });
+
+  it("pushes a change soon, well before the next periodic snapshot", async () => {
+    const abort = new AbortController();
+    const started = Date.now();
+    const reading = readEvents(`${base}/events`, 2, abort.signal);
+    await until(() => stream.size === 1, "connected");
+    version = 1;
+    stream.notify();
+    const { data } = await reading;
+    expect(data.map((d) => JSON.parse(d) as unknown)).toEqual([{ version: 0 }, { version: 1 }]);
+    expect(Date.now() - started).toBeLessThan(900);
+    abort.abort();
+    await until(() => stream.size === 0, "closed");
+  });
+});
+
+describe("the training server's dashboard side", () => {
+  let datasets: string;
+  let webDir: string;
+  let server: ServerHandle;
+  const ADMIN = "dashboard-test-token";
+  const job = parseJob({
+    name: "dashboard-test",
+    dataset: "mnist",
+    model: { kind: "mlp", hidden: [8] },
+    optimizer: { kind: "sgd", learningRate: 0.1 },
+    batchSize: 20,
+    rounds: 5,
+    epochs: 2,
+  });
+  const status = async (): Promise<Status> => parseStatus(await (await fetch(`${server.url}/api/status`)).json());
+  const admin = (action: string, token: string | undefined, body?: unknown) =>
+    fetch(`${server.url}/api/admin/${action}`, {
+      method: "POST",
+      headers: { ...(token === undefined ? {} : { authorization: `Bearer ${token}` }), ...(body === undefined ? {} : { "content-type": "application/json" }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+
+  beforeAll(async () => {
+    datasets = mkdtempSync(join(tmpdir(), "crowdtrain-datasets-"));
+    await buildMnistDataset(join(datasets, "mnist"));
+    webDir = mkdtempSync(join(tmpdir(), "crowdtrain-web-"));
+    const files: [string, string][] = [
+      ["worker/index.html", "worker page"],
+      ["worker/lab.html", "lab page"],
+      ["dashboard/index.html", "dashboard page"],
+      ["assets/app-1234.js", "console.log(1)"],
+    ];
+    for (const [file, text] of files) {
+      mkdirSync(join(webDir, file, ".."), { recursive: true });
+      writeFileSync(join(webDir, file), text);
+    }
+    server = await startServer({ port: 0, webDir, training: { job, datasetsDir: datasets, minWorkers: 2, adminToken: ADMIN } });
+  }, 60_000);
+
+  afterAll(async () => {
+    await server?.close();
+    rmSync(datasets, { recursive: true, force: true });
+    rmSync(webDir, { recursive: true, force: true });
+  });
+
+  it("serves the worker page at /, the lab at /lab.html, the dashboard at /dashboard, and cacheable assets", async () => {
+    for (const [path, text] of [
+      ["/", "worker page"],
+      ["/index.html", "worker page"],
+      ["/?backends=webgpu", "worker page"],
+      ["/lab.html", "lab page"],
+      ["/dashboard", "dashboard page"],
+      ["/dashboard/", "dashboard page"],
+    ]) {
+      const response = await fetch(`${server.url}${path}`);
+      expect(await response.text(), path).toBe(text);
+      expect(response.headers.get("cache-control"), path).toBe("no-cache");
+    }
+    const asset = await fetch(`${server.url}/assets/app-1234.js`);
+    expect(asset.status).toBe(200);
+    expect(asset.headers.get("cache-control")).toMatch(/immutable/);
+    expect((await fetch(`${server.url}/assets/missing.js`)).status).toBe(404);
+  });
+
+  it("answers /api/status in the protocol's StatusSchema, with the round target and no ring yet", async () => {
+    const s = await status();
+    expect(s).toMatchObject({ status: "waiting", round: 0, targetRounds: 5, minWorkers: 2, ring: [], peers: [] });
+    expect(s.lastRing).toBeUndefined();
+    expect(server.training?.adminToken).toBe(ADMIN);
+  });
+
+  it("streams parseable statuses at /api/events, and shows a peer that left as gone", async () => {
+    const abort = new AbortController();
+    const reading = readEvents(`${server.url}/api/events`, 3, abort.signal);
+    const ws = new WebSocket(`${server.url.replace("http", "ws")}/ws`);
+    await new Promise((resolve, reject) => {
+      ws.once("open", resolve);
+      ws.once("error", reject);
+    });
+    const name = "<b>bold</b><img src=x onerror=alert(1)>";
+    ws.send(JSON.stringify({ type: "hello", protocol: PROTOCOL_VERSION, peerId: "peer-1", name, backend: "webgpu", adapter: "SwiftShader" }));
+    const { data } = await reading;
+    const statuses = data.map((d) => parseStatus(JSON.parse(d)));
+    expect(statuses.at(-1)?.peers).toEqual([expect.objectContaining({ id: "peer-1", name, backend: "webgpu", adapter: "SwiftShader", state: "joining" })]);
+    abort.abort();
+    ws.close();
+    await until(async () => (await status()).peers[0]?.state === "gone", "peer-1 is shown as gone");
+    const gone = (await status()).peers[0];
+    expect(gone).toMatchObject({ id: "peer-1", name, state: "gone" });
+    expect(gone?.leftAt).toBeGreaterThan(0);
+    expect((await status()).events.map((e) => e.kind)).toEqual(expect.arrayContaining(["joined", "left"]));
+    await until(() => server.training?.stream.size === 0, "the dashboard connection is freed");
+  });
+
+  it("refuses operator actions without the right token and carries them out with it", async () => {
+    const without = await admin("pause", undefined);
+    expect(without.status).toBe(401);
+    expect(((await without.json()) as { error: string }).error).toMatch(/admin token required/);
+    expect((await admin("pause", "not-the-token")).status).toBe(401);
+    expect((await status()).status).toBe("waiting");
+
+    expect((await admin("pause", ADMIN)).status).toBe(200);
+    expect((await status()).status).toBe("paused");
+    expect((await admin("resume", ADMIN)).status).toBe(200);
+    expect((await status()).status).toBe("waiting");
+    expect((await admin("target", ADMIN, { rounds: 3 })).status).toBe(200);
+    expect((await status()).targetRounds).toBe(3);
+    const kinds = (await status()).events.map((e) => e.kind);
+    expect(kinds).toEqual(expect.arrayContaining(["paused", "resumed", "target"]));
+  });
+
+  it("closes with a dashboard still connected, ending its stream", async () => {
+    const own = await startServer({ port: 0, webDir, training: { job, datasetsDir: datasets, adminToken: ADMIN } });
+    const abort = new AbortController();
+    await readEvents(`${own.url}/api/events`, 1, abort.signal);
+    expect(own.training?.stream.size).toBe(1);
+    await own.close();
+    expect(own.training?.stream.size).toBe(0);
+    abort.abort();
+  });
+});
+
+it("leaves nothing running after close() with a dashboard connected: the process exits by itself", async () => {
+  const child = spawn(process.execPath, ["--import", "tsx", "apps/server/test/fixtures/dashboard-start-stop.ts"], {
+    cwd: resolve(import.meta.dirname, "../../.."),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  const code = await new Promise<number | null>((done) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      output += "\n(still running after 30 s: something kept the event loop alive)";
+    }, 30_000);
+    child.once("exit", (exitCode) => {
+      clearTimeout(timer);
+      done(exitCode);
+    });
+  });
+  expect({ code, closed: output.includes("closed\n") }, output).toEqual({ code: 0, closed: true });
+}, 40_000);
