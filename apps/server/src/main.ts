@@ -1,11 +1,13 @@
 // The `crowdtrain` server CLI: parse flags, start the server, print the URL to share, stop on a signal.
 import { existsSync } from "node:fs";
 import { networkInterfaces } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { ADMIN_TOKEN_ENV, AdminTokenError, validateAdminToken } from "./admin/token.ts";
 import { IceConfigError } from "./ice.ts";
 import { DEFAULT_WEB_DIR, startServer, WEB_PAGES, type ServerHandle } from "./server.ts";
+import { DEFAULT_HEARTBEAT_TIMEOUT_MS } from "./cluster/hub.ts";
 import { DEFAULT_JOB_FILE, readJobFile } from "./training/job-file.ts";
+import { DEFAULT_CHECKPOINT_EVERY } from "./training/service.ts";
 
 /** Where `npm run build` puts the datasets (one directory each, see packages/training/DATASETS.md). */
 const DEFAULT_DATASETS_DIR = join(import.meta.dirname, "../../../dist/datasets");
@@ -18,12 +20,16 @@ const SHUTDOWN_TIMEOUT_MS = 10_000;
 const READY_PREFIX = "CROWDTRAIN_READY";
 
 const USAGE = `usage: crowdtrain-server [--port N] [--host ADDRESS] [--job FILE] [--datasets DIR] [--min-workers N] [--admin-token TOKEN]
+                         [--data-dir DIR] [--checkpoint-every N] [--heartbeat-timeout-ms MS]
   --port N         port to listen on, 0 picks a free one (env CROWDTRAIN_PORT, default ${DEFAULT_PORT})
   --host ADDRESS   address to bind (env CROWDTRAIN_HOST, default ${DEFAULT_HOST}: all interfaces)
   --job FILE       training job (env CROWDTRAIN_JOB, default apps/server/jobs/mnist-mlp.json)
   --datasets DIR   directory of built datasets (env CROWDTRAIN_DATASETS, default dist/datasets)
   --min-workers N  workers that must be ready before the first round (env CROWDTRAIN_MIN_WORKERS, default 1)
   --admin-token T  token of the dashboard's operator controls (env ${ADMIN_TOKEN_ENV}, default: random, printed at start)
+  --data-dir DIR   checkpoints; the job resumes from the latest one there (env CROWDTRAIN_DATA_DIR, default ./data)
+  --checkpoint-every N      checkpoint every N committed rounds and on SIGTERM (env CROWDTRAIN_CHECKPOINT_EVERY, default ${DEFAULT_CHECKPOINT_EVERY})
+  --heartbeat-timeout-ms MS drop a worker whose socket is silent this long (env CROWDTRAIN_HEARTBEAT_TIMEOUT_MS, default ${DEFAULT_HEARTBEAT_TIMEOUT_MS})
   CROWDTRAIN_ICE_SERVERS='[{"urls":"stun:stun.example.org:3478"}]' adds your own STUN/TURN servers`;
 
 class UsageError extends Error {}
@@ -35,9 +41,22 @@ interface Flags {
   datasets: string;
   minWorkers: number;
   adminToken: string | undefined;
+  dataDir: string;
+  checkpointEvery: number;
+  heartbeatTimeoutMs: number;
 }
 
-const FLAG_NAMES = ["--port", "--host", "--job", "--datasets", "--min-workers", "--admin-token"] as const;
+const FLAG_NAMES = [
+  "--port",
+  "--host",
+  "--job",
+  "--datasets",
+  "--min-workers",
+  "--admin-token",
+  "--data-dir",
+  "--checkpoint-every",
+  "--heartbeat-timeout-ms",
+] as const;
 type FlagName = (typeof FLAG_NAMES)[number];
 
 function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "help" {
@@ -48,6 +67,9 @@ function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "help" {
     "--datasets": env.CROWDTRAIN_DATASETS,
     "--min-workers": env.CROWDTRAIN_MIN_WORKERS,
     "--admin-token": env[ADMIN_TOKEN_ENV] === "" ? undefined : env[ADMIN_TOKEN_ENV],
+    "--data-dir": env.CROWDTRAIN_DATA_DIR,
+    "--checkpoint-every": env.CROWDTRAIN_CHECKPOINT_EVERY,
+    "--heartbeat-timeout-ms": env.CROWDTRAIN_HEARTBEAT_TIMEOUT_MS,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] ?? "";
@@ -58,16 +80,22 @@ function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "help" {
     if (value === undefined || value === "") throw new UsageError(`${name} needs a value`);
     values[name as FlagName] = value;
   }
-  const minWorkers = values["--min-workers"] ?? "1";
-  if (!/^[1-9]\d*$/.test(minWorkers)) throw new UsageError(`--min-workers must be a positive integer, got ${JSON.stringify(minWorkers)}`);
   return {
     port: parsePort(values["--port"]),
     host: values["--host"] ?? DEFAULT_HOST,
     job: values["--job"] ?? DEFAULT_JOB_FILE,
     datasets: values["--datasets"] ?? DEFAULT_DATASETS_DIR,
-    minWorkers: Number(minWorkers),
+    minWorkers: positiveInteger("--min-workers", values["--min-workers"] ?? "1"),
     adminToken: adminTokenFlag(values["--admin-token"]),
+    dataDir: resolve(values["--data-dir"] ?? "data"),
+    checkpointEvery: positiveInteger("--checkpoint-every", values["--checkpoint-every"] ?? String(DEFAULT_CHECKPOINT_EVERY)),
+    heartbeatTimeoutMs: positiveInteger("--heartbeat-timeout-ms", values["--heartbeat-timeout-ms"] ?? String(DEFAULT_HEARTBEAT_TIMEOUT_MS)),
   };
+}
+
+function positiveInteger(flag: string, value: string): number {
+  if (!/^[1-9]\d*$/.test(value)) throw new UsageError(`${flag} must be a positive integer, got ${JSON.stringify(value)}`);
+  return Number(value);
 }
 
 function adminTokenFlag(value: string | undefined): string | undefined {
@@ -167,7 +195,15 @@ async function main(): Promise<void> {
   const handle = await startServer({
     port: flags.port,
     host: flags.host,
-    training: { job, datasetsDir: flags.datasets, minWorkers: flags.minWorkers, adminToken: flags.adminToken },
+    training: {
+      job,
+      datasetsDir: flags.datasets,
+      minWorkers: flags.minWorkers,
+      adminToken: flags.adminToken,
+      dataDir: flags.dataDir,
+      checkpointEveryRounds: flags.checkpointEvery,
+      heartbeatTimeoutMs: flags.heartbeatTimeoutMs,
+    },
   });
   stopOnSignals(handle);
   announce(handle, flags.host);

@@ -50,8 +50,11 @@ class FakeWorker {
   private weights: Float32Array = new Float32Array(0);
   private waiters: (() => void)[] = [];
 
-  constructor(readonly peerId: string) {
-    this.ws = new WebSocket(`${server.url.replace("http", "ws")}/ws`);
+  constructor(
+    readonly peerId: string,
+    private readonly url = server.url,
+  ) {
+    this.ws = new WebSocket(`${url.replace("http", "ws")}/ws`);
     this.ws.on("message", (data: Buffer) => {
       this.inbox.push(parseCoordinatorMessage(data.toString()));
       for (const wake of this.waiters.splice(0)) wake();
@@ -84,7 +87,7 @@ class FakeWorker {
   }
 
   async sync(): Promise<void> {
-    const response = await fetch(`${server.url}/api/state`);
+    const response = await fetch(`${this.url}/api/state`);
     expect(response.ok).toBe(true);
     const state = decodeState(new Uint8Array(await response.arrayBuffer()));
     this.weights = state.weights;
@@ -158,4 +161,45 @@ describe("the training server", () => {
     expect(reason).toMatch(/bad worker message/);
     expect((await fetch(`${server.url}/api/health`)).ok).toBe(true);
   });
+});
+
+describe("checkpoints across a restart", () => {
+  it("a restarted server resumes at the last checkpoint: round, state, coverage and history", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "crowdtrain-data-"));
+    const longJob = { ...job, rounds: 10 };
+    const options = { job: longJob, datasetsDir: datasets, minWorkers: 1, dataDir, checkpointEveryRounds: 2 };
+    try {
+      const first = await startServer({ port: 0, training: options });
+      const worker = new FakeWorker("solo", first.url);
+      await worker.open();
+      await worker.next("welcome");
+      await worker.sync();
+      for (let round = 1; round <= 3; round++) {
+        const open = await worker.next("round");
+        const { bytes } = worker.step(open.attempt, open.round);
+        await worker.next("commit");
+        const put = await fetch(`${first.url}/api/state/${round}`, { method: "PUT", headers: { "content-type": "application/octet-stream" }, body: bytes });
+        expect(put.status).toBe(204);
+      }
+      const before = first.training!.status();
+      expect(before.round).toBe(3);
+      worker.close();
+      await first.close(); // writes the round-3 checkpoint on the way out
+
+      const second = await startServer({ port: 0, training: options });
+      try {
+        const after = second.training!.status();
+        expect(after).toMatchObject({ round: 3, stateRound: 3, epoch: before.epoch, samplesSeen: before.samplesSeen });
+        expect(after.loss).toEqual(before.loss);
+        expect(after.events.some((e) => e.kind === "checkpoint" && /resumed/.test(e.text))).toBe(true);
+        const state = decodeState(new Uint8Array(await (await fetch(`${second.url}/api/state`)).arrayBuffer()));
+        expect(state.round).toBe(3);
+        expect(state.hash).toBe(before.recentRounds.at(-1)?.hash);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rename, rm, writeFile, open } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import * as v from "valibot";
 import type { CoordinatorSnapshot } from "@crowdtrain/coordination";

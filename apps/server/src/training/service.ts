@@ -8,6 +8,8 @@ import { generateAdminToken } from "../admin/token.ts";
 import { ClusterHub } from "../cluster/hub.ts";
 import { StatusStream } from "../dashboard/events.ts";
 import { PeerRoster } from "../dashboard/roster.ts";
+import { CheckpointStore } from "./checkpoint.ts";
+import { Checkpointer } from "./checkpointer.ts";
 import { Evaluator } from "./evaluator.ts";
 import { Metrics } from "./metrics.ts";
 import { ModelStore } from "./model-store.ts";
@@ -26,7 +28,16 @@ export type TrainingOptions = {
   frameBytes?: number;
   /** Bearer token of the operator controls (/api/admin/...). Default: a fresh random 128-bit token. */
   adminToken?: string;
+  /** Where checkpoints live; the job resumes from the latest one found there. None: no checkpoints. */
+  dataDir?: string;
+  /** Checkpoint every this many committed rounds (and on close). */
+  checkpointEveryRounds?: number;
+  /** A worker socket silent (no pong) this long is dropped. */
+  heartbeatTimeoutMs?: number;
 };
+
+/** Default checkpoint interval: a kill -9 loses at most this many rounds. */
+export const DEFAULT_CHECKPOINT_EVERY = 10;
 
 export type TrainingService = {
   hub: ClusterHub;
@@ -48,9 +59,12 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
   const datasetDir = join(options.datasetsDir, job.dataset);
   const manifest = await readManifest(datasetDir);
   const test = await loadSplitFromDir(datasetDir, "test", manifest);
-  const store = new ModelStore(job, manifest);
+  const checkpoints = options.dataDir === undefined ? undefined : new CheckpointStore(options.dataDir, job.name);
+  const resumed = await checkpoints?.load(job);
+  const store = new ModelStore(job, manifest, resumed?.state);
   const evaluator = new Evaluator(job, manifest, test);
   const metrics = new Metrics();
+  if (resumed !== undefined) Object.assign(metrics, resumed.data.metrics);
   const config: CoordinatorConfig = {
     trainCount: manifest.train.count,
     batchSize: job.batchSize,
@@ -63,7 +77,7 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
     maxStrikes: 3,
     joinGraceMs: options.joinGraceMs ?? 5_000,
   };
-  const coordinator = new Coordinator(config);
+  const coordinator = new Coordinator(config, resumed?.data.snapshot);
   const roster = new PeerRoster();
   let lastCommit: CommittedRound | undefined;
   const status = (): Status => buildStatus({ job, coordinator, metrics, log: hub.log, storeRound: store.round, roster, lastCommit, now: Date.now() });
@@ -82,10 +96,19 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
       },
     );
   };
+  const checkpointer =
+    checkpoints === undefined
+      ? undefined
+      : new Checkpointer(checkpoints, job, options.checkpointEveryRounds ?? DEFAULT_CHECKPOINT_EVERY, (kind, text) => {
+          hub.log.add({ at: Date.now(), kind, text });
+          stream.notify();
+        }, resumed?.data.round);
   const hub = new ClusterHub(coordinator, job, {
+    heartbeatTimeoutMs: options.heartbeatTimeoutMs,
     onCommitted: (commit: CommittedRound) => {
       metrics.addRound(commit, Date.now());
       lastCommit = commit;
+      checkpointer?.remember(commit.round, coordinator.snapshot(), metrics.samplesSeen);
     },
     // Effects are carried out after the coordinator changed: remember every member's last row (so a
     // peer that leaves is shown as gone with its numbers), and tell the dashboards.
@@ -95,6 +118,9 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
     },
   });
   const adminToken = options.adminToken ?? generateAdminToken();
+  if (resumed !== undefined) {
+    hub.log.add({ at: Date.now(), kind: "checkpoint", text: `resumed from the checkpoint of round ${resumed.data.round} in ${checkpoints?.dir}` });
+  }
 
   const router = express.Router();
   router.get("/api/status", (_req, res) => {
@@ -138,6 +164,7 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
     }
     res.status(204).end();
     stream.notify();
+    if (store.round === round) checkpointer?.onState(store.state, store.bytes, metrics);
     if (round % job.evalEveryRounds === 0 || coordinator.state.status === "done") evaluateRound(round);
   });
   router.get("/api/model/model.json", async (_req, res) => {
@@ -157,6 +184,7 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
     adminToken,
     stream,
     async close() {
+      await checkpointer?.flush(store.state, store.bytes, metrics);
       stream.close();
       store.close();
       await hub.close();
