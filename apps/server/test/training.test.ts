@@ -121,6 +121,11 @@ describe("the training server", () => {
     for (let round = 1; round <= 3; round++) {
       const [ra, rb] = await Promise.all([a.next("round"), b.next("round")]);
       expect(ra.ring).toEqual(["a", "b"]);
+      if (round === 1) {
+        a.send({ type: "phase", attempt: ra.attempt, phase: "reducing" });
+        await expect.poll(async () => (await status()).peers.find((p) => p.id === "a")?.state, { timeout: WAIT_MS }).toBe("reducing");
+        expect((await status()).peers.find((p) => p.id === "b")?.state).toBe("training");
+      }
       expect([...ra.lease, ...rb.lease].sort((x, y) => x - y)).toHaveLength(20);
       const uploader = ra.upload ? a : b;
       const sa = a.step(ra.attempt, ra.round);

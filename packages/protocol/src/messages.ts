@@ -65,7 +65,10 @@ export const FailedSchema = v.object({
   message: Text,
 });
 
-export const WorkerMessageSchema = v.variant("type", [HelloSchema, ReadySchema, ResultSchema, FailedSchema]);
+/** Where a ring member is within an attempt, for the dashboard (the coordinator does not need it). */
+export const PhaseSchema = v.object({ type: v.literal("phase"), attempt: Count, phase: v.picklist(["computing", "reducing"]) });
+
+export const WorkerMessageSchema = v.variant("type", [HelloSchema, ReadySchema, ResultSchema, FailedSchema, PhaseSchema]);
 export type WorkerMessage = v.InferOutput<typeof WorkerMessageSchema>;
 
 // ---- coordinator -> worker ----

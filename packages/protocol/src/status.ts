@@ -15,7 +15,8 @@ const Real = v.pipe(
   v.transform((x): number => x ?? Number.NaN),
 );
 
-export const PeerStateSchema = v.picklist(["joining", "ready", "training", "gone"]);
+/** "training" = computing its gradient (or between phases), "reducing" = in the all-reduce. */
+export const PeerStateSchema = v.picklist(["joining", "ready", "training", "reducing", "gone"]);
 export type PeerState = v.InferOutput<typeof PeerStateSchema>;
 
 export const PeerStatusSchema = v.object({

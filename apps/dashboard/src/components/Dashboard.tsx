@@ -102,7 +102,7 @@ function Body({ status, origin, controls }: { status: Status; origin: string; co
             : `round ${lastEval.round}${status.job.targetAccuracy === undefined ? "" : ` · target ${formatPercent(status.job.targetAccuracy, 0)}`}`}
         </Tile>
         <Tile label="Peers" testId="tile-peers" value={String(live.length)}>
-          {`${live.filter((p) => p.state === "training").length} training${status.peers.length > live.length ? ` · ${status.peers.length - live.length} gone` : ""}`}
+          {`${live.filter((p) => p.state === "training" || p.state === "reducing").length} training${status.peers.length > live.length ? ` · ${status.peers.length - live.length} gone` : ""}`}
         </Tile>
       </section>
 

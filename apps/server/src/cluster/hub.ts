@@ -39,6 +39,8 @@ export class ClusterHub {
   readonly log = new EventLog();
   private readonly sockets = new Map<string, WebSocket>();
   private readonly lastPong = new Map<WebSocket, number>();
+  /** Last phase each worker reported for an attempt (display only). */
+  private readonly phases = new Map<string, { attempt: number; phase: "computing" | "reducing" }>();
   private readonly ticker: NodeJS.Timeout;
   private readonly heartbeat: NodeJS.Timeout;
 
@@ -113,6 +115,7 @@ export class ClusterHub {
       this.lastPong.delete(ws);
       if (peerId === undefined || this.sockets.get(peerId) !== ws) return;
       this.sockets.delete(peerId);
+      this.phases.delete(peerId);
       this.dispatch({ type: "leave", peerId, reason: "connection to the server closed", now: this.now() });
     });
     ws.on("error", (error) => {
@@ -134,6 +137,9 @@ export class ClusterHub {
         this.dispatch({ type: "result", peerId, now, ...report });
         return;
       }
+      case "phase":
+        this.phases.set(peerId, { attempt: message.attempt, phase: message.phase });
+        return;
       case "failed":
         this.dispatch({ type: "failed", peerId, attempt: message.attempt, code: message.code, suspect: message.suspect, message: message.message, now });
         return;
@@ -158,6 +164,12 @@ export class ClusterHub {
       case "epoch-finished":
         return;
     }
+  }
+
+  /** True while `peerId` reported being in the all-reduce of the round now open. */
+  isReducing(peerId: string): boolean {
+    const reported = this.phases.get(peerId);
+    return reported?.phase === "reducing" && reported.attempt === this.coordinator.state.current?.attempt;
   }
 
   /** Stops the ticker and closes every worker socket. */

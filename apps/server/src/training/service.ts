@@ -80,7 +80,8 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
   const coordinator = new Coordinator(config, resumed?.data.snapshot);
   const roster = new PeerRoster();
   let lastCommit: CommittedRound | undefined;
-  const status = (): Status => buildStatus({ job, coordinator, metrics, log: hub.log, storeRound: store.round, roster, lastCommit, now: Date.now() });
+  const status = (): Status =>
+    buildStatus({ job, coordinator, metrics, log: hub.log, storeRound: store.round, roster, lastCommit, now: Date.now(), isReducing: (id) => hub.isReducing(id) });
   const stream = new StatusStream(status);
   const evaluateRound = (round: number): void => {
     if (store.round !== round) return;
@@ -113,7 +114,7 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
     // Effects are carried out after the coordinator changed: remember every member's last row (so a
     // peer that leaves is shown as gone with its numbers), and tell the dashboards.
     onEffect: () => {
-      roster.observe(livePeers(coordinator, job), Date.now());
+      roster.observe(livePeers(coordinator, job, (id) => hub.isReducing(id)), Date.now());
       stream.notify();
     },
   });

@@ -23,16 +23,18 @@ export type StatusInput = {
   /** The last committed round, for the ring's link throughput. */
   lastCommit: CommittedRound | undefined;
   now: number;
+  /** Whether a training member reported being in the all-reduce (shown as "reducing"). */
+  isReducing?: (peerId: string) => boolean;
 };
 
 /** The coordinator's members as status rows, in join order. */
-export function livePeers(coordinator: Coordinator, job: Job): PeerStatus[] {
+export function livePeers(coordinator: Coordinator, job: Job, isReducing: (peerId: string) => boolean = () => false): PeerStatus[] {
   return coordinator.state.members.map((m) => ({
     id: m.peerId,
     name: m.name,
     backend: m.backend,
     adapter: m.adapter,
-    state: m.state,
+    state: m.state === "training" && isReducing(m.peerId) ? "reducing" : m.state,
     samplesPerSecond: m.samplesPerSecond,
     share: m.lastLease / job.batchSize,
     lastRoundMs: m.lastRoundMs,
@@ -61,7 +63,7 @@ export function buildStatus(input: StatusInput): Status {
     openRound: open === undefined ? undefined : { round: open.round, attempt: open.attempt, ring: open.ring, openedAt: open.openedAt },
     lastRing:
       lastCommit === undefined ? undefined : { round: lastCommit.round, ring: lastCommit.ring, links: ringLinks(lastCommit.ring, lastCommit.reports) },
-    peers: input.roster.rows(livePeers(coordinator, job), now),
+    peers: input.roster.rows(livePeers(coordinator, job, input.isReducing), now),
     loss: metrics.rounds.map((r) => [r.round, r.loss]),
     accuracy: metrics.evals,
     recentRounds: metrics.rounds.slice(-RECENT_ROUNDS),

@@ -96,6 +96,7 @@ export function startSession(deps: SessionDeps): Session {
     const grad = await trainer.computeGradient(message.lease).finally(() => (running = undefined));
     if (aborted.has(message.attempt)) return;
     running = message.attempt;
+    send({ type: "phase", attempt: message.attempt, phase: "reducing" });
     const reduceStart = performance.now();
     let reduced: RoundResult;
     try {
