@@ -1,9 +1,8 @@
-import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import express from "express";
 import { parseJob, parseStatus, PROTOCOL_VERSION, type PeerStatus, type Status } from "@crowdtrain/protocol";
 import { buildMnistDataset } from "@crowdtrain/training/node";
@@ -13,6 +12,7 @@ import { StatusStream } from "../src/dashboard/events.ts";
 import { ringLinks } from "../src/dashboard/links.ts";
 import { GONE_KEEP_MAX, GONE_KEEP_MS, PeerRoster } from "../src/dashboard/roster.ts";
 import { startServer, type ServerHandle } from "../src/server.ts";
+import { runFixture } from "./fixtures/run-fixture.ts";
 
 /** Every wait on a server in this file. */
 const WAIT_MS = 10_000;
@@ -282,22 +282,6 @@ describe("the training server's dashboard side", () => {
 });
 
 it("leaves nothing running after close() with a dashboard connected: the process exits by itself", async () => {
-  const child = spawn(process.execPath, ["--import", "tsx", "apps/server/test/fixtures/dashboard-start-stop.ts"], {
-    cwd: resolve(import.meta.dirname, "../../.."),
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let output = "";
-  child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  const code = await new Promise<number | null>((done) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      output += "\n(still running after 30 s: something kept the event loop alive)";
-    }, 30_000);
-    child.once("exit", (exitCode) => {
-      clearTimeout(timer);
-      done(exitCode);
-    });
-  });
+  const { code, output } = await runFixture("apps/server/test/fixtures/dashboard-start-stop.ts", 30_000);
   expect({ code, closed: output.includes("closed\n") }, output).toEqual({ code: 0, closed: true });
 }, 40_000);

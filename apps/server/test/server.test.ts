@@ -1,16 +1,14 @@
-import { spawn } from "node:child_process";
 import { createServer } from "node:net";
-import { resolve } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import WebSocket from "ws";
 import { startServer, type ServerHandle } from "../src/server.ts";
+import { runFixture } from "./fixtures/run-fixture.ts";
 
 /** How long a WebSocket may take to open, answer or close on loopback. */
 const WS_TIMEOUT_MS = 5_000;
 /** How long a process that started and closed a server may take to exit by itself. */
 const CHILD_EXIT_TIMEOUT_MS = 20_000;
 
-const repoRoot = resolve(import.meta.dirname, "../../..");
 const open: ServerHandle[] = [];
 
 async function start(options: Parameters<typeof startServer>[0] = {}): Promise<ServerHandle> {
@@ -116,23 +114,7 @@ describe("startServer", () => {
   });
 
   it("leaves nothing running after close(): a process that used it exits by itself", async () => {
-    const child = spawn(process.execPath, ["--import", "tsx", "apps/server/test/fixtures/start-stop.ts"], {
-      cwd: repoRoot,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let output = "";
-    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
-    const code = await new Promise<number | null>((done) => {
-      const timer = setTimeout(() => {
-        child.kill("SIGKILL");
-        output += `\n(still running after ${CHILD_EXIT_TIMEOUT_MS} ms: something kept the event loop alive)`;
-      }, CHILD_EXIT_TIMEOUT_MS);
-      child.once("exit", (exitCode) => {
-        clearTimeout(timer);
-        done(exitCode);
-      });
-    });
+    const { code, output } = await runFixture("apps/server/test/fixtures/start-stop.ts", CHILD_EXIT_TIMEOUT_MS);
     expect(output).toContain("closed");
     expect({ code, output }).toEqual({ code: 0, output: "closed\n" });
   });
