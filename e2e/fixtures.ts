@@ -46,7 +46,7 @@ export const test = base.extend<TestFixtures, WorkerFixtures>({
       try {
         await use(server);
       } finally {
-        await server.kill();
+        await server.dispose();
       }
     },
     { scope: "worker", timeout: SERVER_FIXTURE_TIMEOUT_MS },
@@ -66,7 +66,7 @@ export const test = base.extend<TestFixtures, WorkerFixtures>({
       guard.allow(server.url);
       return server;
     });
-    await Promise.all(launched.map((server) => server.kill()));
+    await Promise.all(launched.map((server) => server.dispose()));
   },
 
   openWorkers: async ({ browser, server, guard }, use, testInfo) => {

@@ -1,7 +1,9 @@
 // The Crowdtrain server as a child process, started the way an operator starts it (the CLI), so
 // tests can also kill and restart it.
 import { spawn, type ChildProcess } from "node:child_process";
-import { resolve } from "node:path";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 
 /** From spawn to the CROWDTRAIN_READY line: tsx compiles the server on the way. */
@@ -18,6 +20,8 @@ export interface ServerProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** Stops the server if running and starts it again on the same port. */
   restart(): Promise<void>;
+  /** kill(), then removes the data directory this helper made for it (if it made one). */
+  dispose(): Promise<void>;
 }
 
 function exited(child: ChildProcess): Promise<void> {
@@ -85,12 +89,27 @@ async function stop(child: ChildProcess, signal: NodeJS.Signals): Promise<void> 
  * Starts the server on `host` (port picked by the OS) with extra CLI `args`. The caller owns it:
  * `kill()` at the end. restart() keeps the port and the args.
  */
-export async function startServerProcess(host: string, args: readonly string[] = []): Promise<ServerProcess> {
-  let current = await spawnServer(host, 0, args);
+export async function startServerProcess(host: string, extraArgs: readonly string[] = []): Promise<ServerProcess> {
+  // Checkpoints go to a directory of this server's own unless the test names one: the default
+  // (./data) would make the next run resume a finished job.
+  const ownDataDir = extraArgs.includes("--data-dir") ? undefined : mkdtempSync(join(tmpdir(), "crowdtrain-e2e-data-"));
+  const args = ownDataDir === undefined ? extraArgs : [...extraArgs, "--data-dir", ownDataDir];
+  let current: Awaited<ReturnType<typeof spawnServer>>;
+  try {
+    current = await spawnServer(host, 0, args);
+  } catch (error) {
+    if (ownDataDir !== undefined) rmSync(ownDataDir, { recursive: true, force: true });
+    throw error;
+  }
   const { url, port } = current;
+  const kill = (signal: NodeJS.Signals = "SIGTERM") => stop(current.child, signal);
   return {
     url,
-    kill: (signal = "SIGTERM") => stop(current.child, signal),
+    kill,
+    async dispose() {
+      await kill();
+      if (ownDataDir !== undefined) rmSync(ownDataDir, { recursive: true, force: true });
+    },
     async restart() {
       await stop(current.child, "SIGTERM");
       current = await spawnServer(host, port, args);

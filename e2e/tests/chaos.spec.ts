@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Page } from "@playwright/test";
 import type {} from "../../apps/worker/src/worker-api.ts";
-import { expect, test } from "../fixtures.ts";
+import { expect, test, type ServerProcess } from "../fixtures.ts";
 import { fetchStatus, latestAccuracy, type Status } from "../support/status.ts";
 
 /**
@@ -23,8 +23,10 @@ const ACCURACY_THRESHOLD = 0.85;
 test("chaos: tabs closed, opened and crashed, server killed and restarted; no sample lost, weights equal", async ({ launchServer, openWorkers }) => {
   test.setTimeout(RUN_TIMEOUT_MS + 60_000);
   const dataDir = mkdtempSync(join(tmpdir(), "crowdtrain-chaos-"));
+  let launched: ServerProcess | undefined;
   try {
     const server = await launchServer(["--min-workers", String(TABS), "--job", JOB, "--data-dir", dataDir, "--checkpoint-every", String(CHECKPOINT_EVERY)]);
+    launched = server;
     const open = async (count: number): Promise<Page[]> => {
       const pages = await openWorkers(count, "/?backends=cpu", server);
       for (const page of pages) await page.click("#start");
@@ -93,6 +95,8 @@ test("chaos: tabs closed, opened and crashed, server killed and restarted; no sa
 
     await expect.poll(async () => latestAccuracy(await fetchStatus(server.url)), { timeout: 60_000, ...POLL }).toBeGreaterThan(ACCURACY_THRESHOLD);
   } finally {
+    // Stop the server first: it writes a last checkpoint on the way out, into dataDir.
+    await launched?.kill();
     rmSync(dataDir, { recursive: true, force: true });
   }
 });

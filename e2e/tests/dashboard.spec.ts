@@ -128,12 +128,14 @@ test.describe("the dashboard with three workers", () => {
     await expect(dashboard.getByTestId("tile-eta")).toContainText("finished");
     expect((await fetchStatus(server.url)).round).toBeLessThanOrEqual(target);
 
-    // The server restarts: the page says it is reconnecting, then shows the new server, without a reload.
+    // The server restarts (it checkpointed on SIGTERM and resumes the finished job): the page says it
+    // is reconnecting, then shows the new server's feed, without a reload.
     const sawReconnecting = dashboard.getByTestId("reconnecting").waitFor({ timeout: 60_000 });
     await server.restart();
     await sawReconnecting;
     await expect(dashboard.getByTestId("connection")).toHaveText("live", { timeout: 30_000 });
-    await expect(dashboard.getByTestId("training-status")).toHaveText("waiting");
+    await expect(dashboard.getByText(/resumed from the checkpoint of round/)).toBeVisible();
+    await expect(dashboard.getByTestId("training-status")).toHaveText("done");
     expect(await dashboard.evaluate(() => (window as unknown as { notReloaded?: boolean }).notReloaded)).toBe(true);
     expect(dialogs).toBe(0);
   });
