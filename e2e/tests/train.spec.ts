@@ -36,7 +36,9 @@ test("three webgpu tabs train the MNIST MLP to 90% test accuracy with equal hash
     const status = await fetchStatus(server.url);
     expect(status.peers.map((p) => p.backend)).toEqual(["webgpu", "webgpu", "webgpu"]);
     await expectEqualHashes(pages, status.round - 2);
-    test.info().annotations.push({ type: "rounds to 90%", description: String(status.accuracy.at(-1)?.round) });
+    const reached = status.accuracy.find((point) => point.accuracy >= 0.9);
+    test.info().annotations.push({ type: "rounds to 90%", description: String(reached?.round) });
+    console.log(`90% test accuracy first measured at round ${reached?.round} (evaluated every 10 rounds)`);
 });
 
 test("mixed backends: a CPU tab and two WebGPU tabs still hold bit-identical weights after every round", async ({ launchServer, openWorkers }) => {

@@ -208,3 +208,28 @@ describe("checkpoints across a restart", () => {
     }
   }, 60_000);
 });
+
+describe("heartbeats", () => {
+  it("a worker whose socket stops answering pings is dropped within the heartbeat timeout", async () => {
+    const heartbeatTimeoutMs = 1_500;
+    const quiet = await startServer({ port: 0, training: { job, datasetsDir: datasets, minWorkers: 5, heartbeatTimeoutMs } });
+    try {
+      // autoPong off: like a tab whose network went away without closing the connection.
+      const ws = new WebSocket(`${quiet.url.replace("http", "ws")}/ws`, { autoPong: false });
+      await new Promise((resolve, reject) => {
+        ws.once("open", resolve);
+        ws.once("error", reject);
+      });
+      ws.send(JSON.stringify({ type: "hello", protocol: PROTOCOL_VERSION, peerId: "mute", backend: "cpu" }));
+      await expect.poll(() => quiet.training!.status().peers.some((p) => p.id === "mute" && p.state !== "gone"), { timeout: WAIT_MS }).toBe(true);
+      const started = Date.now();
+      await expect.poll(() => quiet.training!.status().peers.some((p) => p.id === "mute" && p.state !== "gone"), { timeout: WAIT_MS, interval: 100 }).toBe(false);
+      const elapsed = Date.now() - started;
+      expect(elapsed).toBeLessThan(heartbeatTimeoutMs + 2_000);
+      expect(quiet.training!.status().events.some((e) => e.kind === "heartbeat")).toBe(true);
+      ws.terminate();
+    } finally {
+      await quiet.close();
+    }
+  }, 30_000);
+});

@@ -168,14 +168,30 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
     if (store.round === round) checkpointer?.onState(store.state, store.bytes, metrics);
     if (round % job.evalEveryRounds === 0 || coordinator.state.status === "done") evaluateRound(round);
   });
-  router.get("/api/model/model.json", async (_req, res) => {
-    const exported = await evaluator.export(store.state);
-    res.json(exported.modelJson);
-  });
-  router.get("/api/model/weights.bin", async (_req, res) => {
-    const exported = await evaluator.export(store.state);
-    res.type("application/octet-stream").send(Buffer.from(exported.weights));
-  });
+  // model.json and weights.bin are fetched as a pair: export each committed state once, for both.
+  let exported: { round: number; files: ReturnType<Evaluator["export"]> } | undefined;
+  const exportLatest = (): ReturnType<Evaluator["export"]> => {
+    if (exported?.round !== store.round) {
+      const files = evaluator.export(store.state);
+      exported = { round: store.round, files };
+      // A failed export is not cached: the next request tries again.
+      files.catch(() => {
+        if (exported?.files === files) exported = undefined;
+      });
+    }
+    return exported.files;
+  };
+  // Express 4 does not catch a rejected async handler (Node would crash on it): answer 500 instead.
+  const serveExport = (send: (res: express.Response, files: Awaited<ReturnType<Evaluator["export"]>>) => void): express.RequestHandler => {
+    return (_req, res) => {
+      exportLatest().then(
+        (files) => send(res, files),
+        (error: unknown) => res.status(500).type("text").send(`model export failed: ${String(error)}`),
+      );
+    };
+  };
+  router.get("/api/model/model.json", serveExport((res, files) => res.json(files.modelJson)));
+  router.get("/api/model/weights.bin", serveExport((res, files) => res.type("application/octet-stream").send(Buffer.from(files.weights))));
   router.use(`/data/${job.dataset}`, express.static(datasetDir, { immutable: true, maxAge: "1h" }));
 
   return {
