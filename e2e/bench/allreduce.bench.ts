@@ -4,8 +4,10 @@ import type { Page } from "@playwright/test";
 import { expect, test } from "../fixtures.ts";
 import { mb, median, table, writeResults } from "./report.ts";
 
-const PEER_COUNTS = [2, 4, 6];
-const SIZES = [256 * 1024, 4 * 1024 * 1024, 16 * 1024 * 1024];
+/** Overridable for a quick look at one case, e.g. BENCH_PEERS=4 BENCH_SIZES=4194304 BENCH_FRAME_BYTES=262128. */
+const listFromEnv = (name: string, fallback: number[]): number[] => (process.env[name] ? process.env[name].split(",").map(Number) : fallback);
+const PEER_COUNTS = listFromEnv("BENCH_PEERS", [2, 4, 6]);
+const SIZES = listFromEnv("BENCH_SIZES", [256 * 1024, 4 * 1024 * 1024, 16 * 1024 * 1024]);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const BLASTS = 3;
 const FRAME_BYTES = Number(process.env.BENCH_FRAME_BYTES ?? 64 * 1024);
@@ -99,12 +101,12 @@ test("ring all-reduce vs point-to-point link", async ({ openWorkers }) => {
         busbwOverRingLinks: busbw / ringLinksBw,
       };
       rows.push(row);
-      writeResults("allreduce", rows); // after every row, so an interrupted run keeps what it measured
+      writeResults(process.env.BENCH_OUT ?? "allreduce", rows); // after every row, so an interrupted run keeps what it measured
       console.log(`n=${n} S=${bytes}: round ${roundMs.toFixed(0)} ms, busbw ${mb(busbw)} MB/s, link ${mb(linkBw)} MB/s, ring links at once ${mb(ringLinksBw)} MB/s`);
     }
     await Promise.all(pages.map((p) => p.context().close()));
   }
-  const file = writeResults("allreduce", rows);
+  const file = writeResults(process.env.BENCH_OUT ?? "allreduce", rows);
   console.log(
     `\n${table(
       ["N", "S (KiB)", "round ms", "sent/peer (KiB)", "bytesRatio", "algbw MB/s", "busbw MB/s", "link MB/s", "busbw/link", "ring links MB/s", "busbw/ring links"],

@@ -2,6 +2,7 @@
 import { existsSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { join, resolve } from "node:path";
+import * as tf from "@tensorflow/tfjs";
 import { ADMIN_TOKEN_ENV, AdminTokenError, validateAdminToken } from "./admin/token.ts";
 import { IceConfigError } from "./ice.ts";
 import { DEFAULT_WEB_DIR, startServer, WEB_PAGES, type ServerHandle } from "./server.ts";
@@ -209,6 +210,9 @@ async function main(): Promise<void> {
   announce(handle, flags.host);
 }
 
+// The server only evaluates and exports on TF.js's CPU backend; production mode skips debug checks
+// and the banner suggesting tfjs-node (a native build this project does not need).
+tf.enableProdMode();
 main().catch((error: unknown) => {
   console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
   // A bad configuration is a usage error, like a bad flag.
