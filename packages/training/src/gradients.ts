@@ -53,16 +53,6 @@ export function meanCrossEntropy(ys: tf.Tensor, probs: tf.Tensor): tf.Scalar {
   return tf.tidy(() => tf.mean(tf.metrics.categoricalCrossentropy(ys, probs)) as tf.Scalar);
 }
 
-/** Index of the first NaN or ±Infinity, or -1: a gradient with one must not enter the all-reduce. */
-export function firstNonFinite(values: Float32Array): number {
-  for (let i = 0; i < values.length; i++) {
-    const x = values[i] as number;
-    // x - x is 0 for finite x and NaN for NaN and ±Infinity.
-    if (x - x !== 0) return i;
-  }
-  return -1;
-}
-
 function gradientOnDevice(model: tf.LayersModel, xs: tf.Tensor, ys: tf.Tensor): { packed: tf.Tensor1D; size: number; samples: number } {
   const samples = xs.shape[0];
   if (samples === undefined || samples === 0) throw new RangeError("computeGradient: empty batch");

@@ -6,9 +6,7 @@ import {
   batchTensors,
   buildModel,
   createOptimizer,
-  loadSplit,
   meanCrossEntropy,
-  parseManifest,
   readGradient,
   readWeightsAsync,
   recordGradient,
@@ -16,20 +14,13 @@ import {
 } from "@crowdtrain/training";
 import { chooseBackend } from "@crowdtrain/training/browser";
 import type { StepBenchReport } from "../lab-api.ts";
+import { fetchTrainSplit } from "../trainer/dataset-http.ts";
 
 const DATASET_URL = "/data/mnist";
-const FETCH_TIMEOUT_MS = 30_000;
-
-async function fetchBytes(file: string): Promise<Uint8Array> {
-  const response = await fetch(`${DATASET_URL}/${file}`, { signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
-  if (!response.ok) throw new Error(`GET ${DATASET_URL}/${file}: ${response.status}`);
-  return new Uint8Array(await response.arrayBuffer());
-}
 
 export async function trainStepBench(args: { backend: string; hidden: number[]; batch: number; steps: number; warmup: number }): Promise<StepBenchReport> {
   const choice = await chooseBackend([args.backend]);
-  const manifest = parseManifest(JSON.parse(new TextDecoder().decode(await fetchBytes("manifest.json"))));
-  const train = await loadSplit(manifest, "train", fetchBytes);
+  const { manifest, train } = await fetchTrainSplit(DATASET_URL);
   const job = parseJob({ name: "bench", dataset: "mnist", model: { kind: "mlp", hidden: args.hidden }, optimizer: { kind: "adam", learningRate: 0.001 }, batchSize: args.batch, rounds: 1 });
   const ours = buildModel(job.model, manifest.inputShape, manifest.classes, 1);
   const plain = buildModel(job.model, manifest.inputShape, manifest.classes, 1);

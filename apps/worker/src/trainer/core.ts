@@ -5,12 +5,11 @@ import {
   buildModel,
   readGradient,
   recordGradient,
+  weightCount,
   createOptimizer,
   decodeState,
   encodeState,
   hashWeights,
-  loadSplit,
-  parseManifest,
   writeWeights,
   type Dataset,
   type DatasetManifest,
@@ -18,10 +17,8 @@ import {
   type OptimizerState,
 } from "@crowdtrain/training";
 import { chooseBackend } from "@crowdtrain/training/browser";
+import { fetchTrainSplit } from "./dataset-http.ts";
 import type { BackendReport, GradientReport, StateReport, Trainer, TrainerInit, UpdateReport } from "./api.ts";
-
-/** Dataset files must arrive within this; they are fetched once and kept. */
-const DATASET_FETCH_TIMEOUT_MS = 60_000;
 
 type Loaded = { job: Job; manifest: DatasetManifest; train: Dataset; model: tf.LayersModel; optimizer: Optimizer };
 type Pending = { attempt: number; weights: Float32Array; optimizerBefore: OptimizerState; hash: string };
@@ -43,19 +40,12 @@ export class TrainerCore implements Trainer {
   }
 
   async init({ job, datasetUrl }: TrainerInit): Promise<{ weightCount: number }> {
-    const get = async (file: string): Promise<Uint8Array> => {
-      const response = await fetch(`${datasetUrl}/${file}`, { signal: AbortSignal.timeout(DATASET_FETCH_TIMEOUT_MS) });
-      if (!response.ok) throw new Error(`GET ${datasetUrl}/${file}: ${response.status}`);
-      return new Uint8Array(await response.arrayBuffer());
-    };
-    const manifest = parseManifest(JSON.parse(new TextDecoder().decode(await get("manifest.json"))));
-    const train = await loadSplit(manifest, "train", get);
+    const { manifest, train } = await fetchTrainSplit(datasetUrl);
     this.loaded?.model.dispose();
     const model = buildModel(job.model, manifest.inputShape, manifest.classes, job.seed);
-    this.loaded = { job, manifest, train, model, optimizer: createOptimizer(job.optimizer, 0) };
-    const weightCount = model.trainableWeights.reduce((sum, w) => sum + w.read().size, 0);
-    this.loaded.optimizer = createOptimizer(job.optimizer, weightCount);
-    return { weightCount };
+    const size = weightCount(model);
+    this.loaded = { job, manifest, train, model, optimizer: createOptimizer(job.optimizer, size) };
+    return { weightCount: size };
   }
 
   async loadState(bytes: ArrayBuffer): Promise<StateReport> {
