@@ -1,5 +1,5 @@
 // Reading the server's /api/status from tests (typed by the server's own Status type).
-import type { Status } from "../../apps/server/src/training/status.ts";
+import type { Status } from "@crowdtrain/protocol";
 
 /** One status request; the server answers from memory. */
 const STATUS_TIMEOUT_MS = 5_000;
