@@ -1,4 +1,4 @@
-// Reading the server's /api/status from tests (typed by the server's own Status type).
+// Reading the server's /api/status from tests (typed by the protocol's Status schema).
 import type { Status } from "@crowdtrain/protocol";
 
 /** One status request; the server answers from memory. */
