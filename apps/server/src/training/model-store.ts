@@ -74,7 +74,7 @@ export class ModelStore {
   }
 
   /** The latest state if it is at least `round`, else waits for an upload (bounded). */
-  whenAtLeast(round: number): Promise<Stored | undefined> {
+  whenAtLeast(round: number, timeoutMs = STATE_WAIT_TIMEOUT_MS): Promise<Stored | undefined> {
     if (this.latest.state.round >= round) return Promise.resolve(this.latest);
     return new Promise((resolve) => {
       const waiter: Waiter = {
@@ -83,7 +83,7 @@ export class ModelStore {
         timer: setTimeout(() => {
           this.waiters.delete(waiter);
           resolve(undefined);
-        }, STATE_WAIT_TIMEOUT_MS),
+        }, timeoutMs),
       };
       this.waiters.add(waiter);
     });

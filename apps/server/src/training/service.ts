@@ -36,6 +36,13 @@ export type TrainingOptions = {
   heartbeatTimeoutMs?: number;
 };
 
+/**
+ * On shutdown, how long to wait for the state of the last committed round (its uploader sends it
+ * just after the commit), so the final checkpoint holds it rather than the round before. Well
+ * inside the CLI's 10 s shutdown bound.
+ */
+const FINAL_STATE_WAIT_MS = 3_000;
+
 /** Default checkpoint interval: a kill -9 loses at most this many rounds. */
 export const DEFAULT_CHECKPOINT_EVERY = 10;
 
@@ -201,7 +208,10 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
     adminToken,
     stream,
     async close() {
-      await checkpointer?.flush(store.state, store.bytes, metrics);
+      if (checkpointer !== undefined) {
+        await store.whenAtLeast(coordinator.state.committedRound, FINAL_STATE_WAIT_MS);
+        await checkpointer.flush(store.state, store.bytes, metrics);
+      }
       stream.close();
       store.close();
       await hub.close();
