@@ -1,6 +1,9 @@
-import type { CoordinatorMessage } from "@crowdtrain/protocol";
+import { MAX_ATTEMPT, type CoordinatorMessage } from "@crowdtrain/protocol";
+import { Accusations } from "./accusations.ts";
 import { splitBatch } from "./leases.ts";
-import { epochOrder } from "./permutation.ts";
+import { Membership } from "./membership.ts";
+import { disputeBackoffMs, separateAccused, tally } from "./rounds.ts";
+import { Sampler } from "./sampler.ts";
 import type {
   CommittedRound,
   CoordinatorConfig,
@@ -9,6 +12,7 @@ import type {
   EpochCoverage,
   Member,
   OpenRound,
+  OpenRoundView,
   RoundReport,
 } from "./types.ts";
 
@@ -17,7 +21,7 @@ export type CoordinatorStatus = "waiting" | "running" | "paused" | "done";
 /** What survives a server restart (written into checkpoints by the server). */
 export type CoordinatorSnapshot = {
   committedRound: number;
-  committedHash: string | undefined;
+  committedHash: string;
   epoch: number;
   queue: number[];
   uses: number[];
@@ -26,101 +30,109 @@ export type CoordinatorSnapshot = {
   status: CoordinatorStatus;
 };
 
+/** What the server may accept from a member's `PUT /api/state/<round>` right now. */
+export type UploadSlot =
+  /** The pending state of the open attempt (checked before a plan of one may commit). */
+  | { kind: "pending"; round: number; attempt: number }
+  /** The committed state of `round`, which the server still lacks. */
+  | { kind: "committed"; round: number; hash: string };
+
+/** Failure codes a member reports from its own observation of a neighbour (not relayed hearsay). */
+const FIRST_HAND = new Set(["peer-gone", "timeout", "bad-frame"]);
+/** How many recent attempts' members are remembered, so a second witness of an aborted attempt is heard. */
+const RECENT_ATTEMPTS = 16;
+
 /**
  * The cluster as a pure state machine: `handle(event)` updates the state and returns the effects
  * (messages to send, log lines, commits) for the server to carry out. No I/O, no clock: time comes
- * in on the events, so every rule here is tested without sockets or timers.
+ * in on the events. It composes three parts, each with its own invariant: the Sampler (no sample
+ * lost or doubled in an epoch), the Membership (states, grace, strikes) and the Accusations (a
+ * member is punished only on corroborated evidence); round decisions (`tally`) are pure functions.
  *
  * Rules:
- * - A round opens when none is running and enough members hold the committed state. Its batch is
- *   the next `batchSize` samples of the epoch's order, split among the ring by measured speed.
- * - It commits when every ring member reported and all hashes agree. Only then do its samples
- *   count as used. Anything else (a failure, a departure, a hash mismatch, the deadline) aborts it:
- *   the leases go back to the front of the queue and the survivors, who restore their committed
- *   state on abort, are immediately ready for the next ring.
- * - Within an epoch each sample is leased into exactly one committed round.
+ * - A round opens when none is running, the re-plan delay after the last departure or abort has
+ *   passed, and enough trainers hold the committed state. Its batch is split by measured speed.
+ * - It commits when every member reported and the hashes agree (or, with three or more, a strict
+ *   majority agrees: the others are struck and re-synced). A plan of one commits only once the
+ *   server checked the member's uploaded state. Anything else aborts it: the leases go back to the
+ *   front of the queue and the members, who restore their committed state, are ready at once.
+ * - A member is struck for what the coordinator sees itself (a lease it misreports, silence past
+ *   the deadline, a minority hash, a state that fails the server's check) or for corroborated
+ *   accusations; an accusation nobody corroborates counts against its author.
  */
 export class Coordinator {
-  private readonly members = new Map<string, Member>();
+  private readonly membership: Membership;
+  private readonly sampler: Sampler;
+  private readonly accusations: Accusations;
   private current: OpenRound | undefined;
   private committedRound = 0;
-  private committedHash: string | undefined;
-  private epoch = 0;
-  private queue: number[];
-  private uses: Uint8Array;
+  private committedHash: string;
   private nextAttempt = 1;
-  private finishedEpochs: EpochCoverage[] = [];
   private status: CoordinatorStatus = "waiting";
-
   private maxRounds: number | undefined;
+  /** No round opens before this time (a burst of departures is re-planned once). */
+  private replanAt = 0;
+  /** Rounds in a row whose hashes split without a majority. */
+  private disputes = 0;
+  private readonly recent = new Map<number, ReadonlySet<string>>();
+  /** The committed state the server still lacks, and whom it asked for it. */
+  private stateWanted: { round: number; hash: string; asked: string | undefined; askedAt: number; tried: Set<string> } | undefined;
 
-  constructor(readonly config: CoordinatorConfig, snapshot?: CoordinatorSnapshot) {
+  constructor(
+    readonly config: CoordinatorConfig,
+    snapshot?: CoordinatorSnapshot,
+  ) {
+    if (!(config.batchSize > 0 && config.minWorkers >= 1)) throw new RangeError("batchSize and minWorkers must be positive");
     this.maxRounds = config.maxRounds;
-    if (!(config.trainCount > 0 && config.batchSize > 0 && config.minWorkers >= 1)) {
-      throw new RangeError("trainCount, batchSize and minWorkers must be positive");
+    this.membership = new Membership(config.maxStrikes, config.strikeDecayRounds);
+    this.accusations = new Accusations(config.accusationWindowMs);
+    this.committedHash = config.initialHash;
+    this.sampler = new Sampler(config.trainCount, config.seed, snapshot);
+    if (snapshot !== undefined) {
+      this.committedRound = snapshot.committedRound;
+      this.committedHash = snapshot.committedHash;
+      this.nextAttempt = snapshot.nextAttempt;
+      this.status = snapshot.status;
     }
-    this.queue = epochOrder(config.trainCount, config.seed, 0);
-    this.uses = new Uint8Array(config.trainCount);
-    if (snapshot !== undefined) this.restore(snapshot);
   }
 
   handle(event: CoordinatorEvent): CoordinatorEffect[] {
     const effects: CoordinatorEffect[] = [];
+    const { now } = event;
     switch (event.type) {
       case "join":
-        this.members.set(event.peerId, {
-          peerId: event.peerId,
-          name: event.name,
-          backend: event.backend,
-          adapter: event.adapter,
-          joinedAt: event.now,
-          state: "joining",
-          holds: undefined,
-          samplesPerSecond: undefined,
-          lastRoundMs: undefined,
-          lastHash: undefined,
-          lastLease: 0,
-          bytesSent: 0,
-          bytesReceived: 0,
-          strikes: 0,
-          syncingSince: event.now,
-        });
-        if (event.lastAttempt !== undefined) this.nextAttempt = Math.max(this.nextAttempt, event.lastAttempt + 1);
+        this.membership.add(event);
         effects.push({ type: "log", kind: "joined", text: `${event.peerId} joined (${event.backend})` });
         break;
       case "ready": {
-        const member = this.members.get(event.peerId);
+        const member = this.membership.get(event.peerId);
         if (member === undefined) break;
-        if (event.round === this.committedRound && (this.committedHash === undefined || event.hash === this.committedHash)) {
-          member.holds = event.round;
-          member.lastHash = event.hash;
-          member.syncingSince = undefined;
-          if (member.state !== "training") member.state = "ready";
-        } else if (member.state !== "training") {
-          this.askToSync(member, event.now, effects);
-        }
+        if (event.round === this.committedRound && event.hash === this.committedHash) this.membership.holdsState(member, event.round, event.hash);
+        else if (member.state !== "training") this.askToSync(member, now, effects);
         break;
       }
+      case "phase":
+        if (event.phase === "reducing" && this.current?.attempt === event.attempt && this.current.members.has(event.peerId)) {
+          if (!this.current.reducingAt.has(event.peerId)) this.current.reducingAt.set(event.peerId, now);
+        }
+        break;
       case "result":
-        this.onResult(event.peerId, event.attempt, event, event.now, effects);
+        this.onResult(event, now, effects);
         break;
       case "failed":
-        if (this.current?.attempt === event.attempt && this.current.ring.includes(event.peerId)) {
-          const suspect = event.suspect !== undefined && this.current.ring.includes(event.suspect) ? [event.suspect] : [];
-          this.abort(`${event.peerId} failed (${event.code}): ${event.message}`, suspect, effects);
-        }
+        this.onFailed(event, now, effects);
         break;
-      case "leave": {
-        if (!this.members.delete(event.peerId)) break;
-        effects.push({ type: "log", kind: "left", text: `${event.peerId} left: ${event.reason}` });
-        if (this.current?.ring.includes(event.peerId)) this.abort(`${event.peerId} left: ${event.reason}`, [], effects);
+      case "leave":
+        this.onLeave(event.peerId, event.reason, now, effects);
         break;
-      }
+      case "state-checked":
+        this.onStateChecked(event, now, effects);
+        break;
+      case "state-stored":
+        if (this.stateWanted !== undefined && this.stateWanted.round <= event.round) this.stateWanted = undefined;
+        break;
       case "tick":
-        if (this.current !== undefined && event.now - this.current.openedAt > this.config.roundDeadlineMs) {
-          const silent = this.current.ring.filter((p) => !this.current?.reports.has(p));
-          this.abort(`deadline of ${this.config.roundDeadlineMs} ms passed; no report from ${silent.join(", ")}`, silent, effects);
-        }
+        this.onTick(now, effects);
         break;
       case "pause":
         if (this.status === "running" || this.status === "waiting") {
@@ -135,146 +147,289 @@ export class Coordinator {
         }
         break;
       case "stop":
-        this.finish(event.reason, effects);
+        this.finish(event.reason, now, effects);
         break;
       case "set-max-rounds":
         if (this.status === "done") break;
         this.maxRounds = event.rounds;
         effects.push({ type: "log", kind: "target", text: `target set to ${event.rounds ?? "no"} rounds by the operator` });
-        if (this.maxRounds !== undefined && this.committedRound >= this.maxRounds) this.finish(`reached ${this.maxRounds} rounds`, effects);
+        if (this.maxRounds !== undefined && this.committedRound >= this.maxRounds) this.finish(`reached ${this.maxRounds} rounds`, now, effects);
         break;
     }
-    this.maybeOpenRound(event.now, effects);
+    this.maybeOpenRound(now, effects);
     return effects;
   }
 
-  private onResult(peerId: string, attempt: number, report: RoundReport, now: number, effects: CoordinatorEffect[]): void {
+  private onResult(event: Extract<CoordinatorEvent, { type: "result" }>, now: number, effects: CoordinatorEffect[]): void {
     const round = this.current;
-    if (round === undefined || round.attempt !== attempt || !round.ring.includes(peerId) || round.reports.has(peerId)) return;
-    round.reports.set(peerId, {
-      hash: report.hash,
-      samples: report.samples,
-      loss: report.loss,
-      timings: report.timings,
-      bytesSent: report.bytesSent,
-      bytesReceived: report.bytesReceived,
-    });
-    if (round.reports.size < round.ring.length) return;
-    const hashes = new Set([...round.reports.values()].map((r) => r.hash));
-    if (hashes.size !== 1) {
-      const detail = [...round.reports].map(([p, r]) => `${p}=${r.hash}`).join(", ");
-      this.abort(`weights hashes disagree: ${detail}`, [], effects);
+    if (round === undefined || round.attempt !== event.attempt || !round.members.has(event.peerId) || round.reports.has(event.peerId)) return;
+    const leased = round.leases.get(event.peerId)?.length ?? 0;
+    if (event.samples !== leased) {
+      this.abort(`${event.peerId} reported ${event.samples} samples for a lease of ${leased}`, now, effects);
+      this.strike(event.peerId, `reported ${event.samples} samples for a lease of ${leased}`, now, effects);
       return;
     }
-    this.commit(round, [...hashes][0] as string, now, effects);
+    round.reports.set(event.peerId, {
+      hash: event.hash,
+      samples: event.samples,
+      loss: event.loss,
+      timings: event.timings,
+      bytesSent: event.bytesSent,
+      bytesReceived: event.bytesReceived,
+    });
+    if (!round.reducingAt.has(event.peerId)) round.reducingAt.set(event.peerId, now);
+    this.tryCommit(round, now, effects);
   }
 
-  private commit(round: OpenRound, hash: string, now: number, effects: CoordinatorEffect[]): void {
+  private tryCommit(round: OpenRound, now: number, effects: CoordinatorEffect[]): void {
+    if (round.reports.size < round.members.size) return;
+    const vote = tally(round.reports);
+    if (vote.kind === "split") {
+      this.disputes++;
+      this.abort(`weights hashes disagree: ${vote.detail}`, now, effects);
+      this.replanAt = Math.max(this.replanAt, now + disputeBackoffMs(this.disputes));
+      return;
+    }
+    // Nobody else computed this state: only the server's check of it stands between it and a commit.
+    if (round.members.size === 1 && round.verifiedHash !== vote.hash) return;
+    this.commit(round, vote.hash, vote.dissenters, now, effects);
+  }
+
+  private commit(round: OpenRound, hash: string, dissenters: readonly string[], now: number, effects: CoordinatorEffect[]): void {
     this.current = undefined;
+    this.disputes = 0;
     this.committedRound = round.round;
     this.committedHash = hash;
     let samples = 0;
     let weightedLoss = 0;
     for (const [peer, lease] of round.leases) {
-      for (const index of lease) this.uses[index] = (this.uses[index] as number) + 1;
+      this.sampler.markUsed(lease);
       const report = round.reports.get(peer) as RoundReport;
       samples += report.samples;
       weightedLoss += report.loss * report.samples;
-      const member = this.members.get(peer);
+      const member = this.membership.get(peer);
       if (member === undefined) continue;
+      if (dissenters.includes(peer)) continue;
       member.state = "ready";
       member.holds = round.round;
       member.lastHash = hash;
-      member.strikes = 0;
       member.lastRoundMs = now - round.openedAt;
       member.bytesSent += report.bytesSent;
       member.bytesReceived += report.bytesReceived;
-      const computeSeconds = Math.max(report.timings.computeMs, 1) / 1000;
-      const speed = report.samples / computeSeconds;
-      // An exponential average so one hiccup does not swing the next lease split.
+      this.membership.recordClean(member);
+      // Speed as measured here: the lease over the time from opening the round to entering the
+      // all-reduce. An exponential average, so one hiccup does not swing the next split.
+      const seconds = Math.max((round.reducingAt.get(peer) ?? now) - round.openedAt, 1) / 1000;
+      const speed = lease.length / seconds;
       member.samplesPerSecond = member.samplesPerSecond === undefined ? speed : 0.7 * member.samplesPerSecond + 0.3 * speed;
     }
-    // Members that were ready at the previous round but not in this ring are now one behind.
-    for (const member of this.members.values()) {
+    for (const peer of dissenters) {
+      const member = this.membership.get(peer);
+      if (member === undefined) continue;
+      const theirs = round.reports.get(peer)?.hash ?? "none";
+      this.send(peer, { type: "abort", attempt: round.attempt, reason: `your hash ${theirs.slice(0, 12)} disagrees with the majority's ${hash.slice(0, 12)}` }, effects);
+      this.askToSync(member, now, effects);
+      this.strike(peer, `reported hash ${theirs.slice(0, 12)} against the majority's ${hash.slice(0, 12)} in round ${round.round}`, now, effects);
+    }
+    // Members that were ready at the previous round but not in this plan are now one behind.
+    for (const member of this.membership.values()) {
       if (member.state === "ready" && member.holds !== round.round) this.askToSync(member, now, effects);
     }
-    const uploader = round.ring[0] as string;
-    for (const peer of round.ring) this.send(peer, { type: "commit", attempt: round.attempt, round: round.round, hash }, effects);
+    for (const peer of round.members) {
+      if (!dissenters.includes(peer)) this.send(peer, { type: "commit", attempt: round.attempt, round: round.round, hash }, effects);
+    }
     const commit: CommittedRound = {
       round: round.round,
       attempt: round.attempt,
       epoch: round.epoch,
       hash,
-      ring: round.ring,
+      plan: round.plan,
       samples,
       loss: samples > 0 ? weightedLoss / samples : Number.NaN,
       roundMs: now - round.openedAt,
       reports: Object.fromEntries(round.reports),
-      uploader,
+      uploader: round.uploader,
     };
     effects.push({ type: "committed", commit });
-    if (this.maxRounds !== undefined && this.committedRound >= this.maxRounds) {
-      this.finish(`reached ${this.maxRounds} rounds`, effects);
-    }
+    // The uploader sent its pending state already; if it is a dissenter (or it never arrives), ask another.
+    this.stateWanted = { round: round.round, hash, asked: round.uploader, askedAt: now, tried: new Set([round.uploader]) };
+    if (dissenters.includes(round.uploader)) this.askNextUploader(now, effects);
+    if (this.maxRounds !== undefined && this.committedRound >= this.maxRounds) this.finish(`reached ${this.maxRounds} rounds`, now, effects);
   }
 
-  /** Aborts the open round: leases back to the front of the queue, suspects lose their place. */
-  private abort(reason: string, suspects: string[], effects: CoordinatorEffect[]): void {
+  private onFailed(event: Extract<CoordinatorEvent, { type: "failed" }>, now: number, effects: CoordinatorEffect[]): void {
+    const accuser = event.peerId;
+    const members = this.current?.attempt === event.attempt ? this.current.members : this.recent.get(event.attempt);
+    if (members === undefined || !members.has(accuser)) return;
+    if (this.current?.attempt === event.attempt) this.abort(`${accuser} failed (${event.code}): ${event.message}`, now, effects);
+    const suspect = event.suspect;
+    // Relayed aborts ("aborted") repeat someone else's word: only first-hand observations accuse.
+    if (suspect === undefined || suspect === accuser || !members.has(suspect) || !FIRST_HAND.has(event.code)) return;
+    if (this.membership.get(suspect) === undefined) return; // it left: the accusation is confirmed, nothing to do
+    const outcome = this.accusations.record({ accuser, suspect, attempt: event.attempt, at: now });
+    if (outcome.kind === "corroborated") this.knockBack(suspect, `named by ${outcome.accusers.join(" and ")}`, now, effects);
+  }
+
+  private onLeave(peerId: string, reason: string, now: number, effects: CoordinatorEffect[]): void {
+    const member = this.membership.remove(peerId);
+    if (member === undefined) return;
+    effects.push({ type: "log", kind: "left", text: `${peerId} left: ${reason}` });
+    effects.push({ type: "departed", member, reason });
+    this.afterDeparture(peerId, `${peerId} left: ${reason}`, now, effects);
+  }
+
+  private afterDeparture(peerId: string, reason: string, now: number, effects: CoordinatorEffect[]): void {
+    this.accusations.confirmByDeparture(peerId);
+    this.accusations.forgetAccuser(peerId);
+    if (this.current?.members.has(peerId)) this.abort(reason, now, effects);
+    if (this.stateWanted?.asked === peerId) this.askNextUploader(now, effects);
+  }
+
+  private onStateChecked(event: Extract<CoordinatorEvent, { type: "state-checked" }>, now: number, effects: CoordinatorEffect[]): void {
+    const round = this.current;
+    if (event.attempt !== undefined) {
+      if (round === undefined || round.attempt !== event.attempt || round.uploader !== event.peerId) return;
+      if (event.problem !== undefined) {
+        this.abort(`the state ${event.peerId} uploaded for attempt ${event.attempt} failed the server's check: ${event.problem}`, now, effects);
+        this.strike(event.peerId, `uploaded a state that failed the server's check (${event.problem})`, now, effects);
+        return;
+      }
+      round.verifiedHash = event.hash;
+      this.tryCommit(round, now, effects);
+      return;
+    }
+    const wanted = this.stateWanted;
+    if (event.problem === undefined || wanted === undefined || wanted.round !== event.round) return;
+    if (event.hash === wanted.hash) {
+      // The committed bits themselves fail the check (every member agreed on them): the job diverged.
+      this.finish(`the committed state of round ${event.round} fails the server's check: ${event.problem}`, now, effects);
+      return;
+    }
+    this.strike(event.peerId, `uploaded a state for round ${event.round} that failed the server's check (${event.problem})`, now, effects);
+    this.askNextUploader(now, effects);
+  }
+
+  private onTick(now: number, effects: CoordinatorEffect[]): void {
+    const round = this.current;
+    if (round !== undefined && now - round.openedAt > this.config.roundDeadlineMs) {
+      const silent = [...round.members].filter((p) => !round.reports.has(p));
+      // Everyone reported but the state of a plan of one never passed the server's check.
+      const blamed = silent.length > 0 ? silent : [round.uploader];
+      const why = silent.length > 0 ? `no report from ${silent.join(", ")}` : `no checked state from ${round.uploader}`;
+      this.abort(`deadline of ${this.config.roundDeadlineMs} ms passed; ${why}`, now, effects);
+      for (const peer of blamed) this.knockBack(peer, `silent past the round deadline`, now, effects);
+    }
+    for (const accusation of this.accusations.expire(now)) {
+      if (this.membership.get(accusation.accuser) === undefined || this.membership.get(accusation.suspect) === undefined) continue;
+      this.strike(accusation.accuser, `nobody confirmed its accusation of ${accusation.suspect} within ${this.config.accusationWindowMs} ms`, now, effects);
+    }
+    if (this.stateWanted !== undefined && now - this.stateWanted.askedAt > this.config.stateUploadTimeoutMs) this.askNextUploader(now, effects);
+  }
+
+  /** Aborts the open round: leases back to the front of the queue, members ready again at once. */
+  private abort(reason: string, now: number, effects: CoordinatorEffect[]): void {
     const round = this.current;
     if (round === undefined) return;
     this.current = undefined;
-    const returned: number[] = [];
-    for (const peer of round.ring) returned.push(...(round.leases.get(peer) ?? []));
-    this.queue = [...returned, ...this.queue];
+    for (const peer of round.plan.members) this.sampler.giveBack(round.leases.get(peer) ?? []);
     effects.push({ type: "log", kind: "aborted", text: `round ${round.round} (attempt ${round.attempt}) aborted: ${reason}` });
-    for (const peer of round.ring) {
-      const member = this.members.get(peer);
+    for (const peer of round.members) {
+      const member = this.membership.get(peer);
       if (member === undefined) continue;
       this.send(peer, { type: "abort", attempt: round.attempt, reason }, effects);
-      if (suspects.includes(peer)) {
-        member.strikes++;
-        member.state = "joining";
-        member.holds = undefined;
-        if (member.strikes >= this.config.maxStrikes) {
-          this.members.delete(peer);
-          this.send(peer, { type: "stop", reason: `evicted after ${member.strikes} aborted rounds in a row` }, effects);
-          effects.push({ type: "log", kind: "evicted", text: `${peer} evicted after ${member.strikes} strikes` });
-        }
-      } else {
-        // Survivors restore their committed state on abort, so they are ready again at once.
-        member.state = "ready";
-      }
+      // Members restore their committed state on abort, so they are ready again at once.
+      if (member.state === "training") member.state = "ready";
     }
+    this.replanAt = Math.max(this.replanAt, now + this.config.replanDelayMs);
+  }
+
+  private strike(peerId: string, why: string, now: number, effects: CoordinatorEffect[]): void {
+    const member = this.membership.get(peerId);
+    if (member === undefined) return;
+    const outcome = this.membership.strike(member);
+    effects.push({ type: "log", kind: "strike", text: `${peerId} struck (${outcome.strikes}/${this.config.maxStrikes}): ${why}` });
+    if (!outcome.evicted) return;
+    const reason = `evicted after ${outcome.strikes} strikes; last: ${why}`;
+    this.membership.remove(peerId);
+    this.send(peerId, { type: "stop", reason }, effects);
+    effects.push({ type: "log", kind: "evicted", text: `${peerId} ${reason}` });
+    effects.push({ type: "departed", member, reason });
+    effects.push({ type: "disconnect", peerId, reason });
+    this.afterDeparture(peerId, `${peerId} was evicted`, now, effects);
+  }
+
+  /**
+   * A member at fault in a way that may mean it is stuck (silent, or named by two witnesses): struck,
+   * and left out of the next plans until it fetched the committed state again and said so.
+   */
+  private knockBack(peerId: string, why: string, now: number, effects: CoordinatorEffect[]): void {
+    const member = this.membership.get(peerId);
+    if (member === undefined) return;
+    // It may already sit in the next plan (opened before the second witness spoke): that one would fail too.
+    if (this.current?.members.has(peerId)) this.abort(`${peerId} is suspected: ${why}`, now, effects);
+    this.askToSync(member, now, effects, false);
+    this.strike(peerId, why, now, effects);
+  }
+
+  /** Asks the next member holding the committed state to upload it, since the server still lacks it. */
+  private askNextUploader(now: number, effects: CoordinatorEffect[]): void {
+    const wanted = this.stateWanted;
+    if (wanted === undefined) return;
+    const holders = [...this.membership.values()].filter((m) => m.holds === wanted.round && m.lastHash === wanted.hash);
+    let next = holders.find((m) => !wanted.tried.has(m.peerId));
+    if (next === undefined && holders.length > 0) {
+      // Everyone was asked once: start over (a slow uploader may have recovered).
+      wanted.tried.clear();
+      next = holders[0];
+    }
+    wanted.askedAt = now;
+    wanted.asked = next?.peerId;
+    if (next === undefined) return;
+    wanted.tried.add(next.peerId);
+    effects.push({ type: "log", kind: "upload", text: `asked ${next.peerId} for the state of round ${wanted.round}` });
+    this.send(next.peerId, { type: "upload", round: wanted.round }, effects);
   }
 
   private maybeOpenRound(now: number, effects: CoordinatorEffect[]): void {
-    if (this.current !== undefined || this.status === "paused" || this.status === "done") return;
-    const ready = [...this.members.values()]
-      .filter((m) => m.state === "ready" && m.holds === this.committedRound)
-      .sort((a, b) => a.joinedAt - b.joinedAt || (a.peerId < b.peerId ? -1 : 1));
+    if (this.current !== undefined || this.status === "paused" || this.status === "done" || now < this.replanAt) return;
+    const ready = this.membership.readyTrainers(this.committedRound);
     const needed = this.status === "waiting" ? this.config.minWorkers : 1;
     if (ready.length < needed || ready.length === 0) return;
     // Hold the round briefly for members fetching the state (joiners), so they enter at the next round.
-    const syncing = [...this.members.values()].some((m) => m.syncingSince !== undefined && now - m.syncingSince < this.config.joinGraceMs);
-    if (syncing && this.status === "running") return;
-    if (this.queue.length === 0) {
+    if (this.status === "running" && this.membership.anySyncingWithin(now, this.config.joinGraceMs)) return;
+    if (this.sampler.waiting === 0) {
+      this.finishEpoch(now, effects);
       // finishEpoch may finish the job (epoch limit), which TS cannot see through the call.
-      if (this.finishEpoch(effects) === "done") return;
+      if ((this.status as CoordinatorStatus) === "done") return;
+    }
+    if (this.nextAttempt > MAX_ATTEMPT) {
+      this.finish(`attempt ids are exhausted (${MAX_ATTEMPT})`, now, effects);
+      return;
     }
     this.status = "running";
-    const batch = this.queue.splice(0, Math.min(this.config.batchSize, this.queue.length));
-    const ring = ready.map((m) => m.peerId);
-    const leases = splitBatch(batch, ring, (peer) => this.members.get(peer)?.samplesPerSecond);
+    const batch = this.sampler.take(this.config.batchSize);
+    const order = separateAccused(
+      ready.map((m) => m.peerId),
+      (suspect) => this.accusations.accuserOf(suspect),
+    );
+    const leases = splitBatch(batch, order, (peer) => this.membership.get(peer)?.samplesPerSecond);
+    const uploader = order[0] as string;
     const round: OpenRound = {
       attempt: this.nextAttempt++,
       round: this.committedRound + 1,
-      epoch: this.epoch,
-      ring,
+      epoch: this.sampler.epoch,
+      plan: { kind: "ring", members: order },
+      members: new Set(order),
       leases,
       reports: new Map(),
+      reducingAt: new Map(),
       openedAt: now,
+      uploader,
+      verifiedHash: undefined,
     };
     this.current = round;
+    this.recent.set(round.attempt, round.members);
+    if (this.recent.size > RECENT_ATTEMPTS) this.recent.delete(this.recent.keys().next().value as number);
     for (const member of ready) {
       member.state = "training";
       const lease = leases.get(member.peerId) ?? [];
@@ -284,50 +439,32 @@ export class Coordinator {
         attempt: round.attempt,
         round: round.round,
         epoch: round.epoch,
-        ring,
+        plan: round.plan,
         lease,
         frameBytes: this.config.frameBytes,
-        upload: member.peerId === ring[0],
+        upload: member.peerId === uploader,
       }, effects);
     }
   }
 
-  private finishEpoch(effects: CoordinatorEffect[]): CoordinatorStatus {
-    let usedOnce = 0;
-    let usedTwice = 0;
-    let unused = 0;
-    for (const count of this.uses) {
-      if (count === 1) usedOnce++;
-      else if (count === 0) unused++;
-      else usedTwice++;
-    }
-    const coverage: EpochCoverage = { epoch: this.epoch, samples: this.uses.length, usedOnce, usedTwice, unused };
-    this.finishedEpochs.push(coverage);
+  private finishEpoch(now: number, effects: CoordinatorEffect[]): void {
+    const coverage = this.sampler.finishEpoch();
     effects.push({ type: "epoch-finished", coverage });
-    effects.push({ type: "log", kind: "epoch", text: `epoch ${this.epoch} finished: ${usedOnce}/${this.uses.length} samples used exactly once` });
-    this.epoch++;
-    if (this.config.maxEpochs !== undefined && this.epoch >= this.config.maxEpochs) {
-      this.finish(`reached ${this.config.maxEpochs} epochs`, effects);
-      return this.status;
-    }
-    this.queue = epochOrder(this.config.trainCount, this.config.seed, this.epoch);
-    this.uses = new Uint8Array(this.config.trainCount);
-    return this.status;
+    effects.push({ type: "log", kind: "epoch", text: `epoch ${coverage.epoch} finished: ${coverage.usedOnce}/${coverage.samples} samples used exactly once` });
+    if (this.config.maxEpochs !== undefined && this.sampler.epoch >= this.config.maxEpochs) this.finish(`reached ${this.config.maxEpochs} epochs`, now, effects);
   }
 
-  private finish(reason: string, effects: CoordinatorEffect[]): void {
+  private finish(reason: string, now: number, effects: CoordinatorEffect[]): void {
     if (this.status === "done") return;
-    if (this.current !== undefined) this.abort(`stopping: ${reason}`, [], effects);
+    if (this.current !== undefined) this.abort(`stopping: ${reason}`, now, effects);
     this.status = "done";
     effects.push({ type: "log", kind: "done", text: `training finished: ${reason}` });
-    for (const peer of this.members.keys()) this.send(peer, { type: "stop", reason }, effects);
+    for (const member of this.membership.values()) this.send(member.peerId, { type: "stop", reason }, effects);
   }
 
   /** The member holds a stale state: it fetches the committed one, and the next round waits for it briefly. */
-  private askToSync(member: Member, now: number, effects: CoordinatorEffect[]): void {
-    member.state = "joining";
-    member.holds = undefined;
-    member.syncingSince = now;
+  private askToSync(member: Member, now: number, effects: CoordinatorEffect[], grace = true): void {
+    this.membership.startSync(member, now, grace);
     this.send(member.peerId, { type: "sync", round: this.committedRound }, effects);
   }
 
@@ -335,63 +472,111 @@ export class Coordinator {
     effects.push({ type: "send", to, message });
   }
 
-  // ---- views ----
+  // ---- views: read-only snapshots, each O(members) at most ----
 
   get state(): {
     status: CoordinatorStatus;
     maxRounds: number | undefined;
     committedRound: number;
-    committedHash: string | undefined;
+    committedHash: string;
     epoch: number;
-    current: OpenRound | undefined;
-    members: Member[];
+    current: OpenRoundView | undefined;
+    members: Readonly<Member>[];
     epochProgress: { used: number; total: number };
-    finishedEpochs: EpochCoverage[];
+    finishedEpochs: readonly EpochCoverage[];
   } {
-    let used = 0;
-    for (const count of this.uses) if (count > 0) used++;
     return {
       status: this.status,
       maxRounds: this.maxRounds,
       committedRound: this.committedRound,
       committedHash: this.committedHash,
-      epoch: this.epoch,
-      current: this.current,
-      members: [...this.members.values()],
-      epochProgress: { used, total: this.uses.length },
-      finishedEpochs: [...this.finishedEpochs],
+      epoch: this.sampler.epoch,
+      current: this.openRound,
+      members: this.membership.rows(),
+      epochProgress: this.sampler.progress(),
+      finishedEpochs: [...this.sampler.finishedEpochs],
     };
+  }
+
+  /** The open round, as a copy (O(plan members)). */
+  get openRound(): OpenRoundView | undefined {
+    const round = this.current;
+    if (round === undefined) return undefined;
+    return {
+      attempt: round.attempt,
+      round: round.round,
+      epoch: round.epoch,
+      plan: round.plan,
+      members: round.plan.members,
+      leases: new Map(round.leases),
+      reported: [...round.reports.keys()],
+      openedAt: round.openedAt,
+      uploader: round.uploader,
+      verifiedHash: round.verifiedHash,
+    };
+  }
+
+  get openAttempt(): number | undefined {
+    return this.current?.attempt;
+  }
+
+  get memberCount(): number {
+    return this.membership.size;
+  }
+
+  get committed(): { round: number; hash: string } {
+    return { round: this.committedRound, hash: this.committedHash };
+  }
+
+  isMember(peerId: string): boolean {
+    return this.membership.get(peerId) !== undefined;
+  }
+
+  /**
+   * What `peerId` may upload now: the server accepts nothing else from it. Both can be open at
+   * once (a round's uploader may still be sending the state of the round that just committed while
+   * it is already the uploader of the next).
+   */
+  uploadSlots(peerId: string): UploadSlot[] {
+    const slots: UploadSlot[] = [];
+    const round = this.current;
+    if (round?.uploader === peerId) slots.push({ kind: "pending", round: round.round, attempt: round.attempt });
+    const wanted = this.stateWanted;
+    if (wanted?.asked === peerId) slots.push({ kind: "committed", round: wanted.round, hash: wanted.hash });
+    return slots;
+  }
+
+  /** The earliest time a tick could change something (the server schedules one then). */
+  nextWakeAt(): number | undefined {
+    const times: number[] = [];
+    if (this.current === undefined && this.replanAt > 0) times.push(this.replanAt);
+    if (this.current === undefined) {
+      const grace = this.membership.graceEndsAt(this.config.joinGraceMs);
+      if (grace !== undefined) times.push(grace);
+    }
+    const expiry = this.accusations.nextExpiryAt();
+    if (expiry !== undefined) times.push(expiry);
+    return times.length === 0 ? undefined : Math.min(...times);
   }
 
   /** Uses of each sample in the current epoch (committed rounds only). */
   coverage(): Uint8Array {
-    return this.uses.slice();
+    return this.sampler.coverage();
   }
 
   snapshot(): CoordinatorSnapshot {
     // An open round is not committed: its leases belong back in the queue.
-    const inFlight = this.current === undefined ? [] : [...this.current.leases.values()].flat();
+    const inFlight = this.current === undefined ? [] : this.current.plan.members.flatMap((p) => this.current?.leases.get(p) ?? []);
+    const sampler = this.sampler.snapshot(inFlight);
     return {
       committedRound: this.committedRound,
       committedHash: this.committedHash,
-      epoch: this.epoch,
-      queue: [...inFlight, ...this.queue],
-      uses: Array.from(this.uses),
+      epoch: sampler.epoch,
+      queue: sampler.queue,
+      uses: sampler.uses,
       nextAttempt: this.nextAttempt,
-      finishedEpochs: [...this.finishedEpochs],
+      finishedEpochs: sampler.finishedEpochs,
       status: this.status === "done" ? "done" : this.committedRound > 0 ? "running" : "waiting",
     };
-  }
-
-  private restore(s: CoordinatorSnapshot): void {
-    if (s.uses.length !== this.config.trainCount) throw new RangeError(`snapshot covers ${s.uses.length} samples, job has ${this.config.trainCount}`);
-    this.committedRound = s.committedRound;
-    this.committedHash = s.committedHash;
-    this.epoch = s.epoch;
-    this.queue = [...s.queue];
-    this.uses = Uint8Array.from(s.uses);
-    this.nextAttempt = s.nextAttempt;
-    this.finishedEpochs = [...s.finishedEpochs];
-    this.status = s.status;
   }
 }

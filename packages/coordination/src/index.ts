@@ -1,4 +1,8 @@
-export { Coordinator, type CoordinatorSnapshot, type CoordinatorStatus } from "./coordinator.ts";
+export { Coordinator, type CoordinatorSnapshot, type CoordinatorStatus, type UploadSlot } from "./coordinator.ts";
+export { Accusations, type Accusation } from "./accusations.ts";
 export { apportion, splitBatch } from "./leases.ts";
+export { Membership } from "./membership.ts";
 export { epochOrder, mulberry32 } from "./permutation.ts";
+export { disputeBackoffMs, separateAccused, tally, type Tally } from "./rounds.ts";
+export { Sampler, type SamplerSnapshot } from "./sampler.ts";
 export type * from "./types.ts";

@@ -1,4 +1,4 @@
-import type { Backend, CoordinatorMessage, RoundTimings } from "@crowdtrain/protocol";
+import type { Backend, CoordinatorMessage, Plan, RoundTimings } from "@crowdtrain/protocol";
 
 export type CoordinatorConfig = {
   /** Training samples in the dataset; indices 0..trainCount-1 are leased. */
@@ -9,30 +9,44 @@ export type CoordinatorConfig = {
   maxEpochs: number | undefined;
   /** Ready workers needed before the first round opens (later rounds run with whoever is left). */
   minWorkers: number;
+  /** Hash of the round-0 state, which the server builds from the job's seed. */
+  initialHash: string;
   /** A round not committed this long after it opened is aborted; its silent members are suspected. */
   roundDeadlineMs: number;
-  /** All-reduce frame payload size, the same for the whole ring. */
+  /** All-reduce frame payload size, the same for the whole plan. */
   frameBytes: number;
   /**
    * A member that joined (or was knocked back) and is fetching the committed state holds the next
-   * round for at most this long, so it can enter the ring instead of chasing a moving target.
+   * round for at most this long, so it can enter instead of chasing a moving target.
    */
   joinGraceMs: number;
-  /** A peer suspected in this many aborted rounds in a row is evicted. */
+  /** After a departure or an abort the next round waits this long, so a burst of departures is one re-plan. */
+  replanDelayMs: number;
+  /** A member reaching this many strikes is evicted. */
   maxStrikes: number;
+  /** One strike is forgiven per this many committed rounds a member takes part in. */
+  strikeDecayRounds: number;
+  /** An accusation not confirmed within this window (by a second witness, or the suspect leaving) counts against the accuser. */
+  accusationWindowMs: number;
+  /** The server still lacks a committed round's state this long after asking: another member is asked. */
+  stateUploadTimeoutMs: number;
 };
 
 export type MemberState = "joining" | "ready" | "training";
+/** What a member does: today every member trains; pipeline stages and serving tabs come next. */
+export type MemberRole = "trainer";
 
 export type Member = {
   peerId: string;
   name: string | undefined;
   backend: Backend;
   adapter: string | undefined;
+  role: MemberRole;
   joinedAt: number;
   state: MemberState;
   /** Committed round whose state this member holds (set by `ready`, advanced by commits). */
   holds: number | undefined;
+  /** Samples per second as the coordinator measured it (lease / time to enter the all-reduce). */
   samplesPerSecond: number | undefined;
   lastRoundMs: number | undefined;
   lastHash: string | undefined;
@@ -40,6 +54,8 @@ export type Member = {
   bytesSent: number;
   bytesReceived: number;
   strikes: number;
+  /** Committed rounds since the last strike was forgiven (see strikeDecayRounds). */
+  cleanRounds: number;
   /** Set while the member fetches the committed state; the next round waits up to joinGraceMs for it. */
   syncingSince: number | undefined;
 };
@@ -50,18 +66,37 @@ export type OpenRound = {
   attempt: number;
   round: number;
   epoch: number;
-  ring: string[];
-  leases: Map<string, number[]>;
+  plan: Plan;
+  members: ReadonlySet<string>;
+  leases: ReadonlyMap<string, readonly number[]>;
   reports: Map<string, RoundReport>;
+  /** When each member said it entered the all-reduce: its compute time, measured here. */
+  reducingAt: Map<string, number>;
   openedAt: number;
+  /** Uploads its pending state at once; a plan of one commits only once the server verified it. */
+  uploader: string;
+  /** The uploader's pending state, checked by the server (finite, exact size, hash). */
+  verifiedHash: string | undefined;
+};
+
+/** A read-only picture of the open round. */
+export type OpenRoundView = Readonly<Omit<OpenRound, "reports" | "reducingAt" | "leases" | "members">> & {
+  members: readonly string[];
+  leases: ReadonlyMap<string, readonly number[]>;
+  reported: readonly string[];
 };
 
 export type CoordinatorEvent =
-  | { type: "join"; peerId: string; name?: string | undefined; backend: Backend; adapter?: string | undefined; lastAttempt?: number | undefined; now: number }
+  | { type: "join"; peerId: string; name?: string | undefined; backend: Backend; adapter?: string | undefined; now: number }
   | { type: "ready"; peerId: string; round: number; hash: string; now: number }
   | ({ type: "result"; peerId: string; attempt: number; now: number } & RoundReport)
+  | { type: "phase"; peerId: string; attempt: number; phase: "computing" | "reducing"; now: number }
   | { type: "failed"; peerId: string; attempt: number; code: string; suspect: string | undefined; message: string; now: number }
   | { type: "leave"; peerId: string; reason: string; now: number }
+  /** The server checked an uploaded state (pending for an open attempt, or a committed round's). */
+  | { type: "state-checked"; peerId: string; round: number; attempt: number | undefined; hash: string; problem: string | undefined; now: number }
+  /** The server now holds the committed state of `round`. */
+  | { type: "state-stored"; round: number; now: number }
   | { type: "tick"; now: number }
   | { type: "pause"; now: number }
   | { type: "resume"; now: number }
@@ -74,7 +109,7 @@ export type CommittedRound = {
   attempt: number;
   epoch: number;
   hash: string;
-  ring: string[];
+  plan: Plan;
   samples: number;
   /** Sample-weighted mean of the members' losses before the update. */
   loss: number;
@@ -86,8 +121,14 @@ export type CommittedRound = {
 
 export type EpochCoverage = { epoch: number; samples: number; usedOnce: number; usedTwice: number; unused: number };
 
+export type LogKind = "joined" | "left" | "aborted" | "evicted" | "strike" | "epoch" | "done" | "paused" | "resumed" | "target" | "upload";
+
 export type CoordinatorEffect =
   | { type: "send"; to: string; message: CoordinatorMessage }
-  | { type: "log"; kind: "joined" | "left" | "aborted" | "evicted" | "epoch" | "done" | "paused" | "resumed" | "target"; text: string }
+  | { type: "log"; kind: LogKind; text: string }
   | { type: "committed"; commit: CommittedRound }
-  | { type: "epoch-finished"; coverage: EpochCoverage };
+  | { type: "epoch-finished"; coverage: EpochCoverage }
+  /** A member is gone (left or evicted): its last row, for whoever shows departed peers. */
+  | { type: "departed"; member: Readonly<Member>; reason: string }
+  /** Close this member's connection and revoke its identity (it was evicted). */
+  | { type: "disconnect"; peerId: string; reason: string };

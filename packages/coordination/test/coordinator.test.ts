@@ -35,7 +35,7 @@ describe("coordinator rounds", () => {
     expect(h.coordinator.state.current).toBeUndefined();
     h.join("c");
     const round = h.coordinator.state.current!;
-    expect(round.ring).toEqual(["a", "b", "c"]);
+    expect(round.members).toEqual(["a", "b", "c"]);
     const leased = ["a", "b", "c"].flatMap((p) => h.lastTo(p, "round")!.lease);
     expect(new Set(leased).size).toBe(CONFIG.batchSize);
     expect(h.lastTo("a", "round")!.upload).toBe(true);
@@ -78,20 +78,22 @@ describe("coordinator rounds", () => {
     h.reportAll(undefined, ["c"]);
     h.apply({ type: "leave", peerId: "b", reason: "tab closed", now: 5 });
     expect(h.lastTo("a", "abort")!.reason).toMatch(/b left/);
-    expect(h.coordinator.state.current!.ring).toEqual(["a", "c"]);
+    expect(h.coordinator.state.current!.members).toEqual(["a", "c"]);
   });
 
-  it("a suspect named in a failure sits out until it is ready again, and is evicted after maxStrikes", () => {
-    const h = Harness.create({ minWorkers: 3, maxStrikes: 2 });
-    ["a", "b", "c"].forEach((p) => h.join(p));
-    const failNamingB = (): void => {
+  it("a suspect named by two witnesses sits out until it is ready again, and is evicted after maxStrikes", () => {
+    const h = Harness.create({ minWorkers: 4, maxStrikes: 2 });
+    ["a", "b", "c", "d"].forEach((p) => h.join(p));
+    const twoNameB = (): void => {
       const round = h.coordinator.state.current!;
-      expect(round.ring).toContain("b");
-      h.apply({ type: "failed", peerId: "a", attempt: round.attempt, code: "timeout", suspect: "b", message: "silent", now: h.now });
+      expect(round.members).toContain("b");
+      h.apply({ type: "failed", peerId: "c", attempt: round.attempt, code: "timeout", suspect: "b", message: "silent", now: h.now });
+      h.apply({ type: "failed", peerId: "a", attempt: round.attempt, code: "peer-gone", suspect: "b", message: "link closed", now: h.now });
     };
-    failNamingB();
-    // b is knocked back: the next ring is a and c, and b must fetch the committed state again.
-    expect(h.coordinator.state.current!.ring).toEqual(["a", "c"]);
+    twoNameB();
+    // b is knocked back: the next ring leaves it out, and it is asked to fetch the committed state.
+    expect(h.coordinator.state.current!.members).toEqual(["a", "c", "d"]);
+    expect(h.lastTo("b", "sync")).toEqual({ type: "sync", round: 0 });
     // b restores and says ready at round 0, but round 1 is already running without it.
     h.apply({ type: "ready", peerId: "b", round: 0, hash: HASH(0), now: h.now });
     h.reportAll();
@@ -99,10 +101,12 @@ describe("coordinator rounds", () => {
     // The round after that waits for b (joinGraceMs), which comes back at the new committed round.
     expect(h.coordinator.state.current).toBeUndefined();
     h.apply({ type: "ready", peerId: "b", round: 1, hash: HASH(1), now: h.now });
-    expect(h.coordinator.state.current!.ring).toEqual(["a", "b", "c"]);
-    failNamingB();
+    expect(h.coordinator.state.current!.members).toEqual(["a", "b", "c", "d"]);
+    h.now += 10_000; // a second pair of accusations, outside the first one's window
+    twoNameB();
     expect(h.coordinator.state.members.map((m) => m.peerId)).not.toContain("b");
-    expect(h.lastTo("b", "stop")!.reason).toMatch(/evicted after 2/);
+    expect(h.lastTo("b", "stop")!.reason).toMatch(/evicted after 2 strikes/);
+    expect(h.effects).toContainEqual({ type: "disconnect", peerId: "b", reason: expect.stringMatching(/evicted/) });
   });
 
   it("a member that does not come back within joinGraceMs does not hold the others", () => {
@@ -112,7 +116,7 @@ describe("coordinator rounds", () => {
     h.reportAll();
     expect(h.coordinator.state.current).toBeUndefined();
     h.apply({ type: "tick", now: h.now + CONFIG.joinGraceMs + 1 });
-    expect(h.coordinator.state.current!.ring).toEqual(["a"]);
+    expect(h.coordinator.state.current!.members).toEqual(["a"]);
   });
 
   it("the deadline aborts a round and suspects the members that never reported", () => {
@@ -121,7 +125,7 @@ describe("coordinator rounds", () => {
     h.reportAll(undefined, ["b"]);
     h.apply({ type: "tick", now: CONFIG.roundDeadlineMs + 1 });
     expect(h.lastTo("a", "abort")!.reason).toMatch(/no report from b/);
-    expect(h.coordinator.state.current!.ring).toEqual(["a"]);
+    expect(h.coordinator.state.current!.members).toEqual(["a"]);
   });
 
   it("a ready message for an old round or the wrong hash is answered with sync", () => {
@@ -136,7 +140,7 @@ describe("coordinator rounds", () => {
     // The round after the commit waits for the joiner, which enters with the right state.
     expect(h.coordinator.state.current).toBeUndefined();
     h.apply({ type: "ready", peerId: "late", round: 1, hash: HASH(1), now: 1 });
-    expect(h.coordinator.state.current!.ring).toEqual(["a", "late"]);
+    expect(h.coordinator.state.current!.members).toEqual(["a", "late"]);
   });
 
   it("stops after maxRounds and tells everyone", () => {
@@ -195,7 +199,7 @@ describe("no sample lost or doubled", () => {
         alive.delete(victim);
         h.apply({ type: "leave", peerId: victim, reason: "chaos", now: h.now });
       } else if (round !== undefined && dice < 0.1) {
-        h.apply({ type: "failed", peerId: round.ring[0]!, attempt: round.attempt, code: "timeout", suspect: undefined, message: "chaos", now: h.now });
+        h.apply({ type: "failed", peerId: round.members[0]!, attempt: round.attempt, code: "timeout", suspect: undefined, message: "chaos", now: h.now });
       } else if (round !== undefined && dice < 0.12) {
         h.apply({ type: "tick", now: h.now + CONFIG.roundDeadlineMs + 1 });
       } else if (round !== undefined) {
@@ -203,7 +207,7 @@ describe("no sample lost or doubled", () => {
       }
       // Peers that were knocked back to joining come back with the committed state.
       for (const m of h.coordinator.state.members) {
-        if (m.state === "joining") h.apply({ type: "ready", peerId: m.peerId, round: h.coordinator.state.committedRound, hash: h.coordinator.state.committedHash ?? HASH(0), now: h.now });
+        if (m.state === "joining") h.apply({ type: "ready", peerId: m.peerId, round: h.coordinator.state.committedRound, hash: h.coordinator.state.committedHash, now: h.now });
       }
     }
     const epochs = h.effects.flatMap((e) => (e.type === "epoch-finished" ? [e.coverage] : []));
@@ -225,11 +229,14 @@ describe("snapshots", () => {
     expect(restored.snapshot().queue.slice(0, inFlight.length)).toEqual(inFlight);
     expect(Array.from(restored.coverage())).toEqual(Array.from(h.coordinator.coverage()));
   });
-  it("after a restore, attempt ids continue above every rejoining worker's last attempt", () => {
+  it("after a restore, attempt ids continue from the snapshot, whatever a worker claims", () => {
     const h = Harness.create();
-    h.apply({ type: "join", peerId: "a", backend: "cpu", lastAttempt: 41, now: 0 });
-    h.apply({ type: "ready", peerId: "a", round: 0, hash: HASH(0), now: 0 });
-    expect(h.coordinator.state.current!.attempt).toBe(42);
+    h.join("a");
+    h.reportAll();
+    const snapshot = JSON.parse(JSON.stringify(h.coordinator.snapshot()));
+    const restored = new Harness(new Coordinator({ ...CONFIG }, snapshot));
+    restored.join("b");
+    expect(restored.coordinator.state.current!.attempt).toBe(snapshot.nextAttempt);
   });
 
   it("refuses a snapshot of another dataset size", () => {

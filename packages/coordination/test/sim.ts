@@ -1,5 +1,5 @@
 import type { CoordinatorMessage } from "@crowdtrain/protocol";
-import { Coordinator, type CoordinatorConfig, type CoordinatorEffect } from "../src/index.ts";
+import { Coordinator, type CoordinatorConfig, type CoordinatorEffect, type Member } from "../src/index.ts";
 
 export const CONFIG: CoordinatorConfig = {
   trainCount: 100,
@@ -8,14 +8,20 @@ export const CONFIG: CoordinatorConfig = {
   maxRounds: undefined,
   maxEpochs: undefined,
   minWorkers: 1,
+  initialHash: "0".repeat(64),
   roundDeadlineMs: 1_000,
   frameBytes: 65_536,
   maxStrikes: 3,
+  strikeDecayRounds: 10,
   joinGraceMs: 500,
+  // Rounds re-open at once after an abort unless a test is about the re-plan delay.
+  replanDelayMs: 0,
+  accusationWindowMs: 500,
+  stateUploadTimeoutMs: 800,
 };
 
 export const TIMINGS = { computeMs: 10, readbackMs: 1, allReduceMs: 5, updateMs: 1 };
-export const HASH = (round: number): string => round.toString(16).padStart(16, "0");
+export const HASH = (round: number): string => round.toString(16).padStart(64, "0");
 
 /** Drives a Coordinator and records what it sent to whom. */
 export class Harness {
@@ -36,7 +42,7 @@ export class Harness {
   join(peerId: string): void {
     this.apply({ type: "join", peerId, backend: "cpu", now: this.now });
     const s = this.coordinator.state;
-    this.apply({ type: "ready", peerId, round: s.committedRound, hash: s.committedHash ?? HASH(0), now: this.now });
+    this.apply({ type: "ready", peerId, round: s.committedRound, hash: s.committedHash, now: this.now });
   }
 
   /** The last message of a type sent to a peer. */
@@ -48,14 +54,33 @@ export class Harness {
     return undefined;
   }
 
-  /** Every ring member of the open round reports the same hash. */
+  /** Every member of the open round reports the same hash (a plan of one: the server checked its state too). */
   reportAll(hash = HASH(this.coordinator.state.committedRound + 1), except: string[] = []): void {
     const round = this.coordinator.state.current;
     if (round === undefined) throw new Error("no open round");
-    for (const peer of round.ring) {
+    for (const peer of round.members) {
       if (except.includes(peer)) continue;
-      this.now += 1;
-      this.apply({ type: "result", peerId: peer, attempt: round.attempt, hash, samples: round.leases.get(peer)?.length ?? 0, loss: 1, timings: TIMINGS, bytesSent: 10, bytesReceived: 10, now: this.now });
+      this.report(peer, hash);
     }
+    if (round.members.length === 1 && except.length === 0) this.verify(round.uploader, hash);
+  }
+
+  report(peer: string, hash: string, samples?: number): void {
+    const round = this.coordinator.state.current;
+    if (round === undefined) throw new Error("no open round");
+    this.now += 1;
+    const leased = round.leases.get(peer)?.length ?? 0;
+    this.apply({ type: "result", peerId: peer, attempt: round.attempt, hash, samples: samples ?? leased, loss: 1, timings: TIMINGS, bytesSent: 10, bytesReceived: 10, now: this.now });
+  }
+
+  /** The server checked the uploader's pending state of the open round. */
+  verify(peer: string, hash: string, problem?: string): void {
+    const round = this.coordinator.state.current;
+    if (round === undefined) throw new Error("no open round");
+    this.apply({ type: "state-checked", peerId: peer, round: round.round, attempt: round.attempt, hash, problem, now: this.now });
+  }
+
+  member(peerId: string): Readonly<Member> | undefined {
+    return this.coordinator.state.members.find((m) => m.peerId === peerId);
   }
 }

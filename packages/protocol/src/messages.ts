@@ -1,16 +1,32 @@
 import * as v from "valibot";
 import { JobSchema } from "./job.ts";
+import { PlanSchema } from "./plan.ts";
 import { PROTOCOL_VERSION } from "./version.ts";
 
 /**
  * Messages between a worker tab and the coordinator, over the server's WebSocket (`/ws`), as JSON.
  * One union per direction, string-tagged by `type`, parsed once at each boundary with
- * `parseWorkerMessage` / `parseCoordinatorMessage`.
+ * `parseWorkerMessage` / `parseCoordinatorMessage`. Every number is bounded by what it means, so
+ * nothing a worker sends can push a counter of the server to Infinity or past what a peer accepts.
  */
-const Id = v.pipe(v.string(), v.minLength(1), v.maxLength(128));
-const Count = v.pipe(v.number(), v.integer(), v.minValue(0));
-const Ms = v.pipe(v.number(), v.minValue(0));
-const Hash = v.pipe(v.string(), v.regex(/^[0-9a-f]{16,64}$/));
+
+/** Largest all-reduce attempt id: it travels as a u32 in every frame header. */
+export const MAX_ATTEMPT = 0xffffffff;
+/** Largest sample count of one lease: a float32 carries every integer up to 2^24 exactly. */
+export const MAX_LEASE_SAMPLES = 2 ** 24;
+/** A phase of a round longer than a day is a lie, not a slow laptop. */
+const MAX_PHASE_MS = 86_400_000;
+
+/** Server-issued ids: PeerJS accepts [A-Za-z0-9] runs joined by single '-', '_' or ' '. */
+export const PeerIdSchema = v.pipe(v.string(), v.regex(/^[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*$/), v.maxLength(64));
+const Count = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER));
+const Attempt = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_ATTEMPT));
+const Round = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(MAX_ATTEMPT));
+const Ms = v.pipe(v.number(), v.minValue(0), v.maxValue(MAX_PHASE_MS));
+/** SHA-256 of a model state (weights and optimizer state), lower-case hex. */
+export const StateHashSchema = v.pipe(v.string(), v.regex(/^[0-9a-f]{64}$/));
+/** Secrets the server issues: 128 bits or more, base64url. */
+const Secret = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]{22,86}$/));
 /** Free text shown to people (names, reasons): bounded, and always rendered as text. */
 const Text = v.pipe(v.string(), v.maxLength(500));
 
@@ -25,84 +41,112 @@ export const RoundTimingsSchema = v.object({
 });
 export type RoundTimings = v.InferOutput<typeof RoundTimingsSchema>;
 
+/** Why an all-reduce failed, as the worker's all-reducer names it (see @crowdtrain/allreduce errors.ts). */
+export const FailureCodeSchema = v.picklist(["peer-gone", "timeout", "bad-frame", "bad-input", "aborted", "closed", "no-samples"]);
+export type FailureCode = v.InferOutput<typeof FailureCodeSchema>;
+
 // ---- worker -> coordinator ----
 
-export const HelloSchema = v.object({
+export const HelloSchema = v.strictObject({
   type: v.literal("hello"),
   protocol: v.literal(PROTOCOL_VERSION),
-  peerId: Id,
-  name: v.optional(Text),
+  name: v.optional(v.pipe(v.string(), v.maxLength(64))),
   backend: BackendSchema,
   adapter: v.optional(Text),
-  /**
-   * Highest all-reduce attempt this worker has run. After a server restart the coordinator's
-   * attempt counter comes from its checkpoint; it continues above every worker's, since a worker's
-   * all-reducer only accepts increasing round ids.
-   */
-  lastAttempt: v.optional(Count),
+  /** The operator's join token, required when the job is private (`--join-token`). */
+  joinToken: v.optional(v.pipe(v.string(), v.maxLength(256))),
 });
 
-/** "I hold the committed state of `round`": the worker may be put in the next ring. */
-export const ReadySchema = v.object({ type: v.literal("ready"), round: Count, hash: Hash });
+/** "I hold the committed state of `round`": the worker may be put in the next round. */
+export const ReadySchema = v.strictObject({ type: v.literal("ready"), round: Round, hash: StateHashSchema });
 
-export const ResultSchema = v.object({
+export const ResultSchema = v.strictObject({
   type: v.literal("result"),
-  attempt: Count,
-  /** Hash of the weights after applying this attempt's update (not yet adopted until commit). */
-  hash: Hash,
-  samples: Count,
-  loss: v.number(),
+  attempt: Attempt,
+  /** Hash of the state after applying this attempt's update (not adopted until the commit). */
+  hash: StateHashSchema,
+  /** Samples the gradient was computed on: must equal the lease. */
+  samples: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(MAX_LEASE_SAMPLES)),
+  loss: v.pipe(v.number(), v.finite()),
   timings: RoundTimingsSchema,
   bytesSent: Count,
   bytesReceived: Count,
 });
 
-export const FailedSchema = v.object({
+export const FailedSchema = v.strictObject({
   type: v.literal("failed"),
-  attempt: Count,
-  code: v.pipe(v.string(), v.maxLength(32)),
-  suspect: v.optional(Id),
+  attempt: Attempt,
+  code: FailureCodeSchema,
+  suspect: v.optional(PeerIdSchema),
   message: Text,
 });
 
-/** Where a ring member is within an attempt, for the dashboard (the coordinator does not need it). */
-export const PhaseSchema = v.object({ type: v.literal("phase"), attempt: Count, phase: v.picklist(["computing", "reducing"]) });
+/** Where a member is within an attempt, for the dashboard (the coordinator does not need it). */
+export const PhaseSchema = v.strictObject({ type: v.literal("phase"), attempt: Attempt, phase: v.picklist(["computing", "reducing"]) });
 
 export const WorkerMessageSchema = v.variant("type", [HelloSchema, ReadySchema, ResultSchema, FailedSchema, PhaseSchema]);
 export type WorkerMessage = v.InferOutput<typeof WorkerMessageSchema>;
 
 // ---- coordinator -> worker ----
 
-export const WelcomeSchema = v.object({
+/**
+ * Who this worker is, issued by the server at hello: one id for the coordinator and for PeerJS
+ * (whose server accepts only issued ids, with this key and token), and the secret that HTTP
+ * requests acting for this worker carry (`Authorization: Bearer <sessionToken>`).
+ */
+export const IdentitySchema = v.strictObject({
+  peerId: PeerIdSchema,
+  sessionToken: Secret,
+  peerKey: Secret,
+  peerToken: Secret,
+});
+export type Identity = v.InferOutput<typeof IdentitySchema>;
+
+export const WelcomeSchema = v.strictObject({
   type: v.literal("welcome"),
   protocol: v.literal(PROTOCOL_VERSION),
+  identity: IdentitySchema,
   job: JobSchema,
   /** Committed round the server can hand out state for (GET /api/state). */
-  round: Count,
+  round: Round,
 });
 
-export const OpenRoundSchema = v.object({
+export const OpenRoundSchema = v.strictObject({
   type: v.literal("round"),
   /** All-reduce attempt id: unique and increasing, a redone round gets a new one. */
-  attempt: Count,
+  attempt: Attempt,
   /** Index of the round being computed: the committed round it starts from, plus one. */
-  round: Count,
-  epoch: Count,
-  ring: v.array(Id),
+  round: Round,
+  epoch: Round,
+  /** Who averages with whom, and how (today: a ring). */
+  plan: PlanSchema,
   /** Training sample indices this worker computes its gradient on. */
-  lease: v.array(Count),
-  frameBytes: Count,
-  /** This worker uploads the new state to the server once the round commits. */
+  lease: v.pipe(v.array(v.pipe(v.number(), v.integer(), v.minValue(0))), v.maxLength(MAX_LEASE_SAMPLES)),
+  frameBytes: v.pipe(v.number(), v.integer(), v.minValue(4), v.maxValue(1 << 20)),
+  /**
+   * This worker uploads its pending state (PUT /api/state/<round>) as soon as it has reported: the
+   * server checks it, and adopts it once the round commits with its hash.
+   */
   upload: v.boolean(),
 });
 
-export const CommitSchema = v.object({ type: v.literal("commit"), attempt: Count, round: Count, hash: Hash });
-export const AbortSchema = v.object({ type: v.literal("abort"), attempt: Count, reason: Text });
+export const CommitSchema = v.strictObject({ type: v.literal("commit"), attempt: Attempt, round: Round, hash: StateHashSchema });
+export const AbortSchema = v.strictObject({ type: v.literal("abort"), attempt: Attempt, reason: Text });
 /** "Your state is behind: fetch the committed state of `round` (GET /api/state) and say ready again." */
-export const SyncSchema = v.object({ type: v.literal("sync"), round: Count });
-export const StopSchema = v.object({ type: v.literal("stop"), reason: Text });
+export const SyncSchema = v.strictObject({ type: v.literal("sync"), round: Round });
+/** "The server still lacks the committed state of `round`: upload yours (PUT /api/state/<round>)." */
+export const UploadSchema = v.strictObject({ type: v.literal("upload"), round: Round });
+export const StopSchema = v.strictObject({ type: v.literal("stop"), reason: Text });
 
-export const CoordinatorMessageSchema = v.variant("type", [WelcomeSchema, OpenRoundSchema, CommitSchema, AbortSchema, SyncSchema, StopSchema]);
+export const CoordinatorMessageSchema = v.variant("type", [
+  WelcomeSchema,
+  OpenRoundSchema,
+  CommitSchema,
+  AbortSchema,
+  SyncSchema,
+  UploadSchema,
+  StopSchema,
+]);
 export type CoordinatorMessage = v.InferOutput<typeof CoordinatorMessageSchema>;
 
 export class MessageError extends Error {
@@ -114,7 +158,7 @@ function parseWith<S extends v.GenericSchema>(schema: S, what: string, raw: stri
   try {
     json = JSON.parse(raw);
   } catch (error) {
-    throw new MessageError(`${what} is not JSON: ${String(error)}`);
+    throw new MessageError(`${what} is not JSON: ${error instanceof Error ? error.message : String(error)}`);
   }
   const result = v.safeParse(schema, json);
   if (!result.success) throw new MessageError(`bad ${what}: ${v.summarize(result.issues)}`);

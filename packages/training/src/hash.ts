@@ -1,33 +1,45 @@
+import { sha256 } from "@noble/hashes/sha2.js";
+import type { OptimizerState } from "./optimizers.ts";
+
 /**
- * Weights hash checked by the coordinator every round: every peer must report the same string for
- * the same bits. Not cryptographic; it detects divergence. Two MurmurHash3-style (x86, 32-bit) lanes
- * with different seeds and constants over the float32 words give 64 bits, a word at a time with
- * Math.imul (exact 32-bit integer math, identical on every engine), so ~100k
- * floats hash in well under a millisecond. Words are read in platform byte order, which is
- * little-endian on every browser and Node target we run on.
+ * The hash a round commits on: SHA-256 over everything a member's next update depends on, the
+ * weights and the optimizer state (kind, step, scalars, buffers), in a fixed layout. Cryptographic,
+ * so nobody can craft different bits with the committed hash; covering the optimizer state means a
+ * state whose momentum was tampered with does not pass either. Pure JS (@noble/hashes), so it runs
+ * the same in Node, in workers and on plain-http pages where `crypto.subtle` is missing.
+ *
+ * Layout: "CTSH1" | kind | u32 step | f64 scalars... | u32 weight count | weights | each buffer,
+ * numbers little-endian, floats as their raw bits (so -0 and NaN payloads count).
  */
-export function hashWeights(flat: Float32Array): string {
-  const words = new Uint32Array(flat.buffer, flat.byteOffset, flat.length);
-  let h1 = 0x243f6a88;
-  let h2 = 0x85a308d3;
-  for (let i = 0; i < words.length; i++) {
-    const word = words[i] as number;
-    let k1 = Math.imul(word, 0xcc9e2d51);
-    k1 = Math.imul((k1 << 15) | (k1 >>> 17), 0x1b873593);
-    h1 ^= k1;
-    h1 = (Math.imul((h1 << 13) | (h1 >>> 19), 5) + 0xe6546b64) | 0;
-    let k2 = Math.imul(word, 0x85ebca77);
-    k2 = Math.imul((k2 << 17) | (k2 >>> 15), 0xc2b2ae3d);
-    h2 ^= k2;
-    h2 = (Math.imul((h2 << 11) | (h2 >>> 21), 9) + 0x27d4eb2f) | 0;
+export function hashState(weights: Float32Array, optimizer: OptimizerState): string {
+  const header = new DataView(new ArrayBuffer(8 + 4 + 4 + 8 * optimizer.scalars.length + 4 + 4));
+  let at = 0;
+  for (const ch of "CTSH1") header.setUint8(at++, ch.charCodeAt(0));
+  header.setUint8(at++, optimizer.kind === "sgd" ? 1 : 2);
+  at = 8;
+  header.setUint32(at, optimizer.step, true);
+  header.setUint32((at += 4), optimizer.scalars.length, true);
+  at += 4;
+  for (const scalar of optimizer.scalars) {
+    header.setFloat64(at, scalar, true);
+    at += 8;
   }
-  return hex(fmix(h1 ^ words.length)) + hex(fmix(h2 ^ words.length ^ 0x5bd1e995));
+  header.setUint32(at, weights.length, true);
+  header.setUint32(at + 4, optimizer.buffers.length, true);
+  const hash = sha256.create();
+  hash.update(new Uint8Array(header.buffer));
+  hash.update(bytesOf(weights));
+  for (const buffer of optimizer.buffers) hash.update(bytesOf(buffer));
+  return hex(hash.digest());
 }
 
-function fmix(h: number): number {
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  return (h ^ (h >>> 16)) >>> 0;
+/** The float32 words as bytes, in platform order (little-endian on every target we run on). */
+function bytesOf(floats: Float32Array): Uint8Array {
+  return new Uint8Array(floats.buffer, floats.byteOffset, floats.byteLength);
 }
 
-const hex = (x: number): string => x.toString(16).padStart(8, "0");
+function hex(bytes: Uint8Array): string {
+  let out = "";
+  for (const byte of bytes) out += byte.toString(16).padStart(2, "0");
+  return out;
+}

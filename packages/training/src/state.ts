@@ -1,4 +1,5 @@
 import * as v from "valibot";
+import { hashState } from "./hash.ts";
 import type { OptimizerState } from "./optimizers.ts";
 
 /**
@@ -11,7 +12,9 @@ import type { OptimizerState } from "./optimizers.ts";
  * The header says the round, the weights hash, the sizes, and the optimizer's kind, step and scalars.
  */
 export const STATE_MAGIC = "CTST";
-export const STATE_VERSION = 1;
+export const STATE_VERSION = 2;
+/** The header is a few hundred bytes of JSON; anything larger is refused before it is read. */
+export const MAX_STATE_HEADER_BYTES = 4096;
 
 export type ModelState = {
   /** Committed round these weights are the result of (0 = initial weights). */
@@ -23,12 +26,13 @@ export type ModelState = {
 
 const HeaderSchema = v.strictObject({
   round: v.pipe(v.number(), v.integer(), v.minValue(0)),
-  hash: v.pipe(v.string(), v.regex(/^[0-9a-f]{16,64}$/)),
+  /** SHA-256 of weights and optimizer state (hashState). */
+  hash: v.pipe(v.string(), v.regex(/^[0-9a-f]{64}$/)),
   weightCount: v.pipe(v.number(), v.integer(), v.minValue(0)),
   optimizer: v.strictObject({
     kind: v.picklist(["sgd", "adam"]),
     step: v.pipe(v.number(), v.integer(), v.minValue(0)),
-    scalars: v.array(v.pipe(v.number(), v.finite())),
+    scalars: v.pipe(v.array(v.pipe(v.number(), v.finite())), v.maxLength(8)),
     buffers: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(8)),
   }),
 });
@@ -65,18 +69,20 @@ export function encodeState(state: ModelState): Uint8Array<ArrayBuffer> {
 /** Decodes and checks a state; the arrays are copies, safe to keep and mutate. */
 export function decodeState(bytes: Uint8Array, expectedWeights?: number): ModelState {
   if (bytes.byteLength < 12) throw new StateError(`state of ${bytes.byteLength} bytes is too short`);
-  const magic = String.fromCharCode(...bytes.subarray(0, 4));
+  const magic = String.fromCharCode(bytes[0] ?? 0, bytes[1] ?? 0, bytes[2] ?? 0, bytes[3] ?? 0);
   if (magic !== STATE_MAGIC) throw new StateError(`not a model state (magic ${JSON.stringify(magic)})`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = view.getUint32(4, true);
   if (version !== STATE_VERSION) throw new StateError(`state version ${version}, expected ${STATE_VERSION}`);
   const headerBytes = view.getUint32(8, true);
-  if (headerBytes % 4 !== 0 || 12 + headerBytes > bytes.byteLength) throw new StateError(`bad header length ${headerBytes}`);
+  if (headerBytes % 4 !== 0 || headerBytes > MAX_STATE_HEADER_BYTES || 12 + headerBytes > bytes.byteLength) {
+    throw new StateError(`bad header length ${headerBytes} (a multiple of 4, at most ${MAX_STATE_HEADER_BYTES})`);
+  }
   let json: unknown;
   try {
-    json = JSON.parse(String.fromCharCode(...bytes.subarray(12, 12 + headerBytes)));
+    json = JSON.parse(new TextDecoder().decode(bytes.subarray(12, 12 + headerBytes)));
   } catch (error) {
-    throw new StateError(`state header is not JSON: ${String(error)}`);
+    throw new StateError(`state header is not JSON: ${error instanceof Error ? error.message : String(error)}`);
   }
   const parsed = v.safeParse(HeaderSchema, json);
   if (!parsed.success) throw new StateError(`bad state header: ${v.summarize(parsed.issues)}`);
@@ -103,4 +109,25 @@ export function decodeState(bytes: Uint8Array, expectedWeights?: number): ModelS
       buffers: Array.from({ length: header.optimizer.buffers }, (_, k) => body.slice(n * (k + 1), n * (k + 2))),
     },
   };
+}
+
+/**
+ * Why a decoded state cannot be adopted, or undefined when it can: every number finite (a NaN
+ * weight poisons every later round), and the header's hash is the SHA-256 of its contents.
+ */
+export function stateProblem(state: ModelState): string | undefined {
+  const bad = firstNonFinite(state.weights);
+  if (bad !== undefined) return `weight ${bad} is ${state.weights[bad]}`;
+  for (const [k, buffer] of state.optimizer.buffers.entries()) {
+    const at = firstNonFinite(buffer);
+    if (at !== undefined) return `optimizer buffer ${k} holds ${buffer[at]} at ${at}`;
+  }
+  const hash = hashState(state.weights, state.optimizer);
+  if (hash !== state.hash) return `contents hash to ${hash}, the header says ${state.hash}`;
+  return undefined;
+}
+
+function firstNonFinite(values: Float32Array): number | undefined {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return i;
+  return undefined;
 }

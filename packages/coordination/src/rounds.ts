@@ -1,0 +1,53 @@
+import type { RoundReport } from "./types.ts";
+
+/**
+ * How the members' reported hashes decide a round. Everyone agreeing commits. With three or more
+ * members, a strict majority commits too and the dissenters are the ones at fault (their update
+ * differs from what the majority computed from the same reduced gradient). Anything else — two
+ * members disagreeing, a tie — cannot tell who is wrong: the round is aborted without blame.
+ */
+export type Tally = { kind: "agreed"; hash: string; dissenters: string[] } | { kind: "split"; detail: string };
+
+export function tally(reports: ReadonlyMap<string, RoundReport>): Tally {
+  const byHash = new Map<string, string[]>();
+  for (const [peer, report] of reports) byHash.set(report.hash, [...(byHash.get(report.hash) ?? []), peer]);
+  let best: [string, string[]] | undefined;
+  for (const entry of byHash) if (best === undefined || entry[1].length > best[1].length) best = entry;
+  if (best === undefined) return { kind: "split", detail: "no reports" };
+  const [hash, agreeing] = best;
+  if (agreeing.length === reports.size) return { kind: "agreed", hash, dissenters: [] };
+  if (reports.size >= 3 && agreeing.length * 2 > reports.size) {
+    return { kind: "agreed", hash, dissenters: [...reports.keys()].filter((p) => !agreeing.includes(p)) };
+  }
+  const detail = [...byHash].map(([h, peers]) => `${peers.join("+")}=${h.slice(0, 12)}`).join(", ");
+  return { kind: "split", detail };
+}
+
+/**
+ * Ring order for the next plan: join order, except that a suspect whose only accuser is its right
+ * neighbour (the one that receives from it, and so the one that times out on it) is moved, so the
+ * next attempt gives it a different receiver: a real fault is then witnessed by a second member,
+ * and a false accusation is not repeated by the same position.
+ */
+export function separateAccused(order: readonly string[], accuserOf: (suspect: string) => string | undefined): string[] {
+  const ring = [...order];
+  if (ring.length < 3) return ring;
+  for (let k = 0; k < ring.length; k++) {
+    const suspect = ring[k] as string;
+    const accuser = accuserOf(suspect);
+    if (accuser === undefined || ring[(k + 1) % ring.length] !== accuser) continue;
+    // Swap the suspect with the member before it: its right neighbour becomes someone else.
+    const before = (k - 1 + ring.length) % ring.length;
+    ring[k] = ring[before] as string;
+    ring[before] = suspect;
+  }
+  return ring;
+}
+
+/**
+ * Consecutive disputed rounds back off, so two members that keep disagreeing do not spin the
+ * server: the first is redone at once (a one-off glitch), then 250 ms, 500 ms, ... up to 10 s.
+ */
+export function disputeBackoffMs(disputes: number): number {
+  return disputes <= 1 ? 0 : Math.min(250 * 2 ** (disputes - 2), 10_000);
+}

@@ -1,0 +1,220 @@
+import { describe, expect, it } from "vitest";
+import { disputeBackoffMs, separateAccused } from "../src/index.ts";
+import { CONFIG, Harness, HASH } from "./sim.ts";
+
+const strikes = (h: Harness, peer: string): number | undefined => h.member(peer)?.strikes;
+const sent = (h: Harness, type: string): number => h.effects.filter((e) => e.type === "send" && e.message.type === type).length;
+
+describe("claims are checked against what the coordinator knows", () => {
+  it("a result claiming more samples than its lease aborts the round and strikes the claimant", () => {
+    const h = Harness.create({ minWorkers: 2 });
+    ["a", "b"].forEach((p) => h.join(p));
+    const round = h.coordinator.state.current!;
+    h.report("a", HASH(1), 1e6);
+    expect(h.lastTo("b", "abort")!.reason).toMatch(/a reported 1000000 samples for a lease of \d+/);
+    expect(strikes(h, "a")).toBe(1);
+    expect(strikes(h, "b")).toBe(0);
+    // The samples go back: the redo leases the same batch.
+    const redo = h.coordinator.state.current!;
+    expect([...redo.leases.values()].flat().sort()).toEqual([...round.leases.values()].flat().sort());
+  });
+
+  it("speed comes from the time the coordinator measured, not from the reported timings", () => {
+    const h = Harness.create({ minWorkers: 2, maxRounds: 5 });
+    ["fast", "slow"].forEach((p) => h.join(p));
+    const round = h.coordinator.state.current!;
+    h.apply({ type: "phase", peerId: "fast", attempt: round.attempt, phase: "reducing", now: h.now + 100 });
+    h.apply({ type: "phase", peerId: "slow", attempt: round.attempt, phase: "reducing", now: h.now + 400 });
+    h.now += 500;
+    // Both claim they computed in 1 ms; the coordinator saw 100 ms against 400 ms.
+    h.reportAll();
+    const next = h.coordinator.state.current!;
+    expect(next.leases.get("fast")!.length).toBeGreaterThan(2 * next.leases.get("slow")!.length);
+  });
+
+  it("a ready at round 0 with any hash but the server's is answered with sync", () => {
+    const h = Harness.create();
+    h.apply({ type: "join", peerId: "x", backend: "cpu", now: 0 });
+    h.apply({ type: "ready", peerId: "x", round: 0, hash: "f".repeat(64), now: 0 });
+    expect(h.coordinator.state.current).toBeUndefined();
+    expect(h.lastTo("x", "sync")).toEqual({ type: "sync", round: 0 });
+    h.apply({ type: "ready", peerId: "x", round: 0, hash: CONFIG.initialHash, now: 0 });
+    expect(h.coordinator.state.current!.members).toEqual(["x"]);
+  });
+});
+
+describe("commits that cannot be forged", () => {
+  it("a plan of one commits only once the server checked the member's uploaded state", () => {
+    const h = Harness.create();
+    h.join("solo");
+    h.report("solo", HASH(1));
+    expect(h.coordinator.state.committedRound).toBe(0);
+    expect(h.coordinator.uploadSlots("solo")).toEqual([{ kind: "pending", round: 1, attempt: h.coordinator.state.current!.attempt }]);
+    h.verify("solo", HASH(1));
+    expect(h.coordinator.state.committedRound).toBe(1);
+    expect(h.lastTo("solo", "commit")!.hash).toBe(HASH(1));
+  });
+
+  it("a plan of one whose state fails the server's check is aborted and its member struck", () => {
+    const h = Harness.create();
+    h.join("solo");
+    h.verify("solo", HASH(1), "weights[3] is NaN");
+    h.report("solo", HASH(1));
+    expect(h.coordinator.state.committedRound).toBe(0);
+    expect(h.effects.some((e) => e.type === "log" && /failed the server's check: weights\[3\] is NaN/.test(e.text))).toBe(true);
+    expect(strikes(h, "solo")).toBe(1);
+  });
+
+  it("a plan of one that never gets its state checked is aborted at the deadline, blaming its uploader", () => {
+    const h = Harness.create();
+    h.join("solo");
+    h.report("solo", HASH(1));
+    h.apply({ type: "tick", now: h.now + CONFIG.roundDeadlineMs + 1 });
+    expect(h.lastTo("solo", "abort")!.reason).toMatch(/no checked state from solo/);
+    expect(strikes(h, "solo")).toBe(1);
+  });
+
+  it("with three or more members the majority hash commits; the dissenter is struck, told to drop its update and re-sync", () => {
+    const h = Harness.create({ minWorkers: 3 });
+    ["a", "b", "c"].forEach((p) => h.join(p));
+    const round = h.coordinator.state.current!;
+    h.report("a", HASH(1));
+    h.report("b", HASH(77));
+    h.report("c", HASH(1));
+    expect(h.coordinator.state.committedRound).toBe(1);
+    expect(h.coordinator.state.committedHash).toBe(HASH(1));
+    expect(h.lastTo("b", "abort")).toMatchObject({ attempt: round.attempt, reason: expect.stringMatching(/disagrees with the majority/) });
+    expect(h.lastTo("b", "commit")).toBeUndefined();
+    expect(h.lastTo("b", "sync")).toEqual({ type: "sync", round: 1 });
+    expect(strikes(h, "b")).toBe(1);
+    expect(strikes(h, "a")).toBe(0);
+  });
+
+  it("a member that always reports a wrong hash among three is evicted after maxStrikes rounds", () => {
+    const h = Harness.create({ minWorkers: 3, maxRounds: 20 });
+    ["a", "b", "c"].forEach((p) => h.join(p));
+    for (let k = 0; k < 3; k++) {
+      const round = h.coordinator.state.current!;
+      for (const peer of round.members) h.report(peer, peer === "b" ? HASH(999 + k) : HASH(h.coordinator.state.committedRound + 1));
+      if (h.member("b") !== undefined) h.apply({ type: "ready", peerId: "b", round: h.coordinator.state.committedRound, hash: h.coordinator.state.committedHash, now: h.now });
+    }
+    expect(h.member("b")).toBeUndefined();
+    expect(h.coordinator.state.committedRound).toBe(3);
+    expect(h.effects).toContainEqual({ type: "disconnect", peerId: "b", reason: expect.stringMatching(/evicted after 3 strikes/) });
+  });
+
+  it("two members that disagree are aborted without blame, and repeated disputes back off", () => {
+    const h = Harness.create({ minWorkers: 2 });
+    ["a", "b"].forEach((p) => h.join(p));
+    for (let k = 1; k <= 3; k++) {
+      h.report("a", HASH(1));
+      h.report("b", HASH(2));
+      if (k < 2) expect(h.coordinator.state.current).toBeDefined();
+      else {
+        expect(h.coordinator.state.current).toBeUndefined();
+        h.apply({ type: "tick", now: h.now + disputeBackoffMs(k) });
+      }
+    }
+    expect(strikes(h, "a")).toBe(0);
+    expect(strikes(h, "b")).toBe(0);
+    expect(disputeBackoffMs(30)).toBe(10_000);
+  });
+});
+
+describe("accusations need a second witness", () => {
+  it("one member naming another aborts the round but strikes nobody, until its window ends unconfirmed: then the accuser is struck", () => {
+    const h = Harness.create({ minWorkers: 3 });
+    ["a", "b", "c"].forEach((p) => h.join(p));
+    const round = h.coordinator.state.current!;
+    h.apply({ type: "failed", peerId: "a", attempt: round.attempt, code: "bad-frame", suspect: "b", message: "lies", now: h.now });
+    expect(h.lastTo("c", "abort")).toBeDefined();
+    expect(strikes(h, "b")).toBe(0);
+    expect(h.member("b")!.state).not.toBe("joining");
+    h.apply({ type: "tick", now: h.now + CONFIG.accusationWindowMs + 2 });
+    expect(strikes(h, "a")).toBe(1);
+    expect(strikes(h, "b")).toBe(0);
+  });
+
+  it("relayed aborts are hearsay and never accuse", () => {
+    const h = Harness.create({ minWorkers: 3 });
+    ["a", "b", "c"].forEach((p) => h.join(p));
+    const round = h.coordinator.state.current!;
+    h.apply({ type: "failed", peerId: "a", attempt: round.attempt, code: "aborted", suspect: "b", message: "relayed", now: h.now });
+    h.apply({ type: "failed", peerId: "c", attempt: round.attempt, code: "aborted", suspect: "b", message: "relayed", now: h.now });
+    h.apply({ type: "tick", now: h.now + CONFIG.accusationWindowMs + 2 });
+    expect(["a", "b", "c"].map((p) => strikes(h, p))).toEqual([0, 0, 0]);
+  });
+
+  it("a suspect whose connection closes confirms its accuser", () => {
+    const h = Harness.create({ minWorkers: 3 });
+    ["a", "b", "c"].forEach((p) => h.join(p));
+    const round = h.coordinator.state.current!;
+    h.apply({ type: "failed", peerId: "c", attempt: round.attempt, code: "peer-gone", suspect: "b", message: "link closed", now: h.now });
+    h.apply({ type: "leave", peerId: "b", reason: "tab closed", now: h.now + 10 });
+    h.apply({ type: "tick", now: h.now + CONFIG.accusationWindowMs + 20 });
+    expect(strikes(h, "c")).toBe(0);
+  });
+
+  it("the next ring gives an accused member a different right neighbour than its accuser", () => {
+    expect(separateAccused(["a", "b", "c", "d"], (s) => (s === "b" ? "c" : undefined))).toEqual(["b", "a", "c", "d"]);
+    expect(separateAccused(["a", "b"], (s) => (s === "a" ? "b" : undefined))).toEqual(["a", "b"]);
+  });
+});
+
+describe("strikes", () => {
+  it("one strike is forgiven for every strikeDecayRounds committed rounds", () => {
+    const h = Harness.create({ minWorkers: 2, strikeDecayRounds: 3, maxRounds: 50 });
+    ["a", "b"].forEach((p) => h.join(p));
+    h.report("a", HASH(1), 999);
+    expect(strikes(h, "a")).toBe(1);
+    for (let k = 0; k < 2; k++) h.reportAll();
+    expect(strikes(h, "a")).toBe(1);
+    h.reportAll();
+    expect(strikes(h, "a")).toBe(0);
+  });
+});
+
+describe("the committed state reaches the server", () => {
+  it("when the uploader never delivers, another holder is asked; the one asked may upload that round only", () => {
+    const h = Harness.create({ minWorkers: 2 });
+    ["a", "b"].forEach((p) => h.join(p));
+    h.reportAll();
+    expect(h.coordinator.uploadSlots("a")).toContainEqual({ kind: "committed", round: 1, hash: HASH(1) });
+    expect(h.coordinator.uploadSlots("b")).toEqual([]);
+    h.apply({ type: "tick", now: h.now + CONFIG.stateUploadTimeoutMs + 1 });
+    expect(h.lastTo("b", "upload")).toEqual({ type: "upload", round: 1 });
+    expect(h.coordinator.uploadSlots("b")).toEqual([{ kind: "committed", round: 1, hash: HASH(1) }]);
+    h.apply({ type: "state-stored", round: 1, now: h.now });
+    expect(h.coordinator.uploadSlots("b")).toEqual([]);
+  });
+
+  it("an upload that fails the check strikes its author and asks another; the committed bits failing it end the job", () => {
+    const h = Harness.create({ minWorkers: 2 });
+    ["a", "b"].forEach((p) => h.join(p));
+    h.reportAll();
+    h.apply({ type: "state-checked", peerId: "a", round: 1, attempt: undefined, hash: HASH(5), problem: "hash mismatch", now: h.now });
+    expect(strikes(h, "a")).toBe(1);
+    expect(h.lastTo("b", "upload")).toEqual({ type: "upload", round: 1 });
+    h.apply({ type: "state-checked", peerId: "b", round: 1, attempt: undefined, hash: HASH(1), problem: "weights[0] is Infinity", now: h.now });
+    expect(h.coordinator.state.status).toBe("done");
+    expect(h.lastTo("a", "stop")!.reason).toMatch(/fails the server's check/);
+  });
+});
+
+describe("no storms", () => {
+  it("a thousand members leaving at once cost one abort and one re-plan, not one per departure", () => {
+    const h = Harness.create({ minWorkers: 1000, replanDelayMs: 100, batchSize: 2000, trainCount: 5000 });
+    for (let k = 0; k < 1000; k++) h.join(`w${k}`);
+    expect(h.coordinator.state.current!.members.length).toBe(1000);
+    const roundsBefore = sent(h, "round");
+    const before = h.effects.length;
+    for (let k = 0; k < 990; k++) h.apply({ type: "leave", peerId: `w${k}`, reason: "gone", now: h.now + 1 });
+    expect(h.effects.filter((e) => e.type === "log" && e.kind === "aborted").length).toBe(1);
+    expect(sent(h, "round")).toBe(roundsBefore);
+    // One abort to each of the 1000 members, plus O(1) per departure.
+    expect(h.effects.length - before).toBeLessThan(1000 + 990 * 3);
+    expect(h.coordinator.nextWakeAt()).toBe(h.now + 1 + 100);
+    h.apply({ type: "tick", now: h.now + 1 + 100 });
+    expect(h.coordinator.state.current!.members.length).toBe(10);
+  });
+});
