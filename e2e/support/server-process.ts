@@ -32,7 +32,8 @@ function exited(child: ChildProcess): Promise<void> {
 /** Spawns the CLI, forwards its output with a prefix, and resolves once it prints CROWDTRAIN_READY. */
 async function spawnServer(host: string, port: number, args: readonly string[]): Promise<{ child: ChildProcess; url: string; port: number }> {
   // `node --import tsx` rather than `npx tsx`: one process, so signals reach the server itself.
-  const child = spawn(process.execPath, ["--import", "tsx", "apps/server/src/main.ts", "--port", String(port), "--host", host, ...args], {
+  // --lab: e2e tests and benchmarks use the lab page, which a default server does not serve.
+  const child = spawn(process.execPath, ["--import", "tsx", "apps/server/src/main.ts", "--port", String(port), "--host", host, "--lab", ...args], {
     cwd: REPO_ROOT,
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -6,7 +6,7 @@ import * as tf from "@tensorflow/tfjs";
 import { ADMIN_TOKEN_ENV, AdminTokenError, validateAdminToken } from "./admin/token.ts";
 import { IceConfigError } from "./ice.ts";
 import { DEFAULT_WEB_DIR, startServer, WEB_PAGES, type ServerHandle } from "./server.ts";
-import { DEFAULT_HEARTBEAT_TIMEOUT_MS } from "./cluster/hub.ts";
+import { DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_HELLOS_PER_SECOND, DEFAULT_MAX_MEMBERS } from "./cluster/hub.ts";
 import { DEFAULT_JOB_FILE, readJobFile } from "./training/job-file.ts";
 import { DEFAULT_CHECKPOINT_EVERY } from "./training/service.ts";
 
@@ -21,7 +21,8 @@ const SHUTDOWN_TIMEOUT_MS = 10_000;
 const READY_PREFIX = "CROWDTRAIN_READY";
 
 const USAGE = `usage: crowdtrain-server [--port N] [--host ADDRESS] [--job FILE] [--datasets DIR] [--min-workers N] [--admin-token TOKEN]
-                         [--data-dir DIR] [--checkpoint-every N] [--heartbeat-timeout-ms MS]
+                         [--data-dir DIR] [--checkpoint-every N] [--heartbeat-timeout-ms MS] [--join-token TOKEN]
+                         [--allow-origin ORIGIN,...] [--max-members N] [--hellos-per-second N] [--lab]
   --port N         port to listen on, 0 picks a free one (env CROWDTRAIN_PORT, default ${DEFAULT_PORT})
   --host ADDRESS   address to bind (env CROWDTRAIN_HOST, default ${DEFAULT_HOST}: all interfaces)
   --job FILE       training job (env CROWDTRAIN_JOB, default apps/server/jobs/mnist-mlp.json)
@@ -31,6 +32,11 @@ const USAGE = `usage: crowdtrain-server [--port N] [--host ADDRESS] [--job FILE]
   --data-dir DIR   checkpoints; the job resumes from the latest one there (env CROWDTRAIN_DATA_DIR, default ./data)
   --checkpoint-every N      checkpoint every N committed rounds and on SIGTERM (env CROWDTRAIN_CHECKPOINT_EVERY, default ${DEFAULT_CHECKPOINT_EVERY})
   --heartbeat-timeout-ms MS drop a worker whose socket is silent this long (env CROWDTRAIN_HEARTBEAT_TIMEOUT_MS, default ${DEFAULT_HEARTBEAT_TIMEOUT_MS})
+  --join-token T   make the job private: workers join only with ?join=T in their URL (env CROWDTRAIN_JOIN_TOKEN, default: public)
+  --allow-origin O other web origins that may open the server's sockets, comma-separated (env CROWDTRAIN_ALLOW_ORIGIN, default: same origin only)
+  --max-members N  workers the job admits at once (env CROWDTRAIN_MAX_MEMBERS, default ${DEFAULT_MAX_MEMBERS})
+  --hellos-per-second N     new worker connections per address per second (env CROWDTRAIN_HELLOS_PER_SECOND, default ${DEFAULT_HELLOS_PER_SECOND})
+  --lab            also serve the lab page (/lab.html) for e2e tests and benchmarks; never on a public server
   CROWDTRAIN_ICE_SERVERS='[{"urls":"stun:stun.example.org:3478"}]' adds your own STUN/TURN servers`;
 
 class UsageError extends Error {}
@@ -45,6 +51,11 @@ interface Flags {
   dataDir: string;
   checkpointEvery: number;
   heartbeatTimeoutMs: number;
+  joinToken: string | undefined;
+  allowOrigins: string[];
+  maxMembers: number;
+  hellosPerSecond: number;
+  lab: boolean;
 }
 
 const FLAG_NAMES = [
@@ -57,6 +68,10 @@ const FLAG_NAMES = [
   "--data-dir",
   "--checkpoint-every",
   "--heartbeat-timeout-ms",
+  "--join-token",
+  "--allow-origin",
+  "--max-members",
+  "--hellos-per-second",
 ] as const;
 type FlagName = (typeof FLAG_NAMES)[number];
 
@@ -71,10 +86,19 @@ function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "help" {
     "--data-dir": env.CROWDTRAIN_DATA_DIR,
     "--checkpoint-every": env.CROWDTRAIN_CHECKPOINT_EVERY,
     "--heartbeat-timeout-ms": env.CROWDTRAIN_HEARTBEAT_TIMEOUT_MS,
+    "--join-token": env.CROWDTRAIN_JOIN_TOKEN === "" ? undefined : env.CROWDTRAIN_JOIN_TOKEN,
+    "--allow-origin": env.CROWDTRAIN_ALLOW_ORIGIN,
+    "--max-members": env.CROWDTRAIN_MAX_MEMBERS,
+    "--hellos-per-second": env.CROWDTRAIN_HELLOS_PER_SECOND,
   };
+  let lab = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] ?? "";
     if (arg === "--help" || arg === "-h") return "help";
+    if (arg === "--lab") {
+      lab = true;
+      continue;
+    }
     const [name, inline] = arg.split(/=(.*)/s, 2);
     if (!FLAG_NAMES.includes(name as FlagName)) throw new UsageError(`unknown argument ${JSON.stringify(arg)}`);
     const value = inline ?? argv[++i];
@@ -91,7 +115,24 @@ function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "help" {
     dataDir: resolve(values["--data-dir"] ?? "data"),
     checkpointEvery: positiveInteger("--checkpoint-every", values["--checkpoint-every"] ?? String(DEFAULT_CHECKPOINT_EVERY)),
     heartbeatTimeoutMs: positiveInteger("--heartbeat-timeout-ms", values["--heartbeat-timeout-ms"] ?? String(DEFAULT_HEARTBEAT_TIMEOUT_MS)),
+    joinToken: tokenFlag("--join-token", values["--join-token"]),
+    allowOrigins: originsFlag(values["--allow-origin"]),
+    maxMembers: positiveInteger("--max-members", values["--max-members"] ?? String(DEFAULT_MAX_MEMBERS)),
+    hellosPerSecond: positiveInteger("--hellos-per-second", values["--hellos-per-second"] ?? String(DEFAULT_HELLOS_PER_SECOND)),
+    lab,
   };
+}
+
+/** Origins as browsers send them: scheme://host[:port], nothing after. */
+function originsFlag(value: string | undefined): string[] {
+  if (value === undefined) return [];
+  const origins = value.split(",").map((o) => o.trim()).filter(Boolean);
+  for (const origin of origins) {
+    if (!/^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?$/.test(origin) && !/^https?:\/\/\[[0-9a-fA-F:]+\](:\d{1,5})?$/.test(origin)) {
+      throw new UsageError(`--allow-origin: ${JSON.stringify(origin)} is not an origin like https://example.org or http://10.0.0.2:8080`);
+    }
+  }
+  return origins;
 }
 
 function positiveInteger(flag: string, value: string): number {
@@ -100,9 +141,13 @@ function positiveInteger(flag: string, value: string): number {
 }
 
 function adminTokenFlag(value: string | undefined): string | undefined {
+  return tokenFlag("--admin-token", value);
+}
+
+function tokenFlag(flag: string, value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
   try {
-    return validateAdminToken(value, "--admin-token");
+    return validateAdminToken(value, flag);
   } catch (error) {
     if (error instanceof AdminTokenError) throw new UsageError(error.message);
     throw error;
@@ -127,16 +172,17 @@ function lanAddress(): string | undefined {
 
 function announce(handle: ServerHandle, host: string): void {
   const lines = ["Crowdtrain is running."];
+  const training = handle.training;
   if (host === "0.0.0.0" || host === "::") {
     const lan = lanAddress();
-    if (lan !== undefined) lines.push(`  Share this URL with volunteers: http://${lan}:${handle.port}/`);
+    const join = training?.joinToken === undefined ? "" : `?join=${encodeURIComponent(training.joinToken)}`;
+    if (lan !== undefined) lines.push(`  Share this URL with volunteers: http://${lan}:${handle.port}/${join}`);
     lines.push(`  On this machine:                http://localhost:${handle.port}/`);
     // Browsers expose WebGPU only to secure contexts: https:// or localhost.
     lines.push("  Note: over plain http:// from other machines, browsers disable WebGPU (workers fall back to WebGL/CPU).");
   } else {
-    lines.push(`  URL: ${handle.url}/`);
+    lines.push(`  URL: ${handle.url}/${training?.joinToken === undefined ? "" : `?join=${encodeURIComponent(training.joinToken)}`}`);
   }
-  const training = handle.training;
   if (training !== undefined) {
     const { job } = training.status();
     lines.push(`  Job: ${job.name} (${job.model.kind} on ${job.dataset}); dashboard: ${handle.url}/dashboard`);
@@ -196,6 +242,8 @@ async function main(): Promise<void> {
   const handle = await startServer({
     port: flags.port,
     host: flags.host,
+    lab: flags.lab,
+    allowedOrigins: flags.allowOrigins,
     training: {
       job,
       datasetsDir: flags.datasets,
@@ -204,6 +252,9 @@ async function main(): Promise<void> {
       dataDir: flags.dataDir,
       checkpointEveryRounds: flags.checkpointEvery,
       heartbeatTimeoutMs: flags.heartbeatTimeoutMs,
+      joinToken: flags.joinToken,
+      maxMembers: flags.maxMembers,
+      hellosPerSecond: flags.hellosPerSecond,
     },
   });
   stopOnSignals(handle);

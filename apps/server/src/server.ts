@@ -3,16 +3,17 @@ import type { AddressInfo } from "node:net";
 import { join, resolve } from "node:path";
 import type { Duplex } from "node:stream";
 import express from "express";
-import { ExpressPeerServer } from "peer";
-import { WebSocketServer } from "ws";
+import { errorHandler, notFoundHandler } from "./http/errors.ts";
+import { securityHeaders } from "./http/headers.ts";
+import type { OriginPolicy } from "./http/origin.ts";
 import { ICE_SERVERS_ENV, parseIceServers, validateIceServers, type IceServer } from "./ice.ts";
+import { IdentityRegistry } from "./identity/registry.ts";
+import { mountPeerServer, PEER_PATH } from "./signalling/peer-server.ts";
 import { createTimerScope, type TimerScope } from "./timer-scope.ts";
 import { startTraining, type TrainingOptions, type TrainingService } from "./training/service.ts";
+import { routeUpgrade, type UpgradeRoutes } from "./upgrade.ts";
 
-/** Where the PeerJS signalling server is mounted; browsers learn it from /api/config. */
-export const PEER_PATH = "/peerjs";
-/** Largest signalling message accepted: SDP offers with their candidates are a few KiB. */
-const PEER_MAX_MESSAGE_BYTES = 64 * 1024;
+export { PEER_PATH } from "./signalling/peer-server.ts";
 /** How long close() waits for the HTTP server to let go of its connections. */
 const HTTP_CLOSE_TIMEOUT_MS = 5_000;
 
@@ -22,9 +23,14 @@ export const DEFAULT_WEB_DIR = resolve(import.meta.dirname, "../../../dist/web")
 export const WEB_PAGES: Readonly<Record<string, string>> = {
   "/": "worker/index.html",
   "/index.html": "worker/index.html",
-  "/lab.html": "worker/lab.html",
   "/dashboard": "dashboard/index.html",
 };
+/**
+ * The lab page: primitives for e2e tests and benchmarks (raw data channels, all-reduce on chosen
+ * data). Served only with `lab: true` (`--lab`), never by a default server: it hands out identities
+ * without joining the job.
+ */
+export const LAB_PAGES: Readonly<Record<string, string>> = { "/lab.html": "worker/lab.html" };
 
 export interface ServerOptions {
   /** 0 picks a free port (tests). Default 0. */
@@ -36,6 +42,10 @@ export interface ServerOptions {
   iceServers?: IceServer[];
   /** The job to run, with its coordinator at /ws. Without it the server only signals and serves pages. */
   training?: TrainingOptions;
+  /** Serve the lab page and its identity endpoint (tests and benchmarks only). Default false. */
+  lab?: boolean;
+  /** Origins besides the server's own that may open /ws and /peerjs. Default none. */
+  allowedOrigins?: string[];
 }
 
 export interface ServerHandle {
@@ -46,17 +56,18 @@ export interface ServerHandle {
   close(): Promise<void>;
 }
 
-/** WebSocket endpoints by exact pathname. One http server, one 'upgrade' router. */
-type WsRoutes = Map<string, WebSocketServer>;
-
 export async function startServer(options: ServerOptions = {}): Promise<ServerHandle> {
   const iceServers = resolveIceServers(options.iceServers);
   const host = options.host ?? "127.0.0.1";
   const app = express();
   app.disable("x-powered-by");
+  app.use(securityHeaders());
   const server = http.createServer(app);
   const timers = createTimerScope();
-  const wsRoutes: WsRoutes = new Map();
+  const routes: UpgradeRoutes = new Map();
+  const identities = new IdentityRegistry();
+  const origins: OriginPolicy = { allowed: options.allowedOrigins ?? [] };
+  const log = (text: string): void => console.error(`[server] ${text}`);
 
   app.get("/api/health", (_req, res) => {
     res.json({ ok: true });
@@ -64,17 +75,21 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   app.get("/api/config", (_req, res) => {
     res.json({ peerPath: PEER_PATH, iceServers });
   });
-  mountPeerServer(app, server, wsRoutes, timers);
-  const training = options.training === undefined ? undefined : await startTraining(options.training);
+  const peers = mountPeerServer({ app, server, timers, identities, origins, onLog: log });
+  routes.set(peers.path, peers.route);
+  const training = options.training === undefined ? undefined : await startTraining(options.training, { identities, origins });
   if (training !== undefined) {
     app.use(training.router);
-    wsRoutes.set("/ws", training.hub.wss);
+    routes.set("/ws", training.hub.route);
   }
-  mountWebApp(app, options.webDir ?? DEFAULT_WEB_DIR);
-  server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => routeUpgrade(wsRoutes, req, socket, head));
+  if (options.lab === true) mountLab(app, identities);
+  mountWebApp(app, options.webDir ?? DEFAULT_WEB_DIR, options.lab === true ? { ...WEB_PAGES, ...LAB_PAGES } : WEB_PAGES);
+  app.use(notFoundHandler());
+  app.use(errorHandler({ onLog: log }));
+  server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => routeUpgrade(routes, req, socket, head));
 
   let closing: Promise<void> | undefined;
-  const close = () => (closing ??= shutdown(server, wsRoutes, timers, training));
+  const close = () => (closing ??= shutdown(server, routes, timers, training));
   let port: number;
   try {
     port = await listen(server, options.port ?? 0, host);
@@ -85,6 +100,16 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   return { url: urlFor(host, port), port, training, close };
 }
 
+/**
+ * The lab's identities: a lab page registers with PeerJS like a worker, but does not join the job,
+ * so it asks here. Only mounted with `lab: true`; each identity lives as long as the server.
+ */
+function mountLab(app: express.Express, identities: IdentityRegistry): void {
+  app.post("/api/lab/identity", (req, res) => {
+    res.json(identities.issue(req.socket.remoteAddress ?? "unknown"));
+  });
+}
+
 function resolveIceServers(fromOptions: IceServer[] | undefined): IceServer[] {
   if (fromOptions !== undefined) return validateIceServers(fromOptions, "options.iceServers");
   const fromEnv = process.env[ICE_SERVERS_ENV];
@@ -93,57 +118,26 @@ function resolveIceServers(fromOptions: IceServer[] | undefined): IceServer[] {
 }
 
 /**
- * The pages at their URLs (WEB_PAGES; `/dashboard/` too), never cached, so a rebuilt app is picked
- * up on reload; their hashed assets under /assets cached for good; other built files as they are.
+ * The pages at their URLs (`pages`), never cached, so a rebuilt app is picked up on reload; their
+ * hashed assets under /assets cached for good; other built files as they are, except pages not in
+ * `pages` (the lab's HTML is not reachable by its file name on a default server).
  */
-function mountWebApp(app: express.Express, webDir: string): void {
-  for (const [path, file] of Object.entries(WEB_PAGES)) {
+function mountWebApp(app: express.Express, webDir: string, pages: Readonly<Record<string, string>>): void {
+  for (const [path, file] of Object.entries(pages)) {
     app.get(path, (_req, res) => {
       res.sendFile(join(webDir, file), { headers: { "cache-control": "no-cache" } }, (error) => {
         if (error === undefined || res.headersSent) return;
-        res.status(404).type("text").send(`${path} is not built (${join(webDir, file)} is missing): run npm run build`);
+        res.status(404).json({ error: `${path} is not built (${file} is missing): run npm run build` });
       });
     });
   }
   app.use("/assets", express.static(join(webDir, "assets"), { immutable: true, maxAge: "1y", index: false }));
-  app.use(express.static(webDir, { index: false }));
-}
-
-function mountPeerServer(app: express.Express, server: http.Server, wsRoutes: WsRoutes, timers: TimerScope): void {
-  const peerApp = ExpressPeerServer(server, {
-    path: "/",
-    allow_discovery: false,
-    proxied: false,
-    // Only our own pages talk to it: no CORS headers.
-    corsOptions: { origin: false },
-    // peer would attach a WebSocketServer to `server` itself, which answers 400 to upgrades on other
-    // paths. Give it a detached one and route upgrades ourselves (routeUpgrade).
-    createWebSocketServer: (wsOptions) => {
-      if (wsOptions.path === undefined) throw new Error("peer did not say where its WebSocket lives");
-      const wss = new WebSocketServer({ noServer: true, maxPayload: PEER_MAX_MESSAGE_BYTES });
-      wsRoutes.set(wsOptions.path, wss);
-      return wss;
-    },
+  const served = new Set(Object.values(pages).map((file) => `/${file}`));
+  const files = express.static(webDir, { index: false });
+  app.use((req, res, next) => {
+    if (req.path.endsWith(".html") && !served.has(req.path)) return next();
+    files(req, res, next);
   });
-  // peer re-emits socket errors on the app; an EventEmitter 'error' without a listener would crash us.
-  peerApp.on("error", (error) => {
-    console.error(`[peerjs] ${error.stack ?? String(error)}`);
-  });
-  // Mounting starts peer's WebSocket server and its timer loops; the scope lets close() stop them.
-  timers.run(() => app.use(PEER_PATH, peerApp));
-}
-
-function routeUpgrade(routes: WsRoutes, req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
-  const pathname = (req.url ?? "/").split("?")[0] ?? "/";
-  const wss = routes.get(pathname);
-  if (wss === undefined) {
-    socket.on("error", (error) => {
-      console.error(`[upgrade] socket error while refusing ${pathname}: ${error.message}`);
-    });
-    socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-    return;
-  }
-  wss.handleUpgrade(req, socket, head, (ws) => wss.emit("connection", ws, req));
 }
 
 function listen(server: http.Server, port: number, host: string): Promise<number> {
@@ -157,21 +151,15 @@ function listen(server: http.Server, port: number, host: string): Promise<number
   });
 }
 
-async function shutdown(server: http.Server, wsRoutes: WsRoutes, timers: TimerScope, training: TrainingService | undefined): Promise<void> {
+async function shutdown(server: http.Server, routes: UpgradeRoutes, timers: TimerScope, training: TrainingService | undefined): Promise<void> {
   timers.clearAll();
   if (training !== undefined) {
-    // The hub closes its own WebSocket server (after its ticker); do not close it twice.
-    wsRoutes.delete("/ws");
+    // The hub closes its own sockets (after its ticker); do not close them twice.
+    routes.delete("/ws");
     await training.close();
   }
-  await Promise.all([...wsRoutes.values()].map(closeWebSocketServer));
+  await Promise.all([...routes.values()].map((route) => route.close()));
   await closeHttpServer(server);
-}
-
-function closeWebSocketServer(wss: WebSocketServer): Promise<void> {
-  // A noServer WebSocketServer only reports 'close' once its clients are gone.
-  for (const ws of wss.clients) ws.terminate();
-  return new Promise((done, fail) => wss.close((error) => (error ? fail(error) : done())));
 }
 
 function closeHttpServer(server: http.Server): Promise<void> {

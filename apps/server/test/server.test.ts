@@ -37,6 +37,19 @@ function firstMessage(ws: WebSocket): Promise<string> {
   });
 }
 
+type Credentials = { peerId: string; peerKey: string; peerToken: string };
+
+/** An identity from a lab server (the only way to one without joining a job). */
+async function labIdentity(url: string): Promise<Credentials> {
+  const response = await fetch(`${url}/api/lab/identity`, { method: "POST" });
+  if (!response.ok) throw new Error(`POST /api/lab/identity: ${response.status}`);
+  return (await response.json()) as Credentials;
+}
+
+function peerUrl(url: string, c: Credentials): string {
+  return `${url.replace("http", "ws")}/peerjs/peerjs?key=${c.peerKey}&id=${c.peerId}&token=${c.peerToken}`;
+}
+
 async function getJson(url: string): Promise<Record<string, unknown>> {
   const response = await fetch(url);
   if (!response.ok) throw new Error(`GET ${url} answered ${response.status}`);
@@ -80,17 +93,24 @@ describe("startServer", () => {
     await expect(startServer({ port: 0 })).rejects.toThrow(message);
   });
 
-  it("runs the PeerJS signalling server under /peerjs, without discovery", async () => {
-    const { url } = await start();
+  it("runs the PeerJS signalling server under /peerjs, without discovery, for issued identities only", async () => {
+    const { url } = await start({ lab: true });
     expect((await getJson(`${url}/peerjs/`)).name).toBe("PeerJS Server");
-    const id = await (await fetch(`${url}/peerjs/peerjs/id`)).text();
-    expect(id).toMatch(/^[0-9a-f-]{36}$/);
-    expect((await fetch(`${url}/peerjs/peerjs/peers`)).status).toBe(401);
+    expect((await fetch(`${url}/peerjs/peerjs/peers`)).status).not.toBe(200);
+    // The public default key and a made-up id: refused at the handshake.
+    await expect(firstMessage(new WebSocket(`${url.replace("http", "ws")}/peerjs/peerjs?key=peerjs&id=anyone&token=t`))).rejects.toThrow(/403/);
 
-    const ws = new WebSocket(`${url.replace("http", "ws")}/peerjs/peerjs?key=peerjs&id=${id}&token=t`);
+    const ws = new WebSocket(peerUrl(url, await labIdentity(url)));
     expect(JSON.parse(await firstMessage(ws))).toEqual({ type: "OPEN" });
     ws.close();
     await closed(ws);
+  });
+
+  it("serves the lab page and its identities only when started with lab: true", async () => {
+    const plain = await start();
+    expect((await fetch(`${plain.url}/api/lab/identity`, { method: "POST" })).status).toBe(404);
+    expect((await fetch(`${plain.url}/lab.html`)).status).toBe(404);
+    expect((await fetch(`${plain.url}/worker/lab.html`)).status).toBe(404);
   });
 
   it("refuses WebSocket upgrades on paths nobody serves", async () => {
@@ -100,8 +120,8 @@ describe("startServer", () => {
   });
 
   it("close() drops WebSocket clients and releases the port", async () => {
-    const handle = await startServer({ port: 0 });
-    const ws = new WebSocket(`${handle.url.replace("http", "ws")}/peerjs/peerjs?key=peerjs&id=a&token=t`);
+    const handle = await startServer({ port: 0, lab: true });
+    const ws = new WebSocket(peerUrl(handle.url, await labIdentity(handle.url)));
     await firstMessage(ws);
     const wsClosed = closed(ws);
     await handle.close();

@@ -6,7 +6,7 @@ const startButton = document.querySelector<HTMLButtonElement>("#start");
 const stopButton = document.querySelector<HTMLButtonElement>("#stop");
 if (!startButton || !stopButton) throw new Error("worker page markup is missing #start or #stop");
 
-/** Options for operators and tests, from the query string: ?backends=cpu,webgl  ?page=1  ?name=alice */
+/** Options for operators and tests, from the query string: ?backends=cpu,webgl  ?page=1  ?name=alice  ?join=TOKEN */
 const params = new URLSearchParams(location.search);
 const backends = (params.get("backends") ?? "webgpu,webgl,wasm,cpu").split(",").filter(Boolean);
 let volunteer: Volunteer | undefined;
@@ -14,7 +14,7 @@ let volunteer: Volunteer | undefined;
 startButton.addEventListener("click", () => {
   startButton.disabled = true;
   stopButton.disabled = false;
-  startVolunteer({ backends, forcePage: params.get("page") === "1", name: params.get("name") ?? undefined, onStatus: renderStatus }).then(
+  startVolunteer({ backends, forcePage: params.get("page") === "1", name: params.get("name") ?? undefined, joinToken: params.get("join") ?? undefined, onStatus: renderStatus }).then(
     (started) => {
       volunteer = started;
       window.crowdtrainWorker = { status: () => started.status() };

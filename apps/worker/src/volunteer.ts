@@ -1,7 +1,7 @@
 import { createAllReducer } from "@crowdtrain/allreduce";
-import { createPeerTransport, fetchSignallingConfig, openPeer } from "@crowdtrain/p2p";
-import type { Backend } from "@crowdtrain/protocol";
-import { startSession } from "./session/session.ts";
+import { createPeerTransport, fetchSignallingConfig, openPeer, type SignallingConfig } from "@crowdtrain/p2p";
+import type { Backend, Identity } from "@crowdtrain/protocol";
+import { startSession, type PeerLink } from "./session/session.ts";
 import type { SessionStatus } from "./session/status.ts";
 import { chooseTrainer } from "./trainer/choose.ts";
 import type { WorkerPageStatus } from "./worker-api.ts";
@@ -10,6 +10,8 @@ export type VolunteerOptions = {
   backends: string[];
   forcePage: boolean;
   name: string | undefined;
+  /** The operator's join token for a private job (`?join=` in the shared URL). */
+  joinToken: string | undefined;
   onStatus: (status: Partial<SessionStatus> & { where?: string }) => void;
 };
 
@@ -34,28 +36,18 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
   const reasons = [...chosen.report.tried.map((t) => `${t.name}: ${t.ok ? "ok" : t.reason}`), chosen.why];
   options.onStatus({ backend, where: chosen.where, backendReasons: reasons });
 
-  const peer = await openPeer(await fetchSignallingConfig());
-  peer.on("error", (error) => console.error(`PeerJS error (${error.type}): ${error.message}`));
-  // The signalling socket may drop; links already open keep working, new ones need it back.
-  peer.on("disconnected", () => {
-    if (!peer.destroyed) peer.reconnect();
-  });
-  const transport = createPeerTransport(peer);
-  const reducer = createAllReducer({ transport });
+  const signalling = await fetchSignallingConfig();
   const session = startSession({
     origin: location.origin,
     socketUrl: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
     trainer: chosen.trainer,
-    transport,
-    reducer,
+    openLink: (identity) => openLink(signalling, identity),
+    joinToken: options.joinToken,
     backend: backend as Backend,
     name: options.name,
     onStatus: (status) => options.onStatus({ ...status, where: chosen.where }),
   });
   const stopped = session.stopped.then(async (reason) => {
-    reducer.close();
-    transport.close();
-    peer.destroy();
     await chosen.trainer.dispose();
     return reason;
   });
@@ -63,5 +55,25 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
     status: () => ({ ...session.status, backendReasons: reasons, where: chosen.where }),
     stopped,
     stop: (reason) => session.stop(reason),
+  };
+}
+
+/** Registers under the issued identity and stacks transport and all-reducer on it; close() frees all three. */
+async function openLink(signalling: SignallingConfig, identity: Identity): Promise<PeerLink> {
+  const peer = await openPeer(signalling, identity);
+  peer.on("error", (error) => console.error(`PeerJS error (${error.type}): ${error.message}`));
+  // The signalling socket may drop; links already open keep working, new ones need it back.
+  peer.on("disconnected", () => {
+    if (!peer.destroyed) peer.reconnect();
+  });
+  const transport = createPeerTransport(peer);
+  const reducer = createAllReducer({ transport });
+  return {
+    reducer,
+    close() {
+      reducer.close();
+      transport.close();
+      peer.destroy();
+    },
   };
 }

@@ -6,6 +6,8 @@ export const PEER_OPEN_TIMEOUT_MS = 10_000;
 export const CONFIG_TIMEOUT_MS = 5_000;
 
 export type SignallingConfig = { peerPath: string; iceServers: RTCIceServer[] };
+/** The PeerJS registration the Crowdtrain server issued (it accepts no other id). */
+export type PeerCredentials = { peerId: string; peerKey: string; peerToken: string };
 
 /** Reads the PeerJS path and the operator's ICE servers (none by default) from our own server. */
 export async function fetchSignallingConfig(origin = ""): Promise<SignallingConfig> {
@@ -19,13 +21,16 @@ export async function fetchSignallingConfig(origin = ""): Promise<SignallingConf
 }
 
 /**
- * Opens a PeerJS Peer registered with the Crowdtrain server the page came from: never PeerJS's
- * cloud default, ICE servers exactly as the operator configured them. Resolves once the server
- * assigned an id; rejects (and destroys the peer) after PEER_OPEN_TIMEOUT_MS.
+ * Opens a PeerJS Peer registered with the Crowdtrain server the page came from, under the id, key
+ * and token that server issued: never PeerJS's cloud default, ICE servers exactly as the operator
+ * configured them. Resolves once the server accepted it; rejects (and destroys the peer) after
+ * PEER_OPEN_TIMEOUT_MS.
  */
-export async function openPeer(config: SignallingConfig, where: Location = location): Promise<Peer> {
+export async function openPeer(config: SignallingConfig, credentials: PeerCredentials, where: Location = location): Promise<Peer> {
   const secure = where.protocol === "https:";
-  const peer = new Peer({
+  const peer = new Peer(credentials.peerId, {
+    key: credentials.peerKey,
+    token: credentials.peerToken,
     host: where.hostname,
     port: Number(where.port) || (secure ? 443 : 80),
     path: config.peerPath,

@@ -7,20 +7,36 @@ import * as v from "valibot";
 const PositiveInt = v.pipe(v.number(), v.integer(), v.minValue(1));
 const Rate = v.pipe(v.number(), v.gtValue(0), v.maxValue(10));
 
+/**
+ * Upper bounds on the model's size. A job file is operator input, but a typo (`hidden: [1e9]`) used to
+ * fail deep in TF.js ("Invalid typed array length") without naming the field, after the server had
+ * tried to allocate it. These refuse at parse time, with the path; the server still checks the
+ * job's whole parameter count against its memory (packages/training size.ts), since a few layers
+ * each within bounds can still be too big together.
+ */
+export const MAX_DENSE_UNITS = 16_384;
+export const MAX_CNN_FILTERS = 1_024;
+/** 11x11 is the largest kernel in common use (AlexNet's first layer). */
+export const MAX_KERNEL_SIZE = 11;
+/** The global batch: samples leased out in one round. */
+export const MAX_BATCH_SIZE = 65_536;
+
+const boundedInt = (max: number, what: string) => v.pipe(PositiveInt, v.maxValue(max, `at most ${max} ${what}`));
+
 export const MlpModelSchema = v.strictObject({
   kind: v.literal("mlp"),
   /** Hidden layer widths; the input and the softmax output come from the dataset. */
-  hidden: v.pipe(v.array(PositiveInt), v.maxLength(8)),
+  hidden: v.pipe(v.array(boundedInt(MAX_DENSE_UNITS, "units")), v.maxLength(8)),
   activation: v.optional(v.picklist(["relu", "tanh", "sigmoid"]), "relu"),
 });
 
 export const CnnModelSchema = v.strictObject({
   kind: v.literal("cnn"),
   /** Filters of each conv(3x3, relu) + maxpool(2x2) block. */
-  filters: v.pipe(v.array(PositiveInt), v.minLength(1), v.maxLength(4)),
-  kernelSize: v.optional(PositiveInt, 3),
+  filters: v.pipe(v.array(boundedInt(MAX_CNN_FILTERS, "filters")), v.minLength(1), v.maxLength(4)),
+  kernelSize: v.optional(boundedInt(MAX_KERNEL_SIZE, "pixels a side"), 3),
   /** Width of the dense layer before the softmax. */
-  dense: v.optional(PositiveInt, 64),
+  dense: v.optional(boundedInt(MAX_DENSE_UNITS, "units"), 64),
 });
 
 export const ModelSchema = v.variant("kind", [MlpModelSchema, CnnModelSchema]);
@@ -49,7 +65,7 @@ export const JobSchema = v.pipe(
     model: ModelSchema,
     optimizer: OptimizerSchema,
     /** Samples per round across all workers (the global batch). */
-    batchSize: v.pipe(PositiveInt, v.maxValue(65_536)),
+    batchSize: boundedInt(MAX_BATCH_SIZE, "samples"),
     /** Stop after this many epochs or rounds, whichever comes first; at least one must be given. */
     epochs: v.optional(PositiveInt),
     rounds: v.optional(PositiveInt),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { JobError, parseJob } from "../src/index.ts";
+import { JobError, MAX_BATCH_SIZE, MAX_CNN_FILTERS, MAX_DENSE_UNITS, MAX_KERNEL_SIZE, parseJob } from "../src/index.ts";
 
 const good = {
   name: "mnist-mlp",
@@ -37,5 +37,47 @@ describe("job files", () => {
     expect(() => parseJob(noStop)).toThrow(/epochs or rounds/);
     expect(() => parseJob({ ...good, model: { kind: "transformer" } })).toThrow(JobError);
     expect(() => parseJob("not a job")).toThrow(JobError);
+  });
+
+  /** The problems parseJob lists for `input`, or [] when it parses. */
+  function problemsOf(input: unknown): string[] {
+    try {
+      parseJob(input);
+      return [];
+    } catch (error) {
+      if (!(error instanceof JobError)) throw error;
+      return error.problems;
+    }
+  }
+
+  it("refuses a huge hidden layer at parse time, naming the field", () => {
+    // Before the bound this reached TF.js and failed with "Invalid typed array length".
+    const problems = problemsOf({ ...good, model: { kind: "mlp", hidden: [1e9] } });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^model\.hidden\.0: /);
+    expect(problems[0]).toContain(`at most ${MAX_DENSE_UNITS}`);
+  });
+
+  const cnn = { kind: "cnn", filters: [8, 16], kernelSize: 3, dense: 64 };
+  const bounds: [string, unknown, string | undefined][] = [
+    ["widest hidden layer", { kind: "mlp", hidden: [MAX_DENSE_UNITS, MAX_DENSE_UNITS] }, undefined],
+    ["hidden layer one too wide", { kind: "mlp", hidden: [8, MAX_DENSE_UNITS + 1] }, "model.hidden.1"],
+    ["most filters", { ...cnn, filters: [MAX_CNN_FILTERS] }, undefined],
+    ["too many filters", { ...cnn, filters: [8, MAX_CNN_FILTERS + 1] }, "model.filters.1"],
+    ["largest kernel", { ...cnn, kernelSize: MAX_KERNEL_SIZE }, undefined],
+    ["kernel too large", { ...cnn, kernelSize: MAX_KERNEL_SIZE + 1 }, "model.kernelSize"],
+    ["widest dense layer", { ...cnn, dense: MAX_DENSE_UNITS }, undefined],
+    ["dense layer too wide", { ...cnn, dense: MAX_DENSE_UNITS + 1 }, "model.dense"],
+  ];
+  it.each(bounds)("model bounds: %s", (_name, model, path) => {
+    const problems = problemsOf({ ...good, model });
+    if (path === undefined) expect(problems).toEqual([]);
+    else expect(problems).toEqual([expect.stringMatching(new RegExp(`^${path.replace(/\./g, "\\.")}: at most `))]);
+  });
+
+  it("keeps the batch size at most 65,536 and still lists every problem", () => {
+    expect(problemsOf({ ...good, batchSize: MAX_BATCH_SIZE })).toEqual([]);
+    const problems = problemsOf({ ...good, batchSize: MAX_BATCH_SIZE + 1, model: { kind: "cnn", filters: [1e6], kernelSize: 99, dense: 1e9 } });
+    expect(problems.map((p) => p.split(":")[0]).sort()).toEqual(["batchSize", "model.dense", "model.filters.0", "model.kernelSize"]);
   });
 });

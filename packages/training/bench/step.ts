@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import type { ModelSpec } from "@crowdtrain/protocol";
-import { batchTensors, buildModel, computeGradient, createOptimizer, hashWeights, meanCrossEntropy, readWeights, writeWeights } from "../src/index.ts";
+import { batchTensors, buildModel, computeGradient, createOptimizer, hashState, meanCrossEntropy, readWeights, writeWeights } from "../src/index.ts";
 import { buildMnistDataset, loadSplitFromDir } from "../src/node/index.ts";
 
 const steps = Number(process.argv[2] ?? 60);
@@ -52,7 +52,7 @@ for (let step = 0; step < steps + WARMUP; step++) {
   writeWeights(model, weights);
   lap("write");
   if (record) samples.ours.push(t - start);
-  hashWeights(weights);
+  hashState(weights, optimizer.state());
   lap("hash");
 
   t = performance.now();

@@ -12,3 +12,4 @@ export * from "./optimizers.ts";
 export * from "./evaluate.ts";
 export * from "./backend.ts";
 export * from "./state.ts";
+export * from "./size.ts";

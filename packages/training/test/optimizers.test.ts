@@ -1,7 +1,9 @@
 import * as tf from "@tensorflow/tfjs";
 import type { OptimizerSpec } from "@crowdtrain/protocol";
 import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { createOptimizer, hashWeights, type OptimizerState } from "../src/index.ts";
+import { createOptimizer, hashState, type OptimizerState } from "../src/index.ts";
+
+const hashWeights = (weights: Float32Array): string => hashState(weights, { kind: "sgd", step: 0, scalars: [], buffers: [] });
 import { seededFloats, useCpu } from "./helpers.ts";
 
 beforeAll(useCpu);

@@ -1,7 +1,10 @@
 import * as tf from "@tensorflow/tfjs";
 import type { ModelSpec } from "@crowdtrain/protocol";
 import { beforeAll, describe, expect, it } from "vitest";
-import { buildModel, hashWeights, readWeights, readWeightsAsync, weightCount, writeWeights } from "../src/index.ts";
+import { buildModel, hashState, readWeights, readWeightsAsync, weightCount, writeWeights, type OptimizerState } from "../src/index.ts";
+
+const noOptimizer = (): OptimizerState => ({ kind: "sgd", step: 0, scalars: [], buffers: [] });
+const hashWeights = (weights: Float32Array): string => hashState(weights, noOptimizer());
 import { seededFloats, useCpu } from "./helpers.ts";
 
 beforeAll(useCpu);
@@ -72,16 +75,15 @@ describe("flat weights", () => {
   });
 });
 
-describe("hashWeights", () => {
-  it("is pinned: the same string on every machine, forever", () => {
-    expect(hashWeights(new Float32Array(0))).toBe(hashWeights(new Float32Array(0)));
-    expect(hashWeights(Float32Array.from([0, 1, -1.5, 3.25]))).toMatchInlineSnapshot(`"08f55402066f27fd"`);
+describe("hashState", () => {
+  it("is pinned: SHA-256 of a fixed layout, the same string on every machine", () => {
+    expect(hashWeights(Float32Array.from([0, 1, -1.5, 3.25]))).toMatchInlineSnapshot(`"aa83ff91541c0ec9fd8612ac2a8f3b1b53604922df9820166520b622d741aad6"`);
+    expect(hashWeights(new Float32Array(0))).toMatch(/^[0-9a-f]{64}$/);
   });
 
-  it("sees a one-bit change, a length change and -0", () => {
+  it("sees a one-bit change, a length change and -0 in the weights", () => {
     const flat = seededFloats(100_000, 9);
     const base = hashWeights(flat);
-    expect(base).toMatch(/^[0-9a-f]{16}$/);
     const words = new Uint32Array(flat.buffer);
     words[54_321] = (words[54_321] as number) ^ 1;
     expect(hashWeights(flat)).not.toBe(base);
@@ -90,11 +92,21 @@ describe("hashWeights", () => {
     expect(hashWeights(flat.subarray(1))).toBe(hashWeights(flat.slice(1)));
   });
 
-  it("is fast on 100k floats", () => {
-    const flat = seededFloats(100_000, 2);
-    hashWeights(flat);
-    const start = performance.now();
-    for (let i = 0; i < 20; i++) hashWeights(flat);
-    expect((performance.now() - start) / 20).toBeLessThan(5);
+  it("covers the optimizer state: kind, step, scalars and every buffer", () => {
+    const weights = seededFloats(1_000, 3);
+    const adam = (): OptimizerState => ({ kind: "adam", step: 7, scalars: [0.9 ** 7, 0.999 ** 7], buffers: [seededFloats(1_000, 4), seededFloats(1_000, 5)] });
+    const base = hashState(weights, adam());
+    expect(hashState(weights, adam())).toBe(base);
+    const changed: OptimizerState[] = [
+      { ...adam(), step: 8 },
+      { ...adam(), scalars: [0.9 ** 7, 0.999 ** 8] },
+      { ...adam(), kind: "sgd" },
+      { ...adam(), buffers: [seededFloats(1_000, 4)] },
+    ];
+    const flipped = adam();
+    const word = new Uint32Array((flipped.buffers[1] as Float32Array).buffer);
+    word[999] = (word[999] as number) ^ 1;
+    changed.push(flipped);
+    for (const state of changed) expect(hashState(weights, state)).not.toBe(base);
   });
 });

@@ -1,60 +1,96 @@
-import {
-  parseWorkerMessage,
-  PROTOCOL_VERSION,
-  type CoordinatorMessage,
-  type Job,
-  type WorkerMessage,
-} from "@crowdtrain/protocol";
-import type { Coordinator} from "@crowdtrain/coordination";
-import { type CommittedRound, type CoordinatorEffect, type CoordinatorEvent } from "@crowdtrain/coordination";
+import type http from "node:http";
+import type { Duplex } from "node:stream";
+import type { CommittedRound, Coordinator, CoordinatorEffect, CoordinatorEvent } from "@crowdtrain/coordination";
+import { parseWorkerMessage, PROTOCOL_VERSION, type CoordinatorMessage, type Job, type WorkerMessage } from "@crowdtrain/protocol";
 import { WebSocketServer, type WebSocket } from "ws";
+import { tokenMatches } from "../admin/token.ts";
+import { originRejection, refuseUpgrade, type OriginPolicy } from "../http/origin.ts";
+import type { IdentityRegistry } from "../identity/registry.ts";
+import { closeReason, type UpgradeRoute } from "../upgrade.ts";
 import { EventLog } from "./event-log.ts";
+import { RateLimiter } from "./rate-limit.ts";
 
 /** A socket must say hello this soon after connecting, or it is closed. */
 const HELLO_TIMEOUT_MS = 10_000;
-/** How often time is fed to the coordinator (round deadlines, join grace). */
+/** How often time is fed to the coordinator (round deadlines, join grace, accusation windows). */
 const TICK_MS = 250;
 /** Largest worker message: results and hellos are a few hundred bytes; leases go the other way. */
-const MAX_WORKER_MESSAGE_BYTES = 64 * 1024;
-/** WebSocket close code for a policy violation (RFC 6455). */
+const MAX_WORKER_MESSAGE_BYTES = 16 * 1024;
+/** WebSocket close codes (RFC 6455): a policy violation, and "try again later". */
 const CLOSE_POLICY = 1008;
+const CLOSE_TRY_LATER = 1013;
 /** How often every worker socket is pinged (browsers answer pings with pongs by themselves). */
 const HEARTBEAT_INTERVAL_MS = 1_000;
 /** A worker whose socket has not answered a ping for this long is presumed gone (network cut, frozen tab). */
 export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 4_000;
+/** Members one job admits by default: far above what a ring of browser tabs can use, far below what hurts the server. */
+export const DEFAULT_MAX_MEMBERS = 256;
+/** New worker connections one address may open per second by default (reconnects back off well below this). */
+export const DEFAULT_HELLOS_PER_SECOND = 5;
+/** Messages one worker may send per second (a few per round); a flood is closed, not queued. */
+const MESSAGES_PER_SECOND = 50;
 
-export type HubHooks = {
-  onCommitted?: (commit: CommittedRound) => void;
-  onEffect?: (effect: CoordinatorEffect) => void;
+export type HubOptions = {
+  identities: IdentityRegistry;
+  origins: OriginPolicy;
+  /** Required in every hello when set (`--join-token`): the job is private. */
+  joinToken?: string | undefined;
+  maxMembers?: number;
+  hellosPerSecond?: number;
   heartbeatTimeoutMs?: number;
+  onCommitted?: (commit: CommittedRound) => void;
+  /** A member is gone (left or evicted). */
+  onDeparted?: (effect: Extract<CoordinatorEffect, { type: "departed" }>) => void;
+  /** Called once after each event the coordinator handled, whatever it changed. */
+  onChanged?: () => void;
 };
 
 /**
- * Carries the Coordinator's effects out over WebSockets: one socket per worker tab, keyed by its
- * PeerJS id. Every inbound message is parsed by its schema; a bad one closes that socket with the
- * reason, never the server.
+ * Carries the Coordinator's effects out over WebSockets: one socket per worker tab, keyed by the
+ * peer id the server issued it at hello. Every inbound message is parsed by its schema and bounded
+ * in size and rate; a bad one closes that socket with the reason, never the server. The socket's
+ * close revokes the identity, which closes its PeerJS socket too.
  */
 export class ClusterHub {
   readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_WORKER_MESSAGE_BYTES });
   readonly log = new EventLog();
+  readonly route: UpgradeRoute;
   private readonly sockets = new Map<string, WebSocket>();
   private readonly lastPong = new Map<WebSocket, number>();
   /** Last phase each worker reported for an attempt (display only). */
   private readonly phases = new Map<string, { attempt: number; phase: "computing" | "reducing" }>();
+  private readonly hellos: RateLimiter;
   private readonly ticker: NodeJS.Timeout;
   private readonly heartbeat: NodeJS.Timeout;
+  private readonly maxMembers: number;
 
   constructor(
     readonly coordinator: Coordinator,
     private readonly job: Job,
-    private readonly hooks: HubHooks = {},
+    private readonly options: HubOptions,
     private readonly now: () => number = Date.now,
   ) {
-    this.wss.on("connection", (ws) => this.accept(ws));
-    this.ticker = setInterval(() => this.dispatch({ type: "tick", now: this.now() }), TICK_MS);
-    const timeoutMs = hooks.heartbeatTimeoutMs ?? DEFAULT_HEARTBEAT_TIMEOUT_MS;
+    this.maxMembers = options.maxMembers ?? DEFAULT_MAX_MEMBERS;
+    this.hellos = new RateLimiter(options.hellosPerSecond ?? DEFAULT_HELLOS_PER_SECOND, 1_000, now);
+    this.wss.on("connection", (ws: WebSocket, req: http.IncomingMessage) => this.accept(ws, req.socket.remoteAddress ?? "unknown"));
+    this.route = { handle: (req, socket, head) => this.upgrade(req, socket, head), close: () => this.close() };
+    this.ticker = setInterval(() => this.tick(), TICK_MS);
+    const timeoutMs = options.heartbeatTimeoutMs ?? DEFAULT_HEARTBEAT_TIMEOUT_MS;
     if (!(timeoutMs > HEARTBEAT_INTERVAL_MS)) throw new RangeError(`heartbeatTimeoutMs must exceed the ${HEARTBEAT_INTERVAL_MS} ms ping interval`);
     this.heartbeat = setInterval(() => this.checkHeartbeats(timeoutMs), HEARTBEAT_INTERVAL_MS);
+  }
+
+  private upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    const refused = originRejection(req, this.options.origins);
+    if (refused !== undefined) return refuseUpgrade(socket, 403, refused);
+    const address = req.socket.remoteAddress ?? "unknown";
+    if (!this.hellos.take(address)) return refuseUpgrade(socket, 429, `too many connections from ${address}; retry in a second`);
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.wss.emit("connection", ws, req));
+  }
+
+  private tick(): void {
+    this.hellos.prune();
+    this.dispatch({ type: "tick", now: this.now() });
   }
 
   /** Pings every socket; terminates those silent for longer than `timeoutMs` (their close event makes them leave). */
@@ -71,44 +107,39 @@ export class ClusterHub {
     }
   }
 
-  /** Feeds an event to the coordinator and carries out what it decides. */
+  /** Feeds an event to the coordinator and carries out what it decides; tells onChanged once. */
   dispatch(event: CoordinatorEvent): void {
-    for (const effect of this.coordinator.handle(event)) this.carryOut(effect);
+    const effects = this.coordinator.handle(event);
+    for (const effect of effects) this.carryOut(effect);
+    if (event.type !== "tick" || effects.length > 0) this.options.onChanged?.();
   }
 
-  private accept(ws: WebSocket): void {
+  private accept(ws: WebSocket, address: string): void {
     let peerId: string | undefined;
+    const messages = new RateLimiter(MESSAGES_PER_SECOND, 1_000, this.now);
     this.lastPong.set(ws, this.now());
     ws.on("pong", () => this.lastPong.set(ws, this.now()));
-    const helloTimer = setTimeout(() => ws.close(CLOSE_POLICY, `no hello within ${HELLO_TIMEOUT_MS} ms`), HELLO_TIMEOUT_MS);
+    const helloTimer = setTimeout(() => this.refuse(ws, peerId, `no hello within ${HELLO_TIMEOUT_MS} ms`), HELLO_TIMEOUT_MS);
     ws.on("message", (data, isBinary) => {
+      if (!messages.take("")) return this.refuse(ws, peerId, `more than ${MESSAGES_PER_SECOND} messages a second`);
       let message: WorkerMessage;
       try {
         if (isBinary) throw new Error("binary messages are not part of the protocol");
         message = parseWorkerMessage(data.toString());
       } catch (error) {
-        this.log.add({ at: this.now(), kind: "rejected", text: `${peerId ?? "unknown peer"}: ${String(error)}` });
-        ws.close(CLOSE_POLICY, String(error).slice(0, 120));
-        return;
+        return this.refuse(ws, peerId, error instanceof Error ? error.message : String(error));
       }
-      if (peerId === undefined) {
-        if (message.type !== "hello") {
-          ws.close(CLOSE_POLICY, "the first message must be hello");
-          return;
-        }
-        if (this.sockets.has(message.peerId)) {
-          ws.close(CLOSE_POLICY, `peer id ${message.peerId} is already connected`);
-          return;
-        }
-        clearTimeout(helloTimer);
-        peerId = message.peerId;
-        this.sockets.set(peerId, ws);
-        this.dispatch({ type: "join", peerId, name: message.name, backend: message.backend, adapter: message.adapter, lastAttempt: message.lastAttempt, now: this.now() });
-        const welcome: CoordinatorMessage = { type: "welcome", protocol: PROTOCOL_VERSION, job: this.job, round: this.coordinator.state.committedRound };
-        ws.send(JSON.stringify(welcome));
-        return;
-      }
-      this.onMessage(peerId, message);
+      if (peerId !== undefined) return this.onMessage(peerId, message);
+      if (message.type !== "hello") return this.refuse(ws, peerId, "the first message must be hello");
+      const problem = this.helloProblem(message);
+      if (problem !== undefined) return this.refuse(ws, peerId, problem, CLOSE_TRY_LATER);
+      clearTimeout(helloTimer);
+      const identity = this.options.identities.issue(address);
+      peerId = identity.peerId;
+      this.sockets.set(peerId, ws);
+      this.dispatch({ type: "join", peerId, name: message.name, backend: message.backend, adapter: message.adapter, now: this.now() });
+      const welcome: CoordinatorMessage = { type: "welcome", protocol: PROTOCOL_VERSION, identity, job: this.job, round: this.coordinator.committed.round };
+      ws.send(JSON.stringify(welcome));
     });
     ws.on("close", () => {
       clearTimeout(helloTimer);
@@ -116,6 +147,7 @@ export class ClusterHub {
       if (peerId === undefined || this.sockets.get(peerId) !== ws) return;
       this.sockets.delete(peerId);
       this.phases.delete(peerId);
+      this.options.identities.revoke(peerId, "its connection to the coordinator closed");
       this.dispatch({ type: "leave", peerId, reason: "connection to the server closed", now: this.now() });
     });
     ws.on("error", (error) => {
@@ -123,11 +155,27 @@ export class ClusterHub {
     });
   }
 
+  private helloProblem(hello: Extract<WorkerMessage, { type: "hello" }>): string | undefined {
+    const expected = this.options.joinToken;
+    if (expected !== undefined && (hello.joinToken === undefined || !tokenMatches(expected, hello.joinToken))) {
+      return "this job is private: a valid join token is required";
+    }
+    if (this.sockets.size >= this.maxMembers) return `the job is full (${this.maxMembers} members)`;
+    return undefined;
+  }
+
+  /** Closes a socket for a violation, with a reason that fits a close frame, and logs it once. */
+  private refuse(ws: WebSocket, peerId: string | undefined, reason: string, code = CLOSE_POLICY): void {
+    if (ws.readyState !== ws.OPEN) return;
+    this.log.add({ at: this.now(), kind: "rejected", text: `${peerId ?? "unknown peer"}: ${reason.slice(0, 300)}` });
+    ws.close(code, closeReason(reason));
+  }
+
   private onMessage(peerId: string, message: WorkerMessage): void {
     const now = this.now();
     switch (message.type) {
       case "hello":
-        this.sockets.get(peerId)?.close(CLOSE_POLICY, "hello twice");
+        this.refuse(this.sockets.get(peerId) as WebSocket, peerId, "hello twice");
         return;
       case "ready":
         this.dispatch({ type: "ready", peerId, round: message.round, hash: message.hash, now });
@@ -139,6 +187,7 @@ export class ClusterHub {
       }
       case "phase":
         this.phases.set(peerId, { attempt: message.attempt, phase: message.phase });
+        this.dispatch({ type: "phase", peerId, attempt: message.attempt, phase: message.phase, now });
         return;
       case "failed":
         this.dispatch({ type: "failed", peerId, attempt: message.attempt, code: message.code, suspect: message.suspect, message: message.message, now });
@@ -147,7 +196,6 @@ export class ClusterHub {
   }
 
   private carryOut(effect: CoordinatorEffect): void {
-    this.hooks.onEffect?.(effect);
     switch (effect.type) {
       case "send": {
         const ws = this.sockets.get(effect.to);
@@ -159,8 +207,20 @@ export class ClusterHub {
         this.log.add({ at: this.now(), kind: effect.kind, text: effect.text });
         return;
       case "committed":
-        this.hooks.onCommitted?.(effect.commit);
+        this.options.onCommitted?.(effect.commit);
         return;
+      case "departed":
+        this.options.onDeparted?.(effect);
+        return;
+      case "disconnect": {
+        // Evicted: the coordinator already forgot it, so its close event finds no member to remove.
+        const ws = this.sockets.get(effect.peerId);
+        this.sockets.delete(effect.peerId);
+        this.phases.delete(effect.peerId);
+        this.options.identities.revoke(effect.peerId, effect.reason);
+        if (ws !== undefined && ws.readyState === ws.OPEN) ws.close(CLOSE_POLICY, closeReason(effect.reason));
+        return;
+      }
       case "epoch-finished":
         return;
     }
@@ -169,7 +229,12 @@ export class ClusterHub {
   /** True while `peerId` reported being in the all-reduce of the round now open. */
   isReducing(peerId: string): boolean {
     const reported = this.phases.get(peerId);
-    return reported?.phase === "reducing" && reported.attempt === this.coordinator.state.current?.attempt;
+    return reported?.phase === "reducing" && reported.attempt === this.coordinator.openAttempt;
+  }
+
+  /** Worker sockets open now (members and sockets that have not said hello yet). */
+  get connections(): number {
+    return this.wss.clients.size;
   }
 
   /** Stops the ticker and closes every worker socket. */

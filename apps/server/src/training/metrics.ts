@@ -1,4 +1,5 @@
 import type { CommittedRound } from "@crowdtrain/coordination";
+import { planMembers } from "@crowdtrain/protocol";
 import type { EvalPoint } from "./evaluator.ts";
 
 /** One committed round as the dashboard and /api/status show it. */
@@ -36,7 +37,7 @@ export class Metrics {
       at,
       loss: commit.loss,
       samples: commit.samples,
-      ringSize: commit.ring.length,
+      ringSize: planMembers(commit.plan).length,
       roundMs: commit.roundMs,
       computeMs: slowest((r) => r.timings.computeMs),
       readbackMs: slowest((r) => r.timings.readbackMs),
@@ -48,16 +49,6 @@ export class Metrics {
     this.rounds.push(point);
     if (this.rounds.length > HISTORY_LIMIT) this.rounds.splice(0, this.rounds.length - HISTORY_LIMIT);
     return point;
-  }
-
-  /** The hash a round was committed with, while it is in the history. */
-  hashOf(round: number): string | undefined {
-    for (let k = this.rounds.length - 1; k >= 0; k--) {
-      const point = this.rounds[k] as RoundPoint;
-      if (point.round === round) return point.hash;
-      if (point.round < round) return undefined;
-    }
-    return undefined;
   }
 
   addEval(point: EvalPoint): void {

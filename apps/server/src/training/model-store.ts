@@ -2,9 +2,9 @@ import type { Job } from "@crowdtrain/protocol";
 import {
   buildModel,
   createOptimizer,
-  decodeState,
   encodeState,
-  hashWeights,
+  hashState,
+  MAX_STATE_HEADER_BYTES,
   readWeights,
   type DatasetManifest,
   type ModelState,
@@ -18,8 +18,8 @@ type Waiter = { round: number; resolve: (stored: Stored) => void; timer: NodeJS.
 
 /**
  * The committed model state as the server knows it: round 0 is built here from the job's seed, so
- * every worker starts from the same bits; later rounds arrive from each round's uploader and are
- * accepted only when their hash is the one the coordinator committed.
+ * every worker starts from the same bits; later rounds arrive from each round's uploader, and are
+ * adopted once StateUploads checked them against the hash the coordinator committed.
  */
 export class ModelStore {
   private latest: Stored;
@@ -46,31 +46,32 @@ export class ModelStore {
     return this.latest.bytes;
   }
 
+  /** Weights of the job's model: every accepted state has exactly this many. */
+  get weightCount(): number {
+    return this.latest.state.weights.length;
+  }
+
+  /** The largest encoded state of this job: its floats exactly, plus the largest header allowed. */
+  get maxStateBytes(): number {
+    const floats = this.weightCount * (1 + this.latest.state.optimizer.buffers.length);
+    return 12 + MAX_STATE_HEADER_BYTES + floats * 4;
+  }
+
   /**
-   * Accepts an uploaded state for `round` if it decodes, matches the model and hashes to
-   * `committedHash`. Returns the reason when it does not.
+   * Adopts a committed state the caller checked (finite, hashes to what the round committed).
+   * An older or equal round than the one held is ignored: false.
    */
-  accept(round: number, committedHash: string | undefined, body: Uint8Array): string | undefined {
-    let state: ModelState;
-    try {
-      state = decodeState(body, this.latest.state.weights.length);
-    } catch (error) {
-      return String(error);
-    }
-    if (state.round !== round) return `body is round ${state.round}, URL says ${round}`;
-    if (round <= this.latest.state.round) return undefined; // already have it (or newer): harmless repeat
-    const hash = hashWeights(state.weights);
-    if (hash !== state.hash) return `weights hash to ${hash}, header says ${state.hash}`;
-    if (committedHash === undefined || hash !== committedHash) return `round ${round} was committed with hash ${committedHash ?? "none"}, not ${hash}`;
+  adopt(state: ModelState): boolean {
+    if (state.round <= this.latest.state.round) return false;
     this.latest = { state, bytes: encodeState(state) };
     for (const waiter of this.waiters) {
-      if (waiter.round <= round) {
+      if (waiter.round <= state.round) {
         clearTimeout(waiter.timer);
         this.waiters.delete(waiter);
         waiter.resolve(this.latest);
       }
     }
-    return undefined;
+    return true;
   }
 
   /** The latest state if it is at least `round`, else waits for an upload (bounded). */
@@ -101,7 +102,7 @@ export function initialState(job: Job, manifest: DatasetManifest): ModelState {
   try {
     const weights = readWeights(model);
     const optimizer = createOptimizer(job.optimizer, weights.length).state();
-    return { round: 0, hash: hashWeights(weights), weights, optimizer };
+    return { round: 0, hash: hashState(weights, optimizer), weights, optimizer };
   } finally {
     model.dispose();
   }

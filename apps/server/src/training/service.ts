@@ -2,10 +2,15 @@ import { join } from "node:path";
 import express from "express";
 import { Coordinator, type CommittedRound, type CoordinatorConfig } from "@crowdtrain/coordination";
 import type { Job } from "@crowdtrain/protocol";
+import { parameterCount, stateBytes } from "@crowdtrain/training";
 import { loadSplitFromDir, readManifest } from "@crowdtrain/training/node";
 import { createAdminRouter } from "../admin/routes.ts";
 import { generateAdminToken } from "../admin/token.ts";
 import { ClusterHub } from "../cluster/hub.ts";
+import { HttpError, sendError } from "../http/errors.ts";
+import type { OriginPolicy } from "../http/origin.ts";
+import { parseRoundQuery } from "../http/query.ts";
+import type { IdentityRegistry } from "../identity/registry.ts";
 import { StatusStream } from "../dashboard/events.ts";
 import { PeerRoster } from "../dashboard/roster.ts";
 import { CheckpointStore } from "./checkpoint.ts";
@@ -13,10 +18,14 @@ import { Checkpointer } from "./checkpointer.ts";
 import { Evaluator } from "./evaluator.ts";
 import { Metrics } from "./metrics.ts";
 import { ModelStore } from "./model-store.ts";
-import { buildStatus, livePeers, type Status } from "./status.ts";
+import { buildStatus, memberRow, type Status } from "./status.ts";
+import { createUploadHandler } from "./uploads.ts";
 
-/** Largest model state accepted on upload (weights + optimizer state of a small model are a few MB). */
-const MAX_STATE_BYTES = 256 * 1024 * 1024;
+/**
+ * Largest model state a job may have (weights + optimizer state): every joiner downloads it and
+ * every round's uploader sends it, so a job beyond this is refused at start, not after it trained.
+ */
+export const MAX_STATE_BYTES = 64 * 1024 * 1024;
 
 export type TrainingOptions = {
   job: Job;
@@ -34,7 +43,16 @@ export type TrainingOptions = {
   checkpointEveryRounds?: number;
   /** A worker socket silent (no pong) this long is dropped. */
   heartbeatTimeoutMs?: number;
+  /** Every hello must carry this token (`--join-token`): the job is private. */
+  joinToken?: string;
+  /** Members the job admits at once (`--max-members`). */
+  maxMembers?: number;
+  /** New worker connections per address per second (`--hellos-per-second`). */
+  hellosPerSecond?: number;
 };
+
+/** What the server shares with the job: who is who, and which pages may open sockets. */
+export type TrainingDeps = { identities: IdentityRegistry; origins: OriginPolicy };
 
 /**
  * On shutdown, how long to wait for the state of the last committed round (its uploader sends it
@@ -42,6 +60,18 @@ export type TrainingOptions = {
  * inside the CLI's 10 s shutdown bound.
  */
 const FINAL_STATE_WAIT_MS = 3_000;
+
+/** Departures and joins within this window are one re-plan (a mass disconnect is not N re-rings). */
+const REPLAN_DELAY_MS = 200;
+/** A strike is forgiven after this many committed rounds without a new one. */
+const STRIKE_DECAY_ROUNDS = 20;
+/**
+ * An accusation must be corroborated within this window. Longer than the heartbeat timeout, so a
+ * suspect that is really gone has its socket dropped (which confirms the accusation) in time.
+ */
+const ACCUSATION_WINDOW_MS = 10_000;
+/** The server asks another holder for a committed state it still lacks after this long. */
+const STATE_UPLOAD_TIMEOUT_MS = 15_000;
 
 /** Default checkpoint interval: a kill -9 loses at most this many rounds. */
 export const DEFAULT_CHECKPOINT_EVERY = 10;
@@ -52,6 +82,8 @@ export type TrainingService = {
   status(): Status;
   /** The token the operator controls require (print it for the operator). */
   adminToken: string;
+  /** The token workers join with (`?join=` in the shared URL), when the job is private. */
+  joinToken: string | undefined;
   /** Dashboards connected to /api/events. */
   stream: StatusStream;
   close(): Promise<void>;
@@ -61,10 +93,17 @@ export type TrainingService = {
  * Everything about the one job this server runs: the coordinator and its WebSocket hub, the
  * committed model state, evaluation, metrics, and the HTTP routes that serve them.
  */
-export async function startTraining(options: TrainingOptions): Promise<TrainingService> {
+export async function startTraining(options: TrainingOptions, deps: TrainingDeps): Promise<TrainingService> {
   const { job } = options;
   const datasetDir = join(options.datasetsDir, job.dataset);
   const manifest = await readManifest(datasetDir);
+  const bytes = stateBytes(parameterCount(job.model, manifest.inputShape, manifest.classes), job.optimizer.kind);
+  if (bytes > MAX_STATE_BYTES) {
+    throw new Error(
+      `job ${job.name}: its model state (weights and ${job.optimizer.kind} state) would be ${(bytes / 2 ** 20).toFixed(0)} MiB, ` +
+        `above the ${MAX_STATE_BYTES / 2 ** 20} MiB every joiner downloads and every round uploads; make model.hidden / model.filters smaller`,
+    );
+  }
   const test = await loadSplitFromDir(datasetDir, "test", manifest);
   const checkpoints = options.dataDir === undefined ? undefined : new CheckpointStore(options.dataDir, job.name);
   const resumed = await checkpoints?.load(job);
@@ -79,10 +118,16 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
     maxRounds: job.rounds,
     maxEpochs: job.epochs,
     minWorkers: options.minWorkers ?? 1,
+    // Round 0's hash, built here from the job's seed; a resumed snapshot brings its committed hash instead.
+    initialHash: store.state.hash,
     roundDeadlineMs: options.roundDeadlineMs ?? 60_000,
     frameBytes: options.frameBytes ?? 64 * 1024,
     maxStrikes: 3,
+    strikeDecayRounds: STRIKE_DECAY_ROUNDS,
     joinGraceMs: options.joinGraceMs ?? 5_000,
+    replanDelayMs: REPLAN_DELAY_MS,
+    accusationWindowMs: ACCUSATION_WINDOW_MS,
+    stateUploadTimeoutMs: STATE_UPLOAD_TIMEOUT_MS,
   };
   const coordinator = new Coordinator(config, resumed?.data.snapshot);
   const roster = new PeerRoster();
@@ -111,19 +156,36 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
           hub.log.add({ at: Date.now(), kind, text });
           stream.notify();
         }, resumed?.data.round);
+  const onAdopted = (state: { round: number }): void => {
+    stream.notify();
+    if (store.round === state.round) checkpointer?.onState(store.state, store.bytes, metrics);
+    if (state.round % job.evalEveryRounds === 0 || coordinator.state.status === "done") evaluateRound(state.round);
+  };
+  const uploads = createUploadHandler({
+    coordinator,
+    identities: deps.identities,
+    store,
+    dispatch: (event) => hub.dispatch(event),
+    onAdopted,
+    onRejected: (text) => hub.log.add({ at: Date.now(), kind: "rejected", text }),
+  });
   const hub = new ClusterHub(coordinator, job, {
+    identities: deps.identities,
+    origins: deps.origins,
+    joinToken: options.joinToken,
+    maxMembers: options.maxMembers,
+    hellosPerSecond: options.hellosPerSecond,
     heartbeatTimeoutMs: options.heartbeatTimeoutMs,
     onCommitted: (commit: CommittedRound) => {
       metrics.addRound(commit, Date.now());
       lastCommit = commit;
       checkpointer?.remember(commit.round, coordinator.snapshot(), metrics.samplesSeen);
+      // The uploader's state may have been checked before the commit: adopt it, outside this dispatch.
+      queueMicrotask(() => uploads.onCommitted(commit.round, commit.hash));
     },
-    // Effects are carried out after the coordinator changed: remember every member's last row (so a
-    // peer that leaves is shown as gone with its numbers), and tell the dashboards.
-    onEffect: () => {
-      roster.observe(livePeers(coordinator, job, (id) => hub.isReducing(id)), Date.now());
-      stream.notify();
-    },
+    // A departed member stays on the dashboard as "gone" with its last numbers for a while.
+    onDeparted: ({ member }) => roster.depart(memberRow(member, job, false), Date.now()),
+    onChanged: () => stream.notify(),
   });
   const adminToken = options.adminToken ?? generateAdminToken();
   if (resumed !== undefined) {
@@ -142,39 +204,20 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
       hasEpochLimit: job.epochs !== undefined,
     }),
   );
-  router.get("/api/state", async (req, res) => {
-    const round = Number(req.query.round ?? coordinator.state.committedRound);
-    if (!Number.isInteger(round) || round < 0) {
-      res.status(400).type("text").send("round must be a non-negative integer");
-      return;
+  router.get("/api/state", (req, res, next) => {
+    let round: number;
+    try {
+      round = parseRoundQuery(req.query.round) ?? coordinator.committed.round;
+    } catch (error) {
+      if (error instanceof HttpError) return sendError(res, error.status, error.message);
+      return next(error);
     }
-    const stored = await store.whenAtLeast(round);
-    if (stored === undefined) {
-      res.status(503).type("text").send(`the state of round ${round} has not been uploaded yet; retry`);
-      return;
-    }
-    res.type("application/octet-stream").send(Buffer.from(stored.bytes.buffer, stored.bytes.byteOffset, stored.bytes.byteLength));
+    store.whenAtLeast(round).then((stored) => {
+      if (stored === undefined) return sendError(res, 503, `the state of round ${round} has not been uploaded yet; retry`);
+      res.type("application/octet-stream").send(Buffer.from(stored.bytes.buffer, stored.bytes.byteOffset, stored.bytes.byteLength));
+    }, next);
   });
-  router.put("/api/state/:round", express.raw({ type: "application/octet-stream", limit: MAX_STATE_BYTES }), (req, res) => {
-    const round = Number(req.params.round);
-    const body = req.body as unknown;
-    if (!Number.isInteger(round) || !(body instanceof Buffer)) {
-      res.status(400).type("text").send("PUT /api/state/<round> with an application/octet-stream body");
-      return;
-    }
-    const committed = metrics.hashOf(round);
-    const problem = store.accept(round, committed, new Uint8Array(body.buffer, body.byteOffset, body.byteLength));
-    if (problem !== undefined) {
-      hub.log.add({ at: Date.now(), kind: "rejected", text: `state upload for round ${round}: ${problem}` });
-      stream.notify();
-      res.status(409).type("text").send(problem);
-      return;
-    }
-    res.status(204).end();
-    stream.notify();
-    if (store.round === round) checkpointer?.onState(store.state, store.bytes, metrics);
-    if (round % job.evalEveryRounds === 0 || coordinator.state.status === "done") evaluateRound(round);
-  });
+  router.put("/api/state/:round", uploads.route);
   // model.json and weights.bin are fetched as a pair: export each committed state once, for both.
   let exported: { round: number; files: ReturnType<Evaluator["export"]> } | undefined;
   const exportLatest = (): ReturnType<Evaluator["export"]> => {
@@ -193,7 +236,7 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
     return (_req, res) => {
       exportLatest().then(
         (files) => send(res, files),
-        (error: unknown) => res.status(500).type("text").send(`model export failed: ${String(error)}`),
+        (error: unknown) => sendError(res, 500, `model export failed: ${error instanceof Error ? error.message : String(error)}`),
       );
     };
   };
@@ -206,6 +249,7 @@ export async function startTraining(options: TrainingOptions): Promise<TrainingS
     router,
     status,
     adminToken,
+    joinToken: options.joinToken,
     stream,
     async close() {
       if (checkpointer !== undefined) {

@@ -1,5 +1,5 @@
-import type { CommittedRound, Coordinator } from "@crowdtrain/coordination";
-import type { Job, PeerStatus, Status } from "@crowdtrain/protocol";
+import type { CommittedRound, Coordinator, Member } from "@crowdtrain/coordination";
+import { planMembers, type Job, type PeerStatus, type Status } from "@crowdtrain/protocol";
 import type { EventLog } from "../cluster/event-log.ts";
 import { ringLinks } from "../dashboard/links.ts";
 import type { PeerRoster } from "../dashboard/roster.ts";
@@ -27,21 +27,26 @@ export type StatusInput = {
   isReducing?: (peerId: string) => boolean;
 };
 
-/** The coordinator's members as status rows, in join order. */
-export function livePeers(coordinator: Coordinator, job: Job, isReducing: (peerId: string) => boolean = () => false): PeerStatus[] {
-  return coordinator.state.members.map((m) => ({
+/** One member as a status row. */
+export function memberRow(m: Readonly<Member>, job: Job, reducing: boolean): PeerStatus {
+  return {
     id: m.peerId,
     name: m.name,
     backend: m.backend,
     adapter: m.adapter,
-    state: m.state === "training" && isReducing(m.peerId) ? "reducing" : m.state,
+    state: m.state === "training" && reducing ? "reducing" : m.state,
     samplesPerSecond: m.samplesPerSecond,
     share: m.lastLease / job.batchSize,
     lastRoundMs: m.lastRoundMs,
     lastHash: m.lastHash,
     bytesSent: m.bytesSent,
     bytesReceived: m.bytesReceived,
-  }));
+  };
+}
+
+/** The coordinator's members as status rows, in join order: O(members). */
+export function livePeers(members: readonly Readonly<Member>[], job: Job, isReducing: (peerId: string) => boolean = () => false): PeerStatus[] {
+  return members.map((m) => memberRow(m, job, isReducing(m.peerId)));
 }
 
 export function buildStatus(input: StatusInput): Status {
@@ -58,16 +63,20 @@ export function buildStatus(input: StatusInput): Status {
     epoch: s.epoch,
     samplesSeen: metrics.samplesSeen,
     epochProgress: s.epochProgress,
-    coverage: s.finishedEpochs,
-    ring: open?.ring ?? [],
-    openRound: open === undefined ? undefined : { round: open.round, attempt: open.attempt, ring: open.ring, openedAt: open.openedAt },
-    lastRing:
-      lastCommit === undefined ? undefined : { round: lastCommit.round, ring: lastCommit.ring, links: ringLinks(lastCommit.ring, lastCommit.reports) },
-    peers: input.roster.rows(livePeers(coordinator, job, input.isReducing), now),
+    coverage: [...s.finishedEpochs],
+    ring: open === undefined ? [] : [...planMembers(open.plan)],
+    openRound: open === undefined ? undefined : { round: open.round, attempt: open.attempt, ring: [...planMembers(open.plan)], openedAt: open.openedAt },
+    lastRing: lastCommit === undefined ? undefined : lastRing(lastCommit),
+    peers: input.roster.rows(livePeers(s.members, job, input.isReducing), now),
     loss: metrics.rounds.map((r) => [r.round, r.loss]),
     accuracy: metrics.evals,
     recentRounds: metrics.rounds.slice(-RECENT_ROUNDS),
     events: log.recent(RECENT_EVENTS),
     stateRound: input.storeRound,
   };
+}
+
+function lastRing(commit: CommittedRound): NonNullable<Status["lastRing"]> {
+  const ring = [...planMembers(commit.plan)];
+  return { round: commit.round, ring, links: ringLinks(ring, commit.reports) };
 }

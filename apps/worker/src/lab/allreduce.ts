@@ -3,6 +3,7 @@
 // point-to-point blast over the same transport to measure the link the ring is compared with.
 import { AllReduceError, createAllReducer, type AllReducer, type AllReduceOptions, type PeerId, type Transport } from "@crowdtrain/allreduce";
 import { createPeerTransport, fetchSignallingConfig, openPeer, type PeerTransport, type PeerTransportOptions } from "@crowdtrain/p2p";
+import { fetchLabIdentity } from "./identity.ts";
 import { FRAME_VERSION } from "@crowdtrain/protocol";
 import type { Peer } from "peerjs";
 import type { AllReduceRun, BlastReport } from "../lab-api.ts";
@@ -30,7 +31,7 @@ function splitTransport(base: PeerTransport, blast: Set<(from: PeerId, bytes: nu
 
 export async function arOpen(options: Partial<AllReduceOptions & PeerTransportOptions> = {}): Promise<string> {
   if (lab !== undefined) throw new Error("arOpen() was already called on this page");
-  const peer = await openPeer(await fetchSignallingConfig());
+  const peer = await openPeer(await fetchSignallingConfig(), await fetchLabIdentity());
   peer.on("error", (error) => console.error(`lab: PeerJS error (${error.type}): ${error.message}`));
   const { frameBytes, progressTimeoutMs, ringStartTimeoutMs, roundTimeoutMs, maxBufferedFutureBytes, ...transportOptions } = options;
   const transport = createPeerTransport(peer, transportOptions);

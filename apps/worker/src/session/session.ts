@@ -1,13 +1,14 @@
 import { AllReduceError, type AllReducer, type RoundResult } from "@crowdtrain/allreduce";
 import {
   parseCoordinatorMessage,
+  planMembers,
   PROTOCOL_VERSION,
   type Backend,
   type CoordinatorMessage,
+  type Identity,
   type RoundTimings,
   type WorkerMessage,
 } from "@crowdtrain/protocol";
-import type { PeerTransport } from "@crowdtrain/p2p";
 import type { Trainer } from "../trainer/api.ts";
 import { connect, type Connection } from "./connection.ts";
 import { fetchState, uploadState } from "./state-http.ts";
@@ -21,14 +22,22 @@ export type SessionDeps = {
   /** The coordinator's WebSocket URL; the session reconnects to it by itself. */
   socketUrl: string;
   trainer: Trainer;
-  transport: PeerTransport;
-  reducer: AllReducer;
+  /**
+   * Registers with the signalling server under the identity the coordinator issued and returns
+   * the all-reducer on it. Each connection to the coordinator gets a new identity, so a new link.
+   */
+  openLink: (identity: Identity) => Promise<PeerLink>;
+  /** The operator's join token, for a private job (`?join=` in the shared URL). */
+  joinToken?: string | undefined;
   /** The backend the trainer chose (selectBackend ran before connecting). */
   backend: Backend;
   adapter?: string;
   name?: string;
   onStatus: (status: SessionStatus) => void;
 };
+
+/** One identity's presence on the peer network; the session closes it when the identity is replaced. */
+export type PeerLink = { reducer: AllReducer; close(): void };
 
 export interface Session {
   readonly status: SessionStatus;
@@ -44,16 +53,16 @@ export interface Session {
  * the session keeps going: it voids what was in flight, reconnects, and syncs to the committed state.
  */
 export function startSession(deps: SessionDeps): Session {
-  const { trainer, reducer, transport } = deps;
+  const { trainer } = deps;
   const status = initialStatus();
-  status.peerId = transport.self;
   status.backend = deps.backend;
+  /** Who the server says we are on this connection, and our line to the other members. */
+  let identity: Identity | undefined;
+  let link: PeerLink | undefined;
   let queue: Promise<void> = Promise.resolve();
   const aborted = new Set<number>();
-  let pending: { attempt: number; round: number; upload: boolean; timings: RoundTimings; startedAt: number } | undefined;
+  let pending: { attempt: number; round: number; timings: RoundTimings; startedAt: number } | undefined;
   let batchSize = 1;
-  /** Highest attempt seen: sent in hello so a restarted coordinator continues above it. */
-  let lastAttempt: number | undefined;
   /** The attempt whose gradient or all-reduce is running now, if any. */
   let running: number | undefined;
   /** Bumped when the connection drops: queued messages of an older connection are not acted on. */
@@ -73,7 +82,23 @@ export function startSession(deps: SessionDeps): Session {
     if (status.phase === "stopped") return;
     publish({ phase: "stopped", stopReason: reason });
     connection.close(reason);
+    link?.close();
+    link = undefined;
     resolveStopped(reason);
+  };
+  /**
+   * Sends a state the server asked for. A failure is shown, not fatal: the server asks another
+   * holder of the state when ours does not arrive (its check failed, or our connection changed).
+   */
+  const upload = async (round: number, exported: () => Promise<ArrayBuffer>): Promise<void> => {
+    const me = identity;
+    if (me === undefined) return;
+    try {
+      await uploadState(deps.origin, round, await exported(), { peerId: me.peerId, sessionToken: me.sessionToken });
+    } catch (error) {
+      console.error(`uploading the state of round ${round} failed:`, error);
+      publish({ lastError: `uploading the state of round ${round} failed: ${error instanceof Error ? error.message : String(error)}` });
+    }
   };
   const fail = (error: unknown): void => {
     publish({ lastError: String(error) });
@@ -90,6 +115,8 @@ export function startSession(deps: SessionDeps): Session {
 
   const runRound = async (message: RoundMessage): Promise<void> => {
     if (aborted.has(message.attempt)) return;
+    const reducer = link?.reducer;
+    if (reducer === undefined) throw new Error(`round ${message.round} arrived before our peer link was open`);
     const startedAt = performance.now();
     running = message.attempt;
     publish({ phase: "training", share: undefined });
@@ -102,7 +129,7 @@ export function startSession(deps: SessionDeps): Session {
     try {
       const result = await reducer.allReduce({
         round: message.attempt,
-        ring: message.ring,
+        ring: [...planMembers(message.plan)],
         gradient: grad.gradient,
         samples: grad.samples,
         frameBytes: message.frameBytes,
@@ -121,7 +148,7 @@ export function startSession(deps: SessionDeps): Session {
     const allReduceMs = performance.now() - reduceStart;
     const update = await trainer.applyUpdate(message.attempt, reduced.mean);
     const timings = { computeMs: grad.computeMs, readbackMs: grad.readbackMs, allReduceMs, updateMs: update.updateMs };
-    pending = { attempt: message.attempt, round: message.round, upload: message.upload, timings, startedAt };
+    pending = { attempt: message.attempt, round: message.round, timings, startedAt };
     publish({
       lastTimings: timings,
       samplesPerSecond: grad.samples / (Math.max(grad.computeMs + grad.readbackMs, 1) / 1000),
@@ -138,12 +165,19 @@ export function startSession(deps: SessionDeps): Session {
       bytesSent: reduced.stats.bytesSent,
       bytesReceived: reduced.stats.bytesReceived,
     });
+    // The designated uploader sends its pending state at once: the server checks it before the
+    // commit (a plan of one commits only then) and adopts it when the round commits with its hash.
+    if (message.upload) await upload(message.round, () => trainer.exportPending(message.attempt, message.round));
   };
 
   const handle = async (message: CoordinatorMessage): Promise<void> => {
     switch (message.type) {
       case "welcome": {
-        publish({ phase: "syncing" });
+        publish({ phase: "syncing", peerId: message.identity.peerId });
+        link?.close();
+        link = undefined;
+        identity = message.identity;
+        link = await deps.openLink(message.identity);
         batchSize = message.job.batchSize;
         await trainer.init({ job: message.job, datasetUrl: `${deps.origin}/data/${message.job.dataset}` });
         await syncTo(message.round);
@@ -154,7 +188,7 @@ export function startSession(deps: SessionDeps): Session {
         return;
       case "commit": {
         if (pending?.attempt !== message.attempt) return;
-        const { upload, round, timings, startedAt } = pending;
+        const { round, timings, startedAt } = pending;
         pending = undefined;
         const state = await trainer.commit(message.attempt, message.round);
         if (state.hash !== message.hash) throw new Error(`committed hash ${message.hash} differs from ours ${state.hash}`);
@@ -166,9 +200,12 @@ export function startSession(deps: SessionDeps): Session {
           committed: [...status.committed, [round, state.hash] as [number, string]].slice(-COMMITTED_HISTORY),
           rounds: [...status.rounds, split].slice(-COMMITTED_HISTORY),
         });
-        if (upload) await uploadState(deps.origin, round, await trainer.exportState());
         return;
       }
+      case "upload":
+        // The server lacks the committed state of this round (its uploader vanished): send ours.
+        if (status.round === message.round) await upload(message.round, () => trainer.exportState());
+        return;
       case "abort":
         if (pending?.attempt === message.attempt) pending = undefined;
         await trainer.discard(message.attempt);
@@ -192,11 +229,10 @@ export function startSession(deps: SessionDeps): Session {
       fail(error);
       return;
     }
-    if (message.type === "round") lastAttempt = Math.max(lastAttempt ?? 0, message.attempt);
     if (message.type === "abort") {
       // Cut the running all-reduce short now; the queued handler then discards pending state.
       aborted.add(message.attempt);
-      reducer.abortRound(message.attempt, `coordinator aborted attempt ${message.attempt}: ${message.reason}`);
+      link?.reducer.abortRound(message.attempt, `coordinator aborted attempt ${message.attempt}: ${message.reason}`);
     }
     const from = generation;
     queue = queue
@@ -215,8 +251,11 @@ export function startSession(deps: SessionDeps): Session {
     for (const attempt of [running, pending?.attempt]) {
       if (attempt === undefined) continue;
       aborted.add(attempt);
-      reducer.abortRound(attempt, reason);
+      link?.reducer.abortRound(attempt, reason);
     }
+    // The server revokes this connection's identity (and its PeerJS registration); the next
+    // welcome brings a new one.
+    identity = undefined;
     const dropped = pending?.attempt;
     pending = undefined;
     if (dropped !== undefined) queue = queue.then(() => trainer.discard(dropped)).catch(fail);
@@ -225,7 +264,7 @@ export function startSession(deps: SessionDeps): Session {
 
   const onOpen = (): void => {
     publish({ phase: "connecting" });
-    send({ type: "hello", protocol: PROTOCOL_VERSION, peerId: transport.self, name: deps.name, backend: deps.backend, adapter: deps.adapter, lastAttempt });
+    send({ type: "hello", protocol: PROTOCOL_VERSION, name: deps.name, backend: deps.backend, adapter: deps.adapter, joinToken: deps.joinToken });
   };
 
   const connection: Connection = connect(deps.socketUrl, { onOpen, onMessage, onDown });

@@ -10,10 +10,13 @@ export async function fetchState(origin: string, round: number): Promise<ArrayBu
   return response.arrayBuffer();
 }
 
-export async function uploadState(origin: string, round: number, bytes: ArrayBuffer): Promise<void> {
+/** Who the upload acts for: the server accepts a state only from the member it asked for it. */
+export type UploadAuth = { peerId: string; sessionToken: string };
+
+export async function uploadState(origin: string, round: number, bytes: ArrayBuffer, auth: UploadAuth): Promise<void> {
   const response = await fetch(`${origin}/api/state/${round}`, {
     method: "PUT",
-    headers: { "content-type": "application/octet-stream" },
+    headers: { "content-type": "application/octet-stream", "x-crowdtrain-peer": auth.peerId, authorization: `Bearer ${auth.sessionToken}` },
     body: bytes,
     signal: AbortSignal.timeout(STATE_UPLOAD_TIMEOUT_MS),
   });

@@ -46,5 +46,7 @@ export interface Trainer {
   discard(attempt: number): Promise<void>;
   /** The committed state, encoded, for upload to the server. */
   exportState(): Promise<ArrayBuffer>;
+  /** The state pending for `attempt` as it will be once round `round` commits, for the server to check first. */
+  exportPending(attempt: number, round: number): Promise<ArrayBuffer>;
   dispose(): Promise<void>;
 }

@@ -9,7 +9,8 @@ import {
   createOptimizer,
   decodeState,
   encodeState,
-  hashWeights,
+  hashState,
+  stateProblem,
   writeWeights,
   type Dataset,
   type DatasetManifest,
@@ -51,8 +52,9 @@ export class TrainerCore implements Trainer {
   async loadState(bytes: ArrayBuffer): Promise<StateReport> {
     const loaded = this.need();
     const state = decodeState(new Uint8Array(bytes), loaded.optimizer.size);
-    const hash = hashWeights(state.weights);
-    if (hash !== state.hash) throw new Error(`state of round ${state.round} is corrupt: hash ${hash}, header says ${state.hash}`);
+    const problem = stateProblem(state);
+    if (problem !== undefined) throw new Error(`state of round ${state.round} is corrupt: ${problem}`);
+    const hash = state.hash;
     loaded.optimizer.restore(state.optimizer);
     this.weights = state.weights;
     writeWeights(loaded.model, this.weights);
@@ -84,7 +86,7 @@ export class TrainerCore implements Trainer {
     const optimizerBefore = optimizer.state();
     const weights = this.weights.slice();
     optimizer.step(weights, mean);
-    const hash = hashWeights(weights);
+    const hash = hashState(weights, optimizer.state());
     this.pending = { attempt, weights, optimizerBefore, hash };
     return { hash, updateMs: performance.now() - started };
   }
@@ -112,6 +114,13 @@ export class TrainerCore implements Trainer {
     // The optimizer holds the pending step's state while one is pending: export the committed one.
     const optimizerState = this.pending?.optimizerBefore ?? optimizer.state();
     return encodeState({ round: this.round, hash: this.hash, weights: this.weights, optimizer: optimizerState }).buffer;
+  }
+
+  async exportPending(attempt: number, round: number): Promise<ArrayBuffer> {
+    const pending = this.pending;
+    if (pending?.attempt !== attempt) throw new Error(`export of attempt ${attempt}, but ${pending?.attempt ?? "none"} is pending`);
+    // While an update is pending the optimizer holds its state after that update.
+    return encodeState({ round, hash: pending.hash, weights: pending.weights, optimizer: this.need().optimizer.state() }).buffer;
   }
 
   async dispose(): Promise<void> {

@@ -49,6 +49,7 @@ export function createWorkerTrainer(): Trainer {
     commit: (attempt, round) => call("commit", attempt, round),
     discard: (attempt) => call("discard", attempt),
     exportState: () => call("exportState"),
+    exportPending: (attempt, round) => call("exportPending", attempt, round),
     async dispose() {
       try {
         await call("dispose");

@@ -1,0 +1,117 @@
+import type { Coordinator, CoordinatorEvent, UploadSlot } from "@crowdtrain/coordination";
+import { decodeState, stateProblem, type ModelState } from "@crowdtrain/training";
+import type express from "express";
+import { bearerToken } from "../admin/token.ts";
+import { createConcurrencyLimit, readBody } from "../http/body.ts";
+import { asyncRoute, HttpError } from "../http/errors.ts";
+import type { IdentityRegistry } from "../identity/registry.ts";
+import type { ModelStore } from "./model-store.ts";
+
+/** The header naming the worker an upload acts for; its session token comes as the bearer token. */
+export const PEER_HEADER = "x-crowdtrain-peer";
+/** State uploads in flight at once; each holds up to one state in memory. */
+export const MAX_CONCURRENT_UPLOADS = 2;
+/** A 503 for a full upload slot tells the worker to come back this soon. */
+const RETRY_AFTER_S = 1;
+
+export type UploadDeps = {
+  coordinator: Coordinator;
+  identities: IdentityRegistry;
+  store: ModelStore;
+  dispatch: (event: CoordinatorEvent) => void;
+  /** A committed state was adopted: checkpoint, evaluate, tell the dashboards. */
+  onAdopted: (state: ModelState) => void;
+  onRejected: (text: string) => void;
+};
+
+/**
+ * `PUT /api/state/<round>`: only the member the coordinator designated may upload, and only the
+ * round it was asked for (its pending state while the round is open, so a plan of one is checked
+ * before it commits; or a committed state the server lacks). The body is bounded by the job's exact
+ * state size, never decompressed, and checked: it decodes, every number is finite, its contents
+ * hash to its header's SHA-256, and (for a committed round) that hash is the committed one.
+ */
+export function createUploadHandler(deps: UploadDeps): { route: express.RequestHandler; onCommitted(round: number, hash: string): void } {
+  const uploads = createConcurrencyLimit(MAX_CONCURRENT_UPLOADS);
+  /** The designated uploader's checked pending state, adopted if its round commits with its hash. */
+  let pending: { state: ModelState; attempt: number } | undefined;
+
+  const adopt = (state: ModelState): void => {
+    if (!deps.store.adopt(state)) return;
+    deps.dispatch({ type: "state-stored", round: state.round, now: Date.now() });
+    deps.onAdopted(state);
+  };
+
+  const handle = async (req: express.Request, res: express.Response): Promise<void> => {
+    const round = Number(req.params.round);
+    const peerId = req.get(PEER_HEADER) ?? "";
+    const token = bearerToken(req.get("authorization")) ?? "";
+    if (!/^\d{1,10}$/.test(req.params.round ?? "")) throw new HttpError(400, "PUT /api/state/<round>: round must be a decimal integer");
+    if (!deps.identities.checkSession(peerId, token)) {
+      throw new HttpError(401, `a state upload needs the ${PEER_HEADER} header and that worker's session token as the bearer token`);
+    }
+    const slot = deps.coordinator.uploadSlots(peerId).find((s) => s.round === round);
+    if (slot === undefined) throw new HttpError(403, `${peerId} is not asked to upload the state of round ${round}`);
+    const release = uploads.tryAcquire();
+    if (release === undefined) {
+      throw new HttpError(503, `${MAX_CONCURRENT_UPLOADS} state uploads are already in flight; retry in ${RETRY_AFTER_S} s`, { "retry-after": String(RETRY_AFTER_S) });
+    }
+    let body: Buffer;
+    try {
+      body = await readBody(req, { limit: deps.store.maxStateBytes, type: "application/octet-stream" });
+    } finally {
+      release();
+    }
+    const checked = check(body, round, deps.store.weightCount);
+    const problem = "problem" in checked ? checked.problem : slotProblem(slot, checked.state);
+    deps.dispatch({
+      type: "state-checked",
+      peerId,
+      round,
+      attempt: slot.kind === "pending" ? slot.attempt : undefined,
+      hash: "state" in checked ? checked.state.hash : "",
+      problem,
+      now: Date.now(),
+    });
+    if (problem !== undefined || !("state" in checked)) {
+      deps.onRejected(`state upload by ${peerId} for round ${round}: ${problem}`);
+      throw new HttpError(422, problem ?? "rejected");
+    }
+    if (slot.kind === "pending") {
+      // Checked now; adopted when (if) the round commits with this hash, which may have happened already.
+      const committed = deps.coordinator.committed;
+      if (committed.round === round && committed.hash === checked.state.hash) adopt(checked.state);
+      else pending = { state: checked.state, attempt: slot.attempt };
+    } else {
+      adopt(checked.state);
+    }
+    res.status(204).end();
+  };
+
+  return {
+    route: asyncRoute(handle),
+    onCommitted(round, hash) {
+      const held = pending;
+      if (held === undefined || held.state.round > round) return;
+      pending = undefined;
+      if (held.state.round === round && held.state.hash === hash) adopt(held.state);
+    },
+  };
+}
+
+function check(body: Buffer, round: number, weightCount: number): { state: ModelState } | { problem: string } {
+  let state: ModelState;
+  try {
+    state = decodeState(new Uint8Array(body.buffer, body.byteOffset, body.byteLength), weightCount);
+  } catch (error) {
+    return { problem: error instanceof Error ? error.message : String(error) };
+  }
+  if (state.round !== round) return { problem: `the body is round ${state.round}, the URL says ${round}` };
+  const problem = stateProblem(state);
+  return problem === undefined ? { state } : { problem };
+}
+
+function slotProblem(slot: UploadSlot, state: ModelState): string | undefined {
+  if (slot.kind === "committed" && state.hash !== slot.hash) return `round ${slot.round} was committed with hash ${slot.hash}, not ${state.hash}`;
+  return undefined;
+}

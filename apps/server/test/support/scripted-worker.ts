@@ -1,0 +1,188 @@
+// A worker without a browser: speaks the coordinator protocol over a real WebSocket and applies a
+// made-up gradient with the real optimizer, so the server's identities, state checks, commits and
+// uploads are exercised for real. Used by the training, fuzz and load tests.
+import { createOptimizer, decodeState, encodeState, hashState, type ModelState } from "@crowdtrain/training";
+import { parseCoordinatorMessage, PROTOCOL_VERSION, type CoordinatorMessage, type Identity, type Job, type WorkerMessage } from "@crowdtrain/protocol";
+import WebSocket from "ws";
+
+/** Every wait of a scripted worker. */
+export const SCRIPTED_WAIT_MS = 10_000;
+
+export type ScriptedOptions = {
+  name?: string;
+  joinToken?: string;
+  /** Extra handshake headers (an Origin, say). */
+  headers?: Record<string, string>;
+  autoPong?: boolean;
+};
+
+export class ScriptedWorker {
+  readonly inbox: CoordinatorMessage[] = [];
+  readonly ws: WebSocket;
+  identity: Identity | undefined;
+  job: Job | undefined;
+  closed: { code: number; reason: string } | undefined;
+  private state: ModelState | undefined;
+  private pending: { attempt: number; state: ModelState } | undefined;
+  private waiters: (() => void)[] = [];
+
+  constructor(
+    readonly url: string,
+    readonly options: ScriptedOptions = {},
+  ) {
+    this.ws = new WebSocket(`${url.replace(/^http/, "ws")}/ws`, { headers: options.headers, autoPong: options.autoPong ?? true });
+    this.ws.on("message", (data: Buffer) => {
+      this.inbox.push(parseCoordinatorMessage(data.toString()));
+      this.wake();
+    });
+    this.ws.on("close", (code, reason) => {
+      this.closed = { code, reason: reason.toString() };
+      this.wake();
+    });
+    this.ws.on("error", () => this.wake());
+  }
+
+  get peerId(): string {
+    if (this.identity === undefined) throw new Error("not welcomed yet");
+    return this.identity.peerId;
+  }
+
+  /** Opens the socket, says hello and waits for the welcome (with the identity it issues). */
+  async join(): Promise<this> {
+    await this.opened();
+    this.send({ type: "hello", protocol: PROTOCOL_VERSION, backend: "cpu", name: this.options.name, joinToken: this.options.joinToken });
+    const welcome = await this.next("welcome");
+    this.identity = welcome.identity;
+    this.job = welcome.job;
+    return this;
+  }
+
+  opened(): Promise<void> {
+    if (this.ws.readyState === WebSocket.OPEN) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.ws.once("open", () => resolve());
+      this.ws.once("error", reject);
+    });
+  }
+
+  send(message: WorkerMessage | Record<string, unknown>): void {
+    this.ws.send(JSON.stringify(message));
+  }
+
+  async next<T extends CoordinatorMessage["type"]>(type: T, waitMs = SCRIPTED_WAIT_MS): Promise<Extract<CoordinatorMessage, { type: T }>> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const index = this.inbox.findIndex((m) => m.type === type);
+      if (index >= 0) return this.inbox.splice(index, 1)[0] as Extract<CoordinatorMessage, { type: T }>;
+      if (this.closed !== undefined) throw new Error(`socket closed (${this.closed.code} ${this.closed.reason}) while waiting for ${type}`);
+      if (Date.now() > deadline) throw new Error(`no ${type} within ${waitMs} ms`);
+      await new Promise<void>((resolve) => {
+        this.waiters.push(resolve);
+        setTimeout(resolve, 100);
+      });
+    }
+  }
+
+  /** Waits for the server to close the socket; returns its code and reason. */
+  async closedBy(waitMs = SCRIPTED_WAIT_MS): Promise<{ code: number; reason: string }> {
+    const deadline = Date.now() + waitMs;
+    while (this.closed === undefined) {
+      if (Date.now() > deadline) throw new Error(`the server did not close the socket within ${waitMs} ms`);
+      await new Promise<void>((resolve) => {
+        this.waiters.push(resolve);
+        setTimeout(resolve, 100);
+      });
+    }
+    return this.closed;
+  }
+
+  /** Downloads the committed state and says ready. */
+  async sync(): Promise<ModelState> {
+    const response = await fetch(`${this.url}/api/state`);
+    if (!response.ok) throw new Error(`GET /api/state: ${response.status} ${await response.text()}`);
+    this.state = decodeState(new Uint8Array(await response.arrayBuffer()));
+    this.send({ type: "ready", round: this.state.round, hash: this.state.hash });
+    return this.state;
+  }
+
+  /**
+   * Applies a made-up gradient that depends only on the round (every honest member computes the
+   * same update), reports the hash, and keeps the result pending. `tamper` changes what is reported.
+   */
+  step(round: Extract<CoordinatorMessage, { type: "round" }>, tamper: { samples?: number; hash?: string } = {}): ModelState {
+    const base = this.need();
+    const optimizer = createOptimizer(this.job!.optimizer, base.weights.length);
+    optimizer.restore(base.optimizer);
+    const weights = base.weights.slice();
+    optimizer.step(weights, new Float32Array(weights.length).fill(round.round / 100));
+    const optimizerState = optimizer.state();
+    const next: ModelState = { round: round.round, hash: hashState(weights, optimizerState), weights, optimizer: optimizerState };
+    this.pending = { attempt: round.attempt, state: next };
+    this.send({
+      type: "result",
+      attempt: round.attempt,
+      hash: tamper.hash ?? next.hash,
+      samples: tamper.samples ?? round.lease.length,
+      loss: 2 - round.round / 10,
+      timings: { computeMs: 5, readbackMs: 1, allReduceMs: 2, updateMs: 1 },
+      bytesSent: 100,
+      bytesReceived: 100,
+    });
+    return next;
+  }
+
+  /** PUT /api/state/<round> as this worker (its identity headers), with `bytes` or its pending state. */
+  async upload(round: number, bytes?: Uint8Array<ArrayBuffer>): Promise<Response> {
+    const body = bytes ?? encodeState(this.pendingState(round));
+    return fetch(`${this.url}/api/state/${round}`, {
+      method: "PUT",
+      headers: { "content-type": "application/octet-stream", "x-crowdtrain-peer": this.peerId, authorization: `Bearer ${this.identity!.sessionToken}` },
+      body,
+    });
+  }
+
+  /** The round commits: the pending state becomes ours. */
+  adopt(commit: Extract<CoordinatorMessage, { type: "commit" }>): void {
+    const pending = this.pending;
+    if (pending?.attempt !== commit.attempt) throw new Error(`commit of ${commit.attempt}, pending ${pending?.attempt}`);
+    if (pending.state.hash !== commit.hash) throw new Error(`committed ${commit.hash}, ours ${pending.state.hash}`);
+    this.state = pending.state;
+    this.pending = undefined;
+  }
+
+  /** One whole round as an honest member: compute, report, upload if asked, adopt the commit. */
+  async honestRound(): Promise<Extract<CoordinatorMessage, { type: "commit" }>> {
+    const round = await this.next("round");
+    this.step(round);
+    if (round.upload) {
+      const put = await this.upload(round.round);
+      if (put.status !== 204) throw new Error(`upload of round ${round.round}: ${put.status} ${await put.text()}`);
+    }
+    const commit = await this.next("commit");
+    this.adopt(commit);
+    return commit;
+  }
+
+  close(): void {
+    this.ws.close();
+  }
+
+  terminate(): void {
+    this.ws.terminate();
+  }
+
+  private pendingState(round: number): ModelState {
+    if (this.pending?.state.round === round) return this.pending.state;
+    if (this.state?.round === round) return this.state;
+    throw new Error(`no state of round ${round} to upload`);
+  }
+
+  private need(): ModelState {
+    if (this.state === undefined) throw new Error("sync() first");
+    return this.state;
+  }
+
+  private wake(): void {
+    for (const wake of this.waiters.splice(0)) wake();
+  }
+}
