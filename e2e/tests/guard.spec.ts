@@ -1,31 +1,57 @@
+import type { Page } from "@playwright/test";
 import { expect, test } from "../fixtures.ts";
 
-test("requests to anything but the test server are blocked and recorded", async ({ openWorkers, guard }) => {
-  const [page] = await openWorkers(1, "/lab.html");
-
-  const outcomes = await page!.evaluate(async () => {
+/** Tries a foreign fetch and a foreign WebSocket from the page, then its own server's health. */
+function probe(page: Page): Promise<{ http: string; websocket: string; own: number }> {
+  return page.evaluate(async () => {
     const http = await fetch("http://example.invalid/").then(
       (response) => `loaded ${response.status}`,
       (error: unknown) => `failed: ${String(error)}`,
     );
     const websocket = await new Promise<string>((resolve) => {
-      const ws = new WebSocket("ws://example.invalid/socket");
-      ws.onopen = () => resolve("opened");
-      ws.onclose = (event) => resolve(`closed ${event.code}`);
+      try {
+        const ws = new WebSocket("ws://example.invalid/socket");
+        ws.onopen = () => resolve("opened");
+        ws.onclose = (event) => resolve(`closed ${event.code}`);
+      } catch (error) {
+        resolve(`refused: ${String(error)}`);
+      }
     });
     const own = (await fetch("/api/health")).status;
     return { http, websocket, own };
   });
+}
 
+test("the pages' Content-Security-Policy stops foreign requests before they reach the network", async ({ openWorkers, guard }) => {
+  const [page] = await openWorkers(1, "/lab.html");
+  const outcomes = await probe(page!);
   expect(outcomes.http).toMatch(/^failed: TypeError/);
   expect(outcomes.websocket).not.toBe("opened");
   expect(outcomes.own).toBe(200);
-  await expect
-    .poll(() => guard.list().map((b) => `${b.kind} ${b.url}`))
-    .toEqual(["http http://example.invalid/", "websocket ws://example.invalid/socket"]);
-  expect(() => guard.assertNothingBlocked()).toThrow(/worker 0: http http:\/\/example\.invalid\//);
+  // Blocked by the browser itself (connect-src 'self'), so the harness's guard never saw them.
+  expect(guard.list()).toEqual([]);
+});
 
-  // Acknowledge the blocks this test provoked, so the guard's own teardown check passes.
-  expect(guard.take()).toHaveLength(2);
-  expect(() => guard.assertNothingBlocked()).not.toThrow();
+test("requests to anything but the test server are blocked and recorded", async ({ browser, server, guard }) => {
+  // The guard is the harness's own net under the CSP: test it on a context that ignores the CSP.
+  const context = await browser.newContext({ bypassCSP: true });
+  try {
+    await guard.install(context, 0);
+    const page = await context.newPage();
+    await page.goto(new URL("/lab.html", server.url).href);
+    const outcomes = await probe(page);
+    expect(outcomes.http).toMatch(/^failed: TypeError/);
+    expect(outcomes.websocket).not.toBe("opened");
+    expect(outcomes.own).toBe(200);
+    await expect
+      .poll(() => guard.list().map((b) => `${b.kind} ${b.url}`))
+      .toEqual(["http http://example.invalid/", "websocket ws://example.invalid/socket"]);
+    expect(() => guard.assertNothingBlocked()).toThrow(/worker 0: http http:\/\/example\.invalid\//);
+
+    // Acknowledge the blocks this test provoked, so the guard's own teardown check passes.
+    expect(guard.take()).toHaveLength(2);
+    expect(() => guard.assertNothingBlocked()).not.toThrow();
+  } finally {
+    await context.close();
+  }
 });

@@ -18,19 +18,3 @@ export function routeUpgrade(routes: UpgradeRoutes, req: http.IncomingMessage, s
   route.handle(req, socket, head);
 }
 
-/** RFC 6455 caps a close frame's reason at 123 bytes of UTF-8; `ws` throws past it. */
-export const MAX_CLOSE_REASON_BYTES = 123;
-
-/** `text` cut to at most MAX_CLOSE_REASON_BYTES bytes of UTF-8, never in the middle of a character. */
-export function closeReason(text: string): string {
-  if (Buffer.byteLength(text) <= MAX_CLOSE_REASON_BYTES) return text;
-  let out = "";
-  let bytes = 0;
-  for (const ch of text) {
-    const size = Buffer.byteLength(ch);
-    if (bytes + size > MAX_CLOSE_REASON_BYTES - 3) break;
-    out += ch;
-    bytes += size;
-  }
-  return `${out}...`;
-}

@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync, mkdirSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseJob } from "@crowdtrain/protocol";
-import { encodeState } from "@crowdtrain/training";
+import { encodeState, hashState, type OptimizerState } from "@crowdtrain/training";
 import { afterEach, describe, expect, it } from "vitest";
 import { CheckpointError, CheckpointStore, type CheckpointData } from "../src/training/checkpoint.ts";
 
@@ -17,16 +17,18 @@ afterEach(() => dirs.splice(0).forEach((dir) => rmSync(dir, { recursive: true, f
 
 function checkpoint(round: number): { data: CheckpointData; state: Uint8Array } {
   const weights = Float32Array.from([round, 1, 2]);
+  const optimizer: OptimizerState = { kind: "sgd", step: round, scalars: [], buffers: [new Float32Array(3)] };
+  const hash = hashState(weights, optimizer);
   return {
     data: {
-      version: 1,
+      version: 2,
       job,
       round,
       savedAt: 1,
-      snapshot: { committedRound: round, committedHash: "00000000000000aa", epoch: 0, queue: [3, 4], uses: [1, 1, 0, 0, 0], nextAttempt: round + 7, finishedEpochs: [], status: "running" },
+      snapshot: { committedRound: round, committedHash: hash, epoch: 0, queue: [3, 4], uses: [1, 1, 0, 0, 0], nextAttempt: round + 7, finishedEpochs: [], status: "running" },
       metrics: { rounds: [], evals: [], samplesSeen: round * 8 },
     },
-    state: encodeState({ round, hash: "00000000000000aa", weights, optimizer: { kind: "sgd", step: round, scalars: [], buffers: [new Float32Array(3)] } }),
+    state: encodeState({ round, hash, weights, optimizer }),
   };
 }
 
@@ -60,6 +62,11 @@ describe("checkpoints", () => {
     const { data, state } = checkpoint(10);
     await store.save(data, state);
     await expect(store.load({ ...job, batchSize: 16 })).rejects.toThrow(/different job/);
+    // A state whose bits were changed after it was written no longer hashes to what was committed.
+    const tampered = checkpoint(10);
+    const altered = encodeState({ round: 10, hash: tampered.data.snapshot.committedHash, weights: Float32Array.from([10, 1, 3]), optimizer: { kind: "sgd", step: 10, scalars: [], buffers: [new Float32Array(3)] } });
+    writeFileSync(join(store.dir, "round-10", "state.bin"), altered);
+    await expect(store.load(job)).rejects.toThrow(/contents hash to/);
     writeFileSync(join(store.dir, "round-10", "state.bin"), "garbage");
     await expect(store.load(job)).rejects.toThrow(CheckpointError);
     writeFileSync(join(store.dir, "latest.json"), "{not json");

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import WebSocket from "ws";
 import type { Identity } from "@crowdtrain/protocol";
 import { IdentityRegistry } from "../src/identity/registry.ts";
-import { closeReason, MAX_CLOSE_REASON_BYTES } from "../src/signalling/close-reason.ts";
+import { closeReason, MAX_CLOSE_REASON_BYTES } from "../src/close-reason.ts";
 import { DEFAULT_SIGNALLING_LIMITS, type SignallingLimits } from "../src/signalling/filtered-socket.ts";
 import { inspectPeerMessage } from "../src/signalling/peer-messages.ts";
 import { mountPeerServer, PEER_PATH, readHandshake } from "../src/signalling/peer-server.ts";

@@ -13,10 +13,9 @@ import type { OptimizerState } from "./optimizers.ts";
  */
 export function hashState(weights: Float32Array, optimizer: OptimizerState): string {
   const header = new DataView(new ArrayBuffer(8 + 4 + 4 + 8 * optimizer.scalars.length + 4 + 4));
-  let at = 0;
-  for (const ch of "CTSH1") header.setUint8(at++, ch.charCodeAt(0));
-  header.setUint8(at++, optimizer.kind === "sgd" ? 1 : 2);
-  at = 8;
+  for (const [k, ch] of [..."CTSH1"].entries()) header.setUint8(k, ch.charCodeAt(0));
+  header.setUint8(5, optimizer.kind === "sgd" ? 1 : 2);
+  let at = 8;
   header.setUint32(at, optimizer.step, true);
   header.setUint32((at += 4), optimizer.scalars.length, true);
   at += 4;

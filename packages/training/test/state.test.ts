@@ -3,7 +3,7 @@ import { decodeState, encodeState, StateError, type ModelState } from "../src/in
 
 const sample = (): ModelState => ({
   round: 12,
-  hash: "0123456789abcdef",
+  hash: "0123456789abcdef".repeat(4),
   weights: Float32Array.from([1, -2.5, 3e-9, 0]),
   optimizer: { kind: "adam", step: 12, scalars: [0.28, 0.98], buffers: [Float32Array.from([1, 2, 3, 4]), Float32Array.from([5, 6, 7, 8])] },
 });
@@ -13,7 +13,7 @@ describe("model state codec", () => {
     const bytes = encodeState(sample());
     const back = decodeState(bytes, 4);
     expect(back.round).toBe(12);
-    expect(back.hash).toBe("0123456789abcdef");
+    expect(back.hash).toBe("0123456789abcdef".repeat(4));
     expect(Array.from(back.weights)).toEqual(Array.from(sample().weights));
     expect(back.optimizer.buffers.map((b) => Array.from(b))).toEqual([[1, 2, 3, 4], [5, 6, 7, 8]]);
     expect(back.optimizer).toMatchObject({ kind: "adam", step: 12, scalars: [0.28, 0.98] });

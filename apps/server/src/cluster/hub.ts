@@ -6,7 +6,8 @@ import { WebSocketServer, type WebSocket } from "ws";
 import { tokenMatches } from "../admin/token.ts";
 import { originRejection, refuseUpgrade, type OriginPolicy } from "../http/origin.ts";
 import type { IdentityRegistry } from "../identity/registry.ts";
-import { closeReason, type UpgradeRoute } from "../upgrade.ts";
+import { CLOSE_POLICY_VIOLATION, closeReason } from "../close-reason.ts";
+import type { UpgradeRoute } from "../upgrade.ts";
 import { EventLog } from "./event-log.ts";
 import { RateLimiter } from "./rate-limit.ts";
 
@@ -16,8 +17,7 @@ const HELLO_TIMEOUT_MS = 10_000;
 const TICK_MS = 250;
 /** Largest worker message: results and hellos are a few hundred bytes; leases go the other way. */
 const MAX_WORKER_MESSAGE_BYTES = 16 * 1024;
-/** WebSocket close codes (RFC 6455): a policy violation, and "try again later". */
-const CLOSE_POLICY = 1008;
+/** RFC 6455 "try again later": the job is full or private, not a protocol violation. */
 const CLOSE_TRY_LATER = 1013;
 /** How often every worker socket is pinged (browsers answer pings with pongs by themselves). */
 const HEARTBEAT_INTERVAL_MS = 1_000;
@@ -165,7 +165,7 @@ export class ClusterHub {
   }
 
   /** Closes a socket for a violation, with a reason that fits a close frame, and logs it once. */
-  private refuse(ws: WebSocket, peerId: string | undefined, reason: string, code = CLOSE_POLICY): void {
+  private refuse(ws: WebSocket, peerId: string | undefined, reason: string, code = CLOSE_POLICY_VIOLATION): void {
     if (ws.readyState !== ws.OPEN) return;
     this.log.add({ at: this.now(), kind: "rejected", text: `${peerId ?? "unknown peer"}: ${reason.slice(0, 300)}` });
     ws.close(code, closeReason(reason));
@@ -218,7 +218,7 @@ export class ClusterHub {
         this.sockets.delete(effect.peerId);
         this.phases.delete(effect.peerId);
         this.options.identities.revoke(effect.peerId, effect.reason);
-        if (ws !== undefined && ws.readyState === ws.OPEN) ws.close(CLOSE_POLICY, closeReason(effect.reason));
+        if (ws !== undefined && ws.readyState === ws.OPEN) ws.close(CLOSE_POLICY_VIOLATION, closeReason(effect.reason));
         return;
       }
       case "epoch-finished":

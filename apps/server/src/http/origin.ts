@@ -1,4 +1,5 @@
 import type http from "node:http";
+import type { Duplex } from "node:stream";
 
 /**
  * Which browser origins may open the server's WebSockets (/ws, /peerjs). Browsers send `Origin` on
@@ -20,7 +21,7 @@ export function originRejection(req: http.IncomingMessage, policy: OriginPolicy)
 }
 
 /** Refuses an HTTP upgrade on the raw socket, with a plain status and a short reason. */
-export function refuseUpgrade(socket: import("node:stream").Duplex, status: 400 | 403 | 404 | 429 | 503, reason: string): void {
+export function refuseUpgrade(socket: Duplex, status: 400 | 403 | 404 | 429 | 503, reason: string): void {
   const text = { 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 503: "Service Unavailable" }[status];
   const body = `${reason.replace(/[\r\n]/g, " ")}\n`;
   socket.on("error", () => {

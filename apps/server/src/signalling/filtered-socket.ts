@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events";
 import type WebSocket from "ws";
-import { CLOSE_POLICY_VIOLATION, closeReason } from "./close-reason.ts";
+import { CLOSE_POLICY_VIOLATION, closeReason } from "../close-reason.ts";
 import { inspectPeerMessage } from "./peer-messages.ts";
 import { createTokenBucket, type TokenBucket } from "./token-bucket.ts";
 

@@ -2,12 +2,12 @@ import type http from "node:http";
 import type { Duplex } from "node:stream";
 import type express from "express";
 import { ExpressPeerServer } from "peer";
-import { WebSocketServer } from "ws";
+import { WebSocketServer, type WebSocket } from "ws";
 import type { IdentityRegistry } from "../identity/registry.ts";
 import { originRejection, refuseUpgrade, type OriginPolicy } from "../http/origin.ts";
 import type { TimerScope } from "../timer-scope.ts";
 import type { UpgradeRoute } from "../upgrade.ts";
-import { CLOSE_NORMAL, CLOSE_POLICY_VIOLATION } from "./close-reason.ts";
+import { CLOSE_NORMAL, CLOSE_POLICY_VIOLATION } from "../close-reason.ts";
 import { DEFAULT_SIGNALLING_LIMITS, FilteredSocket, type SignallingLimits } from "./filtered-socket.ts";
 
 /** Where the PeerJS signalling server is mounted; browsers learn it from /api/config. */
@@ -99,7 +99,7 @@ export function mountPeerServer(deps: PeerServerDeps): { path: string; route: Up
   });
   let closed = false;
 
-  const accept = (ws: import("ws").WebSocket, req: http.IncomingMessage, peerId: string): void => {
+  const accept = (ws: WebSocket, req: http.IncomingMessage, peerId: string): void => {
     // The identity may have been revoked while the handshake was answered.
     if (!identities.isIssued(peerId)) return ws.close(CLOSE_POLICY_VIOLATION, "identity revoked");
     // One socket per id, the newest (a client reconnecting before its old socket timed out): peer

@@ -2,8 +2,8 @@ import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import * as v from "valibot";
 import type { CoordinatorSnapshot } from "@crowdtrain/coordination";
-import type { Job } from "@crowdtrain/protocol";
-import { decodeState, type ModelState } from "@crowdtrain/training";
+import { MAX_ATTEMPT, StateHashSchema, type Job } from "@crowdtrain/protocol";
+import { decodeState, stateProblem, type ModelState } from "@crowdtrain/training";
 import type { EvalPoint } from "./evaluator.ts";
 import type { RoundPoint } from "./metrics.ts";
 
@@ -21,7 +21,7 @@ import type { RoundPoint } from "./metrics.ts";
  * checkpoint intact. The last KEEP checkpoints are kept.
  */
 const KEEP = 2;
-const VERSION = 1;
+const VERSION = 2;
 
 export type CheckpointData = {
   version: typeof VERSION;
@@ -37,8 +37,15 @@ const CheckpointSchema = v.looseObject({
   job: v.looseObject({ name: v.string() }),
   round: v.pipe(v.number(), v.integer(), v.minValue(0)),
   savedAt: v.number(),
-  snapshot: v.looseObject({ committedRound: v.number(), queue: v.array(v.number()), uses: v.array(v.number()), nextAttempt: v.number() }),
-  metrics: v.looseObject({ rounds: v.array(v.unknown()), evals: v.array(v.unknown()), samplesSeen: v.number() }),
+  snapshot: v.looseObject({
+    committedRound: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(MAX_ATTEMPT)),
+    committedHash: StateHashSchema,
+    queue: v.array(v.pipe(v.number(), v.integer(), v.minValue(0))),
+    uses: v.array(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(255))),
+    // One past the last attempt issued; every worker's reducer takes ids up to MAX_ATTEMPT.
+    nextAttempt: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_ATTEMPT + 1)),
+  }),
+  metrics: v.looseObject({ rounds: v.array(v.unknown()), evals: v.array(v.unknown()), samplesSeen: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER)) }),
 });
 const LatestSchema = v.object({ round: v.pipe(v.number(), v.integer(), v.minValue(0)) });
 
@@ -91,6 +98,11 @@ export class CheckpointStore {
       throw new CheckpointError(`${join(dir, "state.bin")}: ${String(error)}`, { cause: error });
     }
     if (state.round !== data.round) throw new CheckpointError(`${dir}: state is round ${state.round}, checkpoint says ${data.round}`);
+    const problem = stateProblem(state);
+    if (problem !== undefined) throw new CheckpointError(`${join(dir, "state.bin")}: ${problem}`);
+    if (data.snapshot.committedHash !== state.hash) {
+      throw new CheckpointError(`${dir}: the state hashes to ${state.hash}, the coordinator committed ${data.snapshot.committedHash}`);
+    }
     return { data, state };
   }
 

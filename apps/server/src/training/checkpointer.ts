@@ -52,7 +52,7 @@ export class Checkpointer {
       try {
         const dir = await this.store.save(
           {
-            version: 1,
+            version: 2,
             job: this.job,
             round: state.round,
             savedAt: started,
