@@ -22,7 +22,7 @@ const READY_PREFIX = "CROWDTRAIN_READY";
 
 const USAGE = `usage: crowdtrain-server [--port N] [--host ADDRESS] [--job FILE] [--datasets DIR] [--min-workers N] [--admin-token TOKEN]
                          [--data-dir DIR] [--checkpoint-every N] [--heartbeat-timeout-ms MS] [--join-token TOKEN]
-                         [--allow-origin ORIGIN,...] [--max-members N] [--hellos-per-second N] [--lab]
+                         [--allow-origin ORIGIN,...] [--max-members N] [--hellos-per-second N] [--ban-minutes N] [--lab]
   --port N         port to listen on, 0 picks a free one (env CROWDTRAIN_PORT, default ${DEFAULT_PORT})
   --host ADDRESS   address to bind (env CROWDTRAIN_HOST, default ${DEFAULT_HOST}: all interfaces)
   --job FILE       training job (env CROWDTRAIN_JOB, default apps/server/jobs/mnist-mlp.json)
@@ -36,6 +36,7 @@ const USAGE = `usage: crowdtrain-server [--port N] [--host ADDRESS] [--job FILE]
   --allow-origin O other web origins that may open the server's sockets, comma-separated (env CROWDTRAIN_ALLOW_ORIGIN, default: same origin only)
   --max-members N  workers the job admits at once (env CROWDTRAIN_MAX_MEMBERS, default ${DEFAULT_MAX_MEMBERS})
   --hellos-per-second N     new worker connections per address per second (env CROWDTRAIN_HELLOS_PER_SECOND, default ${DEFAULT_HELLOS_PER_SECOND})
+  --ban-minutes N  an evicted member's address may not rejoin for N minutes, 0 = never ban (env CROWDTRAIN_BAN_MINUTES, default 60; loopback is never banned)
   --lab            also serve the lab page (/lab.html) for e2e tests and benchmarks; never on a public server
   CROWDTRAIN_ICE_SERVERS='[{"urls":"stun:stun.example.org:3478"}]' adds your own STUN/TURN servers`;
 
@@ -55,6 +56,7 @@ interface Flags {
   allowOrigins: string[];
   maxMembers: number;
   hellosPerSecond: number;
+  banMinutes: number;
   lab: boolean;
 }
 
@@ -72,6 +74,7 @@ const FLAG_NAMES = [
   "--allow-origin",
   "--max-members",
   "--hellos-per-second",
+  "--ban-minutes",
 ] as const;
 type FlagName = (typeof FLAG_NAMES)[number];
 
@@ -90,6 +93,7 @@ function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "help" {
     "--allow-origin": env.CROWDTRAIN_ALLOW_ORIGIN,
     "--max-members": env.CROWDTRAIN_MAX_MEMBERS,
     "--hellos-per-second": env.CROWDTRAIN_HELLOS_PER_SECOND,
+    "--ban-minutes": env.CROWDTRAIN_BAN_MINUTES,
   };
   let lab = false;
   for (let i = 0; i < argv.length; i++) {
@@ -119,8 +123,14 @@ function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "help" {
     allowOrigins: originsFlag(values["--allow-origin"]),
     maxMembers: positiveInteger("--max-members", values["--max-members"] ?? String(DEFAULT_MAX_MEMBERS)),
     hellosPerSecond: positiveInteger("--hellos-per-second", values["--hellos-per-second"] ?? String(DEFAULT_HELLOS_PER_SECOND)),
+    banMinutes: nonNegativeInteger("--ban-minutes", values["--ban-minutes"] ?? "60"),
     lab,
   };
+}
+
+function nonNegativeInteger(flag: string, value: string): number {
+  if (!/^\d{1,6}$/.test(value)) throw new UsageError(`${flag} must be a whole number from 0 to 999999, got ${JSON.stringify(value)}`);
+  return Number(value);
 }
 
 /** Origins as browsers send them: scheme://host[:port], nothing after. */
@@ -255,6 +265,7 @@ async function main(): Promise<void> {
       joinToken: flags.joinToken,
       maxMembers: flags.maxMembers,
       hellosPerSecond: flags.hellosPerSecond,
+      banMs: flags.banMinutes * 60_000,
     },
   });
   stopOnSignals(handle);

@@ -36,6 +36,10 @@ export const PeerStatusSchema = v.object({
   bytesReceived: Count,
   /** When a peer in state "gone" left (server clock, ms). */
   leftAt: v.optional(v.number()),
+  /** Strikes in force (the coordinator evicts at its maximum); absent or 0 for a clean peer. */
+  strikes: v.optional(Count),
+  /** Why a peer in state "gone" left: its connection closed, or it was evicted and why. */
+  leftBecause: v.optional(v.string()),
 });
 export type PeerStatus = v.InferOutput<typeof PeerStatusSchema>;
 
@@ -110,6 +114,8 @@ export const StatusSchema = v.object({
   recentRounds: v.array(RoundPointSchema),
   events: v.array(ClusterEventSchema),
   stateRound: Count,
+  /** Addresses banned now, after an eviction: who was evicted, why, until when (addresses not shown). */
+  bans: v.optional(v.array(v.object({ peer: v.string(), reason: v.string(), until: v.number() }))),
 });
 export type Status = v.InferOutput<typeof StatusSchema>;
 

@@ -22,6 +22,7 @@ export function PeersTable({ peers, ring, lastRing }: PeersTableProps) {
             <th className="num">Received</th>
             <th className="num" title="Throughput of its link to the next peer in the ring, last committed round">Link → next</th>
             <th className="num">Last round</th>
+            <th className="num" title="Strikes in force: a misreported lease, a minority hash, a state that failed the server's check, a confirmed or a false accusation. At the maximum the peer is evicted.">Strikes</th>
             <th>State</th>
           </tr>
         </thead>
@@ -60,10 +61,18 @@ export function PeersTable({ peers, ring, lastRing }: PeersTableProps) {
                   {link === undefined ? "–" : formatRate(link.bytesPerSecond)}
                 </td>
                 <td className="num">{formatDuration(peer.lastRoundMs)}</td>
+                <td className={`num${(peer.strikes ?? 0) > 0 ? " struck" : ""}`} data-testid="peer-strikes">
+                  {peer.strikes ?? 0}
+                </td>
                 <td>
-                  <span className={`pill pill-${peer.state}`} data-testid="peer-state">
+                  <span className={`pill pill-${peer.state}`} data-testid="peer-state" title={peer.leftBecause}>
                     {peer.state}
                   </span>
+                  {peer.leftBecause !== undefined && /evicted/.test(peer.leftBecause) && (
+                    <span className="evicted" data-testid="peer-evicted" title={peer.leftBecause}>
+                      evicted
+                    </span>
+                  )}
                 </td>
               </tr>
             );

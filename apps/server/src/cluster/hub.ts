@@ -5,6 +5,7 @@ import { parseWorkerMessage, PROTOCOL_VERSION, type CoordinatorMessage, type Job
 import { WebSocketServer, type WebSocket } from "ws";
 import { tokenMatches } from "../admin/token.ts";
 import { originRejection, refuseUpgrade, type OriginPolicy } from "../http/origin.ts";
+import type { BanList } from "../identity/bans.ts";
 import type { IdentityRegistry } from "../identity/registry.ts";
 import { CLOSE_POLICY_VIOLATION, closeReason } from "../close-reason.ts";
 import type { UpgradeRoute } from "../upgrade.ts";
@@ -33,6 +34,8 @@ const MESSAGES_PER_SECOND = 50;
 export type HubOptions = {
   identities: IdentityRegistry;
   origins: OriginPolicy;
+  /** Addresses of evicted members, refused at the handshake for a while. */
+  bans: BanList;
   /** Required in every hello when set (`--join-token`): the job is private. */
   joinToken?: string | undefined;
   maxMembers?: number;
@@ -84,6 +87,8 @@ export class ClusterHub {
     const refused = originRejection(req, this.options.origins);
     if (refused !== undefined) return refuseUpgrade(socket, 403, refused);
     const address = req.socket.remoteAddress ?? "unknown";
+    const ban = this.options.bans.check(address);
+    if (ban !== undefined) return refuseUpgrade(socket, 403, `banned until ${new Date(ban.until).toISOString()}: ${ban.reason}`);
     if (!this.hellos.take(address)) return refuseUpgrade(socket, 429, `too many connections from ${address}; retry in a second`);
     this.wss.handleUpgrade(req, socket, head, (ws) => this.wss.emit("connection", ws, req));
   }
@@ -214,6 +219,10 @@ export class ClusterHub {
         return;
       case "disconnect": {
         // Evicted: the coordinator already forgot it, so its close event finds no member to remove.
+        const address = this.options.identities.get(effect.peerId)?.address;
+        if (address !== undefined && this.options.bans.ban(address, effect.peerId, effect.reason)) {
+          this.log.add({ at: this.now(), kind: "banned", text: `${effect.peerId}'s address is banned: ${effect.reason}` });
+        }
         const ws = this.sockets.get(effect.peerId);
         this.sockets.delete(effect.peerId);
         this.phases.delete(effect.peerId);

@@ -14,9 +14,9 @@ export class PeerRoster {
   /** Departed peers, oldest departure first. */
   private readonly gone = new Map<string, PeerStatus>();
 
-  depart(row: PeerStatus, now: number): void {
+  depart(row: PeerStatus, now: number, because?: string): void {
     this.gone.delete(row.id);
-    this.gone.set(row.id, { ...row, state: "gone", leftAt: now });
+    this.gone.set(row.id, { ...row, state: "gone", leftAt: now, ...(because === undefined ? {} : { leftBecause: because }) });
     this.prune(now);
   }
 

@@ -10,6 +10,7 @@ import { ClusterHub } from "../cluster/hub.ts";
 import { HttpError, sendError } from "../http/errors.ts";
 import type { OriginPolicy } from "../http/origin.ts";
 import { parseRoundQuery } from "../http/query.ts";
+import { BanList, DEFAULT_BAN_MS } from "../identity/bans.ts";
 import type { IdentityRegistry } from "../identity/registry.ts";
 import { StatusStream } from "../dashboard/events.ts";
 import { PeerRoster } from "../dashboard/roster.ts";
@@ -49,6 +50,10 @@ export type TrainingOptions = {
   maxMembers?: number;
   /** New worker connections per address per second (`--hellos-per-second`). */
   hellosPerSecond?: number;
+  /** How long an evicted member's address may not rejoin (`--ban-minutes`); 0: no address bans. */
+  banMs?: number;
+  /** Ban loopback addresses too (off: every local tab and a reverse proxy share one); for tests. */
+  banLoopback?: boolean;
 };
 
 /** What the server shares with the job: who is who, and which pages may open sockets. */
@@ -133,7 +138,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
   const roster = new PeerRoster();
   let lastCommit: CommittedRound | undefined;
   const status = (): Status =>
-    buildStatus({ job, coordinator, metrics, log: hub.log, storeRound: store.round, roster, lastCommit, now: Date.now(), isReducing: (id) => hub.isReducing(id) });
+    buildStatus({ job, coordinator, metrics, log: hub.log, storeRound: store.round, roster, lastCommit, now: Date.now(), isReducing: (id) => hub.isReducing(id), bans: bans.active() });
   const stream = new StatusStream(status);
   const evaluateRound = (round: number): void => {
     if (store.round !== round) return;
@@ -169,9 +174,11 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     onAdopted,
     onRejected: (text) => hub.log.add({ at: Date.now(), kind: "rejected", text }),
   });
+  const bans = new BanList(options.banMs ?? DEFAULT_BAN_MS, Date.now, options.banLoopback ?? false);
   const hub = new ClusterHub(coordinator, job, {
     identities: deps.identities,
     origins: deps.origins,
+    bans,
     joinToken: options.joinToken,
     maxMembers: options.maxMembers,
     hellosPerSecond: options.hellosPerSecond,
@@ -184,7 +191,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
       queueMicrotask(() => uploads.onCommitted(commit.round, commit.hash));
     },
     // A departed member stays on the dashboard as "gone" with its last numbers for a while.
-    onDeparted: ({ member }) => roster.depart(memberRow(member, job, false), Date.now()),
+    onDeparted: ({ member, reason }) => roster.depart(memberRow(member, job, false), Date.now(), reason),
     onChanged: () => stream.notify(),
   });
   const adminToken = options.adminToken ?? generateAdminToken();

@@ -1,6 +1,7 @@
 import type { CommittedRound, Coordinator, Member } from "@crowdtrain/coordination";
 import { planMembers, type Job, type PeerStatus, type Status } from "@crowdtrain/protocol";
 import type { EventLog } from "../cluster/event-log.ts";
+import type { Ban } from "../identity/bans.ts";
 import { ringLinks } from "../dashboard/links.ts";
 import type { PeerRoster } from "../dashboard/roster.ts";
 import type { Metrics } from "./metrics.ts";
@@ -25,6 +26,8 @@ export type StatusInput = {
   now: number;
   /** Whether a training member reported being in the all-reduce (shown as "reducing"). */
   isReducing?: (peerId: string) => boolean;
+  /** Address bans in force. */
+  bans?: readonly Ban[];
 };
 
 /** One member as a status row. */
@@ -41,6 +44,7 @@ export function memberRow(m: Readonly<Member>, job: Job, reducing: boolean): Pee
     lastHash: m.lastHash,
     bytesSent: m.bytesSent,
     bytesReceived: m.bytesReceived,
+    strikes: m.strikes,
   };
 }
 
@@ -73,6 +77,7 @@ export function buildStatus(input: StatusInput): Status {
     recentRounds: metrics.rounds.slice(-RECENT_ROUNDS),
     events: log.recent(RECENT_EVENTS),
     stateRound: input.storeRound,
+    bans: (input.bans ?? []).map((ban) => ({ peer: ban.peerId, reason: ban.reason, until: ban.until })),
   };
 }
 

@@ -22,6 +22,8 @@ export class ScriptedWorker {
   identity: Identity | undefined;
   job: Job | undefined;
   closed: { code: number; reason: string } | undefined;
+  /** Statuses of the uploads the server asked for with `upload` (or the error). */
+  readonly uploads: (number | string)[] = [];
   private state: ModelState | undefined;
   private pending: { attempt: number; state: ModelState } | undefined;
   private waiters: (() => void)[] = [];
@@ -32,7 +34,16 @@ export class ScriptedWorker {
   ) {
     this.ws = new WebSocket(`${url.replace(/^http/, "ws")}/ws`, { headers: options.headers, autoPong: options.autoPong ?? true });
     this.ws.on("message", (data: Buffer) => {
-      this.inbox.push(parseCoordinatorMessage(data.toString()));
+      const message = parseCoordinatorMessage(data.toString());
+      // Like a real worker: the server lacks a committed state we hold, so we send it.
+      // (A commit and an upload request arrive together; the test may not have adopted the commit yet.)
+      if (message.type === "upload" && (this.state?.round === message.round || this.pending?.state.round === message.round)) {
+        this.upload(message.round).then(
+          (response) => this.uploads.push(response.status),
+          (error: unknown) => this.uploads.push(String(error)),
+        );
+      }
+      this.inbox.push(message);
       this.wake();
     });
     this.ws.on("close", (code, reason) => {
@@ -152,7 +163,11 @@ export class ScriptedWorker {
 
   /** One whole round as an honest member: compute, report, upload if asked, adopt the commit. */
   async honestRound(): Promise<Extract<CoordinatorMessage, { type: "commit" }>> {
-    const round = await this.next("round");
+    return this.finishRound(await this.next("round"));
+  }
+
+  /** The rest of a round already received, as an honest member. */
+  async finishRound(round: Extract<CoordinatorMessage, { type: "round" }>): Promise<Extract<CoordinatorMessage, { type: "commit" }>> {
     this.step(round);
     if (round.upload) {
       const put = await this.upload(round.round);
