@@ -77,7 +77,14 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   });
   const peers = mountPeerServer({ app, server, timers, identities, origins, onLog: log });
   routes.set(peers.path, peers.route);
-  const training = options.training === undefined ? undefined : await startTraining(options.training, { identities, origins });
+  let training: TrainingService | undefined;
+  try {
+    training = options.training === undefined ? undefined : await startTraining(options.training, { identities, origins });
+  } catch (error) {
+    // A refused job (too big, no dataset, a bad checkpoint): peer's timers already run; stop them.
+    await shutdown(server, routes, timers, undefined);
+    throw error;
+  }
   if (training !== undefined) {
     app.use(training.router);
     routes.set("/ws", training.hub.route);

@@ -41,6 +41,7 @@ export type RoundResult = {
 type Outgoing = { kind: DataFrame["kind"]; step: number; segment: number; offset: number; length: number };
 
 const phaseOf = (kind: DataFrame["kind"]): Phase => (kind === FrameKind.ReduceScatter ? "reduce-scatter" : "all-gather");
+const frameKindName = (kind: number): string => Object.entries(FrameKind).find(([, value]) => value === kind)?.[0] ?? `kind-${kind}`;
 
 /**
  * One all-reduce attempt on one peer: owns its buffers, its send queue and its two timers.
@@ -178,6 +179,8 @@ export class RoundRun {
   }
 
   private validate(from: PeerId, frame: DataFrame): string | undefined {
+    // Other kinds of data frame belong to other plans (a direct plan's scatter and gather).
+    if (frame.kind !== FrameKind.ReduceScatter && frame.kind !== FrameKind.AllGather) return `a ring does not take ${frameKindName(frame.kind)} frames`;
     if (from !== this.left) return `data frame from ${from}, but only the left neighbour ${this.left} sends data to this peer`;
     const phase = phaseOf(frame.kind);
     if (frame.step >= stepsPerPhase(this.n)) return `${phase} step ${frame.step} does not exist in a ring of ${this.n}`;

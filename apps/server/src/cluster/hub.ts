@@ -137,7 +137,12 @@ export class ClusterHub {
       if (peerId !== undefined) return this.onMessage(peerId, message);
       if (message.type !== "hello") return this.refuse(ws, peerId, "the first message must be hello");
       const problem = this.helloProblem(message);
-      if (problem !== undefined) return this.refuse(ws, peerId, problem, CLOSE_TRY_LATER);
+      if (problem !== undefined) {
+        // A stop first, so the worker shows the reason and does not reconnect; then the close.
+        const stop: CoordinatorMessage = { type: "stop", reason: problem.reason };
+        ws.send(JSON.stringify(stop));
+        return this.refuse(ws, peerId, problem.reason, problem.code);
+      }
       clearTimeout(helloTimer);
       const identity = this.options.identities.issue(address);
       peerId = identity.peerId;
@@ -160,12 +165,12 @@ export class ClusterHub {
     });
   }
 
-  private helloProblem(hello: Extract<WorkerMessage, { type: "hello" }>): string | undefined {
+  private helloProblem(hello: Extract<WorkerMessage, { type: "hello" }>): { reason: string; code: number } | undefined {
     const expected = this.options.joinToken;
     if (expected !== undefined && (hello.joinToken === undefined || !tokenMatches(expected, hello.joinToken))) {
-      return "this job is private: a valid join token is required";
+      return { reason: "this job is private: open the URL with the join token the operator shared (?join=...)", code: CLOSE_POLICY_VIOLATION };
     }
-    if (this.sockets.size >= this.maxMembers) return `the job is full (${this.maxMembers} members)`;
+    if (this.sockets.size >= this.maxMembers) return { reason: `the job is full (${this.maxMembers} members); try again later`, code: CLOSE_TRY_LATER };
     return undefined;
   }
 

@@ -1,4 +1,5 @@
 import type { Request, Response } from "express";
+import { sendError } from "../http/errors.ts";
 
 /** A status snapshot goes to every dashboard this often, changes or not (also a keep-alive). */
 export const STATUS_PUSH_MS = 1_000;
@@ -30,12 +31,12 @@ export class StatusStream {
 
   /** Express handler for GET /api/events. */
   readonly handle = (req: Request, res: Response): void => {
-    if (this.closed) {
-      res.status(503).type("text").send("the server is shutting down");
-      return;
-    }
-    if (this.dashboards.size >= MAX_DASHBOARDS) {
-      res.status(503).type("text").send(`too many dashboards connected (at most ${MAX_DASHBOARDS})`);
+    if (this.closed) return sendError(res, 503, "the server is shutting down");
+    if (this.dashboards.size >= MAX_DASHBOARDS) return sendError(res, 503, `too many dashboards connected (at most ${MAX_DASHBOARDS})`);
+    // Express routes HEAD to GET handlers; a HEAD response has no body, so a stream would never
+    // send even its headers and would hold a dashboard slot: answer the headers alone.
+    if (req.method === "HEAD") {
+      res.status(200).type("text/event-stream").end();
       return;
     }
     req.socket.setTimeout(0);

@@ -3,6 +3,7 @@ import type { Duplex } from "node:stream";
 import type express from "express";
 import { ExpressPeerServer } from "peer";
 import { WebSocketServer, type WebSocket } from "ws";
+import { sendError } from "../http/errors.ts";
 import type { IdentityRegistry } from "../identity/registry.ts";
 import { originRejection, refuseUpgrade, type OriginPolicy } from "../http/origin.ts";
 import type { TimerScope } from "../timer-scope.ts";
@@ -85,7 +86,7 @@ export function mountPeerServer(deps: PeerServerDeps): { path: string; route: Up
   // GET <key>/id hands out random ids and <key>/peers lists them (when discovery is on): neither has
   // a use here, where ids come only from the registry, so both are answered before peer's router.
   app.get([`${PEER_PATH}/:key/id`, `${PEER_PATH}/:key/peers`], (_req, res) => {
-    res.status(404).type("text/plain").send("PeerJS ids are issued by this server, not handed out here\n");
+    sendError(res, 404, "PeerJS ids are issued by this server at hello, not handed out here");
   });
   // Mounting starts peer's WebSocket server and its timer loops; the scope lets close() stop them.
   timers.run(() => app.use(PEER_PATH, peerApp));

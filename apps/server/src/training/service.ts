@@ -125,6 +125,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     minWorkers: options.minWorkers ?? 1,
     // Round 0's hash, built here from the job's seed; a resumed snapshot brings its committed hash instead.
     initialHash: store.state.hash,
+    aggregation: job.aggregation,
     roundDeadlineMs: options.roundDeadlineMs ?? 60_000,
     frameBytes: options.frameBytes ?? 64 * 1024,
     maxStrikes: 3,
