@@ -6,3 +6,27 @@ export { receiveSegment, sendSegment, stepsPerPhase, type Phase } from "./schedu
 export type { RoundArgs, RoundResult, RoundStats } from "./round.ts";
 export { systemClock, type Clock, type TimerHandle } from "./clock.ts";
 export type { PeerId, Transport } from "./transport.ts";
+export {
+  centeredClip,
+  coordinateMedian,
+  defaultTrim,
+  trimmedMean,
+  unweightedMean,
+  DEFAULT_CLIP_ITERATIONS,
+  DEFAULT_TAU_FACTOR,
+  MAX_CLIP_ITERATIONS,
+  type Aggregate,
+  type CenteredClipOptions,
+  type ContributorStat,
+} from "./robust/aggregators.ts";
+export {
+  createDirectAllReducer,
+  type ContributorReport,
+  type DirectAllReducer,
+  type DirectAllReducerDeps,
+  type DirectRoundArgs,
+  type DirectRoundResult,
+  type DirectRoundStats,
+  type OwnShardReport,
+} from "./robust/direct.ts";
+export { DEFAULT_DIRECT_OPTIONS, resolveDirectOptions, type DirectOptions } from "./robust/options.ts";

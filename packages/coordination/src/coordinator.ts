@@ -2,7 +2,7 @@ import { MAX_ATTEMPT, type CoordinatorMessage } from "@crowdtrain/protocol";
 import { Accusations } from "./accusations.ts";
 import { splitBatch } from "./leases.ts";
 import { Membership } from "./membership.ts";
-import { disputeBackoffMs, separateAccused, tally } from "./rounds.ts";
+import { disputeBackoffMs, outliers, separateAccused, tally } from "./rounds.ts";
 import { Sampler } from "./sampler.ts";
 import type {
   CommittedRound,
@@ -176,6 +176,7 @@ export class Coordinator {
       timings: event.timings,
       bytesSent: event.bytesSent,
       bytesReceived: event.bytesReceived,
+      clipped: event.clipped?.filter((peer) => round.members.has(peer)),
     });
     if (!round.reducingAt.has(event.peerId)) round.reducingAt.set(event.peerId, now);
     this.tryCommit(round, now, effects);
@@ -222,6 +223,10 @@ export class Coordinator {
       const seconds = Math.max((round.reducingAt.get(peer) ?? now) - round.openedAt, 1) / 1000;
       const speed = lease.length / seconds;
       member.samplesPerSecond = member.samplesPerSecond === undefined ? speed : 0.7 * member.samplesPerSecond + 0.3 * speed;
+    }
+    for (const [peer, owners] of outliers(round.reports)) {
+      if (dissenters.includes(peer)) continue;
+      this.strike(peer, `its gradient was clipped as an outlier by ${owners} of ${round.members.size} shard owners in round ${round.round}`, now, effects);
     }
     for (const peer of dissenters) {
       const member = this.membership.get(peer);
@@ -414,11 +419,12 @@ export class Coordinator {
     );
     const leases = splitBatch(batch, order, (peer) => this.membership.get(peer)?.samplesPerSecond);
     const uploader = order[0] as string;
+    const aggregation = this.config.aggregation ?? "mean";
     const round: OpenRound = {
       attempt: this.nextAttempt++,
       round: this.committedRound + 1,
       epoch: this.sampler.epoch,
-      plan: { kind: "ring", members: order },
+      plan: aggregation === "mean" ? { kind: "ring", members: order } : { kind: "direct", members: order, aggregation },
       members: new Set(order),
       leases,
       reports: new Map(),

@@ -51,3 +51,18 @@ export function separateAccused(order: readonly string[], accuserOf: (suspect: s
 export function disputeBackoffMs(disputes: number): number {
   return disputes <= 1 ? 0 : Math.min(250 * 2 ** (disputes - 2), 10_000);
 }
+
+/**
+ * Members that a strict majority of a direct plan's shard owners clipped as outliers, with how many
+ * owners did. One owner's word is not enough (it may lie, or one shard may be unusual); a member
+ * whose whole vector is far from the others is clipped by most owners. Owners are the reporters.
+ */
+export function outliers(reports: ReadonlyMap<string, RoundReport>): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const [owner, report] of reports) {
+    for (const peer of new Set(report.clipped ?? [])) if (peer !== owner) counts.set(peer, (counts.get(peer) ?? 0) + 1);
+  }
+  const majority = new Map<string, number>();
+  for (const [peer, count] of counts) if (count * 2 > reports.size) majority.set(peer, count);
+  return majority;
+}

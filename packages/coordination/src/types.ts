@@ -1,4 +1,4 @@
-import type { Backend, CoordinatorMessage, Plan, RoundTimings } from "@crowdtrain/protocol";
+import type { Aggregation, Backend, CoordinatorMessage, Plan, RoundTimings } from "@crowdtrain/protocol";
 
 export type CoordinatorConfig = {
   /** Training samples in the dataset; indices 0..trainCount-1 are leased. */
@@ -11,6 +11,11 @@ export type CoordinatorConfig = {
   minWorkers: number;
   /** Hash of the round-0 state, which the server builds from the job's seed. */
   initialHash: string;
+  /**
+   * How gradients are combined: "mean" runs a ring; a robust mode runs a direct plan whose shard
+   * owners see (and clip) every contribution. Default "mean".
+   */
+  aggregation?: Aggregation;
   /** A round not committed this long after it opened is aborted; its silent members are suspected. */
   roundDeadlineMs: number;
   /** All-reduce frame payload size, the same for the whole plan. */
@@ -60,7 +65,16 @@ export type Member = {
   syncingSince: number | undefined;
 };
 
-export type RoundReport = { hash: string; samples: number; loss: number; timings: RoundTimings; bytesSent: number; bytesReceived: number };
+export type RoundReport = {
+  hash: string;
+  samples: number;
+  loss: number;
+  timings: RoundTimings;
+  bytesSent: number;
+  bytesReceived: number;
+  /** As an owner of a direct plan: the contributors it clipped as outliers. */
+  clipped?: readonly string[] | undefined;
+};
 
 export type OpenRound = {
   attempt: number;

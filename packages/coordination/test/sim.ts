@@ -80,6 +80,11 @@ export class Harness {
     this.apply({ type: "state-checked", peerId: peer, round: round.round, attempt: round.attempt, hash, problem, now: this.now });
   }
 
+  /** Texts of the log effects of `kind` so far. */
+  logs(kind: string): string[] {
+    return this.effects.flatMap((e) => (e.type === "log" && e.kind === kind ? [e.text] : []));
+  }
+
   member(peerId: string): Readonly<Member> | undefined {
     return this.coordinator.state.members.find((m) => m.peerId === peerId);
   }

@@ -8,11 +8,22 @@
  *   offset size field
  *   0      1    version   (FRAME_VERSION)
  *   1      1    kind      (FrameKind)
- *   2      2    step      schedule step within the phase
+ *   2      2    step      schedule step within the phase (ring kinds); 0 for direct kinds
  *   4      4    round     caller-chosen id of this all-reduce attempt (unique, increasing)
- *   8      4    segment   segment index in the ring partition
- *   12     4    offset    element offset inside the segment
+ *   8      4    segment   segment index in the ring partition; shard index for direct kinds
+ *   12     4    offset    element offset inside the segment (shard)
  *   16     ...  payload   float32 elements (data kinds) or ASCII JSON (abort)
+ *
+ * Kinds: the ring's reduce-scatter (1) and all-gather (2), the abort notice (3), and the direct
+ * (BTARD-style) layout's scatter (4: a member's contribution to shard `segment`, sent to the shard's
+ * owner) and gather (5: the owner's aggregated shard `segment`, sent to every other member). Direct
+ * frames have no schedule steps: their `step` is reserved and must be 0, so a future use of it is a
+ * new FRAME_VERSION rather than a silent reinterpretation.
+ *
+ * Each layout decodes only its own kinds (plus abort): `decodeFrame` reads ring frames,
+ * `decodeDirectFrame` direct ones, and a frame of the other layout is a FrameDecodeError there. A
+ * ring peer therefore can never mistake a direct frame for one of its chunks (both share the header
+ * and the same round ids), and the types keep the two apart.
  */
 
 import * as v from "valibot";
@@ -26,9 +37,12 @@ export const FrameKind = {
   ReduceScatter: 1,
   AllGather: 2,
   Abort: 3,
+  DirectScatter: 4,
+  DirectGather: 5,
 } as const;
 export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
 
+/** One chunk of tensor data of the ring. */
 export type DataFrame = {
   kind: typeof FrameKind.ReduceScatter | typeof FrameKind.AllGather;
   round: number;
@@ -47,7 +61,25 @@ export type AbortFrame = {
   reason: string;
 };
 
+/** A frame of the ring layout, as `decodeFrame` returns it. */
 export type Frame = DataFrame | AbortFrame;
+
+/** One chunk of tensor data of the direct layout: `segment` is the shard index, `step` is always 0. */
+export type DirectDataFrame = {
+  kind: typeof FrameKind.DirectScatter | typeof FrameKind.DirectGather;
+  round: number;
+  /** Reserved: always 0. */
+  step: number;
+  /** Shard index (the owner's position in the plan). */
+  segment: number;
+  /** Element offset inside the shard. */
+  offset: number;
+  /** A view into the frame's bytes; copy it if you keep it beyond the handler. */
+  payload: Float32Array;
+};
+
+/** A frame of the direct layout, as `decodeDirectFrame` returns it. */
+export type DirectFrame = DirectDataFrame | AbortFrame;
 
 export class FrameDecodeError extends Error {
   override name = "FrameDecodeError";
@@ -76,7 +108,8 @@ function writeHeader(view: DataView, kind: FrameKind, round: number, step: numbe
 }
 
 /** Encodes a data frame, copying `payload` once into a fresh buffer that the caller may transfer. */
-export function encodeDataFrame(frame: Omit<DataFrame, "payload">, payload: Float32Array): Uint8Array<ArrayBuffer> {
+export function encodeDataFrame(frame: Omit<DataFrame | DirectDataFrame, "payload">, payload: Float32Array): Uint8Array<ArrayBuffer> {
+  if (isDirectKind(frame.kind) && frame.step !== 0) throw new RangeError(`direct frame kind ${frame.kind} has no steps: step must be 0, got ${frame.step}`);
   const bytes = new Uint8Array(FRAME_HEADER_BYTES + payload.byteLength);
   if (bytes.byteLength > MAX_FRAME_BYTES) {
     throw new RangeError(`frame of ${bytes.byteLength} bytes exceeds MAX_FRAME_BYTES=${MAX_FRAME_BYTES}`);
@@ -96,10 +129,29 @@ export function encodeAbortFrame(frame: Omit<AbortFrame, "kind">): Uint8Array<Ar
 }
 
 /**
- * Decodes a frame. Throws FrameDecodeError on anything malformed; never returns a half-valid frame.
- * Data payloads are views (no copy) when the bytes are 4-byte aligned, which transports deliver.
+ * Decodes a ring frame (reduce-scatter, all-gather, abort). Throws FrameDecodeError on anything
+ * malformed, and on a direct-layout frame; never returns a half-valid frame. Data payloads are views
+ * (no copy) when the bytes are 4-byte aligned, which transports deliver.
  */
 export function decodeFrame(bytes: Uint8Array): Frame {
+  const frame = decodeAnyFrame(bytes);
+  if (isDirectFrame(frame)) {
+    throw new FrameDecodeError(`frame kind ${frame.kind} belongs to the direct layout, not the ring`);
+  }
+  return frame;
+}
+
+/** Decodes a direct-layout frame (scatter, gather, abort); a ring frame is a FrameDecodeError. */
+export function decodeDirectFrame(bytes: Uint8Array): DirectFrame {
+  const frame = decodeAnyFrame(bytes);
+  if (isRingDataFrame(frame)) {
+    throw new FrameDecodeError(`frame kind ${frame.kind} belongs to the ring, not the direct layout`);
+  }
+  return frame;
+}
+
+/** Decodes a frame of any kind (for tools and tests; a running round uses its layout's decoder). */
+export function decodeAnyFrame(bytes: Uint8Array): Frame | DirectFrame {
   if (bytes.byteLength < FRAME_HEADER_BYTES) {
     throw new FrameDecodeError(`frame of ${bytes.byteLength} bytes is shorter than its ${FRAME_HEADER_BYTES}-byte header`);
   }
@@ -117,7 +169,10 @@ export function decodeFrame(bytes: Uint8Array): Frame {
   const body = bytes.subarray(FRAME_HEADER_BYTES);
   switch (kind) {
     case FrameKind.ReduceScatter:
-    case FrameKind.AllGather: {
+    case FrameKind.AllGather:
+    case FrameKind.DirectScatter:
+    case FrameKind.DirectGather: {
+      if (isDirectKind(kind) && step !== 0) throw new FrameDecodeError(`direct frame kind ${kind} carries step ${step}; the field is reserved and must be 0`);
       if (body.byteLength % 4 !== 0) {
         throw new FrameDecodeError(`data frame payload of ${body.byteLength} bytes is not a whole number of float32`);
       }
@@ -132,6 +187,18 @@ export function decodeFrame(bytes: Uint8Array): Frame {
     default:
       throw new FrameDecodeError(`unknown frame kind ${kind}`);
   }
+}
+
+function isDirectKind(kind: number): boolean {
+  return kind === FrameKind.DirectScatter || kind === FrameKind.DirectGather;
+}
+
+function isDirectFrame(frame: Frame | DirectFrame): frame is DirectDataFrame {
+  return isDirectKind(frame.kind);
+}
+
+function isRingDataFrame(frame: Frame | DirectFrame): frame is DataFrame {
+  return frame.kind === FrameKind.ReduceScatter || frame.kind === FrameKind.AllGather;
 }
 
 const AbortBody = v.object({ suspect: v.pipe(v.string(), v.maxLength(256)), reason: v.pipe(v.string(), v.maxLength(4096)) });

@@ -1,4 +1,5 @@
 import * as v from "valibot";
+import { AggregationSchema } from "./plan.ts";
 
 /**
  * A training job, as an operator writes it in a JSON file. Parsed with `parseJob`, which returns
@@ -75,6 +76,14 @@ export const JobSchema = v.pipe(
     targetAccuracy: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(1))),
     /** Seed of weight initialisation and of the epoch's sample order. */
     seed: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xffffffff)), 1),
+    /**
+     * How the members' gradients are combined. "mean": the sample-weighted mean over a pipelined
+     * ring (fastest; one dishonest member can move it anywhere). "centered-clip" / "trimmed-mean"
+     * (see plan.ts):
+     * a direct reduce-scatter where each shard's owner sees every member's contribution and
+     * combines them robustly (BTARD), tolerating up to (N-1)/2 dishonest members, for the same bytes.
+     */
+    aggregation: v.optional(AggregationSchema, "mean"),
   }),
   v.check((job) => job.epochs !== undefined || job.rounds !== undefined, "give epochs or rounds (or both)"),
 );

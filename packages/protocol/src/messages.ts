@@ -1,6 +1,6 @@
 import * as v from "valibot";
 import { JobSchema } from "./job.ts";
-import { PlanSchema } from "./plan.ts";
+import { MAX_PLAN_MEMBERS, PlanSchema } from "./plan.ts";
 import { PROTOCOL_VERSION } from "./version.ts";
 
 /**
@@ -71,6 +71,12 @@ export const ResultSchema = v.strictObject({
   timings: RoundTimingsSchema,
   bytesSent: Count,
   bytesReceived: Count,
+  /**
+   * As a shard owner of a direct plan with robust aggregation: the contributors whose shard lay
+   * farther than tau from the aggregate (tau = twice the median distance to the coordinate-wise
+   * median). The coordinator strikes a member that a strict majority of owners name.
+   */
+  clipped: v.optional(v.pipe(v.array(PeerIdSchema), v.maxLength(MAX_PLAN_MEMBERS))),
 });
 
 export const FailedSchema = v.strictObject({
