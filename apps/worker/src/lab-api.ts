@@ -72,7 +72,13 @@ export interface StepBenchReport {
   plainMs: number[];
 }
 
+/** What a dishonest lab volunteer does to its gradient (see lab/dishonest.ts). */
+export type LabAttack = "scale" | "sign-flip" | "huge" | "noise" | "zero";
+
 export interface CrowdtrainLab {
+  /** Joins the page's server's job as a volunteer that applies `attack` to every gradient it sends. */
+  labDishonest(args: { attack: LabAttack; backends: string[]; name?: string }): Promise<void>;
+  labDishonestStatus(): { phase: string; peerId: string | undefined; stopReason: string | undefined } | undefined;
   /** Times our training step against plain TF.js on the same model, batch and backend. */
   trainStepBench(args: { backend: string; hidden: number[]; batch: number; steps: number; warmup: number }): Promise<StepBenchReport>;
   /** Opens a PeerJS peer with the p2p Transport and an AllReducer; resolves with the peer id. */

@@ -3,6 +3,7 @@
 import type { CrowdtrainLab } from "./lab-api.ts";
 import { arBlast, arBlastDone, arClose, arConnect, arOpen, arListenBlast, arProgress, arRun } from "./lab/allreduce.ts";
 import { peerClose, peerConnect, peerOpen, receivePattern, sendPattern } from "./lab/peer.ts";
+import { labDishonest, labDishonestStatus } from "./lab/dishonest.ts";
 import { trainStepBench } from "./lab/train-step.ts";
 import { webgpuCheck } from "./lab/webgpu.ts";
 
@@ -22,6 +23,8 @@ const lab: CrowdtrainLab = {
   arProgress,
   arClose,
   trainStepBench,
+  labDishonest,
+  labDishonestStatus,
 };
 
 window.crowdtrainLab = lab;

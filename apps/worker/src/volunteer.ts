@@ -1,8 +1,9 @@
-import { createAllReducer } from "@crowdtrain/allreduce";
-import { createPeerTransport, fetchSignallingConfig, openPeer, type SignallingConfig } from "@crowdtrain/p2p";
-import type { Backend, Identity } from "@crowdtrain/protocol";
+import { createAllReducer, createDirectAllReducer } from "@crowdtrain/allreduce";
+import { createPeerTransport, fetchSignallingConfig, openPeer, type PeerTransport, type SignallingConfig } from "@crowdtrain/p2p";
+import type { Aggregation, Backend, Identity } from "@crowdtrain/protocol";
 import { startSession, type PeerLink } from "./session/session.ts";
 import type { SessionStatus } from "./session/status.ts";
+import type { Trainer } from "./trainer/api.ts";
 import { chooseTrainer } from "./trainer/choose.ts";
 import type { WorkerPageStatus } from "./worker-api.ts";
 
@@ -13,6 +14,8 @@ export type VolunteerOptions = {
   /** The operator's join token for a private job (`?join=` in the shared URL). */
   joinToken: string | undefined;
   onStatus: (status: Partial<SessionStatus> & { where?: string }) => void;
+  /** Wraps the chosen trainer (the lab's dishonest volunteer; the product page passes none). */
+  decorateTrainer?: (trainer: Trainer) => Trainer;
 };
 
 export interface Volunteer {
@@ -40,8 +43,8 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
   const session = startSession({
     origin: location.origin,
     socketUrl: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
-    trainer: chosen.trainer,
-    openLink: (identity) => openLink(signalling, identity),
+    trainer: options.decorateTrainer?.(chosen.trainer) ?? chosen.trainer,
+    openLink: (identity, job) => openLink(signalling, identity, job.aggregation),
     joinToken: options.joinToken,
     backend: backend as Backend,
     name: options.name,
@@ -58,8 +61,11 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
   };
 }
 
-/** Registers under the issued identity and stacks transport and all-reducer on it; close() frees all three. */
-async function openLink(signalling: SignallingConfig, identity: Identity): Promise<PeerLink> {
+/**
+ * Registers under the issued identity and stacks transport and the job's all-reducer on it (a
+ * ring for "mean", a direct plan for robust aggregation); close() frees all three.
+ */
+async function openLink(signalling: SignallingConfig, identity: Identity, aggregation: Aggregation): Promise<PeerLink> {
   const peer = await openPeer(signalling, identity);
   peer.on("error", (error) => console.error(`PeerJS error (${error.type}): ${error.message}`));
   // The signalling socket may drop; links already open keep working, new ones need it back.
@@ -67,13 +73,40 @@ async function openLink(signalling: SignallingConfig, identity: Identity): Promi
     if (!peer.destroyed) peer.reconnect();
   });
   const transport = createPeerTransport(peer);
-  const reducer = createAllReducer({ transport });
+  const reducers = aggregation === "mean" ? ringLink(transport) : directLink(transport);
   return {
-    reducer,
+    ...reducers,
     close() {
-      reducer.close();
+      reducers.close();
       transport.close();
       peer.destroy();
     },
+  };
+}
+
+function ringLink(transport: PeerTransport): PeerLink {
+  const reducer = createAllReducer({ transport });
+  return {
+    async reduce({ attempt, plan, gradient, samples, frameBytes }) {
+      if (plan.kind !== "ring") throw new Error(`this job averages over a ring, but the round came with a ${plan.kind} plan`);
+      const { mean, stats } = await reducer.allReduce({ round: attempt, ring: [...plan.members], gradient, samples, frameBytes });
+      return { mean, bytesSent: stats.bytesSent, bytesReceived: stats.bytesReceived };
+    },
+    abortRound: (attempt, reason) => reducer.abortRound(attempt, reason),
+    close: () => reducer.close(),
+  };
+}
+
+function directLink(transport: PeerTransport): PeerLink {
+  const reducer = createDirectAllReducer({ transport });
+  return {
+    async reduce({ attempt, plan, gradient, frameBytes }) {
+      if (plan.kind !== "direct") throw new Error(`this job aggregates robustly, but the round came with a ${plan.kind} plan`);
+      const { mean, stats } = await reducer.allReduce({ round: attempt, plan, gradient, frameBytes });
+      const clipped = stats.ownShard.contributors.filter((c) => c.clipped).map((c) => c.peer);
+      return { mean, bytesSent: stats.bytesSent, bytesReceived: stats.bytesReceived, clipped };
+    },
+    abortRound: (attempt, reason) => reducer.abortRound(attempt, reason),
+    close: () => reducer.close(),
   };
 }

@@ -4,6 +4,7 @@
 // schema), within a stated memory bound, holding no leftover sockets or dashboards, and with no
 // stack trace in its log; every rejection must be a clear error (a JSON 4xx, or a WebSocket close
 // with a policy code and a reason). Rerun a failure with CROWDTRAIN_FUZZ_SEED=<the printed seed>.
+import { mulberry32 } from "@crowdtrain/coordination";
 import { parseWorkerMessage, PROTOCOL_VERSION } from "@crowdtrain/protocol";
 import { afterAll, beforeAll, describe, expect, it, vi, type MockInstance } from "vitest";
 import type { ServerHandle } from "../../src/server.ts";
@@ -41,19 +42,7 @@ const RELEASE_TIMEOUT_MS = 3_000;
 /** The whole suite's bound. */
 const SUITE_TIMEOUT_MS = 90_000;
 
-// ---- seeded randomness ----
-
-/** Mulberry32. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// ---- seeded randomness (the coordinator's own PRNG) ----
 
 class Fuzz {
   constructor(readonly random: () => number) {}
@@ -106,7 +95,7 @@ class Fuzz {
   }
 }
 
-const fuzz = new Fuzz(seeded(SEED));
+const fuzz = new Fuzz(mulberry32(SEED));
 const failures: string[] = [];
 /** Records a broken expectation with the seed and the input, so one run reports them all. */
 function complain(what: string, input: string, problem: string): void {

@@ -1,11 +1,12 @@
-import { AllReduceError, type AllReducer, type RoundResult } from "@crowdtrain/allreduce";
+import { AllReduceError } from "@crowdtrain/allreduce";
 import {
   parseCoordinatorMessage,
-  planMembers,
   PROTOCOL_VERSION,
   type Backend,
   type CoordinatorMessage,
   type Identity,
+  type Job,
+  type Plan,
   type RoundTimings,
   type WorkerMessage,
 } from "@crowdtrain/protocol";
@@ -26,7 +27,7 @@ export type SessionDeps = {
    * Registers with the signalling server under the identity the coordinator issued and returns
    * the all-reducer on it. Each connection to the coordinator gets a new identity, so a new link.
    */
-  openLink: (identity: Identity) => Promise<PeerLink>;
+  openLink: (identity: Identity, job: Job) => Promise<PeerLink>;
   /** The operator's join token, for a private job (`?join=` in the shared URL). */
   joinToken?: string | undefined;
   /** The backend the trainer chose (selectBackend ran before connecting). */
@@ -37,7 +38,15 @@ export type SessionDeps = {
 };
 
 /** One identity's presence on the peer network; the session closes it when the identity is replaced. */
-export type PeerLink = { reducer: AllReducer; close(): void };
+export type PeerLink = {
+  /** Averages the gradient with the plan's other members; rejects with AllReduceError. */
+  reduce(args: ReduceArgs): Promise<Reduced>;
+  abortRound(attempt: number, reason: string): void;
+  close(): void;
+};
+export type ReduceArgs = { attempt: number; plan: Plan; gradient: Float32Array; samples: number; frameBytes: number };
+/** The averaged gradient, what it cost, and (as a direct plan's shard owner) the contributors clipped. */
+export type Reduced = { mean: Float32Array; bytesSent: number; bytesReceived: number; clipped?: string[] };
 
 export interface Session {
   readonly status: SessionStatus;
@@ -115,8 +124,8 @@ export function startSession(deps: SessionDeps): Session {
 
   const runRound = async (message: RoundMessage): Promise<void> => {
     if (aborted.has(message.attempt)) return;
-    const reducer = link?.reducer;
-    if (reducer === undefined) throw new Error(`round ${message.round} arrived before our peer link was open`);
+    const peers = link;
+    if (peers === undefined) throw new Error(`round ${message.round} arrived before our peer link was open`);
     const startedAt = performance.now();
     running = message.attempt;
     publish({ phase: "training", share: undefined });
@@ -125,16 +134,9 @@ export function startSession(deps: SessionDeps): Session {
     running = message.attempt;
     send({ type: "phase", attempt: message.attempt, phase: "reducing" });
     const reduceStart = performance.now();
-    let reduced: RoundResult;
+    let reduced: Reduced;
     try {
-      const result = await reducer.allReduce({
-        round: message.attempt,
-        ring: [...planMembers(message.plan)],
-        gradient: grad.gradient,
-        samples: grad.samples,
-        frameBytes: message.frameBytes,
-      });
-      reduced = result;
+      reduced = await peers.reduce({ attempt: message.attempt, plan: message.plan, gradient: grad.gradient, samples: grad.samples, frameBytes: message.frameBytes });
     } catch (error) {
       running = undefined;
       if (!(error instanceof AllReduceError)) throw error;
@@ -162,8 +164,9 @@ export function startSession(deps: SessionDeps): Session {
       samples: grad.samples,
       loss: grad.loss,
       timings,
-      bytesSent: reduced.stats.bytesSent,
-      bytesReceived: reduced.stats.bytesReceived,
+      bytesSent: reduced.bytesSent,
+      bytesReceived: reduced.bytesReceived,
+      ...(reduced.clipped === undefined ? {} : { clipped: reduced.clipped }),
     });
     // The designated uploader sends its pending state at once: the server checks it before the
     // commit (a plan of one commits only then) and adopts it when the round commits with its hash.
@@ -177,7 +180,7 @@ export function startSession(deps: SessionDeps): Session {
         link?.close();
         link = undefined;
         identity = message.identity;
-        link = await deps.openLink(message.identity);
+        link = await deps.openLink(message.identity, message.job);
         batchSize = message.job.batchSize;
         await trainer.init({ job: message.job, datasetUrl: `${deps.origin}/data/${message.job.dataset}` });
         await syncTo(message.round);
@@ -232,7 +235,7 @@ export function startSession(deps: SessionDeps): Session {
     if (message.type === "abort") {
       // Cut the running all-reduce short now; the queued handler then discards pending state.
       aborted.add(message.attempt);
-      link?.reducer.abortRound(message.attempt, `coordinator aborted attempt ${message.attempt}: ${message.reason}`);
+      link?.abortRound(message.attempt, `coordinator aborted attempt ${message.attempt}: ${message.reason}`);
     }
     const from = generation;
     queue = queue
@@ -251,11 +254,14 @@ export function startSession(deps: SessionDeps): Session {
     for (const attempt of [running, pending?.attempt]) {
       if (attempt === undefined) continue;
       aborted.add(attempt);
-      link?.reducer.abortRound(attempt, reason);
+      link?.abortRound(attempt, reason);
     }
-    // The server revokes this connection's identity (and its PeerJS registration); the next
-    // welcome brings a new one.
+    // The server revokes this connection's identity and its PeerJS registration: close our side of
+    // it now (a PeerJS peer would otherwise keep trying to reconnect with a revoked id); the next
+    // welcome brings a new identity and a new link.
     identity = undefined;
+    link?.close();
+    link = undefined;
     const dropped = pending?.attempt;
     pending = undefined;
     if (dropped !== undefined) queue = queue.then(() => trainer.discard(dropped)).catch(fail);

@@ -1,0 +1,75 @@
+// A dishonest volunteer for robustness tests and benchmarks: the real session, trainer and peer
+// link, with one attack applied to what this tab contributes. Lab-only: the product page never
+// imports this file, and the lab page is served only by a server started with --lab.
+import type { GradientReport, Trainer } from "../trainer/api.ts";
+import { startVolunteer, type Volunteer } from "../volunteer.ts";
+import type { LabAttack } from "../lab-api.ts";
+
+let running: Volunteer | undefined;
+
+/** What a dishonest tab does to its gradient before the all-reduce sees it. */
+export function attackGradient(attack: LabAttack, report: GradientReport, random: () => number = Math.random): GradientReport {
+  const g = report.gradient;
+  const out = new Float32Array(g.length);
+  let norm = 0;
+  for (const x of g) norm += x * x;
+  norm = Math.sqrt(norm);
+  switch (attack) {
+    case "scale":
+      for (let i = 0; i < g.length; i++) out[i] = (g[i] as number) * 1e4;
+      break;
+    case "sign-flip":
+      for (let i = 0; i < g.length; i++) out[i] = -(g[i] as number);
+      break;
+    case "huge":
+      out.fill(3e38);
+      break;
+    case "noise": {
+      // Random noise of the gradient's own norm, replacing the gradient.
+      let noiseNorm = 0;
+      for (let i = 0; i < g.length; i++) noiseNorm += (out[i] = random() * 2 - 1) ** 2;
+      const scale = norm / Math.max(Math.sqrt(noiseNorm), 1e-30);
+      for (let i = 0; i < g.length; i++) out[i] = (out[i] as number) * scale;
+      break;
+    }
+    case "zero":
+      // A free rider: claims its lease, contributes nothing.
+      break;
+  }
+  return { ...report, gradient: out };
+}
+
+function dishonest(trainer: Trainer, attack: LabAttack): Trainer {
+  return {
+    selectBackend: (backends) => trainer.selectBackend(backends),
+    init: (init) => trainer.init(init),
+    loadState: (bytes) => trainer.loadState(bytes),
+    computeGradient: async (lease) => attackGradient(attack, await trainer.computeGradient(lease)),
+    applyUpdate: (attempt, mean) => trainer.applyUpdate(attempt, mean),
+    commit: (attempt, round) => trainer.commit(attempt, round),
+    discard: (attempt) => trainer.discard(attempt),
+    exportState: () => trainer.exportState(),
+    exportPending: (attempt, round) => trainer.exportPending(attempt, round),
+    dispose: () => trainer.dispose(),
+  };
+}
+
+/** Joins the job like a volunteer would, but applies `attack` to every gradient it contributes. */
+export async function labDishonest(args: { attack: LabAttack; backends: string[]; name?: string }): Promise<void> {
+  if (running !== undefined) throw new Error("a dishonest volunteer already runs on this page");
+  running = await startVolunteer({
+    backends: args.backends,
+    forcePage: false,
+    name: args.name ?? `dishonest-${args.attack}`,
+    joinToken: undefined,
+    onStatus: () => undefined,
+    decorateTrainer: (trainer) => dishonest(trainer, args.attack),
+  });
+}
+
+/** The dishonest volunteer's session status (or undefined before labDishonest). */
+export function labDishonestStatus(): { phase: string; peerId: string | undefined; stopReason: string | undefined } | undefined {
+  if (running === undefined) return undefined;
+  const status = running.status();
+  return { phase: status.phase, peerId: status.peerId, stopReason: status.stopReason };
+}
