@@ -68,6 +68,9 @@ test("chaos: tabs closed, opened and crashed, server killed and restarted; no sa
         const startedAt = Date.now();
         await expect.poll(round, { timeout: 2 * 60_000, intervals: [200] }).toBeGreaterThan(resumed);
         events.push(`round ${before}: server killed (SIGKILL), restarted from round ${resumed} (${before - resumed} rounds lost), next round committed ${Date.now() - startedAt} ms after restart`);
+        // What the coordinator did meanwhile (joins, aborts and why), for a slow recovery's diagnosis.
+        const log = (await fetchStatus(server.url)).events.filter((e) => e.at >= startedAt - 5_000);
+        for (const e of log) events.push(`    +${e.at - startedAt} ms ${e.kind}: ${e.text}`);
       } else {
         const victim = live.splice(pick(), 1)[0]!;
         const [id, before] = [await peerIdOf(victim), await round()];
