@@ -3,16 +3,11 @@ import { systemClock, type Clock } from "./clock.ts";
 import { AllReduceError } from "./errors.ts";
 import { resolveOptions, type AllReduceOptions } from "./options.ts";
 import { firstNonFinite } from "./reduce.ts";
+import { createRoundHost, type AllReducerCounters } from "./host.ts";
 import { RoundRun, type RoundArgs, type RoundResult } from "./round.ts";
 import type { PeerId, Transport } from "./transport.ts";
 
-/** Counters of frames that did not belong to a running round, for diagnosis and tests. */
-export type AllReducerCounters = {
-  staleFrames: number;
-  undecodableFrames: number;
-  bufferedFutureBytes: number;
-  lastViolation: string | undefined;
-};
+export type { AllReducerCounters };
 
 export interface AllReducer {
   /** Runs one round. Rejects with AllReduceError; never resolves with a partial result. */
@@ -34,112 +29,25 @@ export type AllReducerDeps = {
   options?: Partial<AllReduceOptions>;
 };
 
-type Held = { from: PeerId; frame: Frame; bytes: number };
-
 /** Largest sample count a float32 carries exactly, so Σ samples is exact. */
 const MAX_SAMPLES = 2 ** 24;
 
-/**
- * Owns one transport subscription for many rounds, one at a time. Frames are routed by round id:
- * the running round gets them, older rounds' frames are dropped (a round that was aborted or
- * already finished), and frames of later rounds, sent by a peer that ran ahead, are held until
- * this peer starts that round.
- */
+/** The ring all-reducer: round isolation from the shared host (host.ts), each round a RoundRun. */
 export function createAllReducer(deps: AllReducerDeps): AllReducer {
   const { transport } = deps;
   const clock = deps.clock ?? systemClock();
   const options = resolveOptions(deps.options);
-  let current: RoundRun | undefined;
-  let lastStarted = -1;
-  let closed = false;
-  const held = new Map<number, Held[]>();
-  /** Rounds whose held frames overflowed the buffer: the sender is named when the round starts. */
-  const overflowed = new Map<number, PeerId>();
-  const counters: AllReducerCounters = { staleFrames: 0, undecodableFrames: 0, bufferedFutureBytes: 0, lastViolation: undefined };
-
-  const hold = (from: PeerId, bytes: Uint8Array, round: number): void => {
-    if (counters.bufferedFutureBytes + bytes.byteLength > options.maxBufferedFutureBytes) {
-      if (!overflowed.has(round)) overflowed.set(round, from);
-      counters.lastViolation = `${from} sent more than maxBufferedFutureBytes ahead of round ${round}`;
-      return;
-    }
-    // The transport reuses its bytes after the handler returns: keep a copy, decoded from the copy.
-    const copy = new Uint8Array(bytes); // a copy (Buffer#slice would be a view)
-    const list = held.get(round) ?? [];
-    list.push({ from, frame: decodeFrame(copy), bytes: copy.byteLength });
-    held.set(round, list);
-    counters.bufferedFutureBytes += copy.byteLength;
-  };
-
-  const dropHeldUpTo = (round: number): void => {
-    for (const [r, list] of held) {
-      if (r > round) continue;
-      for (const item of list) counters.bufferedFutureBytes -= item.bytes;
-      held.delete(r);
-    }
-    for (const r of overflowed.keys()) if (r < round) overflowed.delete(r);
-  };
-
-  const offFrame = transport.onFrame((from, bytes) => {
-    let frame: Frame;
-    try {
-      frame = decodeFrame(bytes);
-    } catch (error) {
-      counters.undecodableFrames++;
-      counters.lastViolation = `undecodable frame from ${from}: ${String(error)}`;
-      current?.handlePeerViolation(from, `undecodable frame: ${String(error)}`);
-      return;
-    }
-    if (current !== undefined && frame.round === current.round) current.handleFrame(from, frame, bytes.byteLength);
-    else if (frame.round > lastStarted) hold(from, bytes, frame.round);
-    else counters.staleFrames++;
-  });
-  const offGone = transport.onPeerGone((peer, reason) => current?.handlePeerGone(peer, reason));
-
+  const host = createRoundHost<Frame, RoundResult>({ transport, decode: decodeFrame, maxBufferedFutureBytes: options.maxBufferedFutureBytes, name: "all-reducer" });
   return {
     async allReduce(args) {
-      if (closed) throw new Error("all-reducer is closed");
-      if (current !== undefined) throw new Error(`round ${current.round} is still running; rounds run one at a time`);
-      if (!Number.isInteger(args.round) || args.round <= lastStarted || args.round > 0xffffffff) {
-        throw new RangeError(`round id ${args.round} must be an integer above the last one started (${lastStarted})`);
-      }
+      host.checkCanStart(args.round);
       validateRing(args.ring, transport.self);
       if (args.frameBytes !== undefined) resolveOptions({ ...options, frameBytes: args.frameBytes });
-      const run = new RoundRun(args, transport, clock, options);
-      lastStarted = args.round;
-      current = run;
-      const inputProblem = checkInput(args);
-      if (inputProblem !== undefined) run.abortLocally("bad-input", transport.self, inputProblem, true);
-      else {
-        run.start();
-        const culprit = overflowed.get(args.round);
-        if (culprit !== undefined) run.handlePeerViolation(culprit, "sent more frames ahead of this round than maxBufferedFutureBytes");
-        for (const item of held.get(args.round) ?? []) run.handleFrame(item.from, item.frame, item.bytes);
-      }
-      dropHeldUpTo(args.round);
-      try {
-        return await run.result;
-      } finally {
-        current = undefined;
-      }
+      return host.run(new RoundRun(args, transport, clock, options), checkInput(args));
     },
-    counters: () => ({ ...counters }),
-    abortRound(round, reason) {
-      if (current?.round === round) current.abortLocally("aborted", undefined, reason, false);
-      // A round not started yet must not start later: mark it as passed so its frames are stale.
-      else if (round > lastStarted) {
-        lastStarted = round;
-        dropHeldUpTo(round);
-      }
-    },
-    close() {
-      if (closed) return;
-      closed = true;
-      offFrame();
-      offGone();
-      current?.abortLocally("closed", undefined, "the all-reducer was closed", true);
-      dropHeldUpTo(Number.POSITIVE_INFINITY);
-    },
+    counters: () => host.counters(),
+    abortRound: (round, reason) => host.abortRound(round, reason),
+    close: () => host.close(),
   };
 }
 

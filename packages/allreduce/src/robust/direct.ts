@@ -1,5 +1,5 @@
 import { decodeDirectFrame, encodeAbortFrame, encodeDataFrame, FrameKind, type Aggregation, type DirectDataFrame, type DirectFrame, type DirectPlan } from "@crowdtrain/protocol";
-import type { AllReducerCounters } from "../allreducer.ts";
+import { createRoundHost, type AllReducerCounters } from "../host.ts";
 import { systemClock, type Clock, type TimerHandle } from "../clock.ts";
 import { AllReduceError, type AllReduceErrorCode } from "../errors.ts";
 import { chunkCount, chunkOffsets, partition, type Span } from "../partition.ts";
@@ -97,114 +97,32 @@ export type DirectAllReducerDeps = {
 
 const AGGREGATIONS: readonly Aggregation[] = ["mean", "trimmed-mean", "centered-clip"];
 
-type Held = { from: PeerId; frame: DirectFrame; bytes: number };
-
-/**
- * Owns one transport subscription for many rounds, one at a time, with the ring's round isolation:
- * frames of the running round go to it, older rounds' frames are dropped and counted, frames of
- * later rounds (a peer that ran ahead) are held up to maxBufferedFutureBytes.
- */
+/** The direct all-reducer: round isolation from the shared host (host.ts), each round a DirectRun. */
 export function createDirectAllReducer(deps: DirectAllReducerDeps): DirectAllReducer {
   const { transport } = deps;
   const clock = deps.clock ?? systemClock();
   const options = resolveDirectOptions(deps.options);
-  let current: DirectRun | undefined;
-  let lastStarted = -1;
-  let closed = false;
-  const held = new Map<number, Held[]>();
-  /** Rounds whose held frames overflowed the buffer: the sender is named when the round starts. */
-  const overflowed = new Map<number, PeerId>();
-  const counters: AllReducerCounters = { staleFrames: 0, undecodableFrames: 0, bufferedFutureBytes: 0, lastViolation: undefined };
-
-  const hold = (from: PeerId, frame: DirectFrame, bytes: Uint8Array): void => {
-    if (counters.bufferedFutureBytes + bytes.byteLength > options.maxBufferedFutureBytes) {
-      if (!overflowed.has(frame.round)) overflowed.set(frame.round, from);
-      counters.lastViolation = `${from} sent more than maxBufferedFutureBytes ahead of round ${frame.round}`;
-      return;
-    }
-    // The transport reuses its bytes after the handler returns: keep a copy, decoded from the copy.
-    const copy = new Uint8Array(bytes);
-    const list = held.get(frame.round) ?? [];
-    list.push({ from, frame: decodeDirectFrame(copy), bytes: copy.byteLength });
-    held.set(frame.round, list);
-    counters.bufferedFutureBytes += copy.byteLength;
-  };
-
-  const dropHeldUpTo = (round: number): void => {
-    for (const [r, list] of held) {
-      if (r > round) continue;
-      for (const item of list) counters.bufferedFutureBytes -= item.bytes;
-      held.delete(r);
-    }
-    for (const r of overflowed.keys()) if (r <= round) overflowed.delete(r);
-  };
-
-  const offFrame = transport.onFrame((from, bytes) => {
-    let frame: DirectFrame;
-    try {
-      frame = decodeDirectFrame(bytes);
-    } catch (error) {
-      // Not a direct-layout frame (malformed, or a ring frame): counted, and if it came from a member
-      // of the running round, that round fails naming it. A stranger's junk is only counted.
-      counters.undecodableFrames++;
-      counters.lastViolation = `undecodable frame from ${from}: ${String(error)}`;
-      current?.handlePeerViolation(from, `undecodable frame: ${String(error)}`);
-      return;
-    }
-    if (current !== undefined && frame.round === current.round) current.handleFrame(from, frame, bytes.byteLength);
-    else if (frame.round > lastStarted) hold(from, frame, bytes);
-    else counters.staleFrames++;
+  const host = createRoundHost<DirectFrame, DirectRoundResult>({
+    transport,
+    decode: decodeDirectFrame,
+    maxBufferedFutureBytes: options.maxBufferedFutureBytes,
+    name: "direct all-reducer",
   });
-  const offGone = transport.onPeerGone((peer, reason) => current?.handlePeerGone(peer, reason));
-
   return {
     async allReduce(args) {
-      if (closed) throw new Error("direct all-reducer is closed");
-      if (current !== undefined) throw new Error(`round ${current.round} is still running; rounds run one at a time`);
-      if (!Number.isInteger(args.round) || args.round <= lastStarted || args.round > 0xffffffff) {
-        throw new RangeError(`round id ${args.round} must be an integer above the last one started (${lastStarted})`);
-      }
+      host.checkCanStart(args.round);
       validatePlan(args.plan, transport.self);
       const roundOptions = args.frameBytes === undefined ? options : resolveDirectOptions({ ...options, frameBytes: args.frameBytes });
       if (args.plan.aggregation === "trimmed-mean" && roundOptions.trim !== undefined && 2 * roundOptions.trim >= args.plan.members.length) {
         throw new RangeError(`trim ${roundOptions.trim} leaves nothing of ${args.plan.members.length} contributions (needs 2*trim < N)`);
       }
-      const run = new DirectRun(args, transport, clock, roundOptions);
-      lastStarted = args.round;
-      current = run;
       const bad = firstNonFinite(args.gradient);
-      if (bad >= 0) {
-        run.abortLocally("bad-input", transport.self, `own gradient has non-finite value ${args.gradient[bad]} at element ${bad}`, true);
-      } else {
-        run.start();
-        const culprit = overflowed.get(args.round);
-        if (culprit !== undefined) run.handlePeerViolation(culprit, "sent more frames ahead of this round than maxBufferedFutureBytes");
-        for (const item of held.get(args.round) ?? []) run.handleFrame(item.from, item.frame, item.bytes);
-      }
-      dropHeldUpTo(args.round);
-      try {
-        return await run.result;
-      } finally {
-        current = undefined;
-      }
+      const problem = bad >= 0 ? `own gradient has non-finite value ${args.gradient[bad]} at element ${bad}` : undefined;
+      return host.run(new DirectRun(args, transport, clock, roundOptions), problem);
     },
-    counters: () => ({ ...counters }),
-    abortRound(round, reason) {
-      if (current?.round === round) current.abortLocally("aborted", undefined, reason, false);
-      // A round not started yet must not start later: mark it as passed so its frames are stale.
-      else if (round > lastStarted) {
-        lastStarted = round;
-        dropHeldUpTo(round);
-      }
-    },
-    close() {
-      if (closed) return;
-      closed = true;
-      offFrame();
-      offGone();
-      current?.abortLocally("closed", undefined, "the direct all-reducer was closed", true);
-      dropHeldUpTo(Number.POSITIVE_INFINITY);
-    },
+    counters: () => host.counters(),
+    abortRound: (round, reason) => host.abortRound(round, reason),
+    close: () => host.close(),
   };
 }
 
