@@ -25,6 +25,14 @@ export interface Volunteer {
 }
 
 const KNOWN_BACKENDS: readonly string[] = ["webgpu", "webgl", "wasm", "cpu"];
+/**
+ * A shard owner reports a contributor as an outlier (the coordinator strikes one that most owners
+ * report) only when it lay this many clipping radii away. Clipping alone is routine: tau is twice
+ * the median distance, and with few members and non-identical leases an honest member crosses it
+ * now and then (a CI run evicted an honest tab that way). A gradient scaled by 1e4 lies thousands
+ * of radii away; what stays inside is bounded by the clipping anyway.
+ */
+const OUTLIER_TAUS = 4;
 
 /**
  * Starts lending this tab: picks the trainer and its backend, registers with the signalling server,
@@ -103,7 +111,8 @@ function directLink(transport: PeerTransport): PeerLink {
     async reduce({ attempt, plan, gradient, frameBytes }) {
       if (plan.kind !== "direct") throw new Error(`this job aggregates robustly, but the round came with a ${plan.kind} plan`);
       const { mean, stats } = await reducer.allReduce({ round: attempt, plan, gradient, frameBytes });
-      const clipped = stats.ownShard.contributors.filter((c) => c.clipped).map((c) => c.peer);
+      const { tau, contributors } = stats.ownShard;
+      const clipped = tau === undefined ? [] : contributors.filter((c) => c.clipped && c.distance > OUTLIER_TAUS * tau).map((c) => c.peer);
       return { mean, bytesSent: stats.bytesSent, bytesReceived: stats.bytesReceived, clipped };
     },
     abortRound: (attempt, reason) => reducer.abortRound(attempt, reason),

@@ -267,6 +267,12 @@ export class Coordinator {
     const members = this.current?.attempt === event.attempt ? this.current.members : this.recent.get(event.attempt);
     if (members === undefined || !members.has(accuser)) return;
     if (this.current?.attempt === event.attempt) this.abort(`${accuser} failed (${event.code}): ${event.message}`, now, effects);
+    // Its own input was refused (a non-finite gradient, an impossible sample count): its fault,
+    // and a member doing it every round would otherwise abort every round without a strike.
+    if (event.code === "bad-input") {
+      this.strike(accuser, `its own contribution was refused (${event.message.slice(0, 200)})`, now, effects);
+      return;
+    }
     const suspect = event.suspect;
     // Relayed aborts ("aborted") repeat someone else's word: only first-hand observations accuse.
     if (suspect === undefined || suspect === accuser || !members.has(suspect) || !FIRST_HAND.has(event.code)) return;

@@ -161,6 +161,22 @@ describe("accusations need a second witness", () => {
   });
 });
 
+describe("repeated aborts", () => {
+  it("a member whose own contribution its all-reducer refuses (bad-input) is struck each time, and evicted at maxStrikes", () => {
+    const h = Harness.create({ minWorkers: 3, maxRounds: 20 });
+    ["a", "b", "c"].forEach((p) => h.join(p));
+    for (let k = 1; k <= 3; k++) {
+      const round = h.coordinator.state.current!;
+      h.apply({ type: "failed", peerId: "c", attempt: round.attempt, code: "bad-input", suspect: "c", message: "own gradient has non-finite value NaN at element 0", now: (h.now += 1) });
+      expect(strikes(h, "c") ?? "evicted").toBe(k < 3 ? k : "evicted");
+      h.now += CONFIG.replanDelayMs + 1;
+      h.apply({ type: "tick", now: h.now });
+    }
+    expect(h.logs("evicted").at(-1)).toMatch(/c evicted after 3 strikes; last: its own contribution was refused/);
+    expect([strikes(h, "a"), strikes(h, "b")]).toEqual([0, 0]);
+  });
+});
+
 describe("strikes", () => {
   it("one strike is forgiven for every strikeDecayRounds committed rounds", () => {
     const h = Harness.create({ minWorkers: 2, strikeDecayRounds: 3, maxRounds: 50 });

@@ -73,8 +73,9 @@ export const ResultSchema = v.strictObject({
   bytesReceived: Count,
   /**
    * As a shard owner of a direct plan with robust aggregation: the contributors whose shard lay
-   * farther than tau from the aggregate (tau = twice the median distance to the coordinate-wise
-   * median). The coordinator strikes a member that a strict majority of owners name.
+   * far outside the clipping radius tau (tau = twice the median distance to the coordinate-wise
+   * median; the worker reports beyond 4 tau). The coordinator strikes a member that a strict
+   * majority of owners name.
    */
   clipped: v.optional(v.pipe(v.array(PeerIdSchema), v.maxLength(MAX_PLAN_MEMBERS))),
 });

@@ -35,6 +35,12 @@ export function attackGradient(attack: LabAttack, report: GradientReport, random
     case "zero":
       // A free rider: claims its lease, contributes nothing.
       break;
+    case "claim":
+      // An honest gradient, but a claimed sample count far above its lease (to buy weight in a mean).
+      return { ...report, samples: 1e9 };
+    case "wrong-hash":
+      // Lies in what it reports, not in what it sends (see dishonest()).
+      return report;
   }
   return { ...report, gradient: out };
 }
@@ -45,7 +51,10 @@ function dishonest(trainer: Trainer, attack: LabAttack): Trainer {
     init: (init) => trainer.init(init),
     loadState: (bytes) => trainer.loadState(bytes),
     computeGradient: async (lease) => attackGradient(attack, await trainer.computeGradient(lease)),
-    applyUpdate: (attempt, mean) => trainer.applyUpdate(attempt, mean),
+    applyUpdate: async (attempt, mean) => {
+      const update = await trainer.applyUpdate(attempt, mean);
+      return attack === "wrong-hash" ? { ...update, hash: "f".repeat(64) } : update;
+    },
     commit: (attempt, round) => trainer.commit(attempt, round),
     discard: (attempt) => trainer.discard(attempt),
     exportState: () => trainer.exportState(),
