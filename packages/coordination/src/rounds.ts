@@ -52,12 +52,19 @@ export function disputeBackoffMs(disputes: number): number {
   return disputes <= 1 ? 0 : Math.min(250 * 2 ** (disputes - 2), 10_000);
 }
 
+/** Fewest members of a direct plan whose outlier reports strike anyone. */
+export const MIN_OUTLIER_PLAN = 4;
+
 /**
  * Members that a strict majority of a direct plan's shard owners clipped as outliers, with how many
  * owners did. One owner's word is not enough (it may lie, or one shard may be unusual); a member
  * whose whole vector is far from the others is clipped by most owners. Owners are the reporters.
  */
 export function outliers(reports: ReadonlyMap<string, RoundReport>): Map<string, number> {
+  // With three contributions one of them lying far from the other two's median is routine (a CI
+  // run struck an honest tab that way at round 59 of 60); the aggregate is bounded by the
+  // clipping anyway, so strikes wait for a plan of MIN_OUTLIER_PLAN.
+  if (reports.size < MIN_OUTLIER_PLAN) return new Map();
   const counts = new Map<string, number>();
   for (const [owner, report] of reports) {
     for (const peer of new Set(report.clipped ?? [])) if (peer !== owner) counts.set(peer, (counts.get(peer) ?? 0) + 1);

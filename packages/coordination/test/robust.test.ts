@@ -15,6 +15,8 @@ describe("outliers", () => {
     // d: clipped by a, b, c (3 of 4); a: by c and d (2 of 4, not a majority); d's own say about itself is ignored.
     expect([...outliers(four)]).toEqual([["d", 3]]);
     expect(outliers(new Map([["a", report(["b"])], ["b", report(["a"])]])).size).toBe(0);
+    // Three members: even two owners naming the third strike nobody (too few to tell an outlier).
+    expect(outliers(new Map([["a", report(["c"])], ["b", report(["c"])], ["c", report()]])).size).toBe(0);
     expect(outliers(new Map([["a", report()]])).size).toBe(0);
   });
 });
