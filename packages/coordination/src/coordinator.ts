@@ -528,6 +528,11 @@ export class Coordinator {
     };
   }
 
+  /** True while `peerId` is in the open round and said it entered the all-reduce (or reported). */
+  isReducing(peerId: string): boolean {
+    return this.current?.reducingAt.has(peerId) ?? false;
+  }
+
   get openAttempt(): number | undefined {
     return this.current?.attempt;
   }

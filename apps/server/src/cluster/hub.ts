@@ -60,8 +60,6 @@ export class ClusterHub {
   readonly route: UpgradeRoute;
   private readonly sockets = new Map<string, WebSocket>();
   private readonly lastPong = new Map<WebSocket, number>();
-  /** Last phase each worker reported for an attempt (display only). */
-  private readonly phases = new Map<string, { attempt: number; phase: "computing" | "reducing" }>();
   private readonly hellos: RateLimiter;
   private readonly ticker: NodeJS.Timeout;
   private readonly heartbeat: NodeJS.Timeout;
@@ -156,7 +154,6 @@ export class ClusterHub {
       this.lastPong.delete(ws);
       if (peerId === undefined || this.sockets.get(peerId) !== ws) return;
       this.sockets.delete(peerId);
-      this.phases.delete(peerId);
       this.options.identities.revoke(peerId, "its connection to the coordinator closed");
       this.dispatch({ type: "leave", peerId, reason: "connection to the server closed", now: this.now() });
     });
@@ -196,7 +193,6 @@ export class ClusterHub {
         return;
       }
       case "phase":
-        this.phases.set(peerId, { attempt: message.attempt, phase: message.phase });
         this.dispatch({ type: "phase", peerId, attempt: message.attempt, phase: message.phase, now });
         return;
       case "failed":
@@ -230,7 +226,6 @@ export class ClusterHub {
         }
         const ws = this.sockets.get(effect.peerId);
         this.sockets.delete(effect.peerId);
-        this.phases.delete(effect.peerId);
         this.options.identities.revoke(effect.peerId, effect.reason);
         if (ws !== undefined && ws.readyState === ws.OPEN) ws.close(CLOSE_POLICY_VIOLATION, closeReason(effect.reason));
         return;
@@ -238,12 +233,6 @@ export class ClusterHub {
       case "epoch-finished":
         return;
     }
-  }
-
-  /** True while `peerId` reported being in the all-reduce of the round now open. */
-  isReducing(peerId: string): boolean {
-    const reported = this.phases.get(peerId);
-    return reported?.phase === "reducing" && reported.attempt === this.coordinator.openAttempt;
   }
 
   /** Worker sockets open now (members and sockets that have not said hello yet). */

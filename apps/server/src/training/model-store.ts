@@ -4,8 +4,8 @@ import {
   createOptimizer,
   encodeState,
   hashState,
-  MAX_STATE_HEADER_BYTES,
   readWeights,
+  stateBytes,
   type DatasetManifest,
   type ModelState,
 } from "@crowdtrain/training";
@@ -53,8 +53,7 @@ export class ModelStore {
 
   /** The largest encoded state of this job: its floats exactly, plus the largest header allowed. */
   get maxStateBytes(): number {
-    const floats = this.weightCount * (1 + this.latest.state.optimizer.buffers.length);
-    return 12 + MAX_STATE_HEADER_BYTES + floats * 4;
+    return stateBytes(this.weightCount, this.job.optimizer.kind);
   }
 
   /**

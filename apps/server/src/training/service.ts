@@ -61,7 +61,8 @@ export type TrainingDeps = { identities: IdentityRegistry; origins: OriginPolicy
 
 /**
  * On shutdown, how long to wait for the state of the last committed round (its uploader sends it
- * just after the commit), so the final checkpoint holds it rather than the round before. Well
+ * around the commit, or another holder is asked), so the final checkpoint holds it rather than the
+ * round before. Well
  * inside the CLI's 10 s shutdown bound.
  */
 const FINAL_STATE_WAIT_MS = 3_000;
@@ -139,7 +140,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
   const roster = new PeerRoster();
   let lastCommit: CommittedRound | undefined;
   const status = (): Status =>
-    buildStatus({ job, coordinator, metrics, log: hub.log, storeRound: store.round, roster, lastCommit, now: Date.now(), isReducing: (id) => hub.isReducing(id), bans: bans.active() });
+    buildStatus({ job, coordinator, metrics, log: hub.log, storeRound: store.round, roster, lastCommit, now: Date.now(), isReducing: (id) => coordinator.isReducing(id), bans: bans.active() });
   const stream = new StatusStream(status);
   const evaluateRound = (round: number): void => {
     if (store.round !== round) return;

@@ -1,4 +1,4 @@
-import { decodeDirectFrame, encodeAbortFrame, encodeDataFrame, FrameKind, type Aggregation, type DirectDataFrame, type DirectFrame, type DirectPlan } from "@crowdtrain/protocol";
+import { AggregationSchema, decodeDirectFrame, encodeAbortFrame, encodeDataFrame, FrameKind, type Aggregation, type DirectDataFrame, type DirectFrame, type DirectPlan } from "@crowdtrain/protocol";
 import { createRoundHost, type AllReducerCounters } from "../host.ts";
 import { systemClock, type Clock, type TimerHandle } from "../clock.ts";
 import { AllReduceError, type AllReduceErrorCode } from "../errors.ts";
@@ -95,7 +95,6 @@ export type DirectAllReducerDeps = {
   options?: Partial<DirectOptions>;
 };
 
-const AGGREGATIONS: readonly Aggregation[] = ["mean", "trimmed-mean", "centered-clip"];
 
 /** The direct all-reducer: round isolation from the shared host (host.ts), each round a DirectRun. */
 export function createDirectAllReducer(deps: DirectAllReducerDeps): DirectAllReducer {
@@ -131,7 +130,7 @@ function validatePlan(plan: DirectRoundArgs["plan"], self: PeerId): void {
   if (members.length === 0) throw new RangeError("plan has no members");
   if (new Set(members).size !== members.length) throw new RangeError(`plan has a repeated member: ${members.join(",")}`);
   if (!members.includes(self)) throw new RangeError(`plan ${members.join(",")} does not contain this peer ${self}`);
-  if (!AGGREGATIONS.includes(aggregation)) throw new RangeError(`unknown aggregation ${String(aggregation)}`);
+  if (!AggregationSchema.options.includes(aggregation)) throw new RangeError(`unknown aggregation ${String(aggregation)}`);
 }
 
 type Outgoing = { kind: typeof FrameKind.DirectScatter | typeof FrameKind.DirectGather; segment: number; offset: number; length: number };
