@@ -1,5 +1,8 @@
 import { MAX_ATTEMPT, type CoordinatorMessage } from "@crowdtrain/protocol";
 import { Accusations } from "./accusations.ts";
+import { Audits, type PendingAudit } from "./audits.ts";
+import { Lineage, type RollbackTarget } from "./lineage.ts";
+import { mulberry32 } from "./permutation.ts";
 import { splitBatch } from "./leases.ts";
 import { Membership } from "./membership.ts";
 import { disputeBackoffMs, outliers, separateAccused, tally } from "./rounds.ts";
@@ -41,6 +44,12 @@ export type UploadSlot =
 const FIRST_HAND = new Set(["peer-gone", "timeout", "bad-frame"]);
 /** How many recent attempts' members are remembered, so a second witness of an aborted attempt is heard. */
 const RECENT_ATTEMPTS = 16;
+const DEFAULT_AUDIT_TIMEOUT_MS = 30_000;
+const DEFAULT_MAX_PENDING_AUDITS = 4;
+export const DEFAULT_LINEAGE_ROUNDS = 32;
+
+/** What an audited member may upload now (PUT /api/contribution/<round>), and what it must match. */
+export type AuditSlot = { round: number; attempt: number; lease: readonly number[]; digest: string; baseRound: number };
 
 /**
  * The cluster as a pure state machine: `handle(event)` updates the state and returns the effects
@@ -64,6 +73,8 @@ export class Coordinator {
   private readonly membership: Membership;
   private readonly sampler: Sampler;
   private readonly accusations: Accusations;
+  private readonly audits: Audits;
+  private readonly lineage: Lineage;
   private current: OpenRound | undefined;
   private committedRound = 0;
   private committedHash: string;
@@ -88,12 +99,20 @@ export class Coordinator {
     this.accusations = new Accusations(config.accusationWindowMs);
     this.committedHash = config.initialHash;
     this.sampler = new Sampler(config.trainCount, config.seed, snapshot);
+    this.audits = new Audits(
+      config.spotCheck ?? 0,
+      config.maxPendingAudits ?? DEFAULT_MAX_PENDING_AUDITS,
+      config.auditTimeoutMs ?? DEFAULT_AUDIT_TIMEOUT_MS,
+      config.random ?? mulberry32(config.seed ^ 0x5eed),
+    );
+    this.lineage = new Lineage(config.lineageRounds ?? DEFAULT_LINEAGE_ROUNDS);
     if (snapshot !== undefined) {
       this.committedRound = snapshot.committedRound;
       this.committedHash = snapshot.committedHash;
       this.nextAttempt = snapshot.nextAttempt;
       this.status = snapshot.status;
     }
+    this.lineage.start(this.committedRound, this.committedHash, this.sampler.epoch);
   }
 
   handle(event: CoordinatorEvent): CoordinatorEffect[] {
@@ -114,7 +133,12 @@ export class Coordinator {
       case "phase":
         if (event.phase === "reducing" && this.current?.attempt === event.attempt && this.current.members.has(event.peerId)) {
           if (!this.current.reducingAt.has(event.peerId)) this.current.reducingAt.set(event.peerId, now);
+          // The first digest counts: the member committed to it before its all-reduce began.
+          if (event.digest !== undefined && !this.current.digests.has(event.peerId)) this.current.digests.set(event.peerId, event.digest);
         }
+        break;
+      case "audit-checked":
+        this.onAuditChecked(event, now, effects);
         break;
       case "result":
         this.onResult(event, now, effects);
@@ -129,6 +153,7 @@ export class Coordinator {
         this.onStateChecked(event, now, effects);
         break;
       case "state-stored":
+        this.lineage.markStored(event.round);
         if (this.stateWanted !== undefined && this.stateWanted.round <= event.round) this.stateWanted = undefined;
         break;
       case "tick":
@@ -256,10 +281,85 @@ export class Coordinator {
       uploader: round.uploader,
     };
     effects.push({ type: "committed", commit });
+    this.lineage.push({ round: round.round, hash, epoch: round.epoch, members: round.members, samples: round.plan.members.flatMap((p) => round.leases.get(p) ?? []) });
     // The uploader sent its pending state already; if it is a dissenter (or it never arrives), ask another.
     this.stateWanted = { round: round.round, hash, asked: round.uploader, askedAt: now, tried: new Set([round.uploader]) };
     if (dissenters.includes(round.uploader)) this.askNextUploader(now, effects);
     if (this.maxRounds !== undefined && this.committedRound >= this.maxRounds) this.finish(`reached ${this.maxRounds} rounds`, now, effects);
+    // Drawn after the commit, so a member cannot know while it computes whether it will be checked.
+    else this.drawAudits(round, now, effects);
+  }
+
+  private drawAudits(round: OpenRound, now: number, effects: CoordinatorEffect[]): void {
+    const candidates = round.plan.members
+      .filter((peer) => this.membership.get(peer) !== undefined)
+      .map((peerId) => ({ peerId, lease: round.leases.get(peerId) ?? [], digest: round.digests.get(peerId) }));
+    for (const audit of this.audits.draw(candidates, round.round, round.attempt, now)) {
+      if (audit.digest === undefined) {
+        this.audits.settle(audit.peerId, audit.round, false);
+        this.auditFailed(audit, "it committed to no digest of its contribution before the all-reduce", undefined, now, effects);
+        continue;
+      }
+      effects.push({ type: "log", kind: "audit", text: `spot check: ${audit.peerId}'s contribution to round ${round.round} (${audit.lease.length} samples)` });
+      this.send(audit.peerId, { type: "audit", round: round.round, attempt: round.attempt }, effects);
+    }
+  }
+
+  private onAuditChecked(event: Extract<CoordinatorEvent, { type: "audit-checked" }>, now: number, effects: CoordinatorEffect[]): void {
+    const audit = this.audits.settle(event.peerId, event.round, event.outcome === "passed");
+    if (audit === undefined) return;
+    if (event.outcome === "failed") {
+      this.auditFailed(audit, event.detail, event.relativeError, now, effects);
+      return;
+    }
+    const member = this.membership.get(event.peerId);
+    if (member !== undefined && event.outcome === "passed") member.audits.passed++;
+    const verdict = { round: audit.round, peer: audit.peerId, outcome: event.outcome, relativeError: event.relativeError, detail: event.detail };
+    effects.push({ type: "audited", verdict });
+    effects.push({ type: "log", kind: "audit", text: `spot check of ${audit.peerId} in round ${audit.round} ${event.outcome}: ${event.detail}` });
+  }
+
+  /**
+   * A contribution failed its spot check (or was never shown): the member is evicted (its address
+   * banned) and every round it touched since its last passed audit is rolled back, since it may
+   * have poisoned any of them.
+   */
+  private auditFailed(audit: PendingAudit, why: string, relativeError: number | undefined, now: number, effects: CoordinatorEffect[]): void {
+    const member = this.membership.get(audit.peerId);
+    if (member !== undefined) member.audits.failed++;
+    effects.push({ type: "audited", verdict: { round: audit.round, peer: audit.peerId, outcome: "failed", relativeError, detail: why } });
+    effects.push({ type: "log", kind: "audit", text: `spot check of ${audit.peerId} in round ${audit.round} FAILED: ${why}` });
+    const target = this.lineage.rollbackFor(audit.peerId, this.audits.trustedThrough(audit.peerId));
+    this.audits.forget(audit.peerId);
+    if (target !== undefined) this.rollBack(target, `${audit.peerId} failed the spot check of round ${audit.round}`, now, effects);
+    if (member !== undefined) this.evict(audit.peerId, `failed the spot check of round ${audit.round}: ${why}`, now, effects);
+  }
+
+  /**
+   * Commits the state of an earlier round under a new round number (round numbers only grow, so no
+   * stored state, upload or checkpoint is ever overwritten), and sends every member to it. The
+   * undone rounds' samples of this epoch go back to the queue.
+   */
+  private rollBack(target: RollbackTarget, why: string, now: number, effects: CoordinatorEffect[]): void {
+    this.abort(`rolling back: ${why}`, now, effects);
+    let lost = 0;
+    for (const entry of target.undone) {
+      if (entry.epoch === this.sampler.epoch) this.sampler.unmarkUsed(entry.samples);
+      else lost += entry.samples.length;
+    }
+    const undone = target.undone.map((e) => e.round);
+    this.committedRound++;
+    this.committedHash = target.to.hash;
+    this.disputes = 0;
+    this.stateWanted = undefined;
+    this.audits.dropAfter(target.to.round);
+    this.lineage.truncateAfter(target.to.round);
+    this.lineage.push({ round: this.committedRound, hash: target.to.hash, epoch: this.sampler.epoch, members: new Set(), samples: [] });
+    const range = undone.length === 1 ? `round ${undone[0]}` : `rounds ${undone[0]}..${undone.at(-1)}`;
+    const notes = [target.truncated ? `its earlier rounds lie beyond the ${this.config.lineageRounds ?? DEFAULT_LINEAGE_ROUNDS}-round history` : "", lost > 0 ? `${lost} samples of a finished epoch are not retrained` : ""].filter((n) => n !== "");
+    effects.push({ type: "rolled-back", round: this.committedRound, to: target.to.round, hash: target.to.hash, undone });
+    effects.push({ type: "log", kind: "rollback", text: `${why}: undid ${range}; round ${this.committedRound} restarts from the state of round ${target.to.round}${notes.length > 0 ? ` (${notes.join("; ")})` : ""}` });
+    for (const member of this.membership.values()) this.askToSync(member, now, effects);
   }
 
   private onFailed(event: Extract<CoordinatorEvent, { type: "failed" }>, now: number, effects: CoordinatorEffect[]): void {
@@ -294,6 +394,8 @@ export class Coordinator {
     this.accusations.forgetAccuser(peerId);
     if (this.current?.members.has(peerId)) this.abort(reason, now, effects);
     if (this.stateWanted?.asked === peerId) this.askNextUploader(now, effects);
+    // Leaving is how a member would dodge a spot check it knows it fails: unanswered means failed.
+    for (const audit of this.audits.abandon(peerId)) this.auditFailed(audit, `it left before answering (${reason})`, undefined, now, effects);
   }
 
   private onStateChecked(event: Extract<CoordinatorEvent, { type: "state-checked" }>, now: number, effects: CoordinatorEffect[]): void {
@@ -335,6 +437,10 @@ export class Coordinator {
       this.strike(accusation.accuser, `nobody confirmed its accusation of ${accusation.suspect} within ${this.config.accusationWindowMs} ms`, now, effects);
     }
     if (this.stateWanted !== undefined && now - this.stateWanted.askedAt > this.config.stateUploadTimeoutMs) this.askNextUploader(now, effects);
+    for (const audit of this.audits.expire(now)) {
+      const seconds = (this.config.auditTimeoutMs ?? DEFAULT_AUDIT_TIMEOUT_MS) / 1000;
+      this.auditFailed(audit, `no contribution uploaded and judged within ${seconds} s`, undefined, now, effects);
+    }
   }
 
   /** Aborts the open round: leases back to the front of the queue, members ready again at once. */
@@ -359,9 +465,13 @@ export class Coordinator {
     if (member === undefined) return;
     const outcome = this.membership.strike(member);
     effects.push({ type: "log", kind: "strike", text: `${peerId} struck (${outcome.strikes}/${this.config.maxStrikes}): ${why}` });
-    if (!outcome.evicted) return;
-    const reason = `evicted after ${outcome.strikes} strikes; last: ${why}`;
-    this.membership.remove(peerId);
+    if (outcome.evicted) this.evict(peerId, `evicted after ${outcome.strikes} strikes; last: ${why}`, now, effects);
+  }
+
+  /** Removes the member for good: it is told why, its connection closed, its address banned. */
+  private evict(peerId: string, reason: string, now: number, effects: CoordinatorEffect[]): void {
+    const member = this.membership.remove(peerId);
+    if (member === undefined) return;
     this.send(peerId, { type: "stop", reason }, effects);
     effects.push({ type: "log", kind: "evicted", text: `${peerId} ${reason}` });
     effects.push({ type: "departed", member, reason });
@@ -438,6 +548,7 @@ export class Coordinator {
       openedAt: now,
       uploader,
       verifiedHash: undefined,
+      digests: new Map(),
     };
     this.current = round;
     this.recent.set(round.attempt, round.members);
@@ -470,6 +581,8 @@ export class Coordinator {
     if (this.status === "done") return;
     if (this.current !== undefined) this.abort(`stopping: ${reason}`, now, effects);
     this.status = "done";
+    // Members stop now and cannot answer: a finished job is not rolled back by its own shutdown.
+    this.audits.dropAfter(-1);
     effects.push({ type: "log", kind: "done", text: `training finished: ${reason}` });
     for (const member of this.membership.values()) this.send(member.peerId, { type: "stop", reason }, effects);
   }
@@ -563,6 +676,13 @@ export class Coordinator {
     return slots;
   }
 
+  /** The spot check `peerId` may answer for `round` now (PUT /api/contribution/<round>), if any. */
+  auditSlot(peerId: string, round: number): AuditSlot | undefined {
+    const audit = this.audits.slot(peerId, round);
+    if (audit?.digest === undefined) return undefined;
+    return { round: audit.round, attempt: audit.attempt, lease: audit.lease, digest: audit.digest, baseRound: audit.round - 1 };
+  }
+
   /** The earliest time a tick could change something (the server schedules one then). */
   nextWakeAt(): number | undefined {
     const times: number[] = [];
@@ -571,8 +691,7 @@ export class Coordinator {
       const grace = this.membership.graceEndsAt(this.config.joinGraceMs);
       if (grace !== undefined) times.push(grace);
     }
-    const expiry = this.accusations.nextExpiryAt();
-    if (expiry !== undefined) times.push(expiry);
+    for (const expiry of [this.accusations.nextExpiryAt(), this.audits.nextExpiryAt()]) if (expiry !== undefined) times.push(expiry);
     return times.length === 0 ? undefined : Math.min(...times);
   }
 

@@ -1,4 +1,6 @@
-export { Coordinator, type CoordinatorSnapshot, type CoordinatorStatus, type UploadSlot } from "./coordinator.ts";
+export { Coordinator, DEFAULT_LINEAGE_ROUNDS, type AuditSlot, type CoordinatorSnapshot, type CoordinatorStatus, type UploadSlot } from "./coordinator.ts";
+export { Audits, type AuditCandidate, type PendingAudit } from "./audits.ts";
+export { Lineage, type LineageEntry, type RollbackTarget } from "./lineage.ts";
 export { Accusations, type Accusation } from "./accusations.ts";
 export { apportion, splitBatch } from "./leases.ts";
 export { Membership } from "./membership.ts";

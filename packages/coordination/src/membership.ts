@@ -48,6 +48,7 @@ export class Membership {
       strikes: 0,
       cleanRounds: 0,
       syncingSince: input.now,
+      audits: { passed: 0, failed: 0 },
     };
     this.members.set(member.peerId, member);
     this.syncing.add(member);
@@ -127,6 +128,6 @@ export class Membership {
 
   /** Read-only copies of every member, in join order. */
   rows(): Readonly<Member>[] {
-    return [...this.members.values()].map((m) => ({ ...m }));
+    return [...this.members.values()].map((m) => ({ ...m, audits: { ...m.audits } }));
   }
 }

@@ -59,6 +59,21 @@ export class Sampler {
     }
   }
 
+  /**
+   * A committed round was rolled back (a failed audit): its samples count as unused again and go
+   * back to the front of the queue, so the epoch still trains on each exactly once.
+   */
+  unmarkUsed(samples: readonly number[]): void {
+    for (const index of samples) {
+      const before = this.uses[index] as number;
+      if (before === 0) throw new RangeError(`sample ${index} was never used this epoch`);
+      this.uses[index] = before - 1;
+      if (before === 1) this.usedOnce--;
+      else if (before === 2) this.usedMore--;
+    }
+    this.giveBack(samples);
+  }
+
   progress(): { used: number; total: number } {
     return { used: this.usedOnce, total: this.trainCount };
   }

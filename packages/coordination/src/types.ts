@@ -35,6 +35,16 @@ export type CoordinatorConfig = {
   accusationWindowMs: number;
   /** The server still lacks a committed round's state this long after asking: another member is asked. */
   stateUploadTimeoutMs: number;
+  /** Probability that a member's contribution to a committed round is audited (the job's spotCheck). Default 0. */
+  spotCheck?: number;
+  /** An audited member must have uploaded its contribution and the server judged it within this. Default 30 s. */
+  auditTimeoutMs?: number;
+  /** Audits in flight at once (the server recomputes each on its CPU). Default 4. */
+  maxPendingAudits?: number;
+  /** Committed rounds a failed audit can roll back across; the server keeps that many states. Default 32. */
+  lineageRounds?: number;
+  /** Uniform [0, 1) draws for audits; the server passes a cryptographic source, tests a seeded one. */
+  random?: () => number;
 };
 
 export type MemberState = "joining" | "ready" | "training";
@@ -63,6 +73,8 @@ export type Member = {
   cleanRounds: number;
   /** Set while the member fetches the committed state; the next round waits up to joinGraceMs for it. */
   syncingSince: number | undefined;
+  /** Spot checks of its contributions so far. */
+  audits: { passed: number; failed: number };
 };
 
 export type RoundReport = {
@@ -91,10 +103,12 @@ export type OpenRound = {
   uploader: string;
   /** The uploader's pending state, checked by the server (finite, exact size, hash). */
   verifiedHash: string | undefined;
+  /** Each member's digest of its contribution, committed before its all-reduce began. */
+  digests: Map<string, string>;
 };
 
 /** A read-only picture of the open round. */
-export type OpenRoundView = Readonly<Omit<OpenRound, "reports" | "reducingAt" | "leases" | "members">> & {
+export type OpenRoundView = Readonly<Omit<OpenRound, "reports" | "reducingAt" | "leases" | "members" | "digests">> & {
   members: readonly string[];
   leases: ReadonlyMap<string, readonly number[]>;
   reported: readonly string[];
@@ -104,13 +118,15 @@ export type CoordinatorEvent =
   | { type: "join"; peerId: string; name?: string | undefined; backend: Backend; adapter?: string | undefined; now: number }
   | { type: "ready"; peerId: string; round: number; hash: string; now: number }
   | ({ type: "result"; peerId: string; attempt: number; now: number } & RoundReport)
-  | { type: "phase"; peerId: string; attempt: number; phase: "computing" | "reducing"; now: number }
+  | { type: "phase"; peerId: string; attempt: number; phase: "computing" | "reducing"; digest?: string | undefined; now: number }
   | { type: "failed"; peerId: string; attempt: number; code: string; suspect: string | undefined; message: string; now: number }
   | { type: "leave"; peerId: string; reason: string; now: number }
   /** The server checked an uploaded state (pending for an open attempt, or a committed round's). */
   | { type: "state-checked"; peerId: string; round: number; attempt: number | undefined; hash: string; problem: string | undefined; now: number }
   /** The server now holds the committed state of `round`. */
   | { type: "state-stored"; round: number; now: number }
+  /** The server judged an audited contribution ("inconclusive": it could not recompute, nobody is blamed). */
+  | { type: "audit-checked"; peerId: string; round: number; outcome: AuditOutcome; relativeError?: number | undefined; detail: string; now: number }
   | { type: "tick"; now: number }
   | { type: "pause"; now: number }
   | { type: "resume"; now: number }
@@ -135,7 +151,24 @@ export type CommittedRound = {
 
 export type EpochCoverage = { epoch: number; samples: number; usedOnce: number; usedTwice: number; unused: number };
 
-export type LogKind = "joined" | "left" | "aborted" | "evicted" | "strike" | "epoch" | "done" | "paused" | "resumed" | "target" | "upload";
+export type LogKind =
+  | "joined"
+  | "left"
+  | "aborted"
+  | "evicted"
+  | "strike"
+  | "epoch"
+  | "done"
+  | "paused"
+  | "resumed"
+  | "target"
+  | "upload"
+  | "audit"
+  | "rollback";
+
+export type AuditOutcome = "passed" | "failed" | "inconclusive";
+/** One settled spot check, for the dashboard. */
+export type AuditVerdict = { round: number; peer: string; outcome: AuditOutcome; relativeError?: number | undefined; detail: string };
 
 export type CoordinatorEffect =
   | { type: "send"; to: string; message: CoordinatorMessage }
@@ -145,4 +178,11 @@ export type CoordinatorEffect =
   /** A member is gone (left or evicted): its last row, for whoever shows departed peers. */
   | { type: "departed"; member: Readonly<Member>; reason: string }
   /** Close this member's connection and revoke its identity (it was evicted). */
-  | { type: "disconnect"; peerId: string; reason: string };
+  | { type: "disconnect"; peerId: string; reason: string }
+  /** A spot check was settled. */
+  | { type: "audited"; verdict: AuditVerdict }
+  /**
+   * A failed audit undid rounds: round `round` is committed with the state (and hash) of round `to`.
+   * The server copies that state under the new round number; every member syncs to it.
+   */
+  | { type: "rolled-back"; round: number; to: number; hash: string; undone: readonly number[] };

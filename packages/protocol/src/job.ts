@@ -21,6 +21,8 @@ export const MAX_CNN_FILTERS = 1_024;
 export const MAX_KERNEL_SIZE = 11;
 /** The global batch: samples leased out in one round. */
 export const MAX_BATCH_SIZE = 65_536;
+/** Probability that a member's contribution to a committed round is audited (BOINC-style replication, sampled). */
+export const DEFAULT_SPOT_CHECK = 0.1;
 
 const boundedInt = (max: number, what: string) => v.pipe(PositiveInt, v.maxValue(max, `at most ${max} ${what}`));
 
@@ -84,6 +86,12 @@ export const JobSchema = v.pipe(
      * combines them robustly (BTARD), tolerating up to (N-1)/2 dishonest members, for the same bytes.
      */
     aggregation: v.optional(AggregationSchema, "mean"),
+    /**
+     * Spot checks by replication: after each commit, every member of the round is audited with this
+     * probability (the server recomputes its lease on its CPU backend and compares it with the
+     * contribution the member committed to before the all-reduce). 0 turns audits off.
+     */
+    spotCheck: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(1)), DEFAULT_SPOT_CHECK),
   }),
   v.check((job) => job.epochs !== undefined || job.rounds !== undefined, "give epochs or rounds (or both)"),
 );

@@ -88,8 +88,20 @@ export const FailedSchema = v.strictObject({
   message: Text,
 });
 
-/** Where a member is within an attempt, for the dashboard (the coordinator does not need it). */
-export const PhaseSchema = v.strictObject({ type: v.literal("phase"), attempt: Attempt, phase: v.picklist(["computing", "reducing"]) });
+/** SHA-256 of a contribution (the gradient's float32 words, little-endian), lower-case hex. */
+export const DigestSchema = StateHashSchema;
+
+/**
+ * Where a member is within an attempt. "reducing" carries the digest of the contribution it is
+ * about to send, committed before the all-reduce starts: a spot check later compares what the
+ * member uploads against it, so it cannot swap in an honest vector once it knows it is audited.
+ */
+export const PhaseSchema = v.strictObject({
+  type: v.literal("phase"),
+  attempt: Attempt,
+  phase: v.picklist(["computing", "reducing"]),
+  digest: v.optional(DigestSchema),
+});
 
 export const WorkerMessageSchema = v.variant("type", [HelloSchema, ReadySchema, ResultSchema, FailedSchema, PhaseSchema]);
 export type WorkerMessage = v.InferOutput<typeof WorkerMessageSchema>;
@@ -144,6 +156,11 @@ export const SyncSchema = v.strictObject({ type: v.literal("sync"), round: Round
 /** "The server still lacks the committed state of `round`: upload yours (PUT /api/state/<round>)." */
 export const UploadSchema = v.strictObject({ type: v.literal("upload"), round: Round });
 export const StopSchema = v.strictObject({ type: v.literal("stop"), reason: Text });
+/**
+ * "Your contribution to committed `round` is spot-checked: upload it (PUT /api/contribution/<round>)."
+ * The server recomputes the lease on its CPU backend and compares.
+ */
+export const AuditSchema = v.strictObject({ type: v.literal("audit"), round: Round, attempt: Attempt });
 
 export const CoordinatorMessageSchema = v.variant("type", [
   WelcomeSchema,
@@ -153,6 +170,7 @@ export const CoordinatorMessageSchema = v.variant("type", [
   SyncSchema,
   UploadSchema,
   StopSchema,
+  AuditSchema,
 ]);
 export type CoordinatorMessage = v.InferOutput<typeof CoordinatorMessageSchema>;
 

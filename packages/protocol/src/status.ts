@@ -40,6 +40,8 @@ export const PeerStatusSchema = v.object({
   strikes: v.optional(Count),
   /** Why a peer in state "gone" left: its connection closed, or it was evicted and why. */
   leftBecause: v.optional(v.string()),
+  /** Spot checks of its contributions that passed and that failed. */
+  audits: v.optional(v.object({ passed: Count, failed: Count })),
 });
 export type PeerStatus = v.InferOutput<typeof PeerStatusSchema>;
 
@@ -84,6 +86,18 @@ export type ClusterEvent = v.InferOutput<typeof ClusterEventSchema>;
 
 export const CoverageSchema = v.object({ epoch: Count, samples: Count, usedOnce: Count, usedTwice: Count, unused: Count });
 
+/** One spot check: whose contribution to which round, and what the server found. */
+export const AuditRecordSchema = v.object({
+  round: Count,
+  peer: v.string(),
+  at: v.number(),
+  outcome: v.picklist(["passed", "failed", "inconclusive"]),
+  /** ||claimed - recomputed|| / ||recomputed||, when the server recomputed it. */
+  relativeError: v.optional(v.number()),
+  detail: v.string(),
+});
+export type AuditRecord = v.InferOutput<typeof AuditRecordSchema>;
+
 export const TrainingStatusSchema = v.picklist(["waiting", "running", "paused", "done"]);
 export type TrainingStatus = v.InferOutput<typeof TrainingStatusSchema>;
 
@@ -116,6 +130,8 @@ export const StatusSchema = v.object({
   stateRound: Count,
   /** Addresses banned now, after an eviction: who was evicted, why, until when (addresses not shown). */
   bans: v.optional(v.array(v.object({ peer: v.string(), reason: v.string(), until: v.number() }))),
+  /** Recent spot checks, newest last, and the tolerance they were judged by. */
+  audits: v.optional(v.object({ tolerance: v.number(), recent: v.array(AuditRecordSchema), passed: Count, failed: Count })),
 });
 export type Status = v.InferOutput<typeof StatusSchema>;
 

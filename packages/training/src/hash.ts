@@ -42,3 +42,11 @@ function hex(bytes: Uint8Array): string {
   for (const byte of bytes) out += byte.toString(16).padStart(2, "0");
   return out;
 }
+
+/**
+ * The digest a member commits to before the all-reduce: SHA-256 of its contribution's float32
+ * words (little-endian). A spot check later hashes what the member uploads and compares.
+ */
+export function contributionDigest(gradient: Float32Array): string {
+  return hex(sha256(bytesOf(gradient)));
+}

@@ -13,3 +13,4 @@ export * from "./evaluate.ts";
 export * from "./backend.ts";
 export * from "./state.ts";
 export * from "./size.ts";
+export * from "./audit.ts";

@@ -1,0 +1,190 @@
+import { describe, expect, it } from "vitest";
+import { Lineage, Sampler, type CoordinatorEffect } from "../src/index.ts";
+import { Harness, HASH } from "./sim.ts";
+
+const DIGEST = (peer: string): string => [...peer].map((c) => c.charCodeAt(0).toString(16)).join("").padEnd(64, "d");
+
+/** Every member enters the all-reduce with a digest, then reports the same hash. */
+function honestRound(h: Harness, skipDigest: string[] = []): number {
+  const round = h.coordinator.state.current!;
+  for (const peer of round.members) {
+    if (skipDigest.includes(peer)) continue;
+    h.apply({ type: "phase", peerId: peer, attempt: round.attempt, phase: "reducing", digest: DIGEST(peer), now: h.now });
+  }
+  h.reportAll();
+  // The server stores each committed state (the uploader sent it).
+  h.apply({ type: "state-stored", round: round.round, now: h.now });
+  return round.round;
+}
+
+const audited = (h: Harness): CoordinatorEffect[] => h.effects.filter((e) => e.type === "audited");
+const rollbacks = (h: Harness) => h.effects.flatMap((e) => (e.type === "rolled-back" ? [e] : []));
+/** A random source that audits exactly the draws listed (0-based over every draw). */
+const auditDraws = (picked: number[]): (() => number) => {
+  let draw = 0;
+  return () => (picked.includes(draw++) ? 0 : 0.99);
+};
+
+describe("spot checks by replication", () => {
+  it("with probability 0 nobody is audited; with 1 every member of every committed round is", () => {
+    const off = Harness.create({ minWorkers: 2, spotCheck: 0 });
+    ["a", "b"].forEach((p) => off.join(p));
+    honestRound(off);
+    expect(off.lastTo("a", "audit")).toBeUndefined();
+
+    const on = Harness.create({ minWorkers: 2, spotCheck: 1 });
+    ["a", "b"].forEach((p) => on.join(p));
+    const round = honestRound(on);
+    expect(on.lastTo("a", "audit")).toMatchObject({ type: "audit", round });
+    expect(on.lastTo("b", "audit")).toMatchObject({ type: "audit", round });
+    // The slot tells the server what to compare the upload with.
+    const slot = on.coordinator.auditSlot("a", round)!;
+    expect(slot).toMatchObject({ round, digest: DIGEST("a"), baseRound: round - 1 });
+    expect(slot.lease.length).toBeGreaterThan(0);
+    expect(on.coordinator.auditSlot("a", round + 1)).toBeUndefined();
+  });
+
+  it("the draw happens after the commit: the round message says nothing about an audit", () => {
+    const h = Harness.create({ minWorkers: 2, spotCheck: 1 });
+    ["a", "b"].forEach((p) => h.join(p));
+    expect(Object.keys(h.lastTo("a", "round")!)).not.toContain("audit");
+    expect(h.lastTo("a", "audit")).toBeUndefined();
+    honestRound(h);
+    expect(h.lastTo("a", "audit")).toBeDefined();
+  });
+
+  it("a passed audit is counted and trusted; nothing is rolled back", () => {
+    const h = Harness.create({ minWorkers: 2, spotCheck: 1 });
+    ["a", "b"].forEach((p) => h.join(p));
+    const round = honestRound(h);
+    h.apply({ type: "audit-checked", peerId: "a", round, outcome: "passed", relativeError: 1e-7, detail: "within tolerance", now: h.now });
+    expect(h.member("a")?.audits).toEqual({ passed: 1, failed: 0 });
+    expect(audited(h)).toHaveLength(1);
+    expect(rollbacks(h)).toHaveLength(0);
+    // Settled: a second verdict for the same audit changes nothing.
+    h.apply({ type: "audit-checked", peerId: "a", round, outcome: "failed", detail: "again", now: h.now });
+    expect(h.member("a")?.audits).toEqual({ passed: 1, failed: 0 });
+  });
+
+  it("a failed audit evicts the member and rolls back every round it touched since its last passed audit", () => {
+    // Draws per commit: a, b, c. Audit a in round 1 (passes), then c in round 3 (fails).
+    const h = Harness.create({ minWorkers: 3, spotCheck: 0.5, random: auditDraws([0, 8]) });
+    ["a", "b", "c"].forEach((p) => h.join(p));
+    const r1 = honestRound(h);
+    h.apply({ type: "audit-checked", peerId: "a", round: r1, outcome: "passed", relativeError: 0, detail: "ok", now: h.now });
+    honestRound(h);
+    const usedBefore = h.coordinator.state.epochProgress.used;
+    const r3 = honestRound(h);
+    expect(h.lastTo("c", "audit")?.round).toBe(r3);
+    h.apply({ type: "audit-checked", peerId: "c", round: r3, outcome: "failed", relativeError: 2, detail: "off by 2", now: h.now });
+
+    // c never passed an audit: everything since round 1, its first round, is undone (back to round 0).
+    const [rollback] = rollbacks(h);
+    expect(rollback).toMatchObject({ round: 4, to: 0, hash: "0".repeat(64), undone: [1, 2, 3] });
+    expect(h.coordinator.state.committedRound).toBe(4);
+    expect(h.coordinator.state.committedHash).toBe("0".repeat(64));
+    expect(h.member("c")).toBeUndefined();
+    expect(h.effects).toContainEqual(expect.objectContaining({ type: "disconnect", peerId: "c" }));
+    expect(h.lastTo("c", "stop")?.reason).toMatch(/failed the spot check of round 3: off by 2/);
+    expect(h.lastTo("a", "sync")).toEqual({ type: "sync", round: 4 });
+    expect(h.logs("rollback").at(-1)).toMatch(/undid rounds 1\.\.3; round 4 restarts from the state of round 0/);
+    // The undone rounds' samples are unused again and go back to the queue.
+    expect(h.coordinator.state.epochProgress.used).toBe(usedBefore - 2 * 12);
+    expect(h.coordinator.state.epochProgress.used).toBe(0);
+  });
+
+  it("rolls back only to the offender's last passed audit, and a second failure never returns to a dead branch", () => {
+    // Draws: r1 a b, r2 a b, r3 a b ... audit b in round 2 (passes), then b in round 4 (fails).
+    const h = Harness.create({ minWorkers: 2, spotCheck: 0.5, random: auditDraws([3, 7]) });
+    ["a", "b"].forEach((p) => h.join(p));
+    honestRound(h);
+    const r2 = honestRound(h);
+    h.apply({ type: "audit-checked", peerId: "b", round: r2, outcome: "passed", relativeError: 0, detail: "ok", now: h.now });
+    honestRound(h);
+    const r4 = honestRound(h);
+    h.apply({ type: "audit-checked", peerId: "b", round: r4, outcome: "failed", detail: "bad", now: h.now });
+    expect(rollbacks(h)[0]).toMatchObject({ round: 5, to: 2, undone: [3, 4] });
+    // The rollback commit is stored by the server; the job goes on from round 5.
+    h.apply({ type: "state-stored", round: 5, now: h.now });
+    h.apply({ type: "ready", peerId: "a", round: 5, hash: HASH(2), now: h.now });
+    expect(h.coordinator.state.current?.round).toBe(6);
+  });
+
+  it("an audit unanswered by its deadline, or dodged by leaving, fails and rolls back", () => {
+    const late = Harness.create({ minWorkers: 2, spotCheck: 1, auditTimeoutMs: 1_000 });
+    ["a", "b"].forEach((p) => late.join(p));
+    const round = honestRound(late);
+    late.apply({ type: "audit-checked", peerId: "a", round, outcome: "passed", relativeError: 0, detail: "ok", now: late.now });
+    late.now += 1_001;
+    expect(late.coordinator.nextWakeAt()).toBeLessThanOrEqual(late.now);
+    late.apply({ type: "tick", now: late.now });
+    expect(late.logs("audit").at(-1)).toMatch(/b in round 1 FAILED: no contribution uploaded and judged within 1 s/);
+    expect(late.member("b")).toBeUndefined();
+    expect(rollbacks(late)).toHaveLength(1);
+
+    const dodge = Harness.create({ minWorkers: 2, spotCheck: 1 });
+    ["a", "b"].forEach((p) => dodge.join(p));
+    honestRound(dodge);
+    dodge.apply({ type: "leave", peerId: "b", reason: "tab closed", now: dodge.now });
+    expect(dodge.logs("audit").at(-1)).toMatch(/b in round 1 FAILED: it left before answering \(.*tab closed\)/);
+    expect(rollbacks(dodge)[0]).toMatchObject({ to: 0, undone: [1] });
+  });
+
+  it("a member that committed to no digest fails its audit at once", () => {
+    const h = Harness.create({ minWorkers: 2, spotCheck: 1 });
+    ["a", "b"].forEach((p) => h.join(p));
+    honestRound(h, ["b"]);
+    expect(h.logs("audit").join("\n")).toMatch(/b in round 1 FAILED: it committed to no digest/);
+    expect(h.member("b")).toBeUndefined();
+    expect(h.coordinator.auditSlot("b", 1)).toBeUndefined();
+  });
+
+  it("an inconclusive audit blames nobody", () => {
+    const h = Harness.create({ minWorkers: 2, spotCheck: 1 });
+    ["a", "b"].forEach((p) => h.join(p));
+    const round = honestRound(h);
+    h.apply({ type: "audit-checked", peerId: "b", round, outcome: "inconclusive", detail: "state gone", now: h.now });
+    expect(h.member("b")?.audits).toEqual({ passed: 0, failed: 0 });
+    expect(rollbacks(h)).toHaveLength(0);
+  });
+
+  it("audits in flight are bounded, and a finished job drops its pending audits", () => {
+    const h = Harness.create({ minWorkers: 3, spotCheck: 1, maxPendingAudits: 2, maxRounds: 2 });
+    ["a", "b", "c"].forEach((p) => h.join(p));
+    honestRound(h);
+    expect(h.effects.filter((e) => e.type === "send" && e.message.type === "audit")).toHaveLength(2);
+    honestRound(h); // the last round: the job finishes, nothing is drawn
+    expect(h.coordinator.state.status).toBe("done");
+    h.apply({ type: "leave", peerId: "a", reason: "stopped", now: h.now });
+    expect(rollbacks(h)).toHaveLength(0);
+  });
+});
+
+describe("Lineage", () => {
+  it("rolls back to the newest stored round before the offender's first unaudited one", () => {
+    const lineage = new Lineage(4);
+    lineage.start(0, HASH(0), 0);
+    for (const round of [1, 2, 3, 4]) lineage.push({ round, hash: HASH(round), epoch: 0, members: new Set(round >= 3 ? ["x", "y"] : ["y"]), samples: [round] });
+    [1, 3].forEach((r) => lineage.markStored(r));
+    // Window 4: round 0 fell out. x first touched round 3; round 2 was never stored, so round 1.
+    expect(lineage.rollbackFor("x", -1)).toMatchObject({ to: { round: 1 }, truncated: false });
+    expect(lineage.rollbackFor("x", -1)?.undone.map((e) => e.round)).toEqual([2, 3, 4]);
+    expect(lineage.rollbackFor("x", 4)).toBeUndefined();
+    expect(lineage.rollbackFor("nobody", -1)).toBeUndefined();
+    // y touched round 1 onwards, and nothing older is held: the oldest stored state, flagged.
+    expect(lineage.rollbackFor("y", -1)).toMatchObject({ to: { round: 1 }, truncated: true });
+  });
+});
+
+describe("Sampler.unmarkUsed", () => {
+  it("makes rolled-back samples unused again and leases them first", () => {
+    const sampler = new Sampler(10, 1);
+    const lease = sampler.take(4);
+    sampler.markUsed(lease);
+    expect(sampler.progress().used).toBe(4);
+    sampler.unmarkUsed(lease);
+    expect(sampler.progress().used).toBe(0);
+    expect(sampler.take(4)).toEqual(lease);
+    expect(() => sampler.unmarkUsed([lease[0] as number])).toThrow(/never used/);
+  });
+});
