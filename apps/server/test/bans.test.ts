@@ -28,7 +28,7 @@ describe("BanList", () => {
 });
 
 describe("an evicted member", () => {
-  const job = parseJob({ name: "ban-test", dataset: "mnist", model: { kind: "mlp", hidden: [4] }, optimizer: { kind: "sgd", learningRate: 0.1 }, batchSize: 30, rounds: 50 });
+  const job = parseJob({ name: "ban-test", dataset: "mnist", model: { kind: "mlp", hidden: [4] }, optimizer: { kind: "sgd", learningRate: 0.1 }, batchSize: 30, rounds: 50, spotCheck: 0 });
   let datasets: string;
   let server: ServerHandle;
 

@@ -165,6 +165,7 @@ describe("the training server's dashboard side", () => {
     batchSize: 20,
     rounds: 5,
     epochs: 2,
+    spotCheck: 0,
   });
   const status = async (): Promise<Status> => parseStatus(await (await fetch(`${server.url}/api/status`)).json());
   const admin = (action: string, token: string | undefined, body?: unknown) =>

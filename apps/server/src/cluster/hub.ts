@@ -42,6 +42,10 @@ export type HubOptions = {
   hellosPerSecond?: number;
   heartbeatTimeoutMs?: number;
   onCommitted?: (commit: CommittedRound) => void;
+  /** A spot check was settled. */
+  onAudited?: (effect: Extract<CoordinatorEffect, { type: "audited" }>) => void;
+  /** A failed spot check rolled the model back: the server commits the older state under the new round. */
+  onRolledBack?: (effect: Extract<CoordinatorEffect, { type: "rolled-back" }>) => void;
   /** A member is gone (left or evicted). */
   onDeparted?: (effect: Extract<CoordinatorEffect, { type: "departed" }>) => void;
   /** Called once after each event the coordinator handled, whatever it changed. */
@@ -193,7 +197,7 @@ export class ClusterHub {
         return;
       }
       case "phase":
-        this.dispatch({ type: "phase", peerId, attempt: message.attempt, phase: message.phase, now });
+        this.dispatch({ type: "phase", peerId, attempt: message.attempt, phase: message.phase, digest: message.digest, now });
         return;
       case "failed":
         this.dispatch({ type: "failed", peerId, attempt: message.attempt, code: message.code, suspect: message.suspect, message: message.message, now });
@@ -230,6 +234,12 @@ export class ClusterHub {
         if (ws !== undefined && ws.readyState === ws.OPEN) ws.close(CLOSE_POLICY_VIOLATION, closeReason(effect.reason));
         return;
       }
+      case "audited":
+        this.options.onAudited?.(effect);
+        return;
+      case "rolled-back":
+        this.options.onRolledBack?.(effect);
+        return;
       case "epoch-finished":
         return;
     }

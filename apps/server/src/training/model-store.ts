@@ -19,19 +19,25 @@ type Waiter = { round: number; resolve: (stored: Stored) => void; timer: NodeJS.
 /**
  * The committed model state as the server knows it: round 0 is built here from the job's seed, so
  * every worker starts from the same bits; later rounds arrive from each round's uploader, and are
- * adopted once StateUploads checked them against the hash the coordinator committed.
+ * adopted once StateUploads checked them against the hash the coordinator committed. The last
+ * `historyRounds` states are kept (decoded only, the newest also encoded for serving): spot checks
+ * recompute a round from the state it started from, and a failed one rolls back to an older state.
  */
 export class ModelStore {
   private latest: Stored;
   private readonly waiters = new Set<Waiter>();
+  /** Adopted states by round, oldest first (Map keeps insertion order, and rounds only grow). */
+  private readonly history = new Map<number, ModelState>();
 
   constructor(
     readonly job: Job,
     readonly manifest: DatasetManifest,
     initial?: ModelState,
+    private readonly historyRounds = 32,
   ) {
     const state = initial ?? initialState(job, manifest);
     this.latest = { state, bytes: encodeState(state) };
+    this.history.set(state.round, state);
   }
 
   get round(): number {
@@ -63,6 +69,11 @@ export class ModelStore {
   adopt(state: ModelState): boolean {
     if (state.round <= this.latest.state.round) return false;
     this.latest = { state, bytes: encodeState(state) };
+    this.history.set(state.round, state);
+    for (const round of this.history.keys()) {
+      if (this.history.size <= this.historyRounds) break;
+      this.history.delete(round);
+    }
     for (const waiter of this.waiters) {
       if (waiter.round <= state.round) {
         clearTimeout(waiter.timer);
@@ -87,6 +98,24 @@ export class ModelStore {
       };
       this.waiters.add(waiter);
     });
+  }
+
+  /** A kept state of `round` (the newest `historyRounds` adopted ones), if the server has it. */
+  stateAt(round: number): ModelState | undefined {
+    return this.history.get(round);
+  }
+
+  /**
+   * A failed spot check undid rounds `to`+1..: the state of round `to` is committed again as
+   * `round` (same weights, same hash), and the undone states are dropped so they are never served.
+   * Returns the adopted state, or undefined when `to` is no longer kept.
+   */
+  rollBack(round: number, to: number): ModelState | undefined {
+    const target = this.history.get(to);
+    if (target === undefined) return undefined;
+    for (const kept of [...this.history.keys()]) if (kept > to) this.history.delete(kept);
+    const state = { ...target, round };
+    return this.adopt(state) ? state : undefined;
   }
 
   close(): void {

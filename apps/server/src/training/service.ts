@@ -1,8 +1,9 @@
+import { randomInt } from "node:crypto";
 import { join } from "node:path";
 import express from "express";
 import { Coordinator, type CommittedRound, type CoordinatorConfig } from "@crowdtrain/coordination";
-import type { Job } from "@crowdtrain/protocol";
-import { parameterCount, stateBytes } from "@crowdtrain/training";
+import type { AuditRecord, Job } from "@crowdtrain/protocol";
+import { AUDIT_TOLERANCE, parameterCount, stateBytes } from "@crowdtrain/training";
 import { loadSplitFromDir, readManifest } from "@crowdtrain/training/node";
 import { createAdminRouter } from "../admin/routes.ts";
 import { generateAdminToken } from "../admin/token.ts";
@@ -14,12 +15,14 @@ import { BanList, DEFAULT_BAN_MS } from "../identity/bans.ts";
 import type { IdentityRegistry } from "../identity/registry.ts";
 import { StatusStream } from "../dashboard/events.ts";
 import { PeerRoster } from "../dashboard/roster.ts";
+import { Auditor } from "./auditor.ts";
 import { CheckpointStore } from "./checkpoint.ts";
 import { Checkpointer } from "./checkpointer.ts";
 import { Evaluator } from "./evaluator.ts";
 import { Metrics } from "./metrics.ts";
 import { ModelStore } from "./model-store.ts";
 import { buildStatus, memberRow, type Status } from "./status.ts";
+import { createContributionHandler } from "./contributions.ts";
 import { createUploadHandler } from "./uploads.ts";
 
 /**
@@ -79,6 +82,19 @@ const ACCUSATION_WINDOW_MS = 10_000;
 /** The server asks another holder for a committed state it still lacks after this long. */
 const STATE_UPLOAD_TIMEOUT_MS = 15_000;
 
+/**
+ * Memory for the committed states a failed spot check can roll back across (and audits recompute
+ * from): the lineage window is as many states as fit, between 4 and 32 rounds.
+ */
+const STATE_HISTORY_BYTES = 128 * 1024 * 1024;
+const MAX_LINEAGE_ROUNDS = 32;
+const MIN_LINEAGE_ROUNDS = 4;
+/** Settled spot checks /api/status lists. */
+const RECENT_AUDITS = 50;
+
+/** Uniform [0, 1) from the OS's cryptographic source: volunteers cannot predict who is audited. */
+const secureRandom = (): number => randomInt(0, 2 ** 47) / 2 ** 47;
+
 /** Default checkpoint interval: a kill -9 loses at most this many rounds. */
 export const DEFAULT_CHECKPOINT_EVERY = 10;
 
@@ -113,7 +129,9 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
   const test = await loadSplitFromDir(datasetDir, "test", manifest);
   const checkpoints = options.dataDir === undefined ? undefined : new CheckpointStore(options.dataDir, job.name);
   const resumed = await checkpoints?.load(job);
-  const store = new ModelStore(job, manifest, resumed?.state);
+  const lineageRounds = Math.max(MIN_LINEAGE_ROUNDS, Math.min(MAX_LINEAGE_ROUNDS, Math.floor(STATE_HISTORY_BYTES / bytes)));
+  // The store keeps one more state than the lineage, so the oldest round a rollback may pick is always held.
+  const store = new ModelStore(job, manifest, resumed?.state, lineageRounds + 1);
   const evaluator = new Evaluator(job, manifest, test);
   const metrics = new Metrics();
   if (resumed !== undefined) Object.assign(metrics, resumed.data.metrics);
@@ -135,12 +153,28 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     replanDelayMs: REPLAN_DELAY_MS,
     accusationWindowMs: ACCUSATION_WINDOW_MS,
     stateUploadTimeoutMs: STATE_UPLOAD_TIMEOUT_MS,
+    spotCheck: job.spotCheck,
+    lineageRounds,
+    random: secureRandom,
   };
   const coordinator = new Coordinator(config, resumed?.data.snapshot);
   const roster = new PeerRoster();
   let lastCommit: CommittedRound | undefined;
+  const audits = { tolerance: AUDIT_TOLERANCE, recent: [] as AuditRecord[], passed: 0, failed: 0 };
   const status = (): Status =>
-    buildStatus({ job, coordinator, metrics, log: hub.log, storeRound: store.round, roster, lastCommit, now: Date.now(), isReducing: (id) => coordinator.isReducing(id), bans: bans.active() });
+    buildStatus({
+      job,
+      coordinator,
+      metrics,
+      log: hub.log,
+      storeRound: store.round,
+      roster,
+      lastCommit,
+      now: Date.now(),
+      isReducing: (id) => coordinator.isReducing(id),
+      bans: bans.active(),
+      audits,
+    });
   const stream = new StatusStream(status);
   const evaluateRound = (round: number): void => {
     if (store.round !== round) return;
@@ -192,6 +226,24 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
       // The uploader's state may have been checked before the commit: adopt it, outside this dispatch.
       queueMicrotask(() => uploads.onCommitted(commit.round, commit.hash));
     },
+    onAudited: ({ verdict }) => {
+      if (verdict.outcome === "passed") audits.passed++;
+      if (verdict.outcome === "failed") audits.failed++;
+      audits.recent = [...audits.recent, { ...verdict, at: Date.now() }].slice(-RECENT_AUDITS);
+    },
+    onRolledBack: ({ round, to, hash }) => {
+      // Outside this dispatch: adopting the state tells the coordinator, which is busy handling.
+      queueMicrotask(() => {
+        const state = store.rollBack(round, to);
+        if (state === undefined || state.hash !== hash) {
+          hub.dispatch({ type: "stop", reason: `rolling back to round ${to} failed: the server no longer holds its state`, now: Date.now() });
+          return;
+        }
+        checkpointer?.remember(round, coordinator.snapshot(), metrics.samplesSeen);
+        hub.dispatch({ type: "state-stored", round, now: Date.now() });
+        onAdopted(state);
+      });
+    },
     // A departed member stays on the dashboard as "gone" with its last numbers for a while.
     onDeparted: ({ member, reason }) => roster.depart(memberRow(member, job, false), Date.now(), reason),
     onChanged: () => stream.notify(),
@@ -227,6 +279,11 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     }, next);
   });
   router.put("/api/state/:round", uploads.route);
+  const auditor = new Auditor(job, manifest, () => loadSplitFromDir(datasetDir, "train", manifest));
+  router.put(
+    "/api/contribution/:round",
+    createContributionHandler({ coordinator, identities: deps.identities, store, auditor, dispatch: (event) => hub.dispatch(event) }),
+  );
   // model.json and weights.bin are fetched as a pair: export each committed state once, for both.
   let exported: { round: number; files: ReturnType<Evaluator["export"]> } | undefined;
   const exportLatest = (): ReturnType<Evaluator["export"]> => {
@@ -269,6 +326,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
       store.close();
       await hub.close();
       evaluator.dispose();
+      auditor.dispose();
     },
   };
 }

@@ -28,6 +28,8 @@ export type StatusInput = {
   isReducing?: (peerId: string) => boolean;
   /** Address bans in force. */
   bans?: readonly Ban[];
+  /** Settled spot checks: recent ones and totals. */
+  audits?: Status["audits"];
 };
 
 /** One member as a status row. */
@@ -45,6 +47,7 @@ export function memberRow(m: Readonly<Member>, job: Job, reducing: boolean): Pee
     bytesSent: m.bytesSent,
     bytesReceived: m.bytesReceived,
     strikes: m.strikes,
+    audits: { ...m.audits },
   };
 }
 
@@ -78,6 +81,7 @@ export function buildStatus(input: StatusInput): Status {
     events: log.recent(RECENT_EVENTS),
     stateRound: input.storeRound,
     bans: (input.bans ?? []).map((ban) => ({ peer: ban.peerId, reason: ban.reason, until: ban.until })),
+    audits: input.audits === undefined ? undefined : { ...input.audits, recent: [...input.audits.recent] },
   };
 }
 

@@ -1,7 +1,7 @@
 // A worker without a browser: speaks the coordinator protocol over a real WebSocket and applies a
 // made-up gradient with the real optimizer, so the server's identities, state checks, commits and
 // uploads are exercised for real. Used by the training, fuzz and load tests.
-import { createOptimizer, decodeState, encodeState, hashState, type ModelState } from "@crowdtrain/training";
+import { contributionDigest, createOptimizer, decodeState, encodeState, hashState, type ModelState } from "@crowdtrain/training";
 import { parseCoordinatorMessage, PROTOCOL_VERSION, type CoordinatorMessage, type Identity, type Job, type WorkerMessage } from "@crowdtrain/protocol";
 import WebSocket from "ws";
 
@@ -24,6 +24,10 @@ export class ScriptedWorker {
   closed: { code: number; reason: string } | undefined;
   /** Statuses of the uploads the server asked for with `upload` (or the error). */
   readonly uploads: (number | string)[] = [];
+  /** Statuses of the contributions uploaded for spot checks, by round (or the error). */
+  readonly audits = new Map<number, number | string>();
+  /** What this worker committed to per attempt, and what it uploads if audited (may differ: a liar). */
+  private readonly contributions = new Map<number, Float32Array>();
   private state: ModelState | undefined;
   private pending: { attempt: number; state: ModelState } | undefined;
   private waiters: (() => void)[] = [];
@@ -41,6 +45,15 @@ export class ScriptedWorker {
         this.upload(message.round).then(
           (response) => this.uploads.push(response.status),
           (error: unknown) => this.uploads.push(String(error)),
+        );
+      }
+      // Like a real worker: a spot check of a committed round gets the contribution we committed to.
+      if (message.type === "audit") {
+        const contribution = this.contributions.get(message.attempt);
+        const answer = contribution === undefined ? Promise.resolve("no contribution kept") : this.uploadContribution(message.round, contribution).then((r) => r.status);
+        answer.then(
+          (status) => this.audits.set(message.round, status),
+          (error: unknown) => this.audits.set(message.round, String(error)),
         );
       }
       this.inbox.push(message);
@@ -117,15 +130,16 @@ export class ScriptedWorker {
   }
 
   /**
-   * Applies a made-up gradient that depends only on the round (every honest member computes the
-   * same update), reports the hash, and keeps the result pending. `tamper` changes what is reported.
+   * Applies `update` (default: a made-up gradient that depends only on the round, so every honest
+   * member computes the same update), reports the hash, and keeps the result pending. `tamper`
+   * changes what is reported.
    */
-  step(round: Extract<CoordinatorMessage, { type: "round" }>, tamper: { samples?: number; hash?: string } = {}): ModelState {
+  step(round: Extract<CoordinatorMessage, { type: "round" }>, tamper: { samples?: number; hash?: string } = {}, update?: Float32Array): ModelState {
     const base = this.need();
     const optimizer = createOptimizer(this.job!.optimizer, base.weights.length);
     optimizer.restore(base.optimizer);
     const weights = base.weights.slice();
-    optimizer.step(weights, new Float32Array(weights.length).fill(round.round / 100));
+    optimizer.step(weights, update ?? new Float32Array(weights.length).fill(round.round / 100));
     const optimizerState = optimizer.state();
     const next: ModelState = { round: round.round, hash: hashState(weights, optimizerState), weights, optimizer: optimizerState };
     this.pending = { attempt: round.attempt, state: next };
@@ -140,6 +154,24 @@ export class ScriptedWorker {
       bytesReceived: 100,
     });
     return next;
+  }
+
+  /**
+   * Enters the all-reduce of `round` committing to `committed` (its digest goes with the phase
+   * message); a later spot check uploads `uploaded`, which an honest worker leaves equal.
+   */
+  contribute(round: Extract<CoordinatorMessage, { type: "round" }>, committed: Float32Array, uploaded: Float32Array = committed): void {
+    this.contributions.set(round.attempt, uploaded);
+    this.send({ type: "phase", attempt: round.attempt, phase: "reducing", digest: contributionDigest(committed) });
+  }
+
+  /** PUT /api/contribution/<round> as this worker. */
+  async uploadContribution(round: number, gradient: Float32Array): Promise<Response> {
+    return fetch(`${this.url}/api/contribution/${round}`, {
+      method: "PUT",
+      headers: { "content-type": "application/octet-stream", "x-crowdtrain-peer": this.peerId, authorization: `Bearer ${this.identity!.sessionToken}` },
+      body: new Uint8Array(gradient.buffer, gradient.byteOffset, gradient.byteLength),
+    });
   }
 
   /** PUT /api/state/<round> as this worker (its identity headers), with `bytes` or its pending state. */
@@ -190,6 +222,11 @@ export class ScriptedWorker {
     if (this.pending?.state.round === round) return this.pending.state;
     if (this.state?.round === round) return this.state;
     throw new Error(`no state of round ${round} to upload`);
+  }
+
+  /** The committed state this worker holds (after sync or adopt). */
+  get held(): ModelState {
+    return this.need();
   }
 
   private need(): ModelState {

@@ -10,12 +10,15 @@ import {
   type RoundTimings,
   type WorkerMessage,
 } from "@crowdtrain/protocol";
+import { contributionDigest } from "@crowdtrain/training";
 import type { Trainer } from "../trainer/api.ts";
 import { connect, type Connection } from "./connection.ts";
-import { fetchState, uploadState } from "./state-http.ts";
+import { fetchState, uploadContribution, uploadState } from "./state-http.ts";
 import { COMMITTED_HISTORY, initialStatus, type SessionStatus } from "./status.ts";
 
 type RoundMessage = Extract<CoordinatorMessage, { type: "round" }>;
+/** Contributions kept for a spot check: the latest attempts' (an audit arrives right after its commit). */
+const KEPT_CONTRIBUTIONS = 2;
 
 export type SessionDeps = {
   /** Server origin, e.g. http://127.0.0.1:8080 */
@@ -72,6 +75,8 @@ export function startSession(deps: SessionDeps): Session {
   const aborted = new Set<number>();
   let pending: { attempt: number; round: number; timings: RoundTimings; startedAt: number } | undefined;
   let batchSize = 1;
+  /** What we sent into recent all-reduces, by attempt: a spot check asks for it after the commit. */
+  const contributions = new Map<number, Float32Array>();
   /** The attempt whose gradient or all-reduce is running now, if any. */
   let running: number | undefined;
   /** Bumped when the connection drops: queued messages of an older connection are not acted on. */
@@ -132,7 +137,10 @@ export function startSession(deps: SessionDeps): Session {
     const grad = await trainer.computeGradient(message.lease).finally(() => (running = undefined));
     if (aborted.has(message.attempt)) return;
     running = message.attempt;
-    send({ type: "phase", attempt: message.attempt, phase: "reducing" });
+    // Commit to what we are about to send: a spot check after the commit must match this digest.
+    contributions.set(message.attempt, grad.gradient.slice());
+    for (const attempt of contributions.keys()) if (contributions.size > KEPT_CONTRIBUTIONS) contributions.delete(attempt);
+    send({ type: "phase", attempt: message.attempt, phase: "reducing", digest: contributionDigest(grad.gradient) });
     const reduceStart = performance.now();
     let reduced: Reduced;
     try {
@@ -202,6 +210,21 @@ export function startSession(deps: SessionDeps): Session {
           roundsDone: status.roundsDone + 1,
           committed: [...status.committed, [round, state.hash] as [number, string]].slice(-COMMITTED_HISTORY),
           rounds: [...status.rounds, split].slice(-COMMITTED_HISTORY),
+        });
+        return;
+      }
+      case "audit": {
+        // A spot check of a committed round: send the contribution we committed to. A failure is
+        // shown; the coordinator counts an audit nobody answered as failed.
+        const contribution = contributions.get(message.attempt);
+        const me = identity;
+        if (contribution === undefined || me === undefined) {
+          publish({ lastError: `spot check of round ${message.round}: no contribution of attempt ${message.attempt} kept` });
+          return;
+        }
+        await uploadContribution(deps.origin, message.round, contribution, { peerId: me.peerId, sessionToken: me.sessionToken }).catch((error: unknown) => {
+          console.error(`uploading the contribution to round ${message.round} failed:`, error);
+          publish({ lastError: `spot check of round ${message.round}: ${error instanceof Error ? error.message : String(error)}` });
         });
         return;
       }

@@ -13,12 +13,21 @@ export async function fetchState(origin: string, round: number): Promise<ArrayBu
 /** Who the upload acts for: the server accepts a state only from the member it asked for it. */
 export type UploadAuth = { peerId: string; sessionToken: string };
 
+/** A spot check: the contribution we committed to, as float32 words (PUT /api/contribution/<round>). */
+export async function uploadContribution(origin: string, round: number, gradient: Float32Array, auth: UploadAuth): Promise<void> {
+  await put(`${origin}/api/contribution/${round}`, gradient.slice().buffer, auth);
+}
+
 export async function uploadState(origin: string, round: number, bytes: ArrayBuffer, auth: UploadAuth): Promise<void> {
-  const response = await fetch(`${origin}/api/state/${round}`, {
+  await put(`${origin}/api/state/${round}`, bytes, auth);
+}
+
+async function put(url: string, bytes: ArrayBuffer, auth: UploadAuth): Promise<void> {
+  const response = await fetch(url, {
     method: "PUT",
     headers: { "content-type": "application/octet-stream", "x-crowdtrain-peer": auth.peerId, authorization: `Bearer ${auth.sessionToken}` },
     body: bytes,
     signal: AbortSignal.timeout(STATE_UPLOAD_TIMEOUT_MS),
   });
-  if (!response.ok) throw new Error(`PUT /api/state/${round}: ${response.status} ${await response.text()}`);
+  if (!response.ok) throw new Error(`PUT ${new URL(url).pathname}: ${response.status} ${await response.text()}`);
 }

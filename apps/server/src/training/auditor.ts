@@ -1,0 +1,48 @@
+import type * as tf from "@tensorflow/tfjs";
+import type { Job } from "@crowdtrain/protocol";
+import { batchTensors, buildModel, computeGradient, writeWeights, type Dataset, type DatasetManifest } from "@crowdtrain/training";
+
+/**
+ * Recomputes audited leases on the server's TF.js CPU backend: the reference a spot check compares
+ * a member's contribution against. One at a time (each blocks the CPU for its lease), on one model
+ * it owns; the training split is read on the first audit, so a job without spot checks never holds it.
+ */
+export class Auditor {
+  private model: tf.LayersModel | undefined;
+  private train: Promise<Dataset> | undefined;
+  private running: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly job: Job,
+    private readonly manifest: DatasetManifest,
+    private readonly loadTrain: () => Promise<Dataset>,
+  ) {}
+
+  /** The gradient of the lease at `weights`, as an honest member computes it (mean over the lease). */
+  recompute(weights: Float32Array, lease: readonly number[]): Promise<Float32Array> {
+    const next = this.running.then(async () => {
+      // A failed read is not kept: the next audit tries again.
+      const train = await (this.train ??= this.loadTrain().catch((error: unknown) => {
+        this.train = undefined;
+        throw error;
+      }));
+      this.model ??= buildModel(this.job.model, this.manifest.inputShape, this.manifest.classes, this.job.seed);
+      writeWeights(this.model, weights);
+      const { xs, ys } = batchTensors(train, lease, this.manifest.inputShape, this.manifest.classes);
+      try {
+        return computeGradient(this.model, xs, ys).gradient;
+      } finally {
+        xs.dispose();
+        ys.dispose();
+      }
+    });
+    // A failed recomputation must not stop the next; the caller still sees its failure.
+    this.running = next.catch(() => undefined);
+    return next;
+  }
+
+  dispose(): void {
+    this.model?.dispose();
+    this.model = undefined;
+  }
+}
