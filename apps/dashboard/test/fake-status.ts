@@ -1,9 +1,14 @@
 // A made-up but valid status of a swarm of `peers` workers, for unit tests and for looking at the
 // dashboard with many peers (e2e/tests/dashboard.spec.ts serves it as a fake event stream).
-import { parseJob, type PeerStatus, type Status } from "@crowdtrain/protocol";
+import { parseJob, type AuditRecord, type PeerStatus, type Status } from "@crowdtrain/protocol";
 
 const BACKENDS = ["webgpu", "webgl", "wasm", "cpu"] as const;
 const NAMES = ["ada", "grace", "alan", "edsger", "barbara", "donald", "frances", "ken", "margaret", "tim", "radia", "leslie"];
+const AUDIT_OUTCOMES: Pick<AuditRecord, "outcome" | "relativeError" | "detail">[] = [
+  { outcome: "failed", relativeError: 0.031, detail: "gradient differs from the server's recomputation" },
+  { outcome: "passed", relativeError: 1.2e-7, detail: "matches the server's recomputation" },
+  { outcome: "inconclusive", detail: "the peer left before it sent its contribution" },
+];
 
 export function fakeStatus(peers: number, options: { rounds?: number; now?: number } = {}): Status {
   const now = options.now ?? 1_800_000_000_000;
@@ -22,6 +27,8 @@ export function fakeStatus(peers: number, options: { rounds?: number; now?: numb
     lastHash: "0123456789abcdef",
     bytesSent: 1_500_000 * rounds + i * 1000,
     bytesReceived: 1_500_000 * rounds + i * 900,
+    // Peer 0 failed a spot check; peers 1, 4, 7... passed theirs; the rest were never checked.
+    audits: i === 0 ? { passed: 3, failed: 1 } : i % 3 === 1 ? { passed: 2, failed: 0 } : undefined,
   }));
   rows.push({ ...(rows[0] as PeerStatus), id: "gone-peer-0001", name: "left early", state: "gone", leftAt: now - 30_000 });
   const recentRounds = Array.from({ length: Math.min(50, rounds) }, (_, k) => {
@@ -68,7 +75,20 @@ export function fakeStatus(peers: number, options: { rounds?: number; now?: numb
       { at: now - 40_000, kind: "aborted", text: "round 12 (attempt 14) aborted: gone-peer-0001 left: connection to the server closed" },
       { at: now - 30_000, kind: "left", text: "gone-peer-0001 left: connection to the server closed" },
       { at: now - 5_000, kind: "eval", text: `round ${rounds}: test accuracy 88.1%` },
+      ...(ids[0] === undefined
+        ? []
+        : [
+            { at: now - 4_000, kind: "audit", text: `spot check of ${ids[0]} in round ${rounds - 2} FAILED: gradient differs from the server's recomputation` },
+            { at: now - 3_900, kind: "rollback", text: `${ids[0]} failed a spot check: undid rounds ${rounds - 2}..${rounds}; round ${rounds} restarts from the state of round ${rounds - 3}` },
+          ]),
     ],
     stateRound: rounds,
+    audits: {
+      tolerance: 1e-4,
+      passed: 9,
+      failed: 1,
+      // Newest last, as the server sends them: peer 0's failure is the latest (one audit each for peers 0..2).
+      recent: AUDIT_OUTCOMES.slice(0, peers).map((audit, i): AuditRecord => ({ ...audit, round: rounds - 2 - i, peer: ids[i] as string, at: now - 4_000 - i * 1_000 })).reverse(),
+    },
   };
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { niceTicks } from "../src/logic/chart.ts";
 import { estimateEta, msPerRound, remainingRounds, type EtaInput } from "../src/logic/eta.ts";
-import { formatBytes, formatDuration, formatPercent, formatRate, peerLabel, splitPeerRefs, truncate } from "../src/logic/format.ts";
+import { formatAuditCounts, formatBytes, formatDuration, formatPercent, formatRate, formatRelativeError, peerLabel, splitPeerRefs, truncate } from "../src/logic/format.ts";
 import { phaseShares, splitRound, timelineScale, type RoundSplit } from "../src/logic/timeline.ts";
 
 const input = (over: Partial<EtaInput> = {}): EtaInput => ({
@@ -74,6 +74,14 @@ describe("formatting", () => {
     expect(peerLabel({ id: "abc", name: undefined })).toBe("abc");
     expect(truncate("abcdefghij", 5)).toBe("abcd…");
     expect(truncate("😀😀😀", 3)).toBe("😀😀😀");
+  });
+
+  it("writes relative errors in scientific notation, and a peer's spot checks as counts (a dash when none)", () => {
+    expect([1.234e-7, 0.031, 1e-4, 0, undefined, Number.NaN].map((e) => formatRelativeError(e))).toEqual(["1.2e-7", "3.1e-2", "1.0e-4", "0", "–", "–"]);
+    expect(formatAuditCounts({ passed: 3, failed: 1 })).toBe("3 ✓ · 1 ✗");
+    expect(formatAuditCounts({ passed: 0, failed: 2 })).toBe("0 ✓ · 2 ✗");
+    expect(formatAuditCounts({ passed: 0, failed: 0 })).toBe("–");
+    expect(formatAuditCounts(undefined)).toBe("–");
   });
 });
 

@@ -1,7 +1,7 @@
 // The whole page rendered to HTML in Node (no browser): from 0 to 64 peers, hostile names as text.
 import { createElement } from "react";
 import { renderToStaticMarkup } from "react-dom/server";
-import { parseStatus, type Status } from "@crowdtrain/protocol";
+import { parseStatus, type AuditRecord, type Status } from "@crowdtrain/protocol";
 import { describe, expect, it } from "vitest";
 import { Controls } from "../src/components/Controls.tsx";
 import { Dashboard } from "../src/components/Dashboard.tsx";
@@ -51,6 +51,44 @@ describe("the dashboard page", () => {
     expect(html).toContain("&lt;b&gt;bold&lt;/b&gt;&lt;img src=x onerror=alert(1)&gt;");
     // The event log names the peer by its (escaped) name, with its id in the tooltip.
     expect(html).toMatch(/<span class="peer-ref" title="[^"]+">&lt;b&gt;bold/);
+  });
+
+  it("shows each peer's spot checks, failures highlighted as strikes are", () => {
+    const status = fakeStatus(3);
+    const html = render(status);
+    const auditsCell = (i: number) => new RegExp(`<tr class="state-\\w+" data-peer-id="${status.peers[i]?.id}">.*?data-testid="peer-audits">([^<]*)<`).exec(html);
+    expect(auditsCell(0)?.[0]).toMatch(/<td class="num struck" data-testid="peer-audits">3 ✓ · 1 ✗<$/);
+    expect(auditsCell(1)?.[0]).toMatch(/<td class="num" data-testid="peer-audits">2 ✓ · 0 ✗<$/);
+    expect(auditsCell(2)?.[1]).toBe("–");
+  });
+
+  it("lists the latest spot checks newest first, with a failure's detail as text, and hides them when the server has none", () => {
+    const status = fakeStatus(3);
+    const audits = status.audits as NonNullable<Status["audits"]>;
+    audits.recent[audits.recent.length - 1] = { ...(audits.recent.at(-1) as AuditRecord), detail: "<img src=x onerror=alert(1)> differs" };
+    const html = render(status);
+    expect(html).toContain('data-testid="audits-panel"');
+    expect(html).toMatch(/data-testid="audits-summary">9 passed · <span class="struck">1 failed<\/span> · tolerance 1\.0e-4/);
+    expect(count(html, /data-testid="audit"/)).toBe(3);
+    expect(html).not.toContain("<img");
+    expect(html).toContain("&lt;img src=x onerror=alert(1)&gt; differs");
+    // The failure (newest) comes before the older pass, with its relative error in scientific notation.
+    expect(html.indexOf('class="pill audit-failed"')).toBeLessThan(html.indexOf('class="pill audit-passed"'));
+    expect(html).toContain("3.1e-2");
+    expect(html).toMatch(/class="event event-audit"[\s\S]*FAILED/);
+    expect(html).toContain('class="event event-rollback"');
+    expect(render({ ...status, audits: undefined })).not.toContain('data-testid="audits-panel"');
+  });
+
+  it("shows only the last ten spot checks", () => {
+    const status = fakeStatus(3);
+    const audit = status.audits?.recent[0] as AuditRecord;
+    const recent = Array.from({ length: 25 }, (_, i) => ({ ...audit, round: i + 1, at: audit.at + i, detail: `check ${i + 1}` }));
+    const html = render({ ...status, audits: { tolerance: 1e-4, passed: 25, failed: 0, recent } });
+    expect(count(html, /data-testid="audit"/)).toBe(10);
+    expect(html).toContain("check 25");
+    expect(html).toContain("check 16");
+    expect(html).not.toContain("check 15<");
   });
 
   it("is read-only without a token: the controls are disabled and say so", () => {

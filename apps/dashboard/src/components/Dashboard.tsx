@@ -4,6 +4,7 @@ import type { FeedState } from "../feed.ts";
 import { estimateEta, msPerRound } from "../logic/eta.ts";
 import { describeModel, describeOptimizer, formatClock, formatCount, formatDuration, formatLoss, formatPercent } from "../logic/format.ts";
 import { ACCURACY_COLOR, LOSS_COLOR } from "./colors.ts";
+import { AuditsPanel } from "./AuditsPanel.tsx";
 import { EventLog } from "./EventLog.tsx";
 import { LineChart } from "./LineChart.tsx";
 import { PeersTable } from "./PeersTable.tsx";
@@ -174,6 +175,14 @@ function Body({ status, origin, controls }: { status: Status; origin: string; co
         </h2>
         {status.peers.length === 0 ? <p className="muted empty">No peer has joined yet.</p> : <PeersTable peers={status.peers} ring={ring} lastRing={status.lastRing} />}
       </section>
+      {status.audits !== undefined && (
+        <section className="card span-12" data-testid="audits-panel">
+          <h2>
+            Spot checks <span className="muted">the server recomputes a peer&apos;s contribution and compares</span>
+          </h2>
+          <AuditsPanel audits={status.audits} peers={status.peers} />
+        </section>
+      )}
 
       <section className="card span-12">
         <h2>Job</h2>

@@ -2,7 +2,7 @@ import type { ClusterEvent, PeerStatus } from "@crowdtrain/protocol";
 import { formatClock, peerLabel, splitPeerRefs } from "../logic/format.ts";
 
 /**
- * Newest first; each kind gets its colour (joined, left, aborted, checkpoint, eval, operator
+ * Newest first; each kind gets its colour (joined, left, aborted, checkpoint, eval, audit, rollback, operator
  * actions...). Peer ids in the server's texts are shown as the peers' names (as text), the id in a tooltip.
  */
 export function EventLog({ events, peers }: { events: readonly ClusterEvent[]; peers: readonly PeerStatus[] }) {

@@ -1,5 +1,5 @@
 import type { LastRing, PeerStatus } from "@crowdtrain/protocol";
-import { formatBytes, formatCount, formatDuration, formatPercent, formatRate, shortId } from "../logic/format.ts";
+import { formatAuditCounts, formatBytes, formatCount, formatDuration, formatPercent, formatRate, shortId } from "../logic/format.ts";
 import { BACKEND_COLORS } from "./colors.ts";
 
 export type PeersTableProps = { peers: readonly PeerStatus[]; ring: readonly string[]; lastRing: LastRing | undefined };
@@ -23,6 +23,7 @@ export function PeersTable({ peers, ring, lastRing }: PeersTableProps) {
             <th className="num" title="Throughput of its link to the next peer in the ring, last committed round">Link → next</th>
             <th className="num">Last round</th>
             <th className="num" title="Strikes in force: a misreported lease, a minority hash, a state that failed the server's check, a confirmed or a false accusation. At the maximum the peer is evicted.">Strikes</th>
+            <th className="num" title="Spot checks of its contributions: the server recomputed one and compared (passed ✓ · failed ✗)">Audits</th>
             <th>State</th>
           </tr>
         </thead>
@@ -63,6 +64,9 @@ export function PeersTable({ peers, ring, lastRing }: PeersTableProps) {
                 <td className="num">{formatDuration(peer.lastRoundMs)}</td>
                 <td className={`num${(peer.strikes ?? 0) > 0 ? " struck" : ""}`} data-testid="peer-strikes">
                   {peer.strikes ?? 0}
+                </td>
+                <td className={`num${(peer.audits?.failed ?? 0) > 0 ? " struck" : ""}`} data-testid="peer-audits">
+                  {formatAuditCounts(peer.audits)}
                 </td>
                 <td>
                   <span className={`pill pill-${peer.state}`} data-testid="peer-state" title={peer.leftBecause}>

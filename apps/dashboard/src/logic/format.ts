@@ -50,6 +50,18 @@ export function formatLoss(loss: number): string {
   return loss >= 100 ? loss.toFixed(0) : loss.toPrecision(4);
 }
 
+/** A relative error (or tolerance) in scientific notation, "1.2e-7": they span many orders of magnitude. */
+export function formatRelativeError(error: number | undefined): string {
+  if (error === undefined || !Number.isFinite(error)) return DASH;
+  return error === 0 ? "0" : error.toExponential(1);
+}
+
+/** A peer's spot checks, "3 ✓ · 1 ✗"; a dash when it has none, so unaudited peers stay quiet. */
+export function formatAuditCounts(audits: PeerStatus["audits"]): string {
+  if (audits === undefined || audits.passed + audits.failed === 0) return DASH;
+  return `${audits.passed} ✓ · ${audits.failed} ✗`;
+}
+
 /** Wall-clock time of a server timestamp, "14:03:27". */
 export function formatClock(at: number): string {
   const d = new Date(at);
