@@ -73,7 +73,7 @@ export interface StepBenchReport {
 }
 
 /** What a dishonest lab volunteer does to its gradient (see lab/dishonest.ts). */
-export type LabAttack = "scale" | "sign-flip" | "huge" | "noise" | "zero" | "claim" | "wrong-hash";
+export type LabAttack = "scale" | "sign-flip" | "huge" | "noise" | "zero" | "claim" | "wrong-hash" | "accuse";
 
 export interface CrowdtrainLab {
   /** Joins the page's server's job as a volunteer that applies `attack` to every gradient it sends. */

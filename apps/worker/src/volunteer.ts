@@ -16,6 +16,8 @@ export type VolunteerOptions = {
   onStatus: (status: Partial<SessionStatus> & { where?: string }) => void;
   /** Wraps the chosen trainer (the lab's dishonest volunteer; the product page passes none). */
   decorateTrainer?: (trainer: Trainer) => Trainer;
+  /** Wraps each peer link (the lab's false accuser; the product page passes none). */
+  decorateLink?: (link: PeerLink) => PeerLink;
 };
 
 export interface Volunteer {
@@ -52,7 +54,10 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
     origin: location.origin,
     socketUrl: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
     trainer: options.decorateTrainer?.(chosen.trainer) ?? chosen.trainer,
-    openLink: (identity, job) => openLink(signalling, identity, job.aggregation),
+    openLink: async (identity, job) => {
+      const link = await openLink(signalling, identity, job.aggregation);
+      return options.decorateLink?.(link) ?? link;
+    },
     joinToken: options.joinToken,
     backend: backend as Backend,
     name: options.name,

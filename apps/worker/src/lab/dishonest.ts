@@ -1,6 +1,8 @@
 // A dishonest volunteer for robustness tests and benchmarks: the real session, trainer and peer
 // link, with one attack applied to what this tab contributes. Lab-only: the product page never
 // imports this file, and the lab page is served only by a server started with --lab.
+import { AllReduceError } from "@crowdtrain/allreduce";
+import type { PeerLink } from "../session/session.ts";
 import type { GradientReport, Trainer } from "../trainer/api.ts";
 import { startVolunteer, type Volunteer } from "../volunteer.ts";
 import type { LabAttack } from "../lab-api.ts";
@@ -39,7 +41,8 @@ export function attackGradient(attack: LabAttack, report: GradientReport, random
       // An honest gradient, but a claimed sample count far above its lease (to buy weight in a mean).
       return { ...report, samples: 1e9 };
     case "wrong-hash":
-      // Lies in what it reports, not in what it sends (see dishonest()).
+    case "accuse":
+      // Lie in what they report, not in what they send (see dishonest() and falseAccuser()).
       return report;
   }
   return { ...report, gradient: out };
@@ -63,6 +66,22 @@ function dishonest(trainer: Trainer, attack: LabAttack): Trainer {
   };
 }
 
+/**
+ * A false accuser: takes part in every all-reduce honestly, then reports that another member sent
+ * it a bad frame (the member after it in the plan), which aborts the round. Nobody corroborates it.
+ */
+function falseAccuser(link: PeerLink, self: () => string | undefined): PeerLink {
+  return {
+    ...link,
+    reduce: async (args) => {
+      await link.reduce(args);
+      const members = args.plan.members;
+      const victim = members[(members.indexOf(self() ?? "") + 1) % members.length];
+      throw new AllReduceError("bad-frame", args.attempt, victim, "a frame that did not decode (made up: a false accusation)");
+    },
+  };
+}
+
 /** Joins the job like a volunteer would, but applies `attack` to every gradient it contributes. */
 export async function labDishonest(args: { attack: LabAttack; backends: string[]; name?: string }): Promise<void> {
   if (running !== undefined) throw new Error("a dishonest volunteer already runs on this page");
@@ -73,6 +92,7 @@ export async function labDishonest(args: { attack: LabAttack; backends: string[]
     joinToken: undefined,
     onStatus: () => undefined,
     decorateTrainer: (trainer) => dishonest(trainer, args.attack),
+    decorateLink: args.attack === "accuse" ? (link) => falseAccuser(link, () => running?.status().peerId) : undefined,
   });
 }
 
