@@ -1,24 +1,18 @@
 import { AllReduceError } from "@crowdtrain/allreduce";
-import {
-  parseCoordinatorMessage,
-  PROTOCOL_VERSION,
-  type Backend,
-  type CoordinatorMessage,
-  type Identity,
-  type Job,
-  type Plan,
-  type RoundTimings,
-  type WorkerMessage,
-} from "@crowdtrain/protocol";
-import { contributionDigest } from "@crowdtrain/training";
+import type { Backend, Identity, Job, Plan } from "@crowdtrain/protocol";
 import type { Trainer } from "../trainer/api.ts";
-import { connect, type Connection } from "./connection.ts";
-import { fetchState, uploadContribution, uploadState } from "./state-http.ts";
-import { COMMITTED_HISTORY, initialStatus, type SessionStatus } from "./status.ts";
+import { connect, type Connection, type ConnectionEvents } from "./connection.ts";
+import { SessionMachine, type SessionInput } from "./machine.ts";
+import { fetchState, uploadContribution, uploadState, type UploadAuth } from "./state-http.ts";
+import type { SessionStatus } from "./status.ts";
+import type { Command, Task, TaskResult } from "./tasks.ts";
 
-type RoundMessage = Extract<CoordinatorMessage, { type: "round" }>;
-/** Contributions kept for a spot check: the latest attempts' (an audit arrives right after its commit). */
-const KEPT_CONTRIBUTIONS = 2;
+/** Model state and contributions over HTTP (state-http.ts in the page; fakes in tests). */
+export type StateHttp = {
+  fetchState(round: number): Promise<ArrayBuffer>;
+  uploadState(round: number, bytes: ArrayBuffer, auth: UploadAuth): Promise<void>;
+  uploadContribution(round: number, gradient: Float32Array, auth: UploadAuth): Promise<void>;
+};
 
 export type SessionDeps = {
   /** Server origin, e.g. http://127.0.0.1:8080 */
@@ -38,6 +32,10 @@ export type SessionDeps = {
   adapter?: string;
   name?: string;
   onStatus: (status: SessionStatus) => void;
+  /** Ports, for tests: the coordinator connection (default: a reconnecting WebSocket), HTTP, the clock. */
+  connect?: (events: ConnectionEvents) => Connection;
+  http?: StateHttp;
+  now?: () => number;
 };
 
 /** One identity's presence on the peer network; the session closes it when the identity is replaced. */
@@ -59,250 +57,144 @@ export interface Session {
 }
 
 /**
- * One volunteer's participation: follows the coordinator's messages in order, computes on the
- * trainer, averages on the ring, and reports. Coordinator messages are handled one at a time; an
- * abort also cuts short the all-reduce of the attempt it names, at once. When the connection drops
- * the session keeps going: it voids what was in flight, reconnects, and syncs to the committed state.
+ * Drives a SessionMachine (machine.ts: every decision) against the real world: the coordinator's
+ * socket, state downloads and uploads, the trainer and the peer link. Owns the connection and the
+ * link, and releases both when the session stops, whoever stops it.
  */
 export function startSession(deps: SessionDeps): Session {
   const { trainer } = deps;
-  const status = initialStatus();
-  status.backend = deps.backend;
-  /** Who the server says we are on this connection, and our line to the other members. */
-  let identity: Identity | undefined;
+  const now = deps.now ?? (() => performance.now());
+  const http = deps.http ?? httpPorts(deps.origin);
+  const machine = new SessionMachine({ backend: deps.backend, name: deps.name, adapter: deps.adapter, joinToken: deps.joinToken });
   let link: PeerLink | undefined;
-  let queue: Promise<void> = Promise.resolve();
-  const aborted = new Set<number>();
-  let pending: { attempt: number; round: number; timings: RoundTimings; startedAt: number } | undefined;
-  let batchSize = 1;
-  /** What we sent into recent all-reduces, by attempt: a spot check asks for it after the commit. */
-  const contributions = new Map<number, Float32Array>();
-  /** The attempt whose gradient or all-reduce is running now, if any. */
-  let running: number | undefined;
-  /** Bumped when the connection drops: queued messages of an older connection are not acted on. */
-  let generation = 0;
+  /** Bumped whenever the link is closed, so a link opened for a dropped identity is not kept. */
+  let linkEpoch = 0;
   let resolveStopped!: (reason: string) => void;
   const stopped = new Promise<string>((resolve) => (resolveStopped = resolve));
 
-  const publish = (patch: Partial<SessionStatus>): void => {
-    Object.assign(status, patch);
-    deps.onStatus({ ...status });
+  const feed = (input: SessionInput): void => {
+    for (const command of machine.handle(input)) carryOut(command);
+    deps.onStatus({ ...machine.status });
   };
-  const send = (message: WorkerMessage): void => {
-    // A message that cannot go out is not lost work: the coordinator aborts the attempt when we leave.
-    connection.send(JSON.stringify(message));
-  };
-  const stop = (reason: string): void => {
-    if (status.phase === "stopped") return;
-    publish({ phase: "stopped", stopReason: reason });
-    connection.close(reason);
+  const closeLink = (): void => {
+    linkEpoch++;
     link?.close();
     link = undefined;
-    resolveStopped(reason);
-  };
-  /**
-   * Sends a state the server asked for. A failure is shown, not fatal: the server asks another
-   * holder of the state when ours does not arrive (its check failed, or our connection changed).
-   */
-  const upload = async (round: number, exported: () => Promise<ArrayBuffer>): Promise<void> => {
-    const me = identity;
-    if (me === undefined) return;
-    try {
-      await uploadState(deps.origin, round, await exported(), { peerId: me.peerId, sessionToken: me.sessionToken });
-    } catch (error) {
-      console.error(`uploading the state of round ${round} failed:`, error);
-      publish({ lastError: `uploading the state of round ${round} failed: ${error instanceof Error ? error.message : String(error)}` });
-    }
-  };
-  const fail = (error: unknown): void => {
-    publish({ lastError: String(error) });
-    stop(`error: ${String(error)}`);
   };
 
-  const syncTo = async (round: number): Promise<void> => {
-    publish({ phase: "syncing" });
-    const bytes = await fetchState(deps.origin, round);
-    const state = await trainer.loadState(bytes);
-    publish({ phase: "waiting", round: state.round });
-    send({ type: "ready", round: state.round, hash: state.hash });
-  };
-
-  const runRound = async (message: RoundMessage): Promise<void> => {
-    if (aborted.has(message.attempt)) return;
-    const peers = link;
-    if (peers === undefined) throw new Error(`round ${message.round} arrived before our peer link was open`);
-    const startedAt = performance.now();
-    running = message.attempt;
-    publish({ phase: "training", share: undefined });
-    const grad = await trainer.computeGradient(message.lease).finally(() => (running = undefined));
-    if (aborted.has(message.attempt)) return;
-    running = message.attempt;
-    // Commit to what we are about to send: a spot check after the commit must match this digest.
-    contributions.set(message.attempt, grad.gradient.slice());
-    for (const attempt of contributions.keys()) if (contributions.size > KEPT_CONTRIBUTIONS) contributions.delete(attempt);
-    send({ type: "phase", attempt: message.attempt, phase: "reducing", digest: contributionDigest(grad.gradient) });
-    const reduceStart = performance.now();
-    let reduced: Reduced;
-    try {
-      reduced = await peers.reduce({ attempt: message.attempt, plan: message.plan, gradient: grad.gradient, samples: grad.samples, frameBytes: message.frameBytes });
-    } catch (error) {
-      running = undefined;
-      if (!(error instanceof AllReduceError)) throw error;
-      publish({ phase: "waiting", lastError: error.message });
-      if (error.code !== "aborted" || error.suspect !== undefined) {
-        send({ type: "failed", attempt: message.attempt, code: error.code, suspect: error.suspect, message: error.message.slice(0, 480) });
-      }
-      return;
-    }
-    running = undefined;
-    const allReduceMs = performance.now() - reduceStart;
-    const update = await trainer.applyUpdate(message.attempt, reduced.mean);
-    const timings = { computeMs: grad.computeMs, readbackMs: grad.readbackMs, allReduceMs, updateMs: update.updateMs };
-    pending = { attempt: message.attempt, round: message.round, timings, startedAt };
-    publish({
-      lastTimings: timings,
-      samplesPerSecond: grad.samples / (Math.max(grad.computeMs + grad.readbackMs, 1) / 1000),
-      share: grad.samples / batchSize,
-      samplesDone: status.samplesDone + grad.samples,
-    });
-    send({
-      type: "result",
-      attempt: message.attempt,
-      hash: update.hash,
-      samples: grad.samples,
-      loss: grad.loss,
-      timings,
-      bytesSent: reduced.bytesSent,
-      bytesReceived: reduced.bytesReceived,
-      ...(reduced.clipped === undefined ? {} : { clipped: reduced.clipped }),
-    });
-    // The designated uploader sends its pending state at once: the server checks it before the
-    // commit (a plan of one commits only then) and adopts it when the round commits with its hash.
-    if (message.upload) await upload(message.round, () => trainer.exportPending(message.attempt, message.round));
-  };
-
-  const handle = async (message: CoordinatorMessage): Promise<void> => {
-    switch (message.type) {
-      case "welcome": {
-        publish({ phase: "syncing", peerId: message.identity.peerId });
-        link?.close();
-        link = undefined;
-        identity = message.identity;
-        link = await deps.openLink(message.identity, message.job);
-        batchSize = message.job.batchSize;
-        await trainer.init({ job: message.job, datasetUrl: `${deps.origin}/data/${message.job.dataset}` });
-        await syncTo(message.round);
+  const carryOut = (command: Command): void => {
+    switch (command.type) {
+      case "send":
+        // A message that cannot go out is not lost work: the coordinator aborts the attempt when we leave.
+        connection?.send(JSON.stringify(command.message));
         return;
-      }
-      case "round":
-        await runRound(message);
+      case "run":
+        execute(command.task).then(
+          (result) => feed({ type: "result", result, now: now() }),
+          (error: unknown) => feed({ type: "result", result: { kind: "failed", task: command.task.kind, error: errorText(error) }, now: now() }),
+        );
         return;
-      case "commit": {
-        if (pending?.attempt !== message.attempt) return;
-        const { round, timings, startedAt } = pending;
-        pending = undefined;
-        const state = await trainer.commit(message.attempt, message.round);
-        if (state.hash !== message.hash) throw new Error(`committed hash ${message.hash} differs from ours ${state.hash}`);
-        const split = { ...timings, round, uploadMs: state.uploadMs, roundMs: performance.now() - startedAt };
-        publish({
-          phase: "waiting",
-          round,
-          roundsDone: status.roundsDone + 1,
-          committed: [...status.committed, [round, state.hash] as [number, string]].slice(-COMMITTED_HISTORY),
-          rounds: [...status.rounds, split].slice(-COMMITTED_HISTORY),
-        });
+      case "abort-reduce":
+        link?.abortRound(command.attempt, command.reason);
         return;
-      }
-      case "audit": {
-        // A spot check of a committed round: send the contribution we committed to. A failure is
-        // shown; the coordinator counts an audit nobody answered as failed.
-        const contribution = contributions.get(message.attempt);
-        const me = identity;
-        if (contribution === undefined || me === undefined) {
-          publish({ lastError: `spot check of round ${message.round}: no contribution of attempt ${message.attempt} kept` });
-          return;
-        }
-        await uploadContribution(deps.origin, message.round, contribution, { peerId: me.peerId, sessionToken: me.sessionToken }).catch((error: unknown) => {
-          console.error(`uploading the contribution to round ${message.round} failed:`, error);
-          publish({ lastError: `spot check of round ${message.round}: ${error instanceof Error ? error.message : String(error)}` });
-        });
-        return;
-      }
-      case "upload":
-        // The server lacks the committed state of this round (its uploader vanished): send ours.
-        if (status.round === message.round) await upload(message.round, () => trainer.exportState());
-        return;
-      case "abort":
-        if (pending?.attempt === message.attempt) pending = undefined;
-        await trainer.discard(message.attempt);
-        publish({ phase: "waiting", lastError: `round aborted: ${message.reason}` });
-        return;
-      case "sync":
-        await syncTo(message.round);
+      case "close-link":
+        closeLink();
         return;
       case "stop":
-        stop(message.reason);
+        connection?.close(command.reason);
+        closeLink();
+        resolveStopped(command.reason);
         return;
     }
   };
 
-  const onMessage = (data: unknown): void => {
-    let message: CoordinatorMessage;
+  const execute = async (task: Task): Promise<TaskResult> => {
+    switch (task.kind) {
+      case "welcome": {
+        closeLink();
+        const epoch = linkEpoch;
+        const opened = await deps.openLink(task.identity, task.job);
+        if (epoch !== linkEpoch) opened.close(); // the identity was dropped while it opened
+        else link = opened;
+        await trainer.init({ job: task.job, datasetUrl: `${deps.origin}/data/${task.job.dataset}` });
+        return sync(task.round);
+      }
+      case "sync":
+        return sync(task.round);
+      case "compute":
+        return { kind: "computed", attempt: task.attempt, report: await trainer.computeGradient(task.lease) };
+      case "reduce":
+        return reduce(task);
+      case "update":
+        return { kind: "updated", attempt: task.attempt, ...(await trainer.applyUpdate(task.attempt, task.mean)) };
+      case "commit": {
+        const state = await trainer.commit(task.attempt, task.round);
+        return { kind: "committed", attempt: task.attempt, round: task.round, hash: state.hash, uploadMs: state.uploadMs };
+      }
+      case "discard":
+        await trainer.discard(task.attempt);
+        return { kind: "done" };
+      case "upload-state":
+        try {
+          const bytes = task.attempt === undefined ? await trainer.exportState() : await trainer.exportPending(task.attempt, task.round);
+          await http.uploadState(task.round, bytes, task.auth);
+        } catch (error) {
+          console.error(`uploading the state of round ${task.round} failed:`, error);
+          throw new Error(`uploading the state of round ${task.round} failed: ${errorText(error)}`, { cause: error });
+        }
+        return { kind: "done" };
+      case "upload-contribution":
+        try {
+          await http.uploadContribution(task.round, task.gradient, task.auth);
+        } catch (error) {
+          console.error(`uploading the contribution to round ${task.round} failed:`, error);
+          throw new Error(`spot check of round ${task.round}: ${errorText(error)}`, { cause: error });
+        }
+        return { kind: "done" };
+    }
+  };
+
+  const sync = async (round: number): Promise<TaskResult> => {
+    const state = await trainer.loadState(await http.fetchState(round));
+    return { kind: "synced", round: state.round, hash: state.hash };
+  };
+
+  const reduce = async (task: Extract<Task, { kind: "reduce" }>): Promise<TaskResult> => {
+    if (link === undefined) throw new Error(`attempt ${task.attempt} arrived before our peer link was open`);
     try {
-      if (typeof data !== "string") throw new Error("binary message from the coordinator");
-      message = parseCoordinatorMessage(data);
+      const reduced = await link.reduce({ attempt: task.attempt, plan: task.plan, gradient: task.gradient, samples: task.samples, frameBytes: task.frameBytes });
+      return { kind: "reduced", attempt: task.attempt, mean: reduced.mean, bytesSent: reduced.bytesSent, bytesReceived: reduced.bytesReceived, clipped: reduced.clipped };
     } catch (error) {
-      fail(error);
-      return;
+      if (!(error instanceof AllReduceError)) throw error;
+      return { kind: "reduce-failed", attempt: task.attempt, code: error.code, suspect: error.suspect, message: error.message };
     }
-    if (message.type === "abort") {
-      // Cut the running all-reduce short now; the queued handler then discards pending state.
-      aborted.add(message.attempt);
-      link?.abortRound(message.attempt, `coordinator aborted attempt ${message.attempt}: ${message.reason}`);
-    }
-    const from = generation;
-    queue = queue
-      .then(() => {
-        if (status.phase === "stopped") return undefined;
-        // After a reconnect, rounds of the old connection were aborted by the coordinator when we left.
-        if (from !== generation && message.type === "round") return undefined;
-        return handle(message);
-      })
-      .catch(fail);
   };
 
-  const onDown = (reason: string, retryInMs: number): void => {
-    generation++;
-    // Whatever was in flight is void: the coordinator aborted it when this connection dropped.
-    for (const attempt of [running, pending?.attempt]) {
-      if (attempt === undefined) continue;
-      aborted.add(attempt);
-      link?.abortRound(attempt, reason);
-    }
-    // The server revokes this connection's identity and its PeerJS registration: close our side of
-    // it now (a PeerJS peer would otherwise keep trying to reconnect with a revoked id); the next
-    // welcome brings a new identity and a new link.
-    identity = undefined;
-    link?.close();
-    link = undefined;
-    const dropped = pending?.attempt;
-    pending = undefined;
-    if (dropped !== undefined) queue = queue.then(() => trainer.discard(dropped)).catch(fail);
-    publish({ phase: "connecting", lastError: `${reason}; reconnecting in ${(retryInMs / 1000).toFixed(1)} s` });
+  const events: ConnectionEvents = {
+    onOpen: () => feed({ type: "open", now: now() }),
+    onMessage: (data) => feed({ type: "message", data, now: now() }),
+    onDown: (reason, retryInMs) => feed({ type: "down", reason, retryInMs, now: now() }),
   };
-
-  const onOpen = (): void => {
-    publish({ phase: "connecting" });
-    send({ type: "hello", protocol: PROTOCOL_VERSION, name: deps.name, backend: deps.backend, adapter: deps.adapter, joinToken: deps.joinToken });
-  };
-
-  const connection: Connection = connect(deps.socketUrl, { onOpen, onMessage, onDown });
+  // Assigned before any event can arrive (a socket opens asynchronously).
+  const connection: Connection | undefined = (deps.connect ?? ((e) => connect(deps.socketUrl, e)))(events);
 
   return {
     get status() {
-      return { ...status };
+      return { ...machine.status };
     },
     stopped,
-    stop,
+    stop: (reason) => feed({ type: "stop", reason, now: now() }),
   };
+}
+
+function httpPorts(origin: string): StateHttp {
+  return {
+    fetchState: (round) => fetchState(origin, round),
+    uploadState: (round, bytes, auth) => uploadState(origin, round, bytes, auth),
+    uploadContribution: (round, gradient, auth) => uploadContribution(origin, round, gradient, auth),
+  };
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

@@ -1,0 +1,363 @@
+import { parseCoordinatorMessage, PROTOCOL_VERSION, type Backend, type CoordinatorMessage, type Identity, type RoundTimings } from "@crowdtrain/protocol";
+import { contributionDigest } from "@crowdtrain/training";
+import { COMMITTED_HISTORY, initialStatus, type SessionStatus } from "./status.ts";
+import type { Command, Task, TaskResult } from "./tasks.ts";
+
+/** Contributions kept for a spot check: the latest attempts' (an audit arrives right after its commit). */
+const KEPT_CONTRIBUTIONS = 2;
+
+type RoundMessage = Extract<CoordinatorMessage, { type: "round" }>;
+
+/** What the session hears: the connection, the coordinator, the volunteer, and its own tasks ending. */
+export type SessionInput =
+  | { type: "open"; now: number }
+  | { type: "down"; reason: string; retryInMs: number; now: number }
+  /** A coordinator message, as received (parsed here: a bad one stops the session). */
+  | { type: "message"; data: unknown; now: number }
+  | { type: "stop"; reason: string; now: number }
+  | { type: "result"; result: TaskResult; now: number };
+
+export type SessionConfig = { backend: Backend; name?: string | undefined; adapter?: string | undefined; joinToken?: string | undefined };
+
+/** Work queued behind the task in flight: coordinator messages, and a discard owed after a drop. */
+type Queued = { message: CoordinatorMessage; generation: number } | { discard: number };
+
+type Reduced = Extract<TaskResult, { kind: "reduced" }>;
+
+/** The round being computed and reduced, from its `round` message to our report (and upload). */
+type Running = {
+  message: RoundMessage;
+  startedAt: number;
+  grad?: { computeMs: number; readbackMs: number; samples: number; loss: number };
+  reduceStartedAt?: number;
+  allReduceMs?: number;
+  reduced?: Reduced;
+};
+
+/**
+ * One volunteer's participation as a pure state machine, like the coordinator: `handle(input)`
+ * updates the state and returns commands (messages to send, tasks to run, links to cut); the driver
+ * (session.ts) carries them out and feeds task results back. No I/O, no clock: time comes on inputs.
+ *
+ * Rules:
+ * - Coordinator messages are handled in order, one task at a time (the trainer is one resource);
+ *   an `abort` also cuts the named attempt's all-reduce short at once.
+ * - A round: compute, commit to the contribution's digest (sent with `phase: reducing`), all-reduce,
+ *   apply the update as pending, report, and (as the round's uploader) upload the pending state.
+ *   The update is adopted only on `commit` for that very attempt; `abort` discards it.
+ * - When the connection drops, whatever was in flight is void: its all-reduce is cut, its pending
+ *   update discarded, queued rounds of the old connection skipped, the identity and link dropped.
+ */
+export class SessionMachine {
+  readonly status: SessionStatus = initialStatus();
+  private identity: Identity | undefined;
+  private batchSize = 1;
+  /** Bumped when the connection drops: queued rounds of an older connection are not acted on. */
+  private generation = 0;
+  private readonly inbox: Queued[] = [];
+  private busy: Task | undefined;
+  /** The connection generation the task in flight started in. */
+  private busyGeneration = 0;
+  private readonly aborted = new Set<number>();
+  private running: Running | undefined;
+  /** Reported and waiting for the coordinator's commit or abort. */
+  private pending: { attempt: number; round: number; timings: RoundTimings; startedAt: number; commitHash?: string } | undefined;
+  /** What we sent into recent all-reduces, by attempt: a spot check asks for it after the commit. */
+  private readonly contributions = new Map<number, Float32Array>();
+
+  constructor(private readonly config: SessionConfig) {
+    this.status.backend = config.backend;
+  }
+
+  get stopped(): boolean {
+    return this.status.phase === "stopped";
+  }
+
+  /** The task in flight, if any (for tests and diagnostics). */
+  get task(): Task | undefined {
+    return this.busy;
+  }
+
+  handle(input: SessionInput): Command[] {
+    const out: Command[] = [];
+    if (this.stopped) return out;
+    switch (input.type) {
+      case "open": {
+        this.publish({ phase: "connecting" });
+        const { backend, name, adapter, joinToken } = this.config;
+        this.send(out, { type: "hello", protocol: PROTOCOL_VERSION, name, backend, adapter, joinToken });
+        break;
+      }
+      case "down":
+        this.onDown(input.reason, input.retryInMs, out);
+        break;
+      case "message":
+        this.onMessage(input.data, out);
+        break;
+      case "stop":
+        this.stop(input.reason, out);
+        break;
+      case "result":
+        this.onResult(input.result, input.now, out);
+        break;
+    }
+    this.drain(input.now, out);
+    return out;
+  }
+
+  private onMessage(data: unknown, out: Command[]): void {
+    let message: CoordinatorMessage;
+    try {
+      if (typeof data !== "string") throw new Error("binary message from the coordinator");
+      message = parseCoordinatorMessage(data);
+    } catch (error) {
+      this.fail(String(error), out);
+      return;
+    }
+    if (message.type === "abort") {
+      // Cut the running all-reduce short now; the queued handler then discards the pending update.
+      this.aborted.add(message.attempt);
+      out.push({ type: "abort-reduce", attempt: message.attempt, reason: `coordinator aborted attempt ${message.attempt}: ${message.reason}` });
+    }
+    this.inbox.push({ message, generation: this.generation });
+  }
+
+  private onDown(reason: string, retryInMs: number, out: Command[]): void {
+    this.generation++;
+    // Whatever was in flight is void: the coordinator aborted it when this connection dropped.
+    for (const attempt of [this.running?.message.attempt, this.pending?.attempt]) {
+      if (attempt === undefined) continue;
+      this.aborted.add(attempt);
+      out.push({ type: "abort-reduce", attempt, reason });
+    }
+    // The server revokes this connection's identity and its PeerJS registration; the next welcome
+    // brings a new identity and a new link.
+    this.identity = undefined;
+    out.push({ type: "close-link" });
+    if (this.pending !== undefined) this.inbox.push({ discard: this.pending.attempt });
+    this.pending = undefined;
+    this.publish({ phase: "connecting", lastError: `${reason}; reconnecting in ${(retryInMs / 1000).toFixed(1)} s` });
+  }
+
+  /** Starts queued work while no task is in flight. */
+  private drain(now: number, out: Command[]): void {
+    while (this.busy === undefined && !this.stopped) {
+      const next = this.inbox.shift();
+      if (next === undefined) return;
+      if ("discard" in next) this.run({ kind: "discard", attempt: next.discard }, out);
+      // After a reconnect, rounds of the old connection were aborted by the coordinator when we left.
+      else if (next.generation !== this.generation && next.message.type === "round") continue;
+      else this.dispatch(next.message, now, out);
+    }
+  }
+
+  private dispatch(message: CoordinatorMessage, now: number, out: Command[]): void {
+    switch (message.type) {
+      case "welcome":
+        this.identity = message.identity;
+        this.batchSize = message.job.batchSize;
+        this.publish({ phase: "syncing", peerId: message.identity.peerId });
+        this.run({ kind: "welcome", identity: message.identity, job: message.job, round: message.round }, out);
+        return;
+      case "round":
+        if (this.aborted.has(message.attempt)) return;
+        this.running = { message, startedAt: now };
+        this.publish({ phase: "training", share: undefined });
+        this.run({ kind: "compute", attempt: message.attempt, lease: message.lease }, out);
+        return;
+      case "commit":
+        // A commit of an attempt we have no update pending for (never ran it, or dropped it) is not ours.
+        if (this.pending?.attempt !== message.attempt) return;
+        this.pending.commitHash = message.hash;
+        this.run({ kind: "commit", attempt: message.attempt, round: message.round }, out);
+        return;
+      case "abort":
+        if (this.pending?.attempt === message.attempt) this.pending = undefined;
+        this.publish({ phase: "waiting", lastError: `round aborted: ${message.reason}` });
+        this.run({ kind: "discard", attempt: message.attempt }, out);
+        return;
+      case "sync":
+        // A fresh committed state replaces whatever update was pending.
+        this.pending = undefined;
+        this.publish({ phase: "syncing" });
+        this.run({ kind: "sync", round: message.round }, out);
+        return;
+      case "upload":
+        // The server lacks the committed state of this round (its uploader vanished): send ours.
+        if (this.status.round === message.round && this.identity !== undefined) {
+          this.run({ kind: "upload-state", round: message.round, attempt: undefined, auth: this.auth(this.identity) }, out);
+        }
+        return;
+      case "audit": {
+        // A spot check: send the contribution we committed to. The coordinator counts an audit
+        // nobody answered as failed, so a missing one is shown, not hidden.
+        const gradient = this.contributions.get(message.attempt);
+        if (gradient === undefined || this.identity === undefined) {
+          this.publish({ lastError: `spot check of round ${message.round}: no contribution of attempt ${message.attempt} kept` });
+          return;
+        }
+        this.run({ kind: "upload-contribution", round: message.round, gradient, auth: this.auth(this.identity) }, out);
+        return;
+      }
+      case "stop":
+        this.stop(message.reason, out);
+        return;
+    }
+  }
+
+  private onResult(result: TaskResult, now: number, out: Command[]): void {
+    const task = this.busy;
+    this.busy = undefined;
+    switch (result.kind) {
+      case "failed":
+        // An upload that fails is shown, not fatal: the server asks another holder, and an audit
+        // nobody answered counts against us there.
+        if (task?.kind === "upload-state" || task?.kind === "upload-contribution") {
+          this.publish({ lastError: result.error });
+          this.finishRound(task.kind === "upload-state" ? task.attempt : undefined);
+          return;
+        }
+        this.fail(`${result.task}: ${result.error}`, out);
+        return;
+      case "synced":
+        // Fetched for a connection that has since dropped: the next welcome syncs again.
+        if (this.busyGeneration !== this.generation) return;
+        this.publish({ phase: "waiting", round: result.round });
+        this.send(out, { type: "ready", round: result.round, hash: result.hash });
+        return;
+      case "computed":
+        this.onComputed(result, now, out);
+        return;
+      case "reduced":
+        return this.onReduced(result, now, out);
+      case "reduce-failed": {
+        this.running = undefined;
+        this.publish({ phase: "waiting", lastError: result.message });
+        if (result.code !== "aborted" || result.suspect !== undefined) {
+          this.send(out, { type: "failed", attempt: result.attempt, code: result.code, suspect: result.suspect, message: result.message.slice(0, 480) });
+        }
+        return;
+      }
+      case "updated":
+        this.onUpdated(result, out);
+        return;
+      case "committed":
+        this.onCommitted(result, now, out);
+        return;
+      case "done":
+        if (task?.kind === "upload-state") this.finishRound(task.attempt);
+        return;
+    }
+  }
+
+  private onComputed(result: Extract<TaskResult, { kind: "computed" }>, now: number, out: Command[]): void {
+    const running = this.running;
+    if (running?.message.attempt !== result.attempt || this.aborted.has(result.attempt)) {
+      this.running = undefined;
+      return;
+    }
+    const { gradient, computeMs, readbackMs, samples, loss } = result.report;
+    const { message } = running;
+    // Commit to what we are about to send: a spot check after the commit must match this digest.
+    this.contributions.set(message.attempt, gradient.slice());
+    for (const attempt of this.contributions.keys()) if (this.contributions.size > KEPT_CONTRIBUTIONS) this.contributions.delete(attempt);
+    this.send(out, { type: "phase", attempt: message.attempt, phase: "reducing", digest: contributionDigest(gradient) });
+    running.grad = { computeMs, readbackMs, samples, loss };
+    running.reduceStartedAt = now;
+    this.run({ kind: "reduce", attempt: message.attempt, plan: message.plan, gradient, samples, frameBytes: message.frameBytes }, out);
+  }
+
+  private onReduced(result: Extract<TaskResult, { kind: "reduced" }>, now: number, out: Command[]): void {
+    const running = this.running;
+    if (running?.message.attempt !== result.attempt) return;
+    running.allReduceMs = now - (running.reduceStartedAt ?? now);
+    running.reduced = result;
+    this.run({ kind: "update", attempt: result.attempt, mean: result.mean }, out);
+  }
+
+  private onUpdated(result: Extract<TaskResult, { kind: "updated" }>, out: Command[]): void {
+    const running = this.running;
+    if (running?.message.attempt !== result.attempt) return;
+    const { message, grad, reduced, allReduceMs } = running;
+    if (grad === undefined || reduced === undefined || allReduceMs === undefined) return;
+    const timings = { computeMs: grad.computeMs, readbackMs: grad.readbackMs, allReduceMs, updateMs: result.updateMs };
+    this.pending = { attempt: message.attempt, round: message.round, timings, startedAt: running.startedAt };
+    this.publish({
+      lastTimings: timings,
+      samplesPerSecond: grad.samples / (Math.max(grad.computeMs + grad.readbackMs, 1) / 1000),
+      share: grad.samples / this.batchSize,
+      samplesDone: this.status.samplesDone + grad.samples,
+    });
+    this.send(out, {
+      type: "result",
+      attempt: message.attempt,
+      hash: result.hash,
+      samples: grad.samples,
+      loss: grad.loss,
+      timings,
+      bytesSent: reduced.bytesSent,
+      bytesReceived: reduced.bytesReceived,
+      ...(reduced.clipped === undefined ? {} : { clipped: reduced.clipped }),
+    });
+    // The designated uploader sends its pending state at once: the server checks it before the
+    // commit (a plan of one commits only then) and adopts it when the round commits with its hash.
+    if (message.upload && this.identity !== undefined) {
+      this.run({ kind: "upload-state", round: message.round, attempt: message.attempt, auth: this.auth(this.identity) }, out);
+      return;
+    }
+    this.running = undefined;
+  }
+
+  private onCommitted(result: Extract<TaskResult, { kind: "committed" }>, now: number, out: Command[]): void {
+    const pending = this.pending;
+    if (pending?.attempt !== result.attempt) return;
+    this.pending = undefined;
+    if (result.hash !== pending.commitHash) {
+      this.fail(`committed hash ${pending.commitHash ?? "none"} differs from ours ${result.hash}`, out);
+      return;
+    }
+    const split = { ...pending.timings, round: pending.round, uploadMs: result.uploadMs, roundMs: now - pending.startedAt };
+    this.publish({
+      phase: "waiting",
+      round: pending.round,
+      roundsDone: this.status.roundsDone + 1,
+      committed: [...this.status.committed, [pending.round, result.hash] as [number, string]].slice(-COMMITTED_HISTORY),
+      rounds: [...this.status.rounds, split].slice(-COMMITTED_HISTORY),
+    });
+  }
+
+  /** The uploader's round is reported and uploaded: nothing of it runs any more. */
+  private finishRound(attempt: number | undefined): void {
+    if (attempt !== undefined && this.running?.message.attempt === attempt) this.running = undefined;
+  }
+
+  private run(task: Task, out: Command[]): void {
+    this.busy = task;
+    this.busyGeneration = this.generation;
+    out.push({ type: "run", task });
+  }
+
+  private send(out: Command[], message: Extract<Command, { type: "send" }>["message"]): void {
+    out.push({ type: "send", message });
+  }
+
+  private auth(identity: Identity): { peerId: string; sessionToken: string } {
+    return { peerId: identity.peerId, sessionToken: identity.sessionToken };
+  }
+
+  private fail(error: string, out: Command[]): void {
+    this.publish({ lastError: error });
+    this.stop(`error: ${error}`, out);
+  }
+
+  private stop(reason: string, out: Command[]): void {
+    if (this.stopped) return;
+    this.publish({ phase: "stopped", stopReason: reason });
+    this.inbox.length = 0;
+    out.push({ type: "stop", reason });
+  }
+
+  private publish(patch: Partial<SessionStatus>): void {
+    Object.assign(this.status, patch);
+  }
+}

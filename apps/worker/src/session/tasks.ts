@@ -1,0 +1,46 @@
+import type { FailureCode, Identity, Job, Plan, WorkerMessage } from "@crowdtrain/protocol";
+import type { GradientReport } from "../trainer/api.ts";
+
+/**
+ * The session machine's vocabulary with the outside world. A Task is one piece of I/O or trainer
+ * work the driver carries out (one at a time: the trainer is a single resource); it ends with a
+ * TaskResult fed back to the machine. Everything else the machine wants done is a Command.
+ */
+export type Task =
+  /** A new connection's identity: replace the peer link, (re)build the model, fetch the committed state. */
+  | { kind: "welcome"; identity: Identity; job: Job; round: number }
+  /** Fetch the committed state of `round` and load it into the trainer. */
+  | { kind: "sync"; round: number }
+  | { kind: "compute"; attempt: number; lease: number[] }
+  | { kind: "reduce"; attempt: number; plan: Plan; gradient: Float32Array; samples: number; frameBytes: number }
+  | { kind: "update"; attempt: number; mean: Float32Array }
+  | { kind: "commit"; attempt: number; round: number }
+  | { kind: "discard"; attempt: number }
+  /** PUT /api/state/<round>: our pending state of `attempt` (we are the round's uploader), or the committed one. */
+  | { kind: "upload-state"; round: number; attempt: number | undefined; auth: UploadAuth }
+  /** PUT /api/contribution/<round>: a spot check of what we committed to. */
+  | { kind: "upload-contribution"; round: number; gradient: Float32Array; auth: UploadAuth };
+
+export type UploadAuth = { peerId: string; sessionToken: string };
+
+/** How a task ended. An unexpected throw is `failed` (fatal unless the task is an upload). */
+export type TaskResult =
+  | { kind: "synced"; round: number; hash: string }
+  | { kind: "computed"; attempt: number; report: GradientReport }
+  | { kind: "reduced"; attempt: number; mean: Float32Array; bytesSent: number; bytesReceived: number; clipped: string[] | undefined }
+  /** The all-reduce failed the way all-reduces fail (AllReduceError), not a bug. */
+  | { kind: "reduce-failed"; attempt: number; code: FailureCode; suspect: string | undefined; message: string }
+  | { kind: "updated"; attempt: number; hash: string; updateMs: number }
+  | { kind: "committed"; attempt: number; round: number; hash: string; uploadMs: number }
+  | { kind: "done" }
+  | { kind: "failed"; task: Task["kind"]; error: string };
+
+export type Command =
+  | { type: "send"; message: WorkerMessage }
+  | { type: "run"; task: Task }
+  /** Cut the running all-reduce of `attempt` short (the coordinator aborted it, or we lost it). */
+  | { type: "abort-reduce"; attempt: number; reason: string }
+  /** This connection's identity is gone: close its peer link (the next welcome opens a new one). */
+  | { type: "close-link" }
+  /** The session is over: close the connection and the link for good. */
+  | { type: "stop"; reason: string };

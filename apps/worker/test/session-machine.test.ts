@@ -1,0 +1,185 @@
+import { describe, expect, it } from "vitest";
+import { PROTOCOL_VERSION, type CoordinatorMessage, type Job, type WorkerMessage } from "@crowdtrain/protocol";
+import { contributionDigest } from "@crowdtrain/training";
+import { SessionMachine } from "../src/session/machine.ts";
+import type { Command, Task, TaskResult } from "../src/session/tasks.ts";
+
+const JOB = { name: "t", dataset: "mnist", model: { kind: "mlp", hidden: [4] }, optimizer: { kind: "sgd", learningRate: 0.1, momentum: 0 }, batchSize: 8, rounds: 10, evalEveryRounds: 10, seed: 1, aggregation: "mean", spotCheck: 0.1 } as Job;
+const IDENTITY = { peerId: "w-a", sessionToken: "s".repeat(22), peerKey: "k".repeat(22), peerToken: "t".repeat(22) };
+const HASH = (n: number): string => n.toString(16).padStart(64, "0");
+const REPORT = { gradient: Float32Array.from([1, -2, 3]), loss: 0.5, samples: 4, computeMs: 10, readbackMs: 2 };
+
+/** Drives a machine and keeps what it asked for. */
+class Drive {
+  readonly machine = new SessionMachine({ backend: "cpu", name: "test" });
+  commands: Command[] = [];
+  now = 0;
+
+  in(message: CoordinatorMessage): Command[] {
+    return this.record(this.machine.handle({ type: "message", data: JSON.stringify(message), now: this.now }));
+  }
+  result(result: TaskResult): Command[] {
+    this.now += 5;
+    return this.record(this.machine.handle({ type: "result", result, now: this.now }));
+  }
+  record(commands: Command[]): Command[] {
+    this.commands.push(...commands);
+    return commands;
+  }
+  sent(type: WorkerMessage["type"]): WorkerMessage[] {
+    return this.commands.flatMap((c) => (c.type === "send" && c.message.type === type ? [c.message] : []));
+  }
+  /** The tasks started by `commands`. */
+  static tasks(commands: Command[]): Task[] {
+    return commands.flatMap((c) => (c.type === "run" ? [c.task] : []));
+  }
+
+  /** Connected, welcomed and synced to round 0. */
+  static ready(): Drive {
+    const d = new Drive();
+    d.record(d.machine.handle({ type: "open", now: 0 }));
+    d.in({ type: "welcome", protocol: PROTOCOL_VERSION, identity: IDENTITY, job: JOB, round: 0 });
+    d.result({ kind: "synced", round: 0, hash: HASH(0) });
+    return d;
+  }
+
+  /** A round message for `attempt`. */
+  static round(attempt: number, upload = false): CoordinatorMessage {
+    return { type: "round", attempt, round: 1, epoch: 0, plan: { kind: "ring", members: ["w-a", "w-b"] }, lease: [0, 1, 2, 3], frameBytes: 1024, upload };
+  }
+
+  /** Runs attempt `attempt` up to its report (the update pending). */
+  reported(attempt: number, upload = false): void {
+    this.in(Drive.round(attempt, upload));
+    this.result({ kind: "computed", attempt, report: { ...REPORT, gradient: REPORT.gradient.slice() } });
+    this.result({ kind: "reduced", attempt, mean: Float32Array.from([0.5, 0.5, 0.5]), bytesSent: 12, bytesReceived: 12, clipped: undefined });
+    this.result({ kind: "updated", attempt, hash: HASH(1), updateMs: 1 });
+  }
+}
+
+describe("SessionMachine", () => {
+  it("says hello, syncs on welcome, and runs a round to its commit one task at a time", () => {
+    const d = Drive.ready();
+    expect(d.sent("hello")[0]).toMatchObject({ protocol: PROTOCOL_VERSION, backend: "cpu", name: "test" });
+    expect(d.sent("ready")).toEqual([{ type: "ready", round: 0, hash: HASH(0) }]);
+
+    expect(Drive.tasks(d.in(Drive.round(7, true)))).toEqual([{ kind: "compute", attempt: 7, lease: [0, 1, 2, 3] }]);
+    expect(d.machine.status.phase).toBe("training");
+    // Computed: it commits to the digest of what it is about to send, then reduces.
+    const afterCompute = d.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient: REPORT.gradient.slice() } });
+    expect(d.sent("phase")).toEqual([{ type: "phase", attempt: 7, phase: "reducing", digest: contributionDigest(REPORT.gradient) }]);
+    expect(Drive.tasks(afterCompute)[0]).toMatchObject({ kind: "reduce", attempt: 7, samples: 4 });
+    expect(Drive.tasks(d.result({ kind: "reduced", attempt: 7, mean: new Float32Array(3), bytesSent: 12, bytesReceived: 12, clipped: ["w-b"] }))[0]).toMatchObject({ kind: "update", attempt: 7 });
+    // Updated: the report, then (as uploader) the pending state goes up before anything else runs.
+    const afterUpdate = d.result({ kind: "updated", attempt: 7, hash: HASH(1), updateMs: 1 });
+    expect(d.sent("result")[0]).toMatchObject({ attempt: 7, hash: HASH(1), samples: 4, loss: 0.5, clipped: ["w-b"], timings: { computeMs: 10, readbackMs: 2, updateMs: 1 } });
+    expect(Drive.tasks(afterUpdate)).toEqual([{ kind: "upload-state", round: 1, attempt: 7, auth: { peerId: "w-a", sessionToken: IDENTITY.sessionToken } }]);
+    // The commit waits behind the upload, then adopts the update.
+    expect(Drive.tasks(d.in({ type: "commit", attempt: 7, round: 1, hash: HASH(1) }))).toEqual([]);
+    expect(Drive.tasks(d.result({ kind: "done" }))).toEqual([{ kind: "commit", attempt: 7, round: 1 }]);
+    d.result({ kind: "committed", attempt: 7, round: 1, hash: HASH(1), uploadMs: 0 });
+    expect(d.machine.status).toMatchObject({ phase: "waiting", round: 1, roundsDone: 1, committed: [[1, HASH(1)]], samplesDone: 4 });
+    expect(d.machine.task).toBeUndefined();
+  });
+
+  it("an abort during compute cuts the all-reduce at once, skips it, and discards", () => {
+    const d = Drive.ready();
+    d.in(Drive.round(3));
+    const onAbort = d.in({ type: "abort", attempt: 3, reason: "a peer left" });
+    expect(onAbort).toContainEqual({ type: "abort-reduce", attempt: 3, reason: "coordinator aborted attempt 3: a peer left" });
+    const afterCompute = d.result({ kind: "computed", attempt: 3, report: REPORT });
+    expect(d.sent("phase")).toEqual([]);
+    expect(Drive.tasks(afterCompute)).toEqual([{ kind: "discard", attempt: 3 }]);
+    expect(d.machine.status.lastError).toMatch(/round aborted: a peer left/);
+    // A late round message for the aborted attempt is not run either.
+    d.result({ kind: "done" });
+    expect(Drive.tasks(d.in(Drive.round(3)))).toEqual([]);
+  });
+
+  it("a commit for an attempt it never ran (or no longer holds) changes nothing", () => {
+    const d = Drive.ready();
+    expect(Drive.tasks(d.in({ type: "commit", attempt: 99, round: 1, hash: HASH(1) }))).toEqual([]);
+    d.reported(4);
+    expect(Drive.tasks(d.in({ type: "commit", attempt: 5, round: 1, hash: HASH(1) }))).toEqual([]);
+    expect(Drive.tasks(d.in({ type: "commit", attempt: 4, round: 1, hash: HASH(1) }))).toEqual([{ kind: "commit", attempt: 4, round: 1 }]);
+  });
+
+  it("a sync while an update is pending drops it: a later commit of that attempt is ignored", () => {
+    const d = Drive.ready();
+    d.reported(4);
+    expect(Drive.tasks(d.in({ type: "sync", round: 3 }))).toEqual([{ kind: "sync", round: 3 }]);
+    expect(d.machine.status.phase).toBe("syncing");
+    d.result({ kind: "synced", round: 3, hash: HASH(3) });
+    expect(d.sent("ready").at(-1)).toEqual({ type: "ready", round: 3, hash: HASH(3) });
+    expect(Drive.tasks(d.in({ type: "commit", attempt: 4, round: 1, hash: HASH(1) }))).toEqual([]);
+  });
+
+  it("a dropped connection voids what was in flight and skips the old connection's queued rounds", () => {
+    const d = Drive.ready();
+    d.reported(4);
+    d.in(Drive.round(5));
+    // Reducing attempt 5 when the socket drops; attempt 4 is still pending; a round 6 is queued.
+    d.result({ kind: "computed", attempt: 5, report: REPORT });
+    d.in(Drive.round(6));
+    const down = d.record(d.machine.handle({ type: "down", reason: "connection to the server closed (1006)", retryInMs: 500, now: 50 }));
+    expect(down).toEqual(expect.arrayContaining([
+      { type: "abort-reduce", attempt: 5, reason: "connection to the server closed (1006)" },
+      { type: "abort-reduce", attempt: 4, reason: "connection to the server closed (1006)" },
+      { type: "close-link" },
+    ]));
+    expect(d.machine.status).toMatchObject({ phase: "connecting", lastError: "connection to the server closed (1006); reconnecting in 0.5 s" });
+    // The reduce ends (cut short); the owed discard of attempt 4 runs; round 6 is skipped.
+    const after = d.result({ kind: "reduce-failed", attempt: 5, code: "aborted", suspect: undefined, message: "cut" });
+    expect(Drive.tasks(after)).toEqual([{ kind: "discard", attempt: 4 }]);
+    expect(Drive.tasks(d.result({ kind: "done" }))).toEqual([]);
+    // A relayed abort with no suspect is not reported as a failure of ours.
+    expect(d.sent("failed")).toEqual([]);
+    // The reconnect: hello again, a new identity.
+    d.record(d.machine.handle({ type: "open", now: 60 }));
+    expect(d.sent("hello")).toHaveLength(2);
+  });
+
+  it("reports a first-hand all-reduce failure with its suspect", () => {
+    const d = Drive.ready();
+    d.in(Drive.round(2));
+    d.result({ kind: "computed", attempt: 2, report: REPORT });
+    d.result({ kind: "reduce-failed", attempt: 2, code: "timeout", suspect: "w-b", message: "w-b sent nothing" });
+    expect(d.sent("failed")).toEqual([{ type: "failed", attempt: 2, code: "timeout", suspect: "w-b", message: "w-b sent nothing" }]);
+    expect(d.machine.status.phase).toBe("waiting");
+  });
+
+  it("answers a spot check with the very contribution it committed to", () => {
+    const d = Drive.ready();
+    d.reported(8);
+    d.in({ type: "commit", attempt: 8, round: 1, hash: HASH(1) });
+    d.result({ kind: "committed", attempt: 8, round: 1, hash: HASH(1), uploadMs: 0 });
+    const [task] = Drive.tasks(d.in({ type: "audit", round: 1, attempt: 8 }));
+    expect(task).toMatchObject({ kind: "upload-contribution", round: 1 });
+    expect(contributionDigest((task as Extract<Task, { kind: "upload-contribution" }>).gradient)).toBe((d.sent("phase")[0] as { digest: string }).digest);
+    // An audit of an attempt it no longer keeps is shown, not fatal.
+    d.result({ kind: "failed", task: "upload-contribution", error: "PUT /api/contribution/1: 503" });
+    expect(d.machine.status.phase).not.toBe("stopped");
+    d.in({ type: "audit", round: 1, attempt: 1 });
+    expect(d.machine.status.lastError).toMatch(/no contribution of attempt 1 kept/);
+  });
+
+  it("stops on a committed hash that differs from its own, on a bad message, and on a failed trainer task", () => {
+    const mismatch = Drive.ready();
+    mismatch.reported(4);
+    mismatch.in({ type: "commit", attempt: 4, round: 1, hash: HASH(9) });
+    const stop = mismatch.result({ kind: "committed", attempt: 4, round: 1, hash: HASH(1), uploadMs: 0 });
+    expect(stop).toContainEqual({ type: "stop", reason: expect.stringMatching(/committed hash 0+9 differs from ours 0+1/) });
+
+    const bad = Drive.ready();
+    bad.record(bad.machine.handle({ type: "message", data: '{"type":"round"}', now: 1 }));
+    expect(bad.machine.status.phase).toBe("stopped");
+    expect(bad.machine.status.stopReason).toMatch(/bad coordinator message/);
+
+    const broken = Drive.ready();
+    broken.in(Drive.round(2));
+    broken.result({ kind: "failed", task: "compute", error: "WebGPU device lost" });
+    expect(broken.machine.status).toMatchObject({ phase: "stopped", stopReason: "error: compute: WebGPU device lost" });
+    // Stopped for good: nothing more is done.
+    expect(broken.in(Drive.round(3))).toEqual([]);
+  });
+});
