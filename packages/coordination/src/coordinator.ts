@@ -121,7 +121,7 @@ export class Coordinator {
     switch (event.type) {
       case "join":
         this.membership.add(event);
-        effects.push({ type: "log", kind: "joined", text: `${event.peerId} joined (${event.backend})` });
+        effects.push({ type: "log", kind: "joined", text: `${event.peerId} joined (${event.backend}${event.role !== undefined && event.role !== "trainer" ? `, as ${event.role}` : ""})` });
         break;
       case "ready": {
         const member = this.membership.get(event.peerId);

@@ -28,7 +28,7 @@ export class Membership {
     return this.members.get(peerId);
   }
 
-  add(input: { peerId: string; name?: string | undefined; backend: Backend; adapter?: string | undefined; role?: MemberRole; now: number }): Member {
+  add(input: { peerId: string; name?: string | undefined; backend: Backend; adapter?: string | undefined; role?: MemberRole | undefined; now: number }): Member {
     if (this.members.has(input.peerId)) throw new RangeError(`member ${input.peerId} joined twice`);
     const member: Member = {
       peerId: input.peerId,

@@ -1,4 +1,4 @@
-import type { Aggregation, Backend, CoordinatorMessage, Plan, RoundTimings } from "@crowdtrain/protocol";
+import type { Aggregation, Backend, CoordinatorMessage, MemberRole, Plan, RoundTimings } from "@crowdtrain/protocol";
 
 export type CoordinatorConfig = {
   /** Training samples in the dataset; indices 0..trainCount-1 are leased. */
@@ -48,8 +48,7 @@ export type CoordinatorConfig = {
 };
 
 export type MemberState = "joining" | "ready" | "training";
-/** What a member does: today every member trains; pipeline stages and serving tabs come next. */
-export type MemberRole = "trainer";
+export type { MemberRole };
 
 export type Member = {
   peerId: string;
@@ -115,7 +114,7 @@ export type OpenRoundView = Readonly<Omit<OpenRound, "reports" | "reducingAt" | 
 };
 
 export type CoordinatorEvent =
-  | { type: "join"; peerId: string; name?: string | undefined; backend: Backend; adapter?: string | undefined; now: number }
+  | { type: "join"; peerId: string; name?: string | undefined; backend: Backend; adapter?: string | undefined; role?: MemberRole | undefined; now: number }
   | { type: "ready"; peerId: string; round: number; hash: string; now: number }
   | ({ type: "result"; peerId: string; attempt: number; now: number } & RoundReport)
   | { type: "phase"; peerId: string; attempt: number; phase: "computing" | "reducing"; digest?: string | undefined; now: number }

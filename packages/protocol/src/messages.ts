@@ -33,6 +33,15 @@ const Text = v.pipe(v.string(), v.maxLength(500));
 export const BackendSchema = v.picklist(["webgpu", "webgl", "wasm", "cpu"]);
 export type Backend = v.InferOutput<typeof BackendSchema>;
 
+/**
+ * What a member does. A round takes only the members whose role says so: today "trainer" (data
+ * parallel: computes gradients on its lease and averages them); "stage" (one slice of a model split
+ * across tabs) and "server" (answers inference requests) join the job without being put in its
+ * rounds until the plans that use them exist.
+ */
+export const MemberRoleSchema = v.picklist(["trainer", "stage", "server"]);
+export type MemberRole = v.InferOutput<typeof MemberRoleSchema>;
+
 export const RoundTimingsSchema = v.object({
   computeMs: Ms,
   readbackMs: Ms,
@@ -55,6 +64,8 @@ export const HelloSchema = v.strictObject({
   adapter: v.optional(Text),
   /** The operator's join token, required when the job is private (`--join-token`). */
   joinToken: v.optional(v.pipe(v.string(), v.maxLength(256))),
+  /** What this tab offers; default "trainer". */
+  role: v.optional(MemberRoleSchema),
 });
 
 /** "I hold the committed state of `round`": the worker may be put in the next round. */

@@ -40,6 +40,8 @@ export const PeerStatusSchema = v.object({
   strikes: v.optional(Count),
   /** Why a peer in state "gone" left: its connection closed, or it was evicted and why. */
   leftBecause: v.optional(v.string()),
+  /** What it does (absent: "trainer"). */
+  role: v.optional(v.string()),
   /** Spot checks of its contributions that passed and that failed. */
   audits: v.optional(v.object({ passed: Count, failed: Count })),
 });

@@ -48,6 +48,7 @@ export function memberRow(m: Readonly<Member>, job: Job, reducing: boolean): Pee
     bytesReceived: m.bytesReceived,
     strikes: m.strikes,
     audits: { ...m.audits },
+    role: m.role,
   };
 }
 
