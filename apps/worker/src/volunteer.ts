@@ -1,6 +1,6 @@
-import { createAllReducer, createDirectAllReducer } from "@crowdtrain/allreduce";
-import { createPeerTransport, fetchSignallingConfig, openPeer, type PeerTransport, type SignallingConfig } from "@crowdtrain/p2p";
-import type { Aggregation, Backend, Identity } from "@crowdtrain/protocol";
+import { createAllReducer, createDirectAllReducer, type Transport } from "@crowdtrain/allreduce";
+import { createPeerTransport, fetchSignallingConfig, MAX_CHANNEL_FRAME_BYTES, openPeer, type SignallingConfig } from "@crowdtrain/p2p";
+import { FRAME_HEADER_BYTES, type Aggregation, type Backend, type Identity } from "@crowdtrain/protocol";
 import { startSession, type PeerLink } from "./session/session.ts";
 import type { SessionStatus } from "./session/status.ts";
 import type { Trainer } from "./trainer/api.ts";
@@ -76,7 +76,8 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
 
 /**
  * Registers under the issued identity and stacks transport and the job's all-reducer on it (a
- * ring for "mean", a direct plan for robust aggregation); close() frees all three.
+ * ring for "mean", a direct plan for robust aggregation) on the transport's "allreduce" channel
+ * only, so frames of other channels never reach it; close() frees all three.
  */
 async function openLink(signalling: SignallingConfig, identity: Identity, aggregation: Aggregation): Promise<PeerLink> {
   const peer = await openPeer(signalling, identity);
@@ -86,7 +87,10 @@ async function openLink(signalling: SignallingConfig, identity: Identity, aggreg
     if (!peer.destroyed) peer.reconnect();
   });
   const transport = createPeerTransport(peer);
-  const reducers = aggregation === "mean" ? ringLink(transport) : directLink(transport);
+  // Refused frames are dropped by the transport and never reach a round; they are logged here.
+  transport.onViolation((from, violation) => console.error(`p2p: dropped a message from ${from} (${violation.kind}): ${violation.detail}`));
+  const channel = transport.channel("allreduce");
+  const reducers = aggregation === "mean" ? ringLink(channel) : directLink(channel);
   return {
     ...reducers,
     close() {
@@ -97,11 +101,12 @@ async function openLink(signalling: SignallingConfig, identity: Identity, aggreg
   };
 }
 
-function ringLink(transport: PeerTransport): PeerLink {
+function ringLink(transport: Transport): PeerLink {
   const reducer = createAllReducer({ transport });
   return {
     async reduce({ attempt, plan, gradient, samples, frameBytes }) {
       if (plan.kind !== "ring") throw new Error(`this job averages over a ring, but the round came with a ${plan.kind} plan`);
+      checkFrameFits(frameBytes);
       const { mean, stats } = await reducer.allReduce({ round: attempt, ring: [...plan.members], gradient, samples, frameBytes });
       return { mean, bytesSent: stats.bytesSent, bytesReceived: stats.bytesReceived };
     },
@@ -110,11 +115,12 @@ function ringLink(transport: PeerTransport): PeerLink {
   };
 }
 
-function directLink(transport: PeerTransport): PeerLink {
+function directLink(transport: Transport): PeerLink {
   const reducer = createDirectAllReducer({ transport });
   return {
     async reduce({ attempt, plan, gradient, frameBytes }) {
       if (plan.kind !== "direct") throw new Error(`this job aggregates robustly, but the round came with a ${plan.kind} plan`);
+      checkFrameFits(frameBytes);
       const { mean, stats } = await reducer.allReduce({ round: attempt, plan, gradient, frameBytes });
       const { tau, contributors } = stats.ownShard;
       const clipped = tau === undefined ? [] : contributors.filter((c) => c.clipped && c.distance > OUTLIER_TAUS * tau).map((c) => c.peer);
@@ -123,4 +129,14 @@ function directLink(transport: PeerTransport): PeerLink {
     abortRound: (attempt, reason) => reducer.abortRound(attempt, reason),
     close: () => reducer.close(),
   };
+}
+
+/**
+ * A frame that does not fit one channel frame would be refused by the transport mid-round, and the
+ * all-reducer would blame the neighbour it was sending to; refuse the round here instead, locally.
+ */
+function checkFrameFits(frameBytes: number): void {
+  if (FRAME_HEADER_BYTES + frameBytes > MAX_CHANNEL_FRAME_BYTES) {
+    throw new RangeError(`frameBytes=${frameBytes} plus the ${FRAME_HEADER_BYTES}-byte frame header exceeds MAX_CHANNEL_FRAME_BYTES=${MAX_CHANNEL_FRAME_BYTES}`);
+  }
 }

@@ -1,3 +1,5 @@
+import { MAX_MESSAGE_BYTES } from "./wire.ts";
+
 /** Tunables of the WebRTC transport, with their relations checked at construction. */
 export type PeerTransportOptions = {
   /** Opening a data connection (ICE + DTLS + SCTP) must finish within this. */
@@ -8,6 +10,11 @@ export type PeerTransportOptions = {
   highWaterMarkBytes: number;
   /** Resume when the queue falls to this (the channel's bufferedAmountLowThreshold). */
   lowWaterMarkBytes: number;
+  /**
+   * Bytes one logical channel may have waiting for room on one link; a send beyond it is refused at
+   * once (ChannelQueueFullError) without touching the other channels' queues.
+   */
+  maxQueuedBytesPerChannel: number;
 };
 
 export const DEFAULT_PEER_TRANSPORT_OPTIONS: PeerTransportOptions = {
@@ -15,6 +22,7 @@ export const DEFAULT_PEER_TRANSPORT_OPTIONS: PeerTransportOptions = {
   drainTimeoutMs: 30_000,
   highWaterMarkBytes: 2 * 1024 * 1024,
   lowWaterMarkBytes: 512 * 1024,
+  maxQueuedBytesPerChannel: 8 * 1024 * 1024,
 };
 
 /** Chromium closes a data channel whose send queue exceeds 16 MiB; stay well clear of it. */
@@ -28,6 +36,9 @@ export function resolvePeerTransportOptions(overrides: Partial<PeerTransportOpti
   }
   if (o.highWaterMarkBytes > CHANNEL_QUEUE_LIMIT_BYTES / 2) {
     throw new RangeError(`highWaterMarkBytes must stay at most ${CHANNEL_QUEUE_LIMIT_BYTES / 2}`);
+  }
+  if (!(o.maxQueuedBytesPerChannel >= MAX_MESSAGE_BYTES)) {
+    throw new RangeError(`maxQueuedBytesPerChannel (${o.maxQueuedBytesPerChannel}) must hold at least one message of MAX_MESSAGE_BYTES=${MAX_MESSAGE_BYTES}`);
   }
   return o;
 }

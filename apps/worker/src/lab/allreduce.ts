@@ -1,46 +1,36 @@
 // All-reduce primitives for e2e tests and benchmarks: one PeerJS peer per page with the real
-// p2p Transport and AllReducer, deterministic inputs the test can recompute, and a one-way
-// point-to-point blast over the same transport to measure the link the ring is compared with.
-import { AllReduceError, createAllReducer, type AllReducer, type AllReduceOptions, type PeerId, type Transport } from "@crowdtrain/allreduce";
-import { createPeerTransport, fetchSignallingConfig, openPeer, type PeerTransport, type PeerTransportOptions } from "@crowdtrain/p2p";
+// p2p transport and AllReducer, deterministic inputs the test can recompute, and a one-way
+// point-to-point blast over the same links to measure the link the ring is compared with. The
+// all-reducer listens on the transport's "allreduce" channel, the blast travels on "bench": the
+// transport keeps them apart, so neither ever sees the other's frames.
+import { AllReduceError, createAllReducer, type AllReducer, type AllReduceOptions } from "@crowdtrain/allreduce";
+import { createPeerTransport, fetchSignallingConfig, MAX_CHANNEL_FRAME_BYTES, openPeer, type PeerTransport, type PeerTransportOptions } from "@crowdtrain/p2p";
+import { FRAME_HEADER_BYTES } from "@crowdtrain/protocol";
 import { fetchLabIdentity } from "./identity.ts";
-import { FRAME_VERSION } from "@crowdtrain/protocol";
 import type { Peer } from "peerjs";
 import type { AllReduceRun, BlastReport } from "../lab-api.ts";
 import { labInput } from "./input.ts";
 import { withTimeout } from "./wait.ts";
 
-/** First byte of a blast frame: anything but FRAME_VERSION, so it never reaches the all-reducer. */
-const BLAST_MARK = 0xb1;
-
-type Lab = { peer: Peer; transport: PeerTransport; reducer: AllReducer; blastHandlers: Set<(from: PeerId, bytes: number) => void> };
+type Lab = { peer: Peer; transport: PeerTransport; reducer: AllReducer };
 let lab: Lab | undefined;
-
-/** Splits one transport in two by the frame's first byte: all-reduce frames and blast frames. */
-function splitTransport(base: PeerTransport, blast: Set<(from: PeerId, bytes: number) => void>): Transport {
-  base.onFrame((from, frame) => {
-    if (frame[0] === BLAST_MARK) for (const handler of blast) handler(from, frame.byteLength);
-  });
-  return {
-    self: base.self,
-    send: (to, frame) => base.send(to, frame),
-    onFrame: (handler) => base.onFrame((from, frame) => frame[0] === FRAME_VERSION && handler(from, frame)),
-    onPeerGone: (handler) => base.onPeerGone(handler),
-  };
-}
 
 export async function arOpen(options: Partial<AllReduceOptions & PeerTransportOptions> = {}): Promise<string> {
   if (lab !== undefined) throw new Error("arOpen() was already called on this page");
   const peer = await openPeer(await fetchSignallingConfig(), await fetchLabIdentity());
   peer.on("error", (error) => console.error(`lab: PeerJS error (${error.type}): ${error.message}`));
   const { frameBytes, progressTimeoutMs, ringStartTimeoutMs, roundTimeoutMs, maxBufferedFutureBytes, ...transportOptions } = options;
+  if (frameBytes !== undefined && FRAME_HEADER_BYTES + frameBytes > MAX_CHANNEL_FRAME_BYTES) {
+    peer.destroy();
+    throw new RangeError(`frameBytes=${frameBytes} plus the ${FRAME_HEADER_BYTES}-byte frame header exceeds MAX_CHANNEL_FRAME_BYTES=${MAX_CHANNEL_FRAME_BYTES}`);
+  }
   const transport = createPeerTransport(peer, transportOptions);
-  const blastHandlers = new Set<(from: PeerId, bytes: number) => void>();
+  transport.onViolation((from, violation) => console.error(`lab: dropped a message from ${from} (${violation.kind}): ${violation.detail}`));
   const reducerOptions = Object.fromEntries(
     Object.entries({ frameBytes, progressTimeoutMs, ringStartTimeoutMs, roundTimeoutMs, maxBufferedFutureBytes }).filter(([, value]) => value !== undefined),
   );
-  const reducer = createAllReducer({ transport: splitTransport(transport, blastHandlers), options: reducerOptions });
-  lab = { peer, transport, reducer, blastHandlers };
+  const reducer = createAllReducer({ transport: transport.channel("allreduce"), options: reducerOptions });
+  lab = { peer, transport, reducer };
   return peer.id;
 }
 
@@ -82,13 +72,11 @@ export async function arRun(args: { round: number; ring: string[]; seed: number;
   }
 }
 
-/** Sends `bytes` in frames of `frameBytes` to `to`, as fast as back-pressure allows. */
+/** Sends `bytes` in frames of `frameBytes` to `to` on the "bench" channel, as fast as back-pressure allows. */
 export async function arBlast(to: string, bytes: number, frameBytes: number): Promise<void> {
-  const { transport } = need();
+  const bench = need().transport.channel("bench");
   for (let sent = 0; sent < bytes; sent += frameBytes) {
-    const frame = new Uint8Array(Math.min(frameBytes, bytes - sent));
-    frame[0] = BLAST_MARK;
-    await transport.send(to, frame);
+    await bench.send(to, new Uint8Array(Math.min(frameBytes, bytes - sent)));
   }
 }
 
@@ -99,21 +87,18 @@ let blastWait: Promise<BlastReport> | undefined;
  * missed); arBlastDone() then resolves with the time from this call until `bytes` have arrived.
  */
 export function arListenBlast(from: string, bytes: number, timeoutMs: number): void {
-  const { blastHandlers } = need();
+  const bench = need().transport.channel("bench");
   const started = performance.now();
   let received = 0;
-  let handler: ((peer: PeerId, size: number) => void) | undefined;
+  let unsubscribe: (() => void) | undefined;
   const done = new Promise<BlastReport>((resolve) => {
-    handler = (peer, size) => {
+    unsubscribe = bench.onFrame((peer, frame) => {
       if (peer !== from) return;
-      received += size;
+      received += frame.byteLength;
       if (received >= bytes) resolve({ bytes: received, ms: performance.now() - started });
-    };
-    blastHandlers.add(handler);
+    });
   });
-  blastWait = withTimeout(done, timeoutMs, `blast of ${bytes} bytes from ${from}`).finally(() => {
-    if (handler) blastHandlers.delete(handler);
-  });
+  blastWait = withTimeout(done, timeoutMs, `blast of ${bytes} bytes from ${from}`).finally(() => unsubscribe?.());
   // Whoever calls arBlastDone() sees a failure; this only keeps it from being reported as unhandled.
   blastWait.catch(() => undefined);
 }
