@@ -9,6 +9,7 @@ import { DEFAULT_WEB_DIR, startServer, WEB_PAGES, type ServerHandle } from "./se
 import { DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_HELLOS_PER_SECOND, DEFAULT_MAX_MEMBERS } from "./cluster/hub.ts";
 import { DEFAULT_JOB_FILE, readJobFile } from "./training/job-file.ts";
 import { DEFAULT_CHECKPOINT_EVERY } from "./training/service.ts";
+import { checkRoundDeadline, DEFAULT_ROUND_DEADLINE_MS } from "./training/round-deadline.ts";
 
 /** Where `npm run build` puts the datasets (one directory each, see packages/training/DATASETS.md). */
 const DEFAULT_DATASETS_DIR = join(import.meta.dirname, "../../../dist/datasets");
@@ -245,6 +246,9 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const job = await readJobFile(flags.job);
+  // The deadline must fall between the timeouts of the all-reducer this job's workers run (round-deadline.ts).
+  const roundDeadlineMs = DEFAULT_ROUND_DEADLINE_MS;
+  checkRoundDeadline(roundDeadlineMs, job.aggregation);
   if (!existsSync(join(flags.datasets, job.dataset, "manifest.json"))) {
     console.error(`error: dataset ${job.dataset} is not built in ${flags.datasets}: run npm run build first`);
     process.exit(1);
@@ -258,6 +262,7 @@ async function main(): Promise<void> {
       job,
       datasetsDir: flags.datasets,
       minWorkers: flags.minWorkers,
+      roundDeadlineMs,
       adminToken: flags.adminToken,
       dataDir: flags.dataDir,
       checkpointEveryRounds: flags.checkpointEvery,

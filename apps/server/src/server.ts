@@ -3,6 +3,7 @@ import type { AddressInfo } from "node:net";
 import { join, resolve } from "node:path";
 import type { Duplex } from "node:stream";
 import express from "express";
+import type { SignallingConfig } from "@crowdtrain/protocol";
 import { errorHandler, notFoundHandler } from "./http/errors.ts";
 import { securityHeaders } from "./http/headers.ts";
 import type { OriginPolicy } from "./http/origin.ts";
@@ -72,8 +73,10 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   app.get("/api/health", (_req, res) => {
     res.json({ ok: true });
   });
+  // The protocol's SignallingConfigSchema is what the worker parses this answer with.
+  const signalling: SignallingConfig = { peerPath: PEER_PATH, iceServers };
   app.get("/api/config", (_req, res) => {
-    res.json({ peerPath: PEER_PATH, iceServers });
+    res.json(signalling);
   });
   const peers = mountPeerServer({ app, server, timers, identities, origins, onLog: log });
   routes.set(peers.path, peers.route);

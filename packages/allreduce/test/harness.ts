@@ -1,5 +1,6 @@
 import { createAllReducer, type AllReducer, type AllReduceOptions, type RoundResult } from "../src/index.ts";
-import { createMemoryNetwork, seededRandom, type MemoryNetwork } from "./memory-network.ts";
+import { mulberry32 } from "@crowdtrain/protocol";
+import { createMemoryNetwork, type MemoryNetwork } from "./memory-network.ts";
 
 export const FLOAT32_UNIT_ROUNDOFF = 2 ** -24;
 
@@ -10,7 +11,7 @@ export type Cluster = { network: MemoryNetwork; peers: Peer[]; ring: string[] };
 /** N peers on a seeded in-memory network, each with a random gradient and sample count. */
 export function makeCluster(n: number, length: number, seed: number, options: Partial<AllReduceOptions> = {}): Cluster {
   const network = createMemoryNetwork(seed);
-  const random = seededRandom(seed ^ 0x5eed);
+  const random = mulberry32(seed ^ 0x5eed);
   const peers: Peer[] = [];
   for (let k = 0; k < n; k++) {
     const id = `peer-${k}`;

@@ -1,3 +1,4 @@
+import { mulberry32 } from "@crowdtrain/protocol";
 import { systemClock, type Clock, type PeerId, type Transport } from "../src/index.ts";
 
 /**
@@ -28,17 +29,8 @@ type Endpoint = {
   dieAfter: number;
 };
 
-/** Mulberry32: small, seeded, good enough to shuffle deliveries. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded uniform [0, 1) draws (the protocol's Mulberry32), for delivery order and test fixtures. */
+export const seededRandom: (seed: number) => () => number = mulberry32;
 
 export function createMemoryNetwork(seed: number, clock: Clock = systemClock()): MemoryNetwork {
   const random = seededRandom(seed);

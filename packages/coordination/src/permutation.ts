@@ -1,16 +1,9 @@
 /** Seeded sample orders: the same (seed, epoch) gives the same order on any machine. */
 
-/** Mulberry32: 32-bit state, integer-only arithmetic, identical on every JS engine. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from "@crowdtrain/protocol";
+
+// Re-exported: the coordinator's audit draws and code importing it from @crowdtrain/coordination use it.
+export { mulberry32 };
 
 /** Fisher-Yates shuffle of 0..count-1 for one epoch. */
 export function epochOrder(count: number, seed: number, epoch: number): number[] {

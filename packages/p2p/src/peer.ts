@@ -1,3 +1,4 @@
+import { parseSignallingConfig, type SignallingConfig } from "@crowdtrain/protocol";
 import { Peer } from "peerjs";
 
 /** Registering with the signalling server: WebSocket open plus its OPEN message. */
@@ -5,7 +6,8 @@ export const PEER_OPEN_TIMEOUT_MS = 10_000;
 /** Fetching /api/config from our own server. */
 export const CONFIG_TIMEOUT_MS = 5_000;
 
-export type SignallingConfig = { peerPath: string; iceServers: RTCIceServer[] };
+// The shape of /api/config is the protocol's (SignallingConfigSchema), checked by the server too.
+export type { SignallingConfig } from "@crowdtrain/protocol";
 /** The PeerJS registration the Crowdtrain server issued (it accepts no other id). */
 export type PeerCredentials = { peerId: string; peerKey: string; peerToken: string };
 
@@ -13,11 +15,8 @@ export type PeerCredentials = { peerId: string; peerKey: string; peerToken: stri
 export async function fetchSignallingConfig(origin = ""): Promise<SignallingConfig> {
   const response = await fetch(`${origin}/api/config`, { signal: AbortSignal.timeout(CONFIG_TIMEOUT_MS) });
   if (!response.ok) throw new Error(`/api/config answered ${response.status}`);
-  const config = (await response.json()) as Partial<SignallingConfig>;
-  if (typeof config.peerPath !== "string" || !Array.isArray(config.iceServers)) {
-    throw new Error(`/api/config is malformed: ${JSON.stringify(config)}`);
-  }
-  return { peerPath: config.peerPath, iceServers: config.iceServers };
+  // A body that is not JSON rejects here; one of the wrong shape throws MessageError naming the problem.
+  return parseSignallingConfig(await response.json());
 }
 
 /**

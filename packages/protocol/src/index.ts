@@ -5,3 +5,5 @@ export * from "./messages.ts";
 export * from "./plan.ts";
 export * from "./status.ts";
 export * from "./admin.ts";
+export * from "./config.ts";
+export * from "./random.ts";

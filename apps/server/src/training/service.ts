@@ -21,6 +21,7 @@ import { Checkpointer } from "./checkpointer.ts";
 import { Evaluator } from "./evaluator.ts";
 import { Metrics } from "./metrics.ts";
 import { ModelStore } from "./model-store.ts";
+import { DEFAULT_ROUND_DEADLINE_MS } from "./round-deadline.ts";
 import { buildStatus, memberRow, type Status } from "./status.ts";
 import { createContributionHandler } from "./contributions.ts";
 import { createUploadHandler } from "./uploads.ts";
@@ -36,6 +37,7 @@ export type TrainingOptions = {
   /** Directory holding one sub-directory per dataset (manifest.json + shards). */
   datasetsDir: string;
   minWorkers?: number;
+  /** Default DEFAULT_ROUND_DEADLINE_MS; the CLI checks it against the workers' all-reduce timeouts (round-deadline.ts). */
   roundDeadlineMs?: number;
   joinGraceMs?: number;
   frameBytes?: number;
@@ -145,7 +147,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     // Round 0's hash, built here from the job's seed; a resumed snapshot brings its committed hash instead.
     initialHash: store.state.hash,
     aggregation: job.aggregation,
-    roundDeadlineMs: options.roundDeadlineMs ?? 60_000,
+    roundDeadlineMs: options.roundDeadlineMs ?? DEFAULT_ROUND_DEADLINE_MS,
     frameBytes: options.frameBytes ?? 64 * 1024,
     maxStrikes: 3,
     strikeDecayRounds: STRIKE_DECAY_ROUNDS,

@@ -1,6 +1,7 @@
 import { readFile, rename, rm, stat, mkdir, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
+import { mulberry32Uint32 } from "@crowdtrain/protocol";
 import { encodeShard, type DatasetManifest } from "../dataset.ts";
 
 /**
@@ -26,22 +27,11 @@ export interface MnistBuildResult {
   files: { file: string; bytes: number }[];
 }
 
-/** mulberry32: tiny, fast, and identical everywhere because it only uses 32-bit integer ops. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
-
 /** Fisher-Yates with an exact integer draw (u32 * (i+1) < 2^53, so the float math is exact). */
 function shuffledOrder(count: number, seed: number): Uint32Array {
   const order = new Uint32Array(count);
   for (let i = 0; i < count; i++) order[i] = i;
-  const next = mulberry32(seed);
+  const next = mulberry32Uint32(seed);
   for (let i = count - 1; i > 0; i--) {
     const j = Math.floor((next() * (i + 1)) / 2 ** 32);
     const tmp = order[i] as number;
