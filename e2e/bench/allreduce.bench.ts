@@ -68,7 +68,7 @@ test("ring all-reduce vs point-to-point link", async ({ openWorkers }) => {
         round++;
         const startAt = Date.now() + START_DELAY_MS;
         const runs = await Promise.all(
-          pages.map((p, i) => p.evaluate((args) => window.crowdtrainLab.arRun(args), { round, ring, seed: i + 1, length, samples: 1, startAt })),
+          pages.map((p, i) => p.evaluate((args) => window.crowdtrainLab.arRun(args), { attempt: round, ring, seed: i + 1, length, samples: 1, startAt })),
         );
         const hashes = new Set(runs.map((r) => (r.ok ? r.hash : `failed: ${JSON.stringify(r.error)}`)));
         expect(hashes.size, [...hashes].join("\n")).toBe(1);

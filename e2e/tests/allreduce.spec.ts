@@ -29,8 +29,8 @@ async function openRing(pages: Page[]): Promise<string[]> {
   return ids;
 }
 
-function run(page: Page, round: number, ring: string[], seed: number, length = LENGTH) {
-  return page.evaluate((args) => window.crowdtrainLab.arRun(args), { round, ring, seed, length, samples: seed });
+function run(page: Page, attempt: number, ring: string[], seed: number, length = LENGTH) {
+  return page.evaluate((args) => window.crowdtrainLab.arRun(args), { attempt, ring, seed, length, samples: seed });
 }
 
 test("4 tabs all-reduce 1 MiB over WebRTC and agree bit for bit, on the sample-weighted mean", async ({ openWorkers }) => {

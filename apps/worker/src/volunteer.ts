@@ -107,7 +107,7 @@ function ringLink(transport: Transport): PeerLink {
     async reduce({ attempt, plan, gradient, samples, frameBytes }) {
       if (plan.kind !== "ring") throw new Error(`this job averages over a ring, but the round came with a ${plan.kind} plan`);
       checkFrameFits(frameBytes);
-      const { mean, stats } = await reducer.allReduce({ round: attempt, ring: [...plan.members], gradient, samples, frameBytes });
+      const { mean, stats } = await reducer.allReduce({ attempt, ring: [...plan.members], gradient, samples, frameBytes });
       return { mean, bytesSent: stats.bytesSent, bytesReceived: stats.bytesReceived };
     },
     abortRound: (attempt, reason) => reducer.abortRound(attempt, reason),
@@ -121,7 +121,7 @@ function directLink(transport: Transport): PeerLink {
     async reduce({ attempt, plan, gradient, frameBytes }) {
       if (plan.kind !== "direct") throw new Error(`this job aggregates robustly, but the round came with a ${plan.kind} plan`);
       checkFrameFits(frameBytes);
-      const { mean, stats } = await reducer.allReduce({ round: attempt, plan, gradient, frameBytes });
+      const { mean, stats } = await reducer.allReduce({ attempt, plan, gradient, frameBytes });
       const { tau, contributors } = stats.ownShard;
       const clipped = tau === undefined ? [] : contributors.filter((c) => c.clipped && c.distance > OUTLIER_TAUS * tau).map((c) => c.peer);
       return { mean, bytesSent: stats.bytesSent, bytesReceived: stats.bytesReceived, clipped };

@@ -74,7 +74,7 @@ class Tab {
         return {
           reduce: async (args) => {
             if (args.plan.kind !== "ring") throw new Error("ring only");
-            const { mean, stats } = await reducer.allReduce({ round: args.attempt, ring: args.plan.members, gradient: args.gradient, samples: args.samples, frameBytes: args.frameBytes });
+            const { mean, stats } = await reducer.allReduce({ attempt: args.attempt, ring: args.plan.members, gradient: args.gradient, samples: args.samples, frameBytes: args.frameBytes });
             return { mean, bytesSent: stats.bytesSent, bytesReceived: stats.bytesReceived };
           },
           abortRound: (attempt, reason) => reducer.abortRound(attempt, reason),

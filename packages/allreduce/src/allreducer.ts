@@ -18,7 +18,7 @@ export interface AllReducer {
    * the coordinator has already aborted the attempt for everyone. Frames still in flight for it are
    * dropped as stale.
    */
-  abortRound(round: number, reason: string): void;
+  abortRound(attempt: number, reason: string): void;
   /** Fails a running round with code "closed" and stops listening to the transport. */
   close(): void;
 }
@@ -40,13 +40,13 @@ export function createAllReducer(deps: AllReducerDeps): AllReducer {
   const host = createRoundHost<Frame, RoundResult>({ transport, decode: decodeFrame, maxBufferedFutureBytes: options.maxBufferedFutureBytes, name: "all-reducer" });
   return {
     async allReduce(args) {
-      host.checkCanStart(args.round);
+      host.checkCanStart(args.attempt);
       validateRing(args.ring, transport.self);
       if (args.frameBytes !== undefined) resolveOptions({ ...options, frameBytes: args.frameBytes });
       return host.run(new RoundRun(args, transport, clock, options), checkInput(args));
     },
     counters: () => host.counters(),
-    abortRound: (round, reason) => host.abortRound(round, reason),
+    abortRound: (attempt, reason) => host.abortRound(attempt, reason),
     close: () => host.close(),
   };
 }

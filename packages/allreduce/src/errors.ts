@@ -19,15 +19,15 @@ export class AllReduceError extends Error {
   override name = "AllReduceError";
   constructor(
     readonly code: AllReduceErrorCode,
-    readonly round: number,
+    readonly attempt: number,
     readonly suspect: PeerId | undefined,
     message: string,
   ) {
-    super(`all-reduce round ${round} failed (${code}${suspect === undefined ? "" : `, suspect ${suspect}`}): ${message}`);
+    super(`all-reduce attempt ${attempt} failed (${code}${suspect === undefined ? "" : `, suspect ${suspect}`}): ${message}`);
   }
 
   /** Plain data, for crossing a page/worker boundary or a log line. */
-  toJSON(): { code: AllReduceErrorCode; round: number; suspect: PeerId | undefined; message: string } {
-    return { code: this.code, round: this.round, suspect: this.suspect, message: this.message };
+  toJSON(): { code: AllReduceErrorCode; attempt: number; suspect: PeerId | undefined; message: string } {
+    return { code: this.code, attempt: this.attempt, suspect: this.suspect, message: this.message };
   }
 }

@@ -11,7 +11,7 @@ export type AllReducerCounters = {
 
 /** One attempt of some all-reduce layout (ring, direct) as the host drives it. */
 export interface HostedRun<F, R> {
-  readonly round: number;
+  readonly attempt: number;
   readonly result: Promise<R>;
   start(): void;
   handleFrame(from: PeerId, frame: F, bytes: number): void;
@@ -23,7 +23,7 @@ export interface HostedRun<F, R> {
 export type RoundHostDeps<F> = {
   transport: Transport;
   /** Decodes a frame of this layout; throws on anything else (another layout's frame, junk). */
-  decode: (bytes: Uint8Array) => F & { round: number };
+  decode: (bytes: Uint8Array) => F & { attempt: number };
   maxBufferedFutureBytes: number;
   /** Names the layout in errors ("all-reducer", "direct all-reducer"). */
   name: string;
@@ -39,9 +39,9 @@ export interface RoundHost<F, R> {
    */
   run(run: HostedRun<F, R>, inputProblem: string | undefined): Promise<R>;
   /** Throws unless a round with this id could start now (the caller checks before building it). */
-  checkCanStart(round: number): void;
+  checkCanStart(attempt: number): void;
   counters(): AllReducerCounters;
-  abortRound(round: number, reason: string): void;
+  abortRound(attempt: number, reason: string): void;
   close(): void;
 }
 
@@ -62,31 +62,31 @@ export function createRoundHost<F, R>(deps: RoundHostDeps<F>): RoundHost<F, R> {
   const overflowed = new Map<number, PeerId>();
   const counters: AllReducerCounters = { staleFrames: 0, undecodableFrames: 0, bufferedFutureBytes: 0, lastViolation: undefined };
 
-  const hold = (from: PeerId, bytes: Uint8Array, round: number): void => {
+  const hold = (from: PeerId, bytes: Uint8Array, attempt: number): void => {
     if (counters.bufferedFutureBytes + bytes.byteLength > deps.maxBufferedFutureBytes) {
-      if (!overflowed.has(round)) overflowed.set(round, from);
-      counters.lastViolation = `${from} sent more than maxBufferedFutureBytes ahead of round ${round}`;
+      if (!overflowed.has(attempt)) overflowed.set(attempt, from);
+      counters.lastViolation = `${from} sent more than maxBufferedFutureBytes ahead of attempt ${attempt}`;
       return;
     }
     // The transport reuses its bytes after the handler returns: keep a copy, decoded from the copy.
     const copy = new Uint8Array(bytes); // a copy (Buffer#slice would be a view)
-    const list = held.get(round) ?? [];
+    const list = held.get(attempt) ?? [];
     list.push({ from, frame: deps.decode(copy), bytes: copy.byteLength });
-    held.set(round, list);
+    held.set(attempt, list);
     counters.bufferedFutureBytes += copy.byteLength;
   };
 
-  const dropHeldUpTo = (round: number): void => {
+  const dropHeldUpTo = (attempt: number): void => {
     for (const [r, list] of held) {
-      if (r > round) continue;
+      if (r > attempt) continue;
       for (const item of list) counters.bufferedFutureBytes -= item.bytes;
       held.delete(r);
     }
-    for (const r of overflowed.keys()) if (r <= round) overflowed.delete(r);
+    for (const r of overflowed.keys()) if (r <= attempt) overflowed.delete(r);
   };
 
   const offFrame = transport.onFrame((from, bytes) => {
-    let frame: F & { round: number };
+    let frame: F & { attempt: number };
     try {
       frame = deps.decode(bytes);
     } catch (error) {
@@ -97,34 +97,34 @@ export function createRoundHost<F, R>(deps: RoundHostDeps<F>): RoundHost<F, R> {
       current?.handlePeerViolation(from, `undecodable frame: ${String(error)}`);
       return;
     }
-    if (current !== undefined && frame.round === current.round) current.handleFrame(from, frame, bytes.byteLength);
-    else if (frame.round > lastStarted) hold(from, bytes, frame.round);
+    if (current !== undefined && frame.attempt === current.attempt) current.handleFrame(from, frame, bytes.byteLength);
+    else if (frame.attempt > lastStarted) hold(from, bytes, frame.attempt);
     else counters.staleFrames++;
   });
   const offGone = transport.onPeerGone((peer, reason) => current?.handlePeerGone(peer, reason));
 
-  const checkCanStart = (round: number): void => {
+  const checkCanStart = (attempt: number): void => {
     if (closed) throw new Error(`${deps.name} is closed`);
-    if (current !== undefined) throw new Error(`round ${current.round} is still running; rounds run one at a time`);
-    if (!Number.isInteger(round) || round <= lastStarted || round > 0xffffffff) {
-      throw new RangeError(`round id ${round} must be an integer above the last one started (${lastStarted})`);
+    if (current !== undefined) throw new Error(`attempt ${current.attempt} is still running; attempts run one at a time`);
+    if (!Number.isInteger(attempt) || attempt <= lastStarted || attempt > 0xffffffff) {
+      throw new RangeError(`attempt id ${attempt} must be an integer above the last one started (${lastStarted})`);
     }
   };
 
   return {
     checkCanStart,
     async run(run, inputProblem) {
-      checkCanStart(run.round);
-      lastStarted = run.round;
+      checkCanStart(run.attempt);
+      lastStarted = run.attempt;
       current = run;
       if (inputProblem !== undefined) run.abortLocally("bad-input", transport.self, inputProblem, true);
       else {
         run.start();
-        const culprit = overflowed.get(run.round);
+        const culprit = overflowed.get(run.attempt);
         if (culprit !== undefined) run.handlePeerViolation(culprit, "sent more frames ahead of this round than maxBufferedFutureBytes");
-        for (const item of held.get(run.round) ?? []) run.handleFrame(item.from, item.frame, item.bytes);
+        for (const item of held.get(run.attempt) ?? []) run.handleFrame(item.from, item.frame, item.bytes);
       }
-      dropHeldUpTo(run.round);
+      dropHeldUpTo(run.attempt);
       try {
         return await run.result;
       } finally {
@@ -132,12 +132,12 @@ export function createRoundHost<F, R>(deps: RoundHostDeps<F>): RoundHost<F, R> {
       }
     },
     counters: () => ({ ...counters }),
-    abortRound(round, reason) {
-      if (current?.round === round) current.abortLocally("aborted", undefined, reason, false);
+    abortRound(attempt, reason) {
+      if (current?.attempt === attempt) current.abortLocally("aborted", undefined, reason, false);
       // A round not started yet must not start later: mark it as passed so its frames are stale.
-      else if (round > lastStarted) {
-        lastStarted = round;
-        dropHeldUpTo(round);
+      else if (attempt > lastStarted) {
+        lastStarted = attempt;
+        dropHeldUpTo(attempt);
       }
     },
     close() {

@@ -9,7 +9,7 @@ import type { PeerId, Transport } from "./transport.ts";
 
 export type RoundArgs = {
   /** Unique id of this attempt, greater than every earlier one on this all-reducer. */
-  round: number;
+  attempt: number;
   /** Ring order, the same array on every member; must contain this peer once. */
   ring: readonly PeerId[];
   /** This peer's gradient; not modified. All members must pass the same length. */
@@ -21,7 +21,7 @@ export type RoundArgs = {
 };
 
 export type RoundStats = {
-  round: number;
+  attempt: number;
   n: number;
   elements: number;
   framesSent: number;
@@ -49,7 +49,7 @@ const frameKindName = (kind: number): string => Object.entries(FrameKind).find((
  * neighbour straight away, so chunks stream around the ring instead of waiting for whole segments.
  */
 export class RoundRun {
-  readonly round: number;
+  readonly attempt: number;
   readonly result: Promise<RoundResult>;
   private readonly ring: readonly PeerId[];
   private readonly n: number;
@@ -90,7 +90,7 @@ export class RoundRun {
       this.resolve = resolve;
       this.reject = reject;
     });
-    this.round = args.round;
+    this.attempt = args.attempt;
     this.ring = args.ring;
     this.n = args.ring.length;
     this.position = args.ring.indexOf(transport.self);
@@ -109,7 +109,7 @@ export class RoundRun {
       }
     }
     this.startedAt = clock.now();
-    this.stats = { round: args.round, n: this.n, elements: args.gradient.length, framesSent: 0, bytesSent: 0, framesReceived: 0, bytesReceived: 0 };
+    this.stats = { attempt: args.attempt, n: this.n, elements: args.gradient.length, framesSent: 0, bytesSent: 0, framesReceived: 0, bytesReceived: 0 };
   }
 
   start(): void {
@@ -224,7 +224,7 @@ export class RoundRun {
       const source = item.kind === FrameKind.ReduceScatter ? this.acc : this.sums;
       const start = this.span(item.segment).start + item.offset;
       const bytes = encodeDataFrame(
-        { kind: item.kind, round: this.round, step: item.step, segment: item.segment, offset: item.offset },
+        { kind: item.kind, attempt: this.attempt, step: item.step, segment: item.segment, offset: item.offset },
         source.subarray(start, start + item.length),
       );
       this.stats.framesSent++;
@@ -263,7 +263,7 @@ export class RoundRun {
     if (this.finished) return;
     this.finish();
     if (notifyPeers && this.n > 1) {
-      const abort = encodeAbortFrame({ round: this.round, suspect: suspect ?? "", reason: `${code}: ${message}` });
+      const abort = encodeAbortFrame({ attempt: this.attempt, suspect: suspect ?? "", reason: `${code}: ${message}` });
       for (const peer of new Set([this.left, this.right])) {
         if (peer === skip || peer === this.transport.self) continue;
         this.transport.send(peer, abort).catch((error: unknown) => {
@@ -271,7 +271,7 @@ export class RoundRun {
         });
       }
     }
-    this.reject(new AllReduceError(code, this.round, suspect === "" ? undefined : suspect, message));
+    this.reject(new AllReduceError(code, this.attempt, suspect === "" ? undefined : suspect, message));
   }
 
   private finish(): void {

@@ -67,8 +67,8 @@ describe("ring all-reduce over a seeded, reordering in-memory network", () => {
   it("runs many rounds on the same transport, and does not touch the callers' gradients", async () => {
     const cluster = makeCluster(4, 300, 9, { frameBytes: 128 });
     const before = cluster.peers.map((p) => p.gradient.slice());
-    for (let round = 1; round <= 5; round++) {
-      const settled = await allReduceAll(cluster, round * 10);
+    for (let attempt = 1; attempt <= 5; attempt++) {
+      const settled = await allReduceAll(cluster, attempt * 10);
       expect(settled.every((s) => s.status === "fulfilled")).toBe(true);
     }
     cluster.peers.forEach((p, k) => expect(p.gradient).toEqual(before[k]));
@@ -78,10 +78,10 @@ describe("ring all-reduce over a seeded, reordering in-memory network", () => {
   it("holds frames of a round a peer has not started yet (a faster peer ran ahead)", async () => {
     const cluster = makeCluster(3, 1000, 11, { frameBytes: 64 });
     const [a, b, c] = cluster.peers as [typeof cluster.peers[0], typeof cluster.peers[0], typeof cluster.peers[0]];
-    const early = [a, b].map((p) => p.reducer.allReduce({ round: 1, ring: cluster.ring, gradient: p.gradient, samples: p.samples }));
+    const early = [a, b].map((p) => p.reducer.allReduce({ attempt: 1, ring: cluster.ring, gradient: p.gradient, samples: p.samples }));
     await cluster.network.flush();
     expect(c.reducer.counters().bufferedFutureBytes).toBeGreaterThan(0);
-    const late = c.reducer.allReduce({ round: 1, ring: cluster.ring, gradient: c.gradient, samples: c.samples });
+    const late = c.reducer.allReduce({ attempt: 1, ring: cluster.ring, gradient: c.gradient, samples: c.samples });
     const results = await Promise.all([...early, late]);
     expect(results[2]!.mean).toEqual(results[0]!.mean);
     expect(c.reducer.counters().bufferedFutureBytes).toBe(0);
@@ -92,9 +92,9 @@ describe("ring all-reduce over a seeded, reordering in-memory network", () => {
     const cluster = makeCluster(2, 4, 3);
     const [a] = cluster.peers;
     await allReduceAll(cluster, 5);
-    await expect(a!.reducer.allReduce({ round: 5, ring: cluster.ring, gradient: a!.gradient, samples: 1 })).rejects.toThrow(/round id 5/);
-    await expect(a!.reducer.allReduce({ round: 6, ring: ["x", "y"], gradient: a!.gradient, samples: 1 })).rejects.toThrow(/does not contain/);
-    await expect(a!.reducer.allReduce({ round: 7, ring: [a!.id, a!.id], gradient: a!.gradient, samples: 1 })).rejects.toThrow(/repeated/);
+    await expect(a!.reducer.allReduce({ attempt: 5, ring: cluster.ring, gradient: a!.gradient, samples: 1 })).rejects.toThrow(/attempt id 5/);
+    await expect(a!.reducer.allReduce({ attempt: 6, ring: ["x", "y"], gradient: a!.gradient, samples: 1 })).rejects.toThrow(/does not contain/);
+    await expect(a!.reducer.allReduce({ attempt: 7, ring: [a!.id, a!.id], gradient: a!.gradient, samples: 1 })).rejects.toThrow(/repeated/);
     closeAll(cluster);
   });
 });

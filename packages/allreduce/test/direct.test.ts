@@ -46,8 +46,8 @@ function makeCluster(
   return { network, peers, members: peers.map((p) => p.id).reverse() };
 }
 
-function runAll(cluster: Cluster, round: number, aggregation: Aggregation, peers = cluster.peers, members = cluster.members): Promise<PromiseSettledResult<DirectRoundResult>[]> {
-  return Promise.allSettled(peers.map((p) => p.reducer.allReduce({ round, plan: { members, aggregation }, gradient: p.gradient })));
+function runAll(cluster: Cluster, attempt: number, aggregation: Aggregation, peers = cluster.peers, members = cluster.members): Promise<PromiseSettledResult<DirectRoundResult>[]> {
+  return Promise.allSettled(peers.map((p) => p.reducer.allReduce({ attempt, plan: { members, aggregation }, gradient: p.gradient })));
 }
 
 function fulfilled(settled: PromiseSettledResult<DirectRoundResult>[]): DirectRoundResult[] {
@@ -147,9 +147,9 @@ describe("direct all-reduce over a seeded, reordering in-memory network", () => 
   it("runs many rounds on one transport and leaves the callers' gradients untouched", async () => {
     const cluster = makeCluster(4, 300, 9, { frameBytes: 128 });
     const before = cluster.peers.map((p) => p.gradient.slice());
-    for (let round = 1; round <= 6; round++) {
-      const aggregation = AGGREGATIONS[round % 3]!;
-      const results = fulfilled(await runAll(cluster, round * 10, aggregation));
+    for (let attempt = 1; attempt <= 6; attempt++) {
+      const aggregation = AGGREGATIONS[attempt % 3]!;
+      const results = fulfilled(await runAll(cluster, attempt * 10, aggregation));
       expect(sameBits(results[0]!.mean, reference(cluster, aggregation))).toBe(true);
     }
     cluster.peers.forEach((p, k) => expect(p.gradient).toEqual(before[k]));
@@ -160,10 +160,10 @@ describe("direct all-reduce over a seeded, reordering in-memory network", () => 
     const cluster = makeCluster(3, 1000, 11, { frameBytes: 64 });
     const [a, b, c] = cluster.peers as [Member, Member, Member];
     const plan = { members: cluster.members, aggregation: "centered-clip" as const };
-    const early = [a, b].map((p) => p.reducer.allReduce({ round: 1, plan, gradient: p.gradient }));
+    const early = [a, b].map((p) => p.reducer.allReduce({ attempt: 1, plan, gradient: p.gradient }));
     await cluster.network.flush();
     expect(c.reducer.counters().bufferedFutureBytes).toBeGreaterThan(0);
-    const late = c.reducer.allReduce({ round: 1, plan, gradient: c.gradient });
+    const late = c.reducer.allReduce({ attempt: 1, plan, gradient: c.gradient });
     const results = await Promise.all([...early, late]);
     expect(sameBits(results[2]!.mean, results[0]!.mean)).toBe(true);
     expect(c.reducer.counters().bufferedFutureBytes).toBe(0);
@@ -175,12 +175,12 @@ describe("direct all-reduce over a seeded, reordering in-memory network", () => 
     const [a] = cluster.peers;
     const plan = (members: string[], aggregation: Aggregation = "mean") => ({ members, aggregation });
     fulfilled(await runAll(cluster, 5, "mean"));
-    await expect(a!.reducer.allReduce({ round: 5, plan: plan(cluster.members), gradient: a!.gradient })).rejects.toThrow(/round id 5/);
-    await expect(a!.reducer.allReduce({ round: 6, plan: plan(["x", "y"]), gradient: a!.gradient })).rejects.toThrow(/does not contain/);
-    await expect(a!.reducer.allReduce({ round: 7, plan: plan([a!.id, a!.id]), gradient: a!.gradient })).rejects.toThrow(/repeated/);
-    await expect(a!.reducer.allReduce({ round: 8, plan: plan(cluster.members, "median" as Aggregation), gradient: a!.gradient })).rejects.toThrow(/unknown aggregation/);
+    await expect(a!.reducer.allReduce({ attempt: 5, plan: plan(cluster.members), gradient: a!.gradient })).rejects.toThrow(/attempt id 5/);
+    await expect(a!.reducer.allReduce({ attempt: 6, plan: plan(["x", "y"]), gradient: a!.gradient })).rejects.toThrow(/does not contain/);
+    await expect(a!.reducer.allReduce({ attempt: 7, plan: plan([a!.id, a!.id]), gradient: a!.gradient })).rejects.toThrow(/repeated/);
+    await expect(a!.reducer.allReduce({ attempt: 8, plan: plan(cluster.members, "median" as Aggregation), gradient: a!.gradient })).rejects.toThrow(/unknown aggregation/);
     const trimmed = createDirectAllReducer({ transport: createMemoryNetwork(1).transport("solo"), options: { trim: 1 } });
-    await expect(trimmed.allReduce({ round: 1, plan: plan(["solo", "other"], "trimmed-mean"), gradient: new Float32Array(2) })).rejects.toThrow(/2\*trim < N/);
+    await expect(trimmed.allReduce({ attempt: 1, plan: plan(["solo", "other"], "trimmed-mean"), gradient: new Float32Array(2) })).rejects.toThrow(/2\*trim < N/);
     trimmed.close();
     closeAll(cluster);
   });
@@ -239,9 +239,9 @@ describe("a member dying at every point of the round", () => {
     const cluster = makeCluster(3, 50, 3, { ...FAST, startTimeoutMs: 1_000, resultTimeoutMs: 1_500, roundTimeoutMs: 5_000 });
     const [a, b, c] = cluster.peers;
     const plan = { members: cluster.members, aggregation: "trimmed-mean" as const };
-    const early = [a!, b!].map((p) => p.reducer.allReduce({ round: 1, plan, gradient: p.gradient }));
+    const early = [a!, b!].map((p) => p.reducer.allReduce({ attempt: 1, plan, gradient: p.gradient }));
     await new Promise((resolve) => systemClock().setTimeout(() => resolve(undefined), 400)); // > progressTimeoutMs, < startTimeoutMs
-    const late = c!.reducer.allReduce({ round: 1, plan, gradient: c!.gradient });
+    const late = c!.reducer.allReduce({ attempt: 1, plan, gradient: c!.gradient });
     const results = await Promise.all([...early, late]);
     expect(sameBits(results[0]!.mean, results[2]!.mean)).toBe(true);
     closeAll(cluster);
@@ -311,10 +311,10 @@ describe("a member dying at every point of the round", () => {
 describe("bad frames are rejected with an error naming the sender", () => {
   // N=3, 100 elements: shards of 34, 33, 33 in 16-element chunks. The target is members[1] (peer-1), owner of shard 1
   // (33 elements: chunks at 0, 16, 32); the sender is members[0] (peer-2), owner of shard 0 (34 elements).
-  const scatter = (segment: number, offset: number, payload: Float32Array) => encodeDataFrame({ kind: FrameKind.DirectScatter, round: 1, step: 0, segment, offset }, payload);
-  const gather = (segment: number, offset: number, payload: Float32Array) => encodeDataFrame({ kind: FrameKind.DirectGather, round: 1, step: 0, segment, offset }, payload);
+  const scatter = (segment: number, offset: number, payload: Float32Array) => encodeDataFrame({ kind: FrameKind.DirectScatter, attempt: 1, step: 0, segment, offset }, payload);
+  const gather = (segment: number, offset: number, payload: Float32Array) => encodeDataFrame({ kind: FrameKind.DirectGather, attempt: 1, step: 0, segment, offset }, payload);
   const cases: { name: string; from?: string; frames: () => Uint8Array<ArrayBuffer>[]; pattern: RegExp; code?: string }[] = [
-    { name: "a ring frame kind", frames: () => [encodeDataFrame({ kind: FrameKind.ReduceScatter, round: 1, step: 0, segment: 1, offset: 0 }, new Float32Array(16))], pattern: /kind 1 belongs to the ring, not the direct layout/ },
+    { name: "a ring frame kind", frames: () => [encodeDataFrame({ kind: FrameKind.ReduceScatter, attempt: 1, step: 0, segment: 1, offset: 0 }, new Float32Array(16))], pattern: /kind 1 belongs to the ring, not the direct layout/ },
     { name: "a contribution to a shard this member does not own", frames: () => [scatter(2, 0, new Float32Array(16))], pattern: /shard 2, but this member owns shard 1/ },
     { name: "a gather frame for a shard the sender does not own", frames: () => [gather(1, 0, new Float32Array(16))], pattern: /shard 1, but peer-2 owns shard 0/ },
     { name: "wrong length", frames: () => [scatter(1, 0, new Float32Array(3))], pattern: /3 elements, expected 16/ },
@@ -347,7 +347,7 @@ describe("bad frames are rejected with an error naming the sender", () => {
     const cluster = makeCluster(4, 400, 21, FAST);
     const [liar, target] = [cluster.members[0]!, cluster.members[2]!];
     const pending = runAll(cluster, 1, "mean");
-    cluster.network.inject(liar, target, encodeDataFrame({ kind: FrameKind.DirectScatter, round: 1, step: 0, segment: 0, offset: 0 }, new Float32Array(16)));
+    cluster.network.inject(liar, target, encodeDataFrame({ kind: FrameKind.DirectScatter, attempt: 1, step: 0, segment: 0, offset: 0 }, new Float32Array(16)));
     const errors = rejected(await pending);
     for (const e of errors.filter((_, index) => cluster.peers[index]!.id !== liar)) expect(e.suspect).toBe(liar);
     closeAll(cluster);
@@ -357,9 +357,9 @@ describe("bad frames are rejected with an error naming the sender", () => {
     const cluster = makeCluster(2, 40, 6, FAST);
     const [a, b] = cluster.peers;
     const pending = runAll(cluster, 1, "mean", [b!]);
-    cluster.network.inject("mallory", b!.id, encodeAbortFrame({ round: 1, suspect: a!.id, reason: "lies" }));
+    cluster.network.inject("mallory", b!.id, encodeAbortFrame({ attempt: 1, suspect: a!.id, reason: "lies" }));
     await cluster.network.flush();
-    cluster.network.inject(a!.id, b!.id, encodeAbortFrame({ round: 1, suspect: "peer-9", reason: "test" }));
+    cluster.network.inject(a!.id, b!.id, encodeAbortFrame({ attempt: 1, suspect: "peer-9", reason: "test" }));
     const [error] = rejected(await pending);
     expect(error).toMatchObject({ code: "aborted", suspect: "peer-9" });
     closeAll(cluster);
@@ -371,7 +371,7 @@ describe("round bookkeeping", () => {
     const cluster = makeCluster(2, 10, 6, FAST);
     fulfilled(await runAll(cluster, 5, "mean"));
     const [a, b] = cluster.peers;
-    cluster.network.inject(a!.id, b!.id, encodeDataFrame({ kind: FrameKind.DirectGather, round: 4, step: 0, segment: 0, offset: 0 }, new Float32Array(5).fill(1e9)));
+    cluster.network.inject(a!.id, b!.id, encodeDataFrame({ kind: FrameKind.DirectGather, attempt: 4, step: 0, segment: 0, offset: 0 }, new Float32Array(5).fill(1e9)));
     await cluster.network.flush();
     expect(b!.reducer.counters().staleFrames).toBe(1);
     const results = fulfilled(await runAll(cluster, 6, "mean"));
@@ -382,9 +382,9 @@ describe("round bookkeeping", () => {
   it("an abort for a round not started yet fails that round as soon as it starts", async () => {
     const cluster = makeCluster(3, 10, 6, FAST);
     const [a, b] = cluster.peers;
-    cluster.network.inject(a!.id, b!.id, encodeAbortFrame({ round: 3, suspect: "peer-2", reason: "test" }));
+    cluster.network.inject(a!.id, b!.id, encodeAbortFrame({ attempt: 3, suspect: "peer-2", reason: "test" }));
     await cluster.network.flush();
-    await expect(b!.reducer.allReduce({ round: 3, plan: { members: cluster.members, aggregation: "mean" }, gradient: b!.gradient })).rejects.toMatchObject({
+    await expect(b!.reducer.allReduce({ attempt: 3, plan: { members: cluster.members, aggregation: "mean" }, gradient: b!.gradient })).rejects.toMatchObject({
       code: "aborted",
       suspect: "peer-2",
     });
@@ -395,7 +395,7 @@ describe("round bookkeeping", () => {
     const cluster = makeCluster(2, 100, 6, { ...FAST, maxBufferedFutureBytes: 100 });
     const [a, b] = cluster.peers;
     for (let offset = 0; offset < 48; offset += 16) {
-      cluster.network.inject(a!.id, b!.id, encodeDataFrame({ kind: FrameKind.DirectScatter, round: 2, step: 0, segment: 1, offset }, new Float32Array(16)));
+      cluster.network.inject(a!.id, b!.id, encodeDataFrame({ kind: FrameKind.DirectScatter, attempt: 2, step: 0, segment: 1, offset }, new Float32Array(16)));
     }
     await cluster.network.flush();
     const [error] = rejected(await runAll(cluster, 2, "mean", [b!]));
@@ -407,14 +407,14 @@ describe("round bookkeeping", () => {
     const cluster = makeCluster(2, 10, 6, { ...FAST, startTimeoutMs: 5_000, resultTimeoutMs: 6_000, roundTimeoutMs: 20_000 });
     const [a, b] = cluster.peers;
     const plan = { members: cluster.members, aggregation: "mean" as const };
-    const closing = a!.reducer.allReduce({ round: 1, plan, gradient: a!.gradient });
+    const closing = a!.reducer.allReduce({ attempt: 1, plan, gradient: a!.gradient });
     a!.reducer.close();
     await expect(closing).rejects.toMatchObject({ code: "closed" });
-    const aborting = b!.reducer.allReduce({ round: 1, plan, gradient: b!.gradient });
+    const aborting = b!.reducer.allReduce({ attempt: 1, plan, gradient: b!.gradient });
     b!.reducer.abortRound(1, "coordinator aborted attempt 1");
     await expect(aborting).rejects.toMatchObject({ code: "aborted", suspect: undefined });
     b!.reducer.abortRound(3, "aborted before it started");
-    await expect(b!.reducer.allReduce({ round: 3, plan, gradient: b!.gradient })).rejects.toThrow(/round id 3/);
+    await expect(b!.reducer.allReduce({ attempt: 3, plan, gradient: b!.gradient })).rejects.toThrow(/attempt id 3/);
     closeAll(cluster);
   });
 });
@@ -485,8 +485,8 @@ describe("dishonest members in the network: robust aggregation holds, the mean d
           }
         });
         const attackers = new Set(cluster.members.slice(0, f));
-        for (const [round, aggregation] of AGGREGATIONS.entries()) {
-          const results = fulfilled(await runAll(cluster, round + 1, aggregation));
+        for (const [attempt, aggregation] of AGGREGATIONS.entries()) {
+          const results = fulfilled(await runAll(cluster, attempt + 1, aggregation));
           for (const r of results) expect(sameBits(r.mean, results[0]!.mean)).toBe(true);
           const error = relativeError(results[0]!.mean, honest);
           if (aggregation === "centered-clip") expect(error).toBeLessThanOrEqual(3.5 * RATIO);

@@ -13,10 +13,10 @@ function errorsOf(settled: PromiseSettledResult<RoundResult>[]): AllReduceError[
   });
 }
 
-async function survivorsSucceedInNewRing(cluster: Cluster, dead: string, round: number): Promise<void> {
+async function survivorsSucceedInNewRing(cluster: Cluster, dead: string, attempt: number): Promise<void> {
   const survivors = cluster.peers.filter((p) => p.id !== dead);
   const ring = cluster.ring.filter((id) => id !== dead);
-  const settled = await allReduceAll(cluster, round, survivors, ring);
+  const settled = await allReduceAll(cluster, attempt, survivors, ring);
   const results = settled.map((s) => {
     if (s.status === "rejected") throw s.reason;
     return s.value;
@@ -62,9 +62,9 @@ describe("a peer dying at every point of the schedule", () => {
   it("a member entering late (still computing) is waited for up to ringStartTimeoutMs, not progressTimeoutMs", async () => {
     const cluster = makeCluster(3, 50, 3, { ...FAST, ringStartTimeoutMs: 1_000 });
     const [a, b, c] = cluster.peers;
-    const early = [a!, b!].map((p) => p.reducer.allReduce({ round: 1, ring: cluster.ring, gradient: p.gradient, samples: p.samples }));
+    const early = [a!, b!].map((p) => p.reducer.allReduce({ attempt: 1, ring: cluster.ring, gradient: p.gradient, samples: p.samples }));
     await new Promise((resolve) => systemClock().setTimeout(() => resolve(undefined), 400)); // > progressTimeoutMs, < ringStartTimeoutMs
-    const late = c!.reducer.allReduce({ round: 1, ring: cluster.ring, gradient: c!.gradient, samples: c!.samples });
+    const late = c!.reducer.allReduce({ attempt: 1, ring: cluster.ring, gradient: c!.gradient, samples: c!.samples });
     const results = await Promise.all([...early, late]);
     expect(sameBits(results[0]!.mean, results[2]!.mean)).toBe(true);
     closeAll(cluster);
@@ -101,12 +101,12 @@ describe("a peer dying at every point of the schedule", () => {
 });
 
 describe("bad frames are rejected with an error naming the sender", () => {
-  const cases: { name: string; frame: (round: number) => Uint8Array<ArrayBuffer>; pattern: RegExp }[] = [
-    { name: "wrong length", frame: (r) => encodeDataFrame({ kind: FrameKind.ReduceScatter, round: r, step: 0, segment: 2, offset: 0 }, new Float32Array(3)), pattern: /3 elements, expected 16/ },
-    { name: "unknown segment", frame: (r) => encodeDataFrame({ kind: FrameKind.ReduceScatter, round: r, step: 0, segment: 99, offset: 0 }, new Float32Array(16)), pattern: /segment 99/ },
-    { name: "step beyond the schedule", frame: (r) => encodeDataFrame({ kind: FrameKind.AllGather, round: r, step: 9, segment: 0, offset: 0 }, new Float32Array(16)), pattern: /step 9/ },
-    { name: "NaN", frame: (r) => encodeDataFrame({ kind: FrameKind.ReduceScatter, round: r, step: 0, segment: 2, offset: 16 }, new Float32Array(16).fill(Number.NaN)), pattern: /non-finite/ },
-    { name: "Infinity", frame: (r) => encodeDataFrame({ kind: FrameKind.ReduceScatter, round: r, step: 0, segment: 2, offset: 0 }, new Float32Array(16).fill(Infinity)), pattern: /non-finite/ },
+  const cases: { name: string; frame: (attempt: number) => Uint8Array<ArrayBuffer>; pattern: RegExp }[] = [
+    { name: "wrong length", frame: (r) => encodeDataFrame({ kind: FrameKind.ReduceScatter, attempt: r, step: 0, segment: 2, offset: 0 }, new Float32Array(3)), pattern: /3 elements, expected 16/ },
+    { name: "unknown segment", frame: (r) => encodeDataFrame({ kind: FrameKind.ReduceScatter, attempt: r, step: 0, segment: 99, offset: 0 }, new Float32Array(16)), pattern: /segment 99/ },
+    { name: "step beyond the schedule", frame: (r) => encodeDataFrame({ kind: FrameKind.AllGather, attempt: r, step: 9, segment: 0, offset: 0 }, new Float32Array(16)), pattern: /step 9/ },
+    { name: "NaN", frame: (r) => encodeDataFrame({ kind: FrameKind.ReduceScatter, attempt: r, step: 0, segment: 2, offset: 16 }, new Float32Array(16).fill(Number.NaN)), pattern: /non-finite/ },
+    { name: "Infinity", frame: (r) => encodeDataFrame({ kind: FrameKind.ReduceScatter, attempt: r, step: 0, segment: 2, offset: 0 }, new Float32Array(16).fill(Infinity)), pattern: /non-finite/ },
     { name: "oversize", frame: () => new Uint8Array(300 * 1024), pattern: /exceeds MAX_FRAME_BYTES/ },
     { name: "garbage", frame: () => new Uint8Array([9, 9, 9]), pattern: /shorter than/ },
   ];
@@ -133,7 +133,7 @@ describe("bad frames are rejected with an error naming the sender", () => {
     const cluster = makeCluster(3, 100, 21, FAST);
     const [target, stranger] = [cluster.ring[1]!, cluster.ring[2]!];
     const pending = allReduceAll(cluster, 1);
-    cluster.network.inject(stranger, target, encodeDataFrame({ kind: FrameKind.ReduceScatter, round: 1, step: 0, segment: 2, offset: 0 }, new Float32Array(16)));
+    cluster.network.inject(stranger, target, encodeDataFrame({ kind: FrameKind.ReduceScatter, attempt: 1, step: 0, segment: 2, offset: 0 }, new Float32Array(16)));
     const error = (await pending)[cluster.peers.findIndex((p) => p.id === target)] as PromiseRejectedResult;
     expect((error.reason as AllReduceError).suspect).toBe(stranger);
     expect((error.reason as AllReduceError).message).toMatch(/only the left neighbour/);
@@ -144,7 +144,7 @@ describe("bad frames are rejected with an error naming the sender", () => {
     const cluster = makeCluster(2, 10, 4, { ...FAST, frameBytes: 16 });
     const [left, target] = [cluster.ring[0]!, cluster.ring[1]!];
     // 11 elements over 2 segments: target (position 1) receives segment 1 (5 elements) in reduce-scatter.
-    const chunk = encodeDataFrame({ kind: FrameKind.ReduceScatter, round: 1, step: 0, segment: 1, offset: 0 }, new Float32Array(4));
+    const chunk = encodeDataFrame({ kind: FrameKind.ReduceScatter, attempt: 1, step: 0, segment: 1, offset: 0 }, new Float32Array(4));
     const onlyTarget = cluster.peers.filter((p) => p.id === target);
     const pending = allReduceAll(cluster, 1, onlyTarget);
     cluster.network.inject(left, target, chunk);
@@ -160,7 +160,7 @@ describe("round bookkeeping", () => {
     const cluster = makeCluster(2, 10, 6, FAST);
     await allReduceAll(cluster, 5);
     const [a, b] = cluster.peers;
-    cluster.network.inject(a!.id, b!.id, encodeDataFrame({ kind: FrameKind.ReduceScatter, round: 4, step: 0, segment: 1, offset: 0 }, new Float32Array(5).fill(1e9)));
+    cluster.network.inject(a!.id, b!.id, encodeDataFrame({ kind: FrameKind.ReduceScatter, attempt: 4, step: 0, segment: 1, offset: 0 }, new Float32Array(5).fill(1e9)));
     await cluster.network.flush();
     expect(b!.reducer.counters().staleFrames).toBe(1);
     const results = await allReduceAll(cluster, 6);
@@ -171,9 +171,9 @@ describe("round bookkeeping", () => {
   it("an abort for a round not started yet fails that round as soon as it starts", async () => {
     const cluster = makeCluster(3, 10, 6, FAST);
     const [a, b] = cluster.peers;
-    cluster.network.inject(a!.id, b!.id, encodeAbortFrame({ round: 3, suspect: "peer-2", reason: "test" }));
+    cluster.network.inject(a!.id, b!.id, encodeAbortFrame({ attempt: 3, suspect: "peer-2", reason: "test" }));
     await cluster.network.flush();
-    await expect(b!.reducer.allReduce({ round: 3, ring: cluster.ring, gradient: b!.gradient, samples: 1 })).rejects.toMatchObject({
+    await expect(b!.reducer.allReduce({ attempt: 3, ring: cluster.ring, gradient: b!.gradient, samples: 1 })).rejects.toMatchObject({
       code: "aborted",
       suspect: "peer-2",
     });
@@ -184,7 +184,7 @@ describe("round bookkeeping", () => {
     const cluster = makeCluster(3, 10, 6, FAST);
     const outsider = cluster.network.transport("outsider");
     const pending = allReduceAll(cluster, 1);
-    await outsider.send(cluster.ring[0]!, encodeAbortFrame({ round: 1, suspect: cluster.ring[1]!, reason: "lies" }));
+    await outsider.send(cluster.ring[0]!, encodeAbortFrame({ attempt: 1, suspect: cluster.ring[1]!, reason: "lies" }));
     expect((await pending).every((s) => s.status === "fulfilled")).toBe(true);
     closeAll(cluster);
   });
@@ -212,7 +212,7 @@ describe("round bookkeeping", () => {
   it("close() fails the running round with closed", async () => {
     const cluster = makeCluster(2, 10, 6, FAST);
     const [a] = cluster.peers;
-    const pending = a!.reducer.allReduce({ round: 1, ring: cluster.ring, gradient: a!.gradient, samples: 1 });
+    const pending = a!.reducer.allReduce({ attempt: 1, ring: cluster.ring, gradient: a!.gradient, samples: 1 });
     a!.reducer.close();
     await expect(pending).rejects.toMatchObject({ code: "closed" });
     closeAll(cluster);
@@ -221,11 +221,11 @@ describe("round bookkeeping", () => {
   it("abortRound fails the running round at once without a timeout, and makes a future round id stale", async () => {
     const cluster = makeCluster(2, 10, 6, { ...FAST, progressTimeoutMs: 5_000, ringStartTimeoutMs: 5_000, roundTimeoutMs: 10_000 });
     const [a] = cluster.peers;
-    const pending = a!.reducer.allReduce({ round: 1, ring: cluster.ring, gradient: a!.gradient, samples: 1 });
+    const pending = a!.reducer.allReduce({ attempt: 1, ring: cluster.ring, gradient: a!.gradient, samples: 1 });
     a!.reducer.abortRound(1, "coordinator aborted attempt 1");
     await expect(pending).rejects.toMatchObject({ code: "aborted", suspect: undefined });
     a!.reducer.abortRound(3, "aborted before it started");
-    await expect(a!.reducer.allReduce({ round: 3, ring: cluster.ring, gradient: a!.gradient, samples: 1 })).rejects.toThrow(/round id 3/);
+    await expect(a!.reducer.allReduce({ attempt: 3, ring: cluster.ring, gradient: a!.gradient, samples: 1 })).rejects.toThrow(/attempt id 3/);
     closeAll(cluster);
   });
 

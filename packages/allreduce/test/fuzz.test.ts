@@ -84,9 +84,9 @@ function makeCluster(seed: number): Cluster {
   return { network, reducers, target: target!, gradients, samples };
 }
 
-async function cleanRound(cluster: Cluster, round: number): Promise<RoundResult[]> {
+async function cleanRound(cluster: Cluster, attempt: number): Promise<RoundResult[]> {
   const settled = await Promise.allSettled(
-    RING.map((id) => cluster.reducers.get(id)!.allReduce({ round, ring: RING, gradient: cluster.gradients.get(id)!, samples: cluster.samples.get(id)! })),
+    RING.map((id) => cluster.reducers.get(id)!.allReduce({ attempt, ring: RING, gradient: cluster.gradients.get(id)!, samples: cluster.samples.get(id)! })),
   );
   return settled.map((s) => {
     if (s.status === "rejected") throw s.reason;
@@ -120,16 +120,16 @@ type Forged = { from: PeerId; frames: Uint8Array<ArrayBuffer>[]; note: string };
 /** ASCII text as bytes (this package has no TextEncoder typings: it is pure). */
 const ascii = (text: string): Uint8Array => Uint8Array.from(text, (c) => c.charCodeAt(0));
 const copy = (bytes: Uint8Array): Uint8Array<ArrayBuffer> => new Uint8Array(bytes);
-const withRound = (bytes: Uint8Array, round: number): Uint8Array<ArrayBuffer> => {
+const withRound = (bytes: Uint8Array, attempt: number): Uint8Array<ArrayBuffer> => {
   const out = copy(bytes);
-  new DataView(out.buffer).setUint32(4, round >>> 0, true);
+  new DataView(out.buffer).setUint32(4, attempt >>> 0, true);
   return out;
 };
 
 /** One forged delivery for the round `round`, built from the genuine frames the target receives. */
-function forge(fuzz: Fuzz, genuine: readonly Uint8Array[], round: number): Forged {
+function forge(fuzz: Fuzz, genuine: readonly Uint8Array[], attempt: number): Forged {
   const from = fuzz.chance(0.7) ? LEFT : fuzz.chance(0.5) ? RIGHT : STRANGER;
-  const valid = withRound(fuzz.pick(genuine), round);
+  const valid = withRound(fuzz.pick(genuine), attempt);
   const view = new DataView(valid.buffer);
   switch (fuzz.int(11)) {
     case 0:
@@ -154,7 +154,7 @@ function forge(fuzz: Fuzz, genuine: readonly Uint8Array[], round: number): Forge
     }
     case 4: {
       const offset = fuzz.pick([-8, -3, -1, 0, 1, 2, 3, 8, 1_000]);
-      return { from, frames: [withRound(valid, round + offset)], note: `round ${offset >= 0 ? "+" : ""}${offset}` };
+      return { from, frames: [withRound(valid, attempt + offset)], note: `round ${offset >= 0 ? "+" : ""}${offset}` };
     }
     case 5: {
       const floats = (valid.length - FRAME_HEADER_BYTES) / 4;
@@ -174,7 +174,7 @@ function forge(fuzz: Fuzz, genuine: readonly Uint8Array[], round: number): Forge
       const reason = fuzz.pick(["", "junk", "é".repeat(50), "x".repeat(5_000)]);
       if (fuzz.chance(0.6)) {
         try {
-          return { from, frames: [encodeAbortFrame({ round, suspect, reason })], note: "an abort" };
+          return { from, frames: [encodeAbortFrame({ attempt, suspect, reason })], note: "an abort" };
         } catch {
           // Too large to encode: hand-build one instead.
         }
@@ -199,8 +199,8 @@ function forge(fuzz: Fuzz, genuine: readonly Uint8Array[], round: number): Forge
 }
 
 /** Whether a frame, given alone, looks like a genuine chunk the target expects now (so it may be applied silently). */
-function genuineLooking(frame: Frame, from: PeerId, round: number, genuine: readonly Uint8Array[]): boolean {
-  if (frame.kind === FrameKind.Abort || from !== LEFT || frame.round !== round) return false;
+function genuineLooking(frame: Frame, from: PeerId, attempt: number, genuine: readonly Uint8Array[]): boolean {
+  if (frame.kind === FrameKind.Abort || from !== LEFT || frame.attempt !== attempt) return false;
   if (!frame.payload.every(Number.isFinite)) return false;
   return genuine.some((bytes) => {
     const g = decodeFrame(bytes);
@@ -225,16 +225,16 @@ describe(`all-reduce data-channel frames, fuzzed (seed ${FUZZ_SEED})`, () => {
     const outcomes: Record<string, number> = {};
     /** Rounds a forged frame was held for: never reused as a case's round, so no case inherits another's frames. */
     const poisoned = new Set<number>();
-    let round = 0;
+    let attempt = 0;
     const nextRound = (): number => {
-      do round++;
-      while (poisoned.has(round));
-      return round;
+      do attempt++;
+      while (poisoned.has(attempt));
+      return attempt;
     };
     let frames = 0;
     for (let k = 0; k < CASES; k++) {
       const r = nextRound();
-      const run = track(target.allReduce({ round: r, ring: RING, gradient: cluster.gradients.get(TARGET)!, samples: cluster.samples.get(TARGET)! }));
+      const run = track(target.allReduce({ attempt: r, ring: RING, gradient: cluster.gradients.get(TARGET)!, samples: cluster.samples.get(TARGET)! }));
       const before = target.counters();
       const forged = forge(fuzz, genuine, r);
       const where = `case ${k} (seed ${FUZZ_SEED}): ${forged.note} from ${forged.from}, ${forged.frames.map((f) => f.length).join("+")} bytes`;
@@ -244,7 +244,7 @@ describe(`all-reduce data-channel frames, fuzzed (seed ${FUZZ_SEED})`, () => {
         let frame: Frame | undefined;
         try {
           frame = decodeFrame(bytes);
-          if (frame.round > r) poisoned.add(frame.round);
+          if (frame.attempt > r) poisoned.add(frame.attempt);
         } catch {
           frame = undefined;
         }
@@ -279,10 +279,10 @@ describe(`all-reduce data-channel frames, fuzzed (seed ${FUZZ_SEED})`, () => {
           after.bufferedFutureBytes > before.bufferedFutureBytes ||
           after.lastViolation !== before.lastViolation ||
           (after.undecodableFrames > before.undecodableFrames && forged.from === STRANGER);
-        const strangersAbort = decoded.every((f) => f?.kind === FrameKind.Abort && f.round === r) && forged.from === STRANGER;
+        const strangersAbort = decoded.every((f) => f?.kind === FrameKind.Abort && f.attempt === r) && forged.from === STRANGER;
         const genuineChunk = forged.frames.length === 1 && decoded[0] !== undefined && genuineLooking(decoded[0], forged.from, r, genuine);
         if (!ignored && !strangersAbort && !genuineChunk) {
-          const headers = decoded.map((f) => (f === undefined ? "undecodable" : f.kind === FrameKind.Abort ? `abort round ${f.round}` : `kind ${f.kind} round ${f.round} step ${f.step} segment ${f.segment} offset ${f.offset} length ${f.payload.length}`));
+          const headers = decoded.map((f) => (f === undefined ? "undecodable" : f.kind === FrameKind.Abort ? `abort round ${f.attempt}` : `kind ${f.kind} round ${f.attempt} step ${f.step} segment ${f.segment} offset ${f.offset} length ${f.payload.length}`));
           problems.push(`${where}: neither ignored nor refused [${headers.join("; ")}] (counters ${JSON.stringify(before)} -> ${JSON.stringify(after)})`);
         }
         const kind = genuineChunk ? "accepted as genuine" : ignored ? "ignored" : "a stranger's abort ignored";

@@ -26,8 +26,8 @@ export function makeCluster(n: number, length: number, seed: number, options: Pa
   return { network, peers, ring };
 }
 
-export function allReduceAll(cluster: Cluster, round: number, peers = cluster.peers, ring = cluster.ring): Promise<PromiseSettledResult<RoundResult>[]> {
-  return Promise.allSettled(peers.map((p) => p.reducer.allReduce({ round, ring, gradient: p.gradient, samples: p.samples })));
+export function allReduceAll(cluster: Cluster, attempt: number, peers = cluster.peers, ring = cluster.ring): Promise<PromiseSettledResult<RoundResult>[]> {
+  return Promise.allSettled(peers.map((p) => p.reducer.allReduce({ attempt, ring, gradient: p.gradient, samples: p.samples })));
 }
 
 /** Σ n_k g_k / Σ n_k in float64, and the worst-case float32 error bound for each element. */

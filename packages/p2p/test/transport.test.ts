@@ -232,8 +232,8 @@ describe("the all-reducer on its channel", () => {
     const gradientA = Float32Array.from({ length: 100 }, (_, i) => i);
     const gradientB = Float32Array.from({ length: 100 }, (_, i) => 100 - i);
     const rounds = Promise.all([
-      reducerA.allReduce({ round: 1, ring: ["A", "B"], gradient: gradientA, samples: 1 }),
-      reducerB.allReduce({ round: 1, ring: ["A", "B"], gradient: gradientB, samples: 1 }),
+      reducerA.allReduce({ attempt: 1, ring: ["A", "B"], gradient: gradientA, samples: 1 }),
+      reducerB.allReduce({ attempt: 1, ring: ["A", "B"], gradient: gradientB, samples: 1 }),
     ]);
     const noise = [b.channel("bench").send("A", new Uint8Array(500)), b.channel("control").send("A", new Uint8Array([1, 2]))];
     peerB.connectionWith("A").dataChannel.send(new Uint8Array([0xee, 0, 0, 0, 1])); // unknown channel: dropped, reported

@@ -9,7 +9,7 @@
  *   0      1    version   (FRAME_VERSION)
  *   1      1    kind      (FrameKind)
  *   2      2    step      schedule step within the phase (ring kinds); 0 for direct kinds
- *   4      4    round     caller-chosen id of this all-reduce attempt (unique, increasing)
+ *   4      4    attempt   the coordinator's attempt id of this all-reduce (unique, increasing)
  *   8      4    segment   segment index in the ring partition; shard index for direct kinds
  *   12     4    offset    element offset inside the segment (shard)
  *   16     ...  payload   float32 elements (data kinds) or ASCII JSON (abort)
@@ -45,7 +45,7 @@ export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
 /** One chunk of tensor data of the ring. */
 export type DataFrame = {
   kind: typeof FrameKind.ReduceScatter | typeof FrameKind.AllGather;
-  round: number;
+  attempt: number;
   step: number;
   segment: number;
   offset: number;
@@ -55,7 +55,7 @@ export type DataFrame = {
 
 export type AbortFrame = {
   kind: typeof FrameKind.Abort;
-  round: number;
+  attempt: number;
   /** Peer suspected of causing the abort, and why: propagated so every survivor names the same culprit. */
   suspect: string;
   reason: string;
@@ -67,7 +67,7 @@ export type Frame = DataFrame | AbortFrame;
 /** One chunk of tensor data of the direct layout: `segment` is the shard index, `step` is always 0. */
 export type DirectDataFrame = {
   kind: typeof FrameKind.DirectScatter | typeof FrameKind.DirectGather;
-  round: number;
+  attempt: number;
   /** Reserved: always 0. */
   step: number;
   /** Shard index (the owner's position in the plan). */
@@ -94,15 +94,15 @@ function checkField(name: string, value: number, max: number): void {
   }
 }
 
-function writeHeader(view: DataView, kind: FrameKind, round: number, step: number, segment: number, offset: number): void {
-  checkField("round", round, U32_MAX);
+function writeHeader(view: DataView, kind: FrameKind, attempt: number, step: number, segment: number, offset: number): void {
+  checkField("attempt", attempt, U32_MAX);
   checkField("step", step, U16_MAX);
   checkField("segment", segment, U32_MAX);
   checkField("offset", offset, U32_MAX);
   view.setUint8(0, FRAME_VERSION);
   view.setUint8(1, kind);
   view.setUint16(2, step, true);
-  view.setUint32(4, round, true);
+  view.setUint32(4, attempt, true);
   view.setUint32(8, segment, true);
   view.setUint32(12, offset, true);
 }
@@ -114,7 +114,7 @@ export function encodeDataFrame(frame: Omit<DataFrame | DirectDataFrame, "payloa
   if (bytes.byteLength > MAX_FRAME_BYTES) {
     throw new RangeError(`frame of ${bytes.byteLength} bytes exceeds MAX_FRAME_BYTES=${MAX_FRAME_BYTES}`);
   }
-  writeHeader(new DataView(bytes.buffer), frame.kind, frame.round, frame.step, frame.segment, frame.offset);
+  writeHeader(new DataView(bytes.buffer), frame.kind, frame.attempt, frame.step, frame.segment, frame.offset);
   new Float32Array(bytes.buffer, FRAME_HEADER_BYTES, payload.length).set(payload);
   return bytes;
 }
@@ -123,7 +123,7 @@ export function encodeAbortFrame(frame: Omit<AbortFrame, "kind">): Uint8Array<Ar
   const text = asciiJsonBytes({ suspect: frame.suspect, reason: frame.reason });
   const bytes = new Uint8Array(FRAME_HEADER_BYTES + text.byteLength);
   if (bytes.byteLength > MAX_FRAME_BYTES) throw new RangeError("abort frame too large");
-  writeHeader(new DataView(bytes.buffer), FrameKind.Abort, frame.round, 0, 0, 0);
+  writeHeader(new DataView(bytes.buffer), FrameKind.Abort, frame.attempt, 0, 0, 0);
   bytes.set(text, FRAME_HEADER_BYTES);
   return bytes;
 }
@@ -163,7 +163,7 @@ export function decodeAnyFrame(bytes: Uint8Array): Frame | DirectFrame {
   if (version !== FRAME_VERSION) throw new FrameDecodeError(`frame version ${version}, expected ${FRAME_VERSION}`);
   const kind = view.getUint8(1);
   const step = view.getUint16(2, true);
-  const round = view.getUint32(4, true);
+  const attempt = view.getUint32(4, true);
   const segment = view.getUint32(8, true);
   const offset = view.getUint32(12, true);
   const body = bytes.subarray(FRAME_HEADER_BYTES);
@@ -180,10 +180,10 @@ export function decodeAnyFrame(bytes: Uint8Array): Frame | DirectFrame {
         body.byteOffset % 4 === 0
           ? new Float32Array(body.buffer, body.byteOffset, body.byteLength / 4)
           : new Float32Array(new Uint8Array(body).buffer); // copy: aligned, and safe for Node Buffers too
-      return { kind, round, step, segment, offset, payload };
+      return { kind, attempt, step, segment, offset, payload };
     }
     case FrameKind.Abort:
-      return { kind, round, ...decodeAbortBody(body) };
+      return { kind, attempt, ...decodeAbortBody(body) };
     default:
       throw new FrameDecodeError(`unknown frame kind ${kind}`);
   }

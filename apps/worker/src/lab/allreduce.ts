@@ -48,14 +48,14 @@ export async function arConnect(peers: string[]): Promise<void> {
  * `startAt` (Date.now() of this machine, shared by every tab) so all tabs start together, and
  * times the round from there. Failures come back as data, with the error's code and suspect.
  */
-export async function arRun(args: { round: number; ring: string[]; seed: number; length: number; samples: number; startAt?: number }): Promise<AllReduceRun> {
+export async function arRun(args: { attempt: number; ring: string[]; seed: number; length: number; samples: number; startAt?: number }): Promise<AllReduceRun> {
   const { reducer } = need();
   const gradient = labInput(args.seed, args.length);
   const wait = (args.startAt ?? 0) - Date.now();
   if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
   const started = performance.now();
   try {
-    const result = await reducer.allReduce({ round: args.round, ring: args.ring, gradient, samples: args.samples });
+    const result = await reducer.allReduce({ attempt: args.attempt, ring: args.ring, gradient, samples: args.samples });
     const mean = result.mean;
     return {
       ok: true,

@@ -146,7 +146,7 @@ export function centeredClip(vectors: readonly Float32Array[], options: Centered
   const tau = options.tau ?? tauFactor * medianDistance(vectors, v);
   const delta = new Float64Array(length);
   const clippedLast = new Uint8Array(k);
-  for (let round = 0; round < iterations; round++) {
+  for (let iteration = 0; iteration < iterations; iteration++) {
     delta.fill(0);
     for (let c = 0; c < k; c++) {
       const x = vectors[c] as Float32Array;

@@ -29,7 +29,7 @@ import { resolveDirectOptions, type DirectOptions } from "./options.ts";
 
 export type DirectRoundArgs = {
   /** Unique id of this attempt, greater than every earlier one on this all-reducer. */
-  round: number;
+  attempt: number;
   /** The plan's members (shard owners, in order) and aggregation rule; the same on every member. */
   plan: Pick<DirectPlan, "members" | "aggregation">;
   /** This member's mean gradient; not modified. All members must pass the same length. */
@@ -60,7 +60,7 @@ export type OwnShardReport = {
 };
 
 export type DirectRoundStats = {
-  round: number;
+  attempt: number;
   n: number;
   elements: number;
   framesSent: number;
@@ -82,8 +82,8 @@ export interface DirectAllReducer {
   /** Runs one round. Rejects with AllReduceError; never resolves with a partial result. */
   allReduce(args: DirectRoundArgs): Promise<DirectRoundResult>;
   counters(): AllReducerCounters;
-  /** Fails the running round `round` with "aborted" without telling peers (the coordinator told everyone). */
-  abortRound(round: number, reason: string): void;
+  /** Fails the running round of `attempt` with "aborted" without telling peers (the coordinator told everyone). */
+  abortRound(attempt: number, reason: string): void;
   /** Fails a running round with "closed" and stops listening to the transport. */
   close(): void;
 }
@@ -109,7 +109,7 @@ export function createDirectAllReducer(deps: DirectAllReducerDeps): DirectAllRed
   });
   return {
     async allReduce(args) {
-      host.checkCanStart(args.round);
+      host.checkCanStart(args.attempt);
       validatePlan(args.plan, transport.self);
       const roundOptions = args.frameBytes === undefined ? options : resolveDirectOptions({ ...options, frameBytes: args.frameBytes });
       if (args.plan.aggregation === "trimmed-mean" && roundOptions.trim !== undefined && 2 * roundOptions.trim >= args.plan.members.length) {
@@ -120,7 +120,7 @@ export function createDirectAllReducer(deps: DirectAllReducerDeps): DirectAllRed
       return host.run(new DirectRun(args, transport, clock, roundOptions), problem);
     },
     counters: () => host.counters(),
-    abortRound: (round, reason) => host.abortRound(round, reason),
+    abortRound: (attempt, reason) => host.abortRound(attempt, reason),
     close: () => host.close(),
   };
 }
@@ -143,7 +143,7 @@ type Link = { queue: Outgoing[]; head: number; pumping: boolean };
  * earliest deadline of any member that still owes this member frames.
  */
 class DirectRun {
-  readonly round: number;
+  readonly attempt: number;
   readonly result: Promise<DirectRoundResult>;
   /** Sends of abort notices that failed (the receiver is usually the one that died); kept for diagnosis. */
   readonly abortDeliveryFailures: string[] = [];
@@ -187,7 +187,7 @@ class DirectRun {
       this.resolve = resolve;
       this.reject = reject;
     });
-    this.round = args.round;
+    this.attempt = args.attempt;
     this.members = args.plan.members;
     this.aggregation = args.plan.aggregation;
     this.n = this.members.length;
@@ -216,7 +216,7 @@ class DirectRun {
       if (!self) this.expectedFrames += myChunks + theirChunks;
     }
     this.startedAt = clock.now();
-    this.stats = { round: args.round, n: this.n, elements: this.own.length, framesSent: 0, bytesSent: 0, framesReceived: 0, bytesReceived: 0 };
+    this.stats = { attempt: args.attempt, n: this.n, elements: this.own.length, framesSent: 0, bytesSent: 0, framesReceived: 0, bytesReceived: 0 };
   }
 
   start(): void {
@@ -369,7 +369,7 @@ class DirectRun {
       const source = item.kind === FrameKind.DirectScatter ? this.own : this.resultVector;
       const start = this.span(item.segment).start + item.offset;
       const bytes = encodeDataFrame(
-        { kind: item.kind, round: this.round, step: 0, segment: item.segment, offset: item.offset },
+        { kind: item.kind, attempt: this.attempt, step: 0, segment: item.segment, offset: item.offset },
         source.subarray(start, start + item.length),
       );
       this.stats.framesSent++;
@@ -470,7 +470,7 @@ class DirectRun {
     if (notifyPeers && this.n > 1) {
       // Every member hears it directly (there are no neighbours to forward through), and forwards it
       // once, so a notice cut short by the failing member's death still reaches everyone.
-      const abort = encodeAbortFrame({ round: this.round, suspect: suspect ?? "", reason: `${code}: ${message}` });
+      const abort = encodeAbortFrame({ attempt: this.attempt, suspect: suspect ?? "", reason: `${code}: ${message}` });
       for (const peer of this.members) {
         if (peer === skip || peer === this.transport.self) continue;
         this.transport.send(peer, abort).catch((error: unknown) => {
@@ -478,7 +478,7 @@ class DirectRun {
         });
       }
     }
-    this.reject(new AllReduceError(code, this.round, suspect === "" ? undefined : suspect, message));
+    this.reject(new AllReduceError(code, this.attempt, suspect === "" ? undefined : suspect, message));
   }
 
   private finish(): void {
