@@ -4,7 +4,7 @@ import type { Page } from "@playwright/test";
 import { expect, test } from "../fixtures.ts";
 import { mb, median, table, writeResults } from "./report.ts";
 
-/** Overridable for a quick look at one case, e.g. BENCH_PEERS=4 BENCH_SIZES=4194304 BENCH_FRAME_BYTES=262128. */
+/** Overridable for a quick look at one case, e.g. BENCH_PEERS=4 BENCH_SIZES=4194304 BENCH_FRAME_BYTES=262124. */
 const listFromEnv = (name: string, fallback: number[]): number[] => (process.env[name] ? process.env[name].split(",").map(Number) : fallback);
 const PEER_COUNTS = listFromEnv("BENCH_PEERS", [2, 4, 6]);
 const SIZES = listFromEnv("BENCH_SIZES", [256 * 1024, 4 * 1024 * 1024, 16 * 1024 * 1024]);

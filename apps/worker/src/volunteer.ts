@@ -1,6 +1,6 @@
 import { createAllReducer, createDirectAllReducer, type Transport } from "@crowdtrain/allreduce";
-import { createPeerTransport, fetchSignallingConfig, MAX_CHANNEL_FRAME_BYTES, openPeer, type SignallingConfig } from "@crowdtrain/p2p";
-import { FRAME_HEADER_BYTES, type Aggregation, type Backend, type Identity } from "@crowdtrain/protocol";
+import { createPeerTransport, fetchSignallingConfig, openPeer, type SignallingConfig } from "@crowdtrain/p2p";
+import type { Aggregation, Backend, Identity } from "@crowdtrain/protocol";
 import { startSession, type PeerLink } from "./session/session.ts";
 import type { SessionStatus } from "./session/status.ts";
 import type { Trainer } from "./trainer/api.ts";
@@ -106,7 +106,6 @@ function ringLink(transport: Transport): PeerLink {
   return {
     async reduce({ attempt, plan, gradient, samples, frameBytes }) {
       if (plan.kind !== "ring") throw new Error(`this job averages over a ring, but the round came with a ${plan.kind} plan`);
-      checkFrameFits(frameBytes);
       const { mean, stats } = await reducer.allReduce({ attempt, ring: [...plan.members], gradient, samples, frameBytes });
       return { mean, bytesSent: stats.bytesSent, bytesReceived: stats.bytesReceived };
     },
@@ -120,7 +119,6 @@ function directLink(transport: Transport): PeerLink {
   return {
     async reduce({ attempt, plan, gradient, frameBytes }) {
       if (plan.kind !== "direct") throw new Error(`this job aggregates robustly, but the round came with a ${plan.kind} plan`);
-      checkFrameFits(frameBytes);
       const { mean, stats } = await reducer.allReduce({ attempt, plan, gradient, frameBytes });
       const { tau, contributors } = stats.ownShard;
       const clipped = tau === undefined ? [] : contributors.filter((c) => c.clipped && c.distance > OUTLIER_TAUS * tau).map((c) => c.peer);
@@ -129,14 +127,4 @@ function directLink(transport: Transport): PeerLink {
     abortRound: (attempt, reason) => reducer.abortRound(attempt, reason),
     close: () => reducer.close(),
   };
-}
-
-/**
- * A frame that does not fit one channel frame would be refused by the transport mid-round, and the
- * all-reducer would blame the neighbour it was sending to; refuse the round here instead, locally.
- */
-function checkFrameFits(frameBytes: number): void {
-  if (FRAME_HEADER_BYTES + frameBytes > MAX_CHANNEL_FRAME_BYTES) {
-    throw new RangeError(`frameBytes=${frameBytes} plus the ${FRAME_HEADER_BYTES}-byte frame header exceeds MAX_CHANNEL_FRAME_BYTES=${MAX_CHANNEL_FRAME_BYTES}`);
-  }
 }

@@ -10,6 +10,7 @@
 //
 // The header is 4 bytes, not 1, so a payload starts 4-byte aligned in the received buffer: the
 // all-reduce's float32 tensor chunks are then viewed in place instead of copied to realign them.
+import { SCTP_MESSAGE_LIMIT_BYTES, TRANSPORT_HEADER_BYTES } from "@crowdtrain/protocol";
 
 /**
  * The logical channels of a link and their ids on the wire: the one place they are numbered. An
@@ -35,9 +36,10 @@ export const CHANNEL_NAMES: readonly ChannelName[] = (Object.keys(CHANNEL_IDS) a
 
 const NAME_BY_ID = new Map<number, ChannelName>(CHANNEL_NAMES.map((name) => [CHANNEL_IDS[name], name]));
 
-export const CHANNEL_HEADER_BYTES = 4;
+/** The channel header is the transport header protocol leaves room for in MAX_FRAME_BYTES. */
+export const CHANNEL_HEADER_BYTES = TRANSPORT_HEADER_BYTES;
 /** Chromium's SCTP transport refuses larger messages (and closes the channel if one is sent). */
-export const MAX_MESSAGE_BYTES = 256 * 1024;
+export const MAX_MESSAGE_BYTES = SCTP_MESSAGE_LIMIT_BYTES;
 /** Largest frame a channel carries: one message, less the channel header. */
 export const MAX_CHANNEL_FRAME_BYTES = MAX_MESSAGE_BYTES - CHANNEL_HEADER_BYTES;
 

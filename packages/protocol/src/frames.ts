@@ -30,8 +30,12 @@ import * as v from "valibot";
 
 export const FRAME_VERSION = 1;
 export const FRAME_HEADER_BYTES = 16;
-/** Chromium's SCTP stack refuses messages above 256 KiB; no frame may exceed it, header included. */
-export const MAX_FRAME_BYTES = 256 * 1024;
+/** Chromium's SCTP stack refuses data-channel messages above 256 KiB (and closes the channel). */
+export const SCTP_MESSAGE_LIMIT_BYTES = 256 * 1024;
+/** Bytes a transport may put in front of each frame (p2p: the channel id header). */
+export const TRANSPORT_HEADER_BYTES = 4;
+/** Largest frame, header included: one SCTP message with room for the transport's header. */
+export const MAX_FRAME_BYTES = SCTP_MESSAGE_LIMIT_BYTES - TRANSPORT_HEADER_BYTES;
 
 export const FrameKind = {
   ReduceScatter: 1,
