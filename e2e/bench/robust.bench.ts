@@ -37,6 +37,10 @@ type Row = {
   rollbacks: number;
   evicted: boolean;
   honestEvicted: number;
+  /** Why the attacker left (evicted after strikes, failed a spot check), if it did. */
+  attackerLeftBecause: string | null;
+  /** Spot checks of honest tabs that did not pass (should be none), with the server's words. */
+  honestAuditProblems: string[];
   roundMsMedian: number;
 };
 
@@ -53,6 +57,8 @@ function measure(status: Status, aggregation: string, attack: string, spotCheck:
   const first = status.events.find(caught);
   const before = first === undefined ? undefined : status.recentRounds.filter((r) => r.at <= first.at).length;
   const row = (id: string | undefined) => status.peers.find((p) => p.id === id);
+  // Removed by the coordinator: struck out, or failed a spot check (either evicts and bans).
+  const removed = (id: string | undefined) => /evicted|failed the spot check/.test(row(id)?.leftBecause ?? "");
   return {
     aggregation,
     attack,
@@ -63,8 +69,10 @@ function measure(status: Status, aggregation: string, attack: string, spotCheck:
     detectedAfterRounds: before === undefined ? null : Math.max(before, 1),
     detectedBy: first === undefined ? null : first.kind,
     rollbacks: status.events.filter((e) => e.kind === "rollback").length,
-    evicted: /evicted/.test(row(attacker)?.leftBecause ?? ""),
-    honestEvicted: honest.filter((id) => /evicted/.test(row(id)?.leftBecause ?? "")).length,
+    evicted: removed(attacker),
+    honestEvicted: honest.filter(removed).length,
+    attackerLeftBecause: row(attacker)?.leftBecause ?? null,
+    honestAuditProblems: (status.audits?.recent ?? []).filter((a) => honest.includes(a.peer) && a.outcome !== "passed").map((a) => `round ${a.round} ${a.outcome}: ${a.detail}`),
     roundMsMedian: status.recentRounds.length === 0 ? Number.NaN : median(status.recentRounds.map((r) => r.roundMs)),
   };
 }

@@ -357,6 +357,11 @@ export class Coordinator {
     this.lineage.push({ round: this.committedRound, hash: target.to.hash, epoch: this.sampler.epoch, members: new Set(), samples: [] });
     const range = undone.length === 1 ? `round ${undone[0]}` : `rounds ${undone[0]}..${undone.at(-1)}`;
     const notes = [target.truncated ? `its earlier rounds lie beyond the ${this.config.lineageRounds ?? DEFAULT_LINEAGE_ROUNDS}-round history` : "", lost > 0 ? `${lost} samples of a finished epoch are not retrained` : ""].filter((n) => n !== "");
+    // The undone rounds are trained again: a round target moves by as many rounds (the rollback's own included).
+    if (this.maxRounds !== undefined) {
+      this.maxRounds += undone.length + 1;
+      notes.push(`the target moves to ${this.maxRounds} rounds to retrain them`);
+    }
     effects.push({ type: "rolled-back", round: this.committedRound, to: target.to.round, hash: target.to.hash, undone });
     effects.push({ type: "log", kind: "rollback", text: `${why}: undid ${range}; round ${this.committedRound} restarts from the state of round ${target.to.round}${notes.length > 0 ? ` (${notes.join("; ")})` : ""}` });
     for (const member of this.membership.values()) this.askToSync(member, now, effects);

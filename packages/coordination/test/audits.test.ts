@@ -110,6 +110,22 @@ describe("spot checks by replication", () => {
     expect(h.coordinator.state.current?.round).toBe(6);
   });
 
+  it("a round target moves by the rounds undone, so the job still trains as many rounds as asked", () => {
+    const h = Harness.create({ minWorkers: 2, spotCheck: 1, maxRounds: 3 });
+    ["a", "b"].forEach((p) => h.join(p));
+    const r1 = honestRound(h);
+    h.apply({ type: "audit-checked", peerId: "a", round: r1, outcome: "passed", relativeError: 0, detail: "ok", now: h.now });
+    h.apply({ type: "audit-checked", peerId: "b", round: r1, outcome: "failed", detail: "bad", now: h.now });
+    // Round 1 undone, round 2 is the rollback: rounds 3..5 train, so the target moves from 3 to 5.
+    expect(h.coordinator.state.maxRounds).toBe(5);
+    expect(h.logs("rollback").at(-1)).toMatch(/the target moves to 5 rounds to retrain them/);
+    h.join("c");
+    h.apply({ type: "state-stored", round: 2, now: h.now });
+    h.apply({ type: "ready", peerId: "a", round: 2, hash: "0".repeat(64), now: h.now });
+    for (let k = 0; k < 3; k++) honestRound(h);
+    expect(h.coordinator.state).toMatchObject({ status: "done", committedRound: 5 });
+  });
+
   it("an audit unanswered by its deadline, or dodged by leaving, fails and rolls back", () => {
     const late = Harness.create({ minWorkers: 2, spotCheck: 1, auditTimeoutMs: 1_000 });
     ["a", "b"].forEach((p) => late.join(p));
