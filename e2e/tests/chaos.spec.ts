@@ -17,7 +17,8 @@ const CHECKPOINT_EVERY = 5;
 const RUN_TIMEOUT_MS = 12 * 60_000;
 const POLL = { intervals: [500, 1_000] };
 /** Expected from the job file: target 100 rounds, accuracy 0.85. */
-const TARGET_ROUNDS = 100;
+/** The job's rounds (e2e/jobs/chaos.json); a spot-check rollback moves the target (status.targetRounds). */
+const TARGET_ROUNDS = 80;
 const ACCURACY_THRESHOLD = 0.85;
 
 test("chaos: tabs closed, opened and crashed, server killed and restarted; no sample lost, weights equal", async ({ launchServer, openWorkers }) => {
@@ -84,11 +85,14 @@ test("chaos: tabs closed, opened and crashed, server killed and restarted; no sa
     const status: Status = await fetchStatus(server.url);
     test.info().annotations.push({ type: "chaos", description: events.join("; ") });
     console.log(`chaos:\n  ${events.join("\n  ")}`);
-    expect(status.round).toBe(TARGET_ROUNDS);
+    // A tab closed with a spot check pending rolls back its rounds and moves the target by as many.
+    const target = status.targetRounds ?? TARGET_ROUNDS;
+    expect(target).toBeGreaterThanOrEqual(TARGET_ROUNDS);
+    expect(status.round).toBe(target);
 
     // Every live tab that took part in the last round holds the committed weights.
     const finals = await Promise.all(live.map((p) => p.evaluate(() => window.crowdtrainWorker?.status().committed.at(-1))));
-    const atEnd = finals.filter((f): f is [number, string] => f !== undefined && f[0] === TARGET_ROUNDS);
+    const atEnd = finals.filter((f): f is [number, string] => f !== undefined && f[0] === target);
     expect(atEnd.length).toBeGreaterThanOrEqual(2);
     for (const [, hash] of atEnd) expect(hash).toBe(status.recentRounds.at(-1)?.hash);
 
