@@ -70,13 +70,16 @@ describe("SessionMachine", () => {
     expect(d.sent("phase")).toEqual([{ type: "phase", attempt: 7, phase: "reducing", digest: contributionDigest(REPORT.gradient) }]);
     expect(Drive.tasks(afterCompute)[0]).toMatchObject({ kind: "reduce", attempt: 7, samples: 4 });
     expect(Drive.tasks(d.result({ kind: "reduced", attempt: 7, mean: new Float32Array(3), bytesSent: 12, bytesReceived: 12, clipped: ["w-b"] }))[0]).toMatchObject({ kind: "update", attempt: 7 });
-    // Updated: the report, then (as uploader) the pending state goes up before anything else runs.
+    // Updated: the report, then (as uploader) the pending state is exported from the trainer...
     const afterUpdate = d.result({ kind: "updated", attempt: 7, hash: HASH(1), updateMs: 1 });
     expect(d.sent("result")[0]).toMatchObject({ attempt: 7, hash: HASH(1), samples: 4, loss: 0.5, clipped: ["w-b"], timings: { computeMs: 10, readbackMs: 2, updateMs: 1 } });
-    expect(Drive.tasks(afterUpdate)).toEqual([{ kind: "upload-state", round: 1, attempt: 7, auth: { peerId: "w-a", sessionToken: IDENTITY.sessionToken } }]);
-    // The commit waits behind the upload, then adopts the update.
+    expect(Drive.tasks(afterUpdate)).toEqual([{ kind: "export-state", round: 1, attempt: 7 }]);
     expect(Drive.tasks(d.in({ type: "commit", attempt: 7, round: 1, hash: HASH(1) }))).toEqual([]);
-    expect(Drive.tasks(d.result({ kind: "done" }))).toEqual([{ kind: "commit", attempt: 7, round: 1 }]);
+    // ...and uploaded beside the next tasks: the commit runs at once, not after the network.
+    const bytes = new ArrayBuffer(8);
+    const afterExport = d.result({ kind: "exported", round: 1, bytes });
+    expect(afterExport).toContainEqual({ type: "upload-state", round: 1, bytes, auth: { peerId: "w-a", sessionToken: IDENTITY.sessionToken } });
+    expect(Drive.tasks(afterExport)).toEqual([{ kind: "commit", attempt: 7, round: 1 }]);
     d.result({ kind: "committed", attempt: 7, round: 1, hash: HASH(1), uploadMs: 0 });
     expect(d.machine.status).toMatchObject({ phase: "waiting", round: 1, roundsDone: 1, committed: [[1, HASH(1)]], samplesDone: 4 });
     expect(d.machine.task).toBeUndefined();
@@ -153,12 +156,12 @@ describe("SessionMachine", () => {
     d.reported(8);
     d.in({ type: "commit", attempt: 8, round: 1, hash: HASH(1) });
     d.result({ kind: "committed", attempt: 8, round: 1, hash: HASH(1), uploadMs: 0 });
-    const [task] = Drive.tasks(d.in({ type: "audit", round: 1, attempt: 8 }));
-    expect(task).toMatchObject({ kind: "upload-contribution", round: 1 });
-    expect(contributionDigest((task as Extract<Task, { kind: "upload-contribution" }>).gradient)).toBe((d.sent("phase")[0] as { digest: string }).digest);
-    // An audit of an attempt it no longer keeps is shown, not fatal.
-    d.result({ kind: "failed", task: "upload-contribution", error: "PUT /api/contribution/1: 503" });
-    expect(d.machine.status.phase).not.toBe("stopped");
+    const upload = d.in({ type: "audit", round: 1, attempt: 8 }).find((c) => c.type === "upload-contribution");
+    expect(upload).toMatchObject({ type: "upload-contribution", round: 1 });
+    expect(contributionDigest((upload as Extract<Command, { type: "upload-contribution" }>).gradient)).toBe((d.sent("phase")[0] as { digest: string }).digest);
+    // A failed upload is shown, not fatal; an audit of an attempt it no longer keeps too.
+    d.record(d.machine.handle({ type: "upload-failed", error: "spot check of round 1: PUT /api/contribution/1: 503", now: 1 }));
+    expect(d.machine.status).toMatchObject({ phase: "waiting", lastError: "spot check of round 1: PUT /api/contribution/1: 503" });
     d.in({ type: "audit", round: 1, attempt: 1 });
     expect(d.machine.status.lastError).toMatch(/no contribution of attempt 1 kept/);
   });

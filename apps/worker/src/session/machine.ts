@@ -15,7 +15,9 @@ export type SessionInput =
   /** A coordinator message, as received (parsed here: a bad one stops the session). */
   | { type: "message"; data: unknown; now: number }
   | { type: "stop"; reason: string; now: number }
-  | { type: "result"; result: TaskResult; now: number };
+  | { type: "result"; result: TaskResult; now: number }
+  /** An upload running beside the tasks failed: shown, not fatal (the server asks someone else, or counts the audit unanswered). */
+  | { type: "upload-failed"; error: string; now: number };
 
 export type SessionConfig = { backend: Backend; name?: string | undefined; adapter?: string | undefined; joinToken?: string | undefined };
 
@@ -99,6 +101,9 @@ export class SessionMachine {
         break;
       case "result":
         this.onResult(input.result, input.now, out);
+        break;
+      case "upload-failed":
+        this.publish({ lastError: input.error });
         break;
     }
     this.drain(input.now, out);
@@ -184,9 +189,7 @@ export class SessionMachine {
         return;
       case "upload":
         // The server lacks the committed state of this round (its uploader vanished): send ours.
-        if (this.status.round === message.round && this.identity !== undefined) {
-          this.run({ kind: "upload-state", round: message.round, attempt: undefined, auth: this.auth(this.identity) }, out);
-        }
+        if (this.status.round === message.round && this.identity !== undefined) this.run({ kind: "export-state", round: message.round, attempt: undefined }, out);
         return;
       case "audit": {
         // A spot check: send the contribution we committed to. The coordinator counts an audit
@@ -196,7 +199,7 @@ export class SessionMachine {
           this.publish({ lastError: `spot check of round ${message.round}: no contribution of attempt ${message.attempt} kept` });
           return;
         }
-        this.run({ kind: "upload-contribution", round: message.round, gradient, auth: this.auth(this.identity) }, out);
+        out.push({ type: "upload-contribution", round: message.round, gradient, auth: this.auth(this.identity) });
         return;
       }
       case "stop":
@@ -210,14 +213,12 @@ export class SessionMachine {
     this.busy = undefined;
     switch (result.kind) {
       case "failed":
-        // An upload that fails is shown, not fatal: the server asks another holder, and an audit
-        // nobody answered counts against us there.
-        if (task?.kind === "upload-state" || task?.kind === "upload-contribution") {
-          this.publish({ lastError: result.error });
-          this.finishRound(task.kind === "upload-state" ? task.attempt : undefined);
-          return;
-        }
         this.fail(`${result.task}: ${result.error}`, out);
+        return;
+      case "exported":
+        // The upload runs beside the next tasks: the commit (and the next round) need not wait for it.
+        if (this.identity !== undefined) out.push({ type: "upload-state", round: result.round, bytes: result.bytes, auth: this.auth(this.identity) });
+        if (task?.kind === "export-state") this.finishRound(task.attempt);
         return;
       case "synced":
         // Fetched for a connection that has since dropped: the next welcome syncs again.
@@ -245,7 +246,6 @@ export class SessionMachine {
         this.onCommitted(result, now, out);
         return;
       case "done":
-        if (task?.kind === "upload-state") this.finishRound(task.attempt);
         return;
     }
   }
@@ -301,8 +301,8 @@ export class SessionMachine {
     });
     // The designated uploader sends its pending state at once: the server checks it before the
     // commit (a plan of one commits only then) and adopts it when the round commits with its hash.
-    if (message.upload && this.identity !== undefined) {
-      this.run({ kind: "upload-state", round: message.round, attempt: message.attempt, auth: this.auth(this.identity) }, out);
+    if (message.upload) {
+      this.run({ kind: "export-state", round: message.round, attempt: message.attempt }, out);
       return;
     }
     this.running = undefined;

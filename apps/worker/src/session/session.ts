@@ -94,6 +94,18 @@ export function startSession(deps: SessionDeps): Session {
           (error: unknown) => feed({ type: "result", result: { kind: "failed", task: command.task.kind, error: errorText(error) }, now: now() }),
         );
         return;
+      case "upload-state":
+        http.uploadState(command.round, command.bytes, command.auth).catch((error: unknown) => {
+          console.error(`uploading the state of round ${command.round} failed:`, error);
+          feed({ type: "upload-failed", error: `uploading the state of round ${command.round} failed: ${errorText(error)}`, now: now() });
+        });
+        return;
+      case "upload-contribution":
+        http.uploadContribution(command.round, command.gradient, command.auth).catch((error: unknown) => {
+          console.error(`uploading the contribution to round ${command.round} failed:`, error);
+          feed({ type: "upload-failed", error: `spot check of round ${command.round}: ${errorText(error)}`, now: now() });
+        });
+        return;
       case "abort-reduce":
         link?.abortRound(command.attempt, command.reason);
         return;
@@ -134,23 +146,10 @@ export function startSession(deps: SessionDeps): Session {
       case "discard":
         await trainer.discard(task.attempt);
         return { kind: "done" };
-      case "upload-state":
-        try {
-          const bytes = task.attempt === undefined ? await trainer.exportState() : await trainer.exportPending(task.attempt, task.round);
-          await http.uploadState(task.round, bytes, task.auth);
-        } catch (error) {
-          console.error(`uploading the state of round ${task.round} failed:`, error);
-          throw new Error(`uploading the state of round ${task.round} failed: ${errorText(error)}`, { cause: error });
-        }
-        return { kind: "done" };
-      case "upload-contribution":
-        try {
-          await http.uploadContribution(task.round, task.gradient, task.auth);
-        } catch (error) {
-          console.error(`uploading the contribution to round ${task.round} failed:`, error);
-          throw new Error(`spot check of round ${task.round}: ${errorText(error)}`, { cause: error });
-        }
-        return { kind: "done" };
+      case "export-state": {
+        const bytes = task.attempt === undefined ? await trainer.exportState() : await trainer.exportPending(task.attempt, task.round);
+        return { kind: "exported", round: task.round, bytes };
+      }
     }
   };
 

@@ -16,10 +16,8 @@ export type Task =
   | { kind: "update"; attempt: number; mean: Float32Array }
   | { kind: "commit"; attempt: number; round: number }
   | { kind: "discard"; attempt: number }
-  /** PUT /api/state/<round>: our pending state of `attempt` (we are the round's uploader), or the committed one. */
-  | { kind: "upload-state"; round: number; attempt: number | undefined; auth: UploadAuth }
-  /** PUT /api/contribution/<round>: a spot check of what we committed to. */
-  | { kind: "upload-contribution"; round: number; gradient: Float32Array; auth: UploadAuth };
+  /** Encode our pending state of `attempt` (we are the round's uploader), or the committed one, for upload. */
+  | { kind: "export-state"; round: number; attempt: number | undefined };
 
 export type UploadAuth = { peerId: string; sessionToken: string };
 
@@ -32,6 +30,7 @@ export type TaskResult =
   | { kind: "reduce-failed"; attempt: number; code: FailureCode; suspect: string | undefined; message: string }
   | { kind: "updated"; attempt: number; hash: string; updateMs: number }
   | { kind: "committed"; attempt: number; round: number; hash: string; uploadMs: number }
+  | { kind: "exported"; round: number; bytes: ArrayBuffer }
   | { kind: "done" }
   | { kind: "failed"; task: Task["kind"]; error: string };
 
@@ -40,6 +39,12 @@ export type Command =
   | { type: "run"; task: Task }
   /** Cut the running all-reduce of `attempt` short (the coordinator aborted it, or we lost it). */
   | { type: "abort-reduce"; attempt: number; reason: string }
+  /**
+   * Uploads that run beside the tasks, not as one: the trainer is free meanwhile, so the next round
+   * never waits for the network. A failure comes back as the `upload-failed` input.
+   */
+  | { type: "upload-state"; round: number; bytes: ArrayBuffer; auth: UploadAuth }
+  | { type: "upload-contribution"; round: number; gradient: Float32Array; auth: UploadAuth }
   /** This connection's identity is gone: close its peer link (the next welcome opens a new one). */
   | { type: "close-link" }
   /** The session is over: close the connection and the link for good. */
