@@ -37,6 +37,8 @@ describe("job files", () => {
     expect(() => parseJob(noStop)).toThrow(/epochs or rounds/);
     expect(() => parseJob({ ...good, model: { kind: "transformer" } })).toThrow(JobError);
     expect(() => parseJob("not a job")).toThrow(JobError);
+    expect(parseJob(good).spotCheck).toBe(0.1);
+    for (const spotCheck of [-0.1, 1.5, Number.NaN, "0.1"]) expect(() => parseJob({ ...good, spotCheck }), String(spotCheck)).toThrow(/spotCheck/);
   });
 
   /** The problems parseJob lists for `input`, or [] when it parses. */

@@ -167,11 +167,11 @@ function closeProblem(closed: Closed, expectedCode: number): string | undefined 
 type WsInput = { frame: string | Buffer; binary: boolean; note: string };
 
 const validWorkerMessages = (): Record<string, unknown>[] => [
-  { type: "hello", protocol: PROTOCOL_VERSION, backend: "cpu", name: "fuzz", joinToken: "not-required-here" },
+  { type: "hello", protocol: PROTOCOL_VERSION, backend: "cpu", name: "fuzz", joinToken: "not-required-here", role: "trainer" },
   { type: "ready", round: 0, hash: "ab".repeat(32) },
   { type: "result", attempt: 1, hash: "cd".repeat(32), samples: 10, loss: 1.5, timings: { computeMs: 1, readbackMs: 1, allReduceMs: 1, updateMs: 1 }, bytesSent: 1, bytesReceived: 1, clipped: ["w-0123456789abcdef01234567"] },
   { type: "failed", attempt: 1, code: "timeout", suspect: "w-0123456789abcdef01234567", message: "fuzz" },
-  { type: "phase", attempt: 1, phase: "reducing" },
+  { type: "phase", attempt: 1, phase: "reducing", digest: "ef".repeat(32) },
 ];
 
 /** Replaces, removes or adds one field at any depth of a valid message. */
@@ -378,9 +378,11 @@ function httpInput(target: string, identity: LabIdentity, k: number): HttpInput 
       const mayWait = /(^|[&;])round=0*[1-9][0-9]{0,9}([&;]|$)/.test(query) && !/(^|[&;])round=.*[&;]round=/.test(query);
       return { method: "GET", path: `/api/state?${query}`, headers: fuzz.chance(0.3) ? randomHeaders(identity) : {}, note: "GET /api/state", mayWait };
     }
-    case "state-put": {
+    case "state-put":
+    case "contribution-put": {
       const round = fuzz.pick(["0", "1", "2", "4294967295", "4294967296", "-1", "1.5", "0x1", "%20", enc(fuzz.string(8)), "99999999999999999999"]);
-      return { method: fuzz.chance(0.9) ? "PUT" : method, path: `/api/state/${round}`, headers: randomHeaders(identity), body: randomBody(), note: "PUT /api/state/<r>" };
+      const resource = target === "state-put" ? "state" : "contribution";
+      return { method: fuzz.chance(0.9) ? "PUT" : method, path: `/api/${resource}/${round}`, headers: randomHeaders(identity), body: randomBody(), note: `PUT /api/${resource}/<r>` };
     }
     case "admin": {
       const action = fuzz.pick(["pause", "resume", "target", "check", "stop", "", "pause/x", fuzz.string(8).replace(/[^a-z]/g, "") || "zz"]);
@@ -438,7 +440,7 @@ async function fuzzHttp(input: HttpInput): Promise<void> {
       const problem = clientErrorProblem(answer, input.method);
       if (problem !== undefined) complain("http", describeInput, problem);
     }
-    if (input.method === "PUT" && input.path.startsWith("/api/state/") && answer.status < 400) complain("http", describeInput, `a state upload with made-up credentials was accepted (${answer.status})`);
+    if (input.method === "PUT" && /^\/api\/(state|contribution)\//.test(input.path) && answer.status < 400) complain("http", describeInput, `an upload with made-up credentials was accepted (${answer.status})`);
   } catch (error) {
     const aborted = controller.signal.aborted;
     if (aborted && input.mayWait === true) return; // waiting for an upload that never comes: by design, bounded
@@ -579,8 +581,8 @@ describe(`fuzzing the server (seed ${SEED})`, () => {
       await run("ws every field replaced", sweep.length, (k) => fuzzWs(sweep[k]!.input, sweep[k]!.welcome));
       const identity = await labIdentity();
       const other = await labIdentity();
-      for (const target of ["state-get", "state-put", "endpoints", "random-path", "events", "admin"] as const) {
-        const total = { "state-get": 100, "state-put": 150, endpoints: 100, "random-path": 150, events: 30, admin: 100 }[target];
+      for (const target of ["state-get", "state-put", "contribution-put", "endpoints", "random-path", "events", "admin"] as const) {
+        const total = { "state-get": 100, "state-put": 150, "contribution-put": 100, endpoints: 100, "random-path": 150, events: 30, admin: 100 }[target];
         await run(`http ${target}`, total, (k) => fuzzHttp(httpInput(target, identity, k)));
       }
       await run("peerjs handshake", 100, () => fuzzHandshake(identity, other));
