@@ -1,13 +1,12 @@
 import type { AuditSlot, Coordinator, CoordinatorEvent } from "@crowdtrain/coordination";
 import { AUDIT_TOLERANCE, contributionDigest, relativeError } from "@crowdtrain/training";
 import type express from "express";
-import { bearerToken } from "../admin/token.ts";
 import { readBody } from "../http/body.ts";
 import { asyncRoute, HttpError } from "../http/errors.ts";
 import type { IdentityRegistry } from "../identity/registry.ts";
 import type { Auditor } from "./auditor.ts";
 import type { ModelStore } from "./model-store.ts";
-import { PEER_HEADER } from "./uploads.ts";
+import { authorizeUpload } from "./uploads.ts";
 
 export type ContributionDeps = {
   coordinator: Coordinator;
@@ -51,12 +50,7 @@ export function createContributionHandler(deps: ContributionDeps): express.Reque
   };
 
   return asyncRoute(async (req, res) => {
-    if (!/^\d{1,10}$/.test(req.params.round ?? "")) throw new HttpError(400, "PUT /api/contribution/<round>: round must be a decimal integer");
-    const round = Number(req.params.round);
-    const peerId = req.get(PEER_HEADER) ?? "";
-    if (!deps.identities.checkSession(peerId, bearerToken(req.get("authorization")) ?? "")) {
-      throw new HttpError(401, `a contribution upload needs the ${PEER_HEADER} header and that worker's session token as the bearer token`);
-    }
+    const { round, peerId } = authorizeUpload(req, deps.identities, "contribution");
     const slot = deps.coordinator.auditSlot(peerId, round);
     if (slot === undefined) throw new HttpError(403, `${peerId} has no pending spot check of round ${round}`);
     const key = `${round}:${peerId}`;

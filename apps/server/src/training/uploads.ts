@@ -43,13 +43,7 @@ export function createUploadHandler(deps: UploadDeps): { route: express.RequestH
   };
 
   const handle = async (req: express.Request, res: express.Response): Promise<void> => {
-    const round = Number(req.params.round);
-    const peerId = req.get(PEER_HEADER) ?? "";
-    const token = bearerToken(req.get("authorization")) ?? "";
-    if (!/^\d{1,10}$/.test(req.params.round ?? "")) throw new HttpError(400, "PUT /api/state/<round>: round must be a decimal integer");
-    if (!deps.identities.checkSession(peerId, token)) {
-      throw new HttpError(401, `a state upload needs the ${PEER_HEADER} header and that worker's session token as the bearer token`);
-    }
+    const { round, peerId } = authorizeUpload(req, deps.identities, "state");
     const slot = deps.coordinator.uploadSlots(peerId).find((s) => s.round === round);
     if (slot === undefined) throw new HttpError(403, `${peerId} is not asked to upload the state of round ${round}`);
     const release = uploads.tryAcquire();
@@ -97,6 +91,19 @@ export function createUploadHandler(deps: UploadDeps): { route: express.RequestH
       if (held.state.round === round && held.state.hash === hash) adopt(held.state);
     },
   };
+}
+
+/**
+ * `PUT /api/<resource>/<round>` acts for one worker: the round must be decimal digits, and the
+ * request must carry that worker's id (PEER_HEADER) and session token (bearer). Throws HttpError.
+ */
+export function authorizeUpload(req: express.Request, identities: IdentityRegistry, resource: "state" | "contribution"): { round: number; peerId: string } {
+  if (!/^\d{1,10}$/.test(req.params.round ?? "")) throw new HttpError(400, `PUT /api/${resource}/<round>: round must be a decimal integer`);
+  const peerId = req.get(PEER_HEADER) ?? "";
+  if (!identities.checkSession(peerId, bearerToken(req.get("authorization")) ?? "")) {
+    throw new HttpError(401, `a ${resource} upload needs the ${PEER_HEADER} header and that worker's session token as the bearer token`);
+  }
+  return { round: Number(req.params.round), peerId };
 }
 
 function check(body: Buffer, round: number, weightCount: number): { state: ModelState } | { problem: string } {
