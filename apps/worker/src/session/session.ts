@@ -82,6 +82,14 @@ export function startSession(deps: SessionDeps): Session {
     link = undefined;
   };
 
+  /** An upload running beside the tasks: its failure is logged and told to the machine. */
+  const inBackground = (upload: Promise<void>, what: string): void => {
+    upload.catch((error: unknown) => {
+      console.error(`${what}:`, error);
+      feed({ type: "upload-failed", error: `${what}: ${errorText(error)}`, now: now() });
+    });
+  };
+
   const carryOut = (command: Command): void => {
     switch (command.type) {
       case "send":
@@ -95,16 +103,10 @@ export function startSession(deps: SessionDeps): Session {
         );
         return;
       case "upload-state":
-        http.uploadState(command.round, command.bytes, command.auth).catch((error: unknown) => {
-          console.error(`uploading the state of round ${command.round} failed:`, error);
-          feed({ type: "upload-failed", error: `uploading the state of round ${command.round} failed: ${errorText(error)}`, now: now() });
-        });
+        inBackground(http.uploadState(command.round, command.bytes, command.auth), `uploading the state of round ${command.round} failed`);
         return;
       case "upload-contribution":
-        http.uploadContribution(command.round, command.gradient, command.auth).catch((error: unknown) => {
-          console.error(`uploading the contribution to round ${command.round} failed:`, error);
-          feed({ type: "upload-failed", error: `spot check of round ${command.round}: ${errorText(error)}`, now: now() });
-        });
+        inBackground(http.uploadContribution(command.round, command.gradient, command.auth), `spot check of round ${command.round}`);
         return;
       case "abort-reduce":
         link?.abortRound(command.attempt, command.reason);
