@@ -3,9 +3,8 @@
 // point-to-point blast over the same links to measure the link the ring is compared with. The
 // all-reducer listens on the transport's "allreduce" channel, the blast travels on "bench": the
 // transport keeps them apart, so neither ever sees the other's frames.
-import { AllReduceError, createAllReducer, type AllReducer, type AllReduceOptions } from "@crowdtrain/allreduce";
-import { createPeerTransport, fetchSignallingConfig, MAX_CHANNEL_FRAME_BYTES, openPeer, type PeerTransport, type PeerTransportOptions } from "@crowdtrain/p2p";
-import { FRAME_HEADER_BYTES } from "@crowdtrain/protocol";
+import { AllReduceError, createAllReducer, resolveOptions, type AllReducer, type AllReduceOptions } from "@crowdtrain/allreduce";
+import { createPeerTransport, fetchSignallingConfig, openPeer, resolvePeerTransportOptions, type PeerTransport, type PeerTransportOptions } from "@crowdtrain/p2p";
 import { fetchLabIdentity } from "./identity.ts";
 import type { Peer } from "peerjs";
 import type { AllReduceRun, BlastReport } from "../lab-api.ts";
@@ -17,18 +16,17 @@ let lab: Lab | undefined;
 
 export async function arOpen(options: Partial<AllReduceOptions & PeerTransportOptions> = {}): Promise<string> {
   if (lab !== undefined) throw new Error("arOpen() was already called on this page");
-  const peer = await openPeer(await fetchSignallingConfig(), await fetchLabIdentity());
-  peer.on("error", (error) => console.error(`lab: PeerJS error (${error.type}): ${error.message}`));
   const { frameBytes, progressTimeoutMs, ringStartTimeoutMs, roundTimeoutMs, maxBufferedFutureBytes, ...transportOptions } = options;
-  if (frameBytes !== undefined && FRAME_HEADER_BYTES + frameBytes > MAX_CHANNEL_FRAME_BYTES) {
-    peer.destroy();
-    throw new RangeError(`frameBytes=${frameBytes} plus the ${FRAME_HEADER_BYTES}-byte frame header exceeds MAX_CHANNEL_FRAME_BYTES=${MAX_CHANNEL_FRAME_BYTES}`);
-  }
-  const transport = createPeerTransport(peer, transportOptions);
-  transport.onViolation((from, violation) => console.error(`lab: dropped a message from ${from} (${violation.kind}): ${violation.detail}`));
   const reducerOptions = Object.fromEntries(
     Object.entries({ frameBytes, progressTimeoutMs, ringStartTimeoutMs, roundTimeoutMs, maxBufferedFutureBytes }).filter(([, value]) => value !== undefined),
   );
+  // Refuse bad options (a frame too large for one channel message, say) before opening anything.
+  resolveOptions(reducerOptions);
+  resolvePeerTransportOptions(transportOptions);
+  const peer = await openPeer(await fetchSignallingConfig(), await fetchLabIdentity());
+  peer.on("error", (error) => console.error(`lab: PeerJS error (${error.type}): ${error.message}`));
+  const transport = createPeerTransport(peer, transportOptions);
+  transport.onViolation((from, violation) => console.error(`lab: dropped a message from ${from} (${violation.kind}): ${violation.detail}`));
   const reducer = createAllReducer({ transport: transport.channel("allreduce"), options: reducerOptions });
   lab = { peer, transport, reducer };
   return peer.id;
