@@ -23,6 +23,12 @@ class FakeTrainer implements Trainer {
   pending: { attempt: number; weights: Float32Array } | undefined;
   /** When set, computeGradient waits for it (a slow device). */
   gate: Promise<void> | undefined;
+  /** Makes the next gradients wait until the returned function is called. */
+  hold(): () => void {
+    let release!: () => void;
+    this.gate = new Promise((resolve) => (release = resolve));
+    return release;
+  }
   selectBackend = async () => ({ backend: "cpu", tried: [] });
   init = async () => ({ weightCount: SIZE });
   loadState = async (bytes: ArrayBuffer) => {
@@ -167,8 +173,7 @@ describe("the session driver", () => {
     await a.join("w-a");
     await b.join("w-b");
     // a is slow to compute, so b waits in the all-reduce when a's socket drops.
-    let release!: () => void;
-    a.trainer.gate = new Promise((resolve) => (release = resolve));
+    const release = a.trainer.hold();
     a.tell(round(1, [0, 1], ["w-a", "w-b"]));
     b.tell(round(1, [2, 3], ["w-a", "w-b"]));
     await b.next("phase");
@@ -192,8 +197,7 @@ describe("the session driver", () => {
     tabs = [new Tab(network)];
     const [a] = tabs as [Tab];
     await a.join("w-a");
-    let release!: () => void;
-    a.trainer.gate = new Promise((resolve) => (release = resolve));
+    const release = a.trainer.hold();
     a.tell(round(1, [0], ["w-a"]));
     a.tell({ type: "abort", attempt: 1, reason: "a member left" });
     release();
