@@ -1,4 +1,4 @@
-import type { Aggregation, Backend, CoordinatorMessage, MemberRole, Plan, RoundTimings } from "@crowdtrain/protocol";
+import type { Aggregation, AuditRecord, Backend, CoordinatorMessage, MemberRole, Plan, RoundTimings } from "@crowdtrain/protocol";
 
 export type CoordinatorConfig = {
   /** Training samples in the dataset; indices 0..trainCount-1 are leased. */
@@ -165,9 +165,9 @@ export type LogKind =
   | "audit"
   | "rollback";
 
-export type AuditOutcome = "passed" | "failed" | "inconclusive";
-/** One settled spot check, for the dashboard. */
-export type AuditVerdict = { round: number; peer: string; outcome: AuditOutcome; relativeError?: number | undefined; detail: string };
+export type AuditOutcome = AuditRecord["outcome"];
+/** One settled spot check, for the dashboard (the status adds when). */
+export type AuditVerdict = Omit<AuditRecord, "at">;
 
 export type CoordinatorEffect =
   | { type: "send"; to: string; message: CoordinatorMessage }
