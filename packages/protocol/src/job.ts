@@ -48,6 +48,8 @@ export const SgdSchema = v.strictObject({
   kind: v.literal("sgd"),
   learningRate: Rate,
   momentum: v.optional(v.pipe(v.number(), v.minValue(0), v.ltValue(1)), 0),
+  /** Nesterov momentum (tf.train.momentum's useNesterov): w -= lr * (g + momentum * accum). */
+  nesterov: v.optional(v.boolean(), false),
 });
 
 export const AdamSchema = v.strictObject({
@@ -59,6 +61,45 @@ export const AdamSchema = v.strictObject({
 });
 
 export const OptimizerSchema = v.variant("kind", [SgdSchema, AdamSchema]);
+
+/** DiLoCo's outer optimizer (Douillard et al. 2023; OpenDiLoCo, INTELLECT-1): SGD, Nesterov 0.9, lr 0.7. */
+export const DEFAULT_OUTER_OPTIMIZER = { kind: "sgd", learningRate: 0.7, momentum: 0.9, nesterov: true } as const;
+/** More inner steps than this between averages stop being "local SGD" and become separate trainings. */
+export const MAX_INNER_STEPS = 1_000;
+/** Samples leased in one round (batchSize x inner steps): a lease travels as JSON in the round message. */
+export const MAX_ROUND_SAMPLES = 1 << 20;
+
+/**
+ * How a round turns leases into new weights.
+ * - "sync": each member computes one gradient on its lease; the all-reduced mean gradient goes
+ *   through the job's optimizer (every step is averaged: full communication every step).
+ * - "diloco": local SGD (DiLoCo). Each member runs `innerSteps` steps of the job's optimizer (the
+ *   inner optimizer, state fresh each round) on its lease cut into that many mini-batches, and
+ *   contributes the pseudo-gradient (weights at round start - weights after the inner steps). The
+ *   all-reduced mean pseudo-gradient goes through `outer`, in deterministic JS like "sync"'s
+ *   optimizer, so every member still holds bit-identical weights after each commit. One round costs
+ *   `innerSteps` times the compute of a sync round for one all-reduce.
+ */
+export const AlgorithmSchema = v.variant("kind", [
+  v.strictObject({ kind: v.literal("sync") }),
+  v.strictObject({
+    kind: v.literal("diloco"),
+    innerSteps: boundedInt(MAX_INNER_STEPS, "inner steps"),
+    outer: v.optional(OptimizerSchema, DEFAULT_OUTER_OPTIMIZER),
+  }),
+]);
+
+/**
+ * How contributions travel in a ring all-reduce (packages/allreduce codecs):
+ * - "dense": float32, exact sums (default);
+ * - "fp16": IEEE half precision, half the bytes;
+ * - "int8": 8-bit integers with one float32 scale per chunk, about a quarter of the bytes;
+ * - "topk": each member sends only its `topkFraction` largest-magnitude values (index, value) and
+ *   keeps what it did not send as a residual added to its next contribution (error feedback).
+ * Codecs other than "dense" need `aggregation: "mean"` (a robust owner needs exact contributions).
+ */
+export const CodecSchema = v.picklist(["dense", "fp16", "int8", "topk"]);
+export const DEFAULT_TOPK_FRACTION = 0.002;
 
 export const JobSchema = v.pipe(
   v.strictObject({
@@ -92,13 +133,42 @@ export const JobSchema = v.pipe(
      * contribution the member committed to before the all-reduce). 0 turns audits off.
      */
     spotCheck: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(1)), DEFAULT_SPOT_CHECK),
+    /** Training algorithm: "sync" (a gradient average every step) or "diloco" (local SGD). */
+    algorithm: v.optional(AlgorithmSchema, { kind: "sync" }),
+    /** Wire format of the all-reduce (see CodecSchema). */
+    codec: v.optional(CodecSchema, "dense"),
+    /** Share of the vector a "topk" member sends each round. */
+    topkFraction: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(0.5)), DEFAULT_TOPK_FRACTION),
   }),
   v.check((job) => job.epochs !== undefined || job.rounds !== undefined, "give epochs or rounds (or both)"),
+  v.check((job) => job.codec === "dense" || job.aggregation === "mean", "codec other than dense needs aggregation \"mean\""),
+  v.check((job) => roundSamples(job) <= MAX_ROUND_SAMPLES, `batchSize x inner steps must be at most ${MAX_ROUND_SAMPLES}`),
 );
 
 export type Job = v.InferOutput<typeof JobSchema>;
 export type ModelSpec = v.InferOutput<typeof ModelSchema>;
 export type OptimizerSpec = v.InferOutput<typeof OptimizerSchema>;
+export type Algorithm = v.InferOutput<typeof AlgorithmSchema>;
+export type Codec = v.InferOutput<typeof CodecSchema>;
+
+/** Inner steps per round: 1 for "sync". */
+export function innerSteps(job: { algorithm: Algorithm }): number {
+  return job.algorithm.kind === "diloco" ? job.algorithm.innerSteps : 1;
+}
+
+/** Samples leased out in one round: the global batch of each inner step, times the steps. */
+export function roundSamples(job: { algorithm: Algorithm; batchSize: number }): number {
+  return job.batchSize * innerSteps(job);
+}
+
+/**
+ * The optimizer whose state is part of the committed model state (and its hash): the one applied to
+ * the all-reduced vector. "sync": the job's optimizer; "diloco": the outer one (the job's optimizer
+ * is then the inner one, whose state stays in the tab).
+ */
+export function committedOptimizer(job: { algorithm: Algorithm; optimizer: OptimizerSpec }): OptimizerSpec {
+  return job.algorithm.kind === "diloco" ? job.algorithm.outer : job.optimizer;
+}
 
 export class JobError extends Error {
   override name = "JobError";

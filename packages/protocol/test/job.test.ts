@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { JobError, MAX_BATCH_SIZE, MAX_CNN_FILTERS, MAX_DENSE_UNITS, MAX_KERNEL_SIZE, parseJob } from "../src/index.ts";
+import { committedOptimizer, DEFAULT_OUTER_OPTIMIZER, innerSteps, JobError, MAX_BATCH_SIZE, MAX_INNER_STEPS, roundSamples, MAX_CNN_FILTERS, MAX_DENSE_UNITS, MAX_KERNEL_SIZE, parseJob } from "../src/index.ts";
 
 const good = {
   name: "mnist-mlp",
@@ -39,6 +39,25 @@ describe("job files", () => {
     expect(() => parseJob("not a job")).toThrow(JobError);
     expect(parseJob(good).spotCheck).toBe(0.1);
     for (const spotCheck of [-0.1, 1.5, Number.NaN, "0.1"]) expect(() => parseJob({ ...good, spotCheck }), String(spotCheck)).toThrow(/spotCheck/);
+  });
+
+  it("defaults to sync dense rounds; diloco takes inner steps and a Nesterov outer optimizer by default", () => {
+    const sync = parseJob(good);
+    expect(sync.algorithm).toEqual({ kind: "sync" });
+    expect(sync.codec).toBe("dense");
+    expect(innerSteps(sync)).toBe(1);
+    expect(roundSamples(sync)).toBe(96);
+    expect(committedOptimizer(sync)).toEqual(sync.optimizer);
+    const diloco = parseJob({ ...good, algorithm: { kind: "diloco", innerSteps: 8 }, codec: "int8" });
+    expect(diloco.algorithm).toEqual({ kind: "diloco", innerSteps: 8, outer: DEFAULT_OUTER_OPTIMIZER });
+    expect(roundSamples(diloco)).toBe(96 * 8);
+    expect(committedOptimizer(diloco)).toEqual({ kind: "sgd", learningRate: 0.7, momentum: 0.9, nesterov: true });
+    expect(problemsOf({ ...good, algorithm: { kind: "diloco", innerSteps: 0 } })[0]).toMatch(/^algorithm\.innerSteps: /);
+    expect(problemsOf({ ...good, algorithm: { kind: "diloco", innerSteps: MAX_INNER_STEPS + 1 } })[0]).toMatch(/^algorithm\.innerSteps: /);
+    expect(problemsOf({ ...good, batchSize: MAX_BATCH_SIZE, algorithm: { kind: "diloco", innerSteps: 1000 } }).join()).toMatch(/inner steps must be at most/);
+    expect(problemsOf({ ...good, codec: "int4" })[0]).toMatch(/^codec: /);
+    expect(problemsOf({ ...good, codec: "topk", topkFraction: 0 })[0]).toMatch(/^topkFraction: /);
+    expect(problemsOf({ ...good, codec: "int8", aggregation: "trimmed-mean" }).join()).toMatch(/codec other than dense needs aggregation "mean"/);
   });
 
   /** The problems parseJob lists for `input`, or [] when it parses. */
