@@ -3,8 +3,8 @@
 // and judges. Everything talks to 127.0.0.1 only.
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseJob, parseStatus, type CoordinatorMessage } from "@crowdtrain/protocol";
-import { batchTensors, buildModel, computeGradient, contributionDigest, writeWeights, type Dataset, type DatasetManifest } from "@crowdtrain/training";
+import { parseJob, parseStatus, type CoordinatorMessage, type Job } from "@crowdtrain/protocol";
+import { batchTensors, buildModel, computeGradient, contributionDigest, runInnerStepsSync, writeWeights, type Dataset, type DatasetManifest } from "@crowdtrain/training";
 import { loadSplitFromDir, readManifest } from "@crowdtrain/training/node";
 import { buildDatasets, request, Servers, smallJob, until } from "./hardening/support.ts";
 import { ScriptedWorker } from "./support/scripted-worker.ts";
@@ -26,9 +26,16 @@ afterAll(async () => {
   datasets?.remove();
 });
 
-/** The honest gradient of `lease` at `weights`, as a tab on the CPU backend computes it. */
-function honestGradient(weights: Float32Array, lease: readonly number[]): Float32Array {
-  const model = buildModel(auditedJob.model, manifest.inputShape, manifest.classes, auditedJob.seed);
+/** The honest contribution of `lease` at `weights`, as a tab on the CPU backend computes it for `job`. */
+function honestGradient(weights: Float32Array, lease: readonly number[], job: Job = auditedJob): Float32Array {
+  const model = buildModel(job.model, manifest.inputShape, manifest.classes, job.seed);
+  if (job.algorithm.kind === "diloco") {
+    try {
+      return runInnerStepsSync({ model, optimizer: job.optimizer, train, manifest, start: weights, lease, steps: job.algorithm.innerSteps }).pseudoGradient;
+    } finally {
+      model.dispose();
+    }
+  }
   const { xs, ys } = batchTensors(train, lease, manifest.inputShape, manifest.classes);
   try {
     writeWeights(model, weights);
@@ -43,11 +50,11 @@ function honestGradient(weights: Float32Array, lease: readonly number[]): Float3
 type RoundMessage = Extract<CoordinatorMessage, { type: "round" }>;
 
 /** Both workers contribute, apply the same mean of what they committed to, and the round commits. */
-async function playRound(workers: { worker: ScriptedWorker; twist?: (g: Float32Array) => Float32Array }[]): Promise<RoundMessage[]> {
+async function playRound(workers: { worker: ScriptedWorker; twist?: (g: Float32Array) => Float32Array }[], job: Job = auditedJob): Promise<RoundMessage[]> {
   const rounds = await Promise.all(workers.map(({ worker }) => worker.next("round")));
   const sent = workers.map(({ worker, twist }, k) => {
     const round = rounds[k] as RoundMessage;
-    const gradient = honestGradient(worker.held.weights, round.lease);
+    const gradient = honestGradient(worker.held.weights, round.lease, job);
     const mine = twist?.(gradient) ?? gradient;
     worker.contribute(round, mine);
     return mine;
@@ -94,6 +101,26 @@ describe("spot checks by replication", () => {
     expect(status.peers.find((p) => p.id === honest.peerId)?.audits).toEqual({ passed: 1, failed: 0 });
     expect(status.peers.find((p) => p.id === liar.peerId)?.leftBecause).toMatch(/failed the spot check of round 1/);
     expect(status.events.map((e) => e.text).join("\n")).toMatch(/undid round 1; round 2 restarts from the state of round 0/);
+    honest.close();
+  }, 60_000);
+
+  it("DiLoCo: the server replays the inner steps; a member that skipped half of them is caught", async () => {
+    const job = parseJob({ ...smallJob, name: "audits-diloco", spotCheck: 1, algorithm: { kind: "diloco", innerSteps: 3 } });
+    const server = await servers.start({ job, minWorkers: 2 });
+    const honest = await new ScriptedWorker(server.url, { name: "honest" }).join();
+    const lazy = await new ScriptedWorker(server.url, { name: "lazy" }).join();
+    await Promise.all([honest.sync(), lazy.sync()]);
+    const [round] = await playRound([{ worker: honest }, { worker: lazy, twist: (d) => d.map((x) => x / 2) }], job);
+    // The lease is 3 batches of the job's batch size, split between the two.
+    expect(round!.lease.length).toBeGreaterThan(job.batchSize / 2);
+    await until(() => honest.audits.has(1) && lazy.audits.has(1), "both audits answered", 15_000);
+    expect((await lazy.closedBy()).reason).toMatch(/failed the spot check of round 1/);
+    const status = parseStatus(await (await fetch(`${server.url}/api/status`)).json());
+    const verdicts = new Map(status.audits!.recent.map((a) => [a.peer, a]));
+    expect(verdicts.get(honest.peerId)).toMatchObject({ outcome: "passed", round: 1 });
+    expect(verdicts.get(honest.peerId)?.relativeError).toBeLessThan(1e-6);
+    expect(verdicts.get(lazy.peerId)).toMatchObject({ outcome: "failed", round: 1 });
+    expect(verdicts.get(lazy.peerId)?.relativeError).toBeCloseTo(0.5, 3);
     honest.close();
   }, 60_000);
 

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { DEFAULT_OUTER_OPTIMIZER, roundSamples } from "@crowdtrain/protocol";
 import { apportion, Coordinator, epochOrder, mulberry32, splitBatch } from "../src/index.ts";
 import { CONFIG, Harness, HASH, TIMINGS } from "./sim.ts";
 
@@ -177,9 +178,11 @@ describe("coordinator rounds", () => {
 });
 
 describe("no sample lost or doubled", () => {
-  it("over 3 epochs of random joins, leaves, failures and deadlines, every finished epoch used every sample exactly once", () => {
-    const random = mulberry32(2024);
-    const h = Harness.create({ trainCount: 97, batchSize: 10, maxEpochs: 3 });
+  // DiLoCo leases innerSteps batches per round (the server configures batchSize = roundSamples(job)).
+  it.each([1, 4])("over 3 epochs of random joins, leaves, failures and deadlines, every finished epoch used every sample exactly once (%i inner steps)", (steps) => {
+    const random = mulberry32(2024 + steps);
+    const algorithm = steps === 1 ? { kind: "sync" as const } : { kind: "diloco" as const, innerSteps: steps, outer: DEFAULT_OUTER_OPTIMIZER };
+    const h = Harness.create({ trainCount: 97, batchSize: roundSamples({ batchSize: 10, algorithm }), maxEpochs: 3 });
     let nextPeer = 0;
     const alive = new Set<string>();
     const spawn = (): void => {

@@ -14,3 +14,4 @@ export * from "./backend.ts";
 export * from "./state.ts";
 export * from "./size.ts";
 export * from "./audit.ts";
+export * from "./inner-steps.ts";

@@ -32,11 +32,14 @@ export interface Optimizer {
 
 export function createOptimizer(spec: OptimizerSpec, size: number): Optimizer {
   if (!Number.isInteger(size) || size < 0) throw new RangeError(`optimizer size must be a non-negative integer, got ${size}`);
-  return spec.kind === "sgd" ? momentum(spec.learningRate, spec.momentum, size) : adam(spec, size);
+  return spec.kind === "sgd" ? momentum(spec.learningRate, spec.momentum, spec.nesterov, size) : adam(spec, size);
 }
 
-/** tf.train.momentum: accum = m*accum + g; w = w - lr*accum. With m = 0 this is plain SGD. */
-function momentum(learningRate: number, m: number, size: number): Optimizer {
+/**
+ * tf.train.momentum: accum = m*accum + g; w = w - lr*accum, or with Nesterov w = w - lr*(g + m*accum).
+ * With m = 0 this is plain SGD.
+ */
+function momentum(learningRate: number, m: number, nesterov: boolean, size: number): Optimizer {
   let steps = 0;
   let accum = new Float32Array(size);
   return {
@@ -45,8 +48,10 @@ function momentum(learningRate: number, m: number, size: number): Optimizer {
     step(weights, gradient) {
       checkLengths(size, weights, gradient);
       for (let i = 0; i < size; i++) {
-        accum[i] = m * (accum[i] as number) + (gradient[i] as number);
-        weights[i] = (weights[i] as number) - learningRate * (accum[i] as number);
+        const g = gradient[i] as number;
+        accum[i] = m * (accum[i] as number) + g;
+        const direction = nesterov ? g + m * (accum[i] as number) : (accum[i] as number);
+        weights[i] = (weights[i] as number) - learningRate * direction;
       }
       steps++;
     },

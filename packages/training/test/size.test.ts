@@ -62,7 +62,7 @@ describe("parameterCount", () => {
 
 describe("stateBytes", () => {
   const adam: OptimizerSpec = { kind: "adam", learningRate: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-7 };
-  const sgd: OptimizerSpec = { kind: "sgd", learningRate: 0.1, momentum: 0.9 };
+  const sgd: OptimizerSpec = { kind: "sgd", learningRate: 0.1, momentum: 0.9, nesterov: false };
 
   it.each([adam, sgd])("bounds the encoded state of a real model ($kind) to within the header bound", (spec) => {
     const modelSpec: ModelSpec = { kind: "mlp", hidden: [8, 8], activation: "relu" };

@@ -1,8 +1,8 @@
 import type { ReactNode } from "react";
-import type { Status } from "@crowdtrain/protocol";
+import { roundSamples, type Status } from "@crowdtrain/protocol";
 import type { FeedState } from "../feed.ts";
 import { estimateEta, msPerRound } from "../logic/eta.ts";
-import { describeModel, describeOptimizer, formatClock, formatCount, formatDuration, formatLoss, formatPercent } from "../logic/format.ts";
+import { describeAlgorithm, describeModel, describeOptimizer, formatClock, formatCount, formatDuration, formatLoss, formatPercent } from "../logic/format.ts";
 import { ACCURACY_COLOR, LOSS_COLOR } from "./colors.ts";
 import { AuditsPanel } from "./AuditsPanel.tsx";
 import { EventLog } from "./EventLog.tsx";
@@ -228,8 +228,9 @@ function JobFacts({ status }: { status: Status }) {
     ["Name", job.name],
     ["Model", describeModel(job.model)],
     ["Dataset", `${job.dataset} (${formatCount(status.epochProgress.total)} training samples)`],
-    ["Optimizer", describeOptimizer(job.optimizer)],
-    ["Global batch", `${job.batchSize} samples per round, split by measured speed`],
+    ["Optimizer", `${describeOptimizer(job.optimizer)}${job.algorithm.kind === "diloco" ? " (inner, reset each round)" : ""}`],
+    ["Algorithm", describeAlgorithm(job)],
+    ["Global batch", `${job.batchSize} samples per step, ${roundSamples(job)} per round, split by measured speed`],
     ["Stops after", [job.epochs === undefined ? undefined : `${job.epochs} epochs`, status.targetRounds === undefined ? undefined : `${status.targetRounds} rounds`].filter(Boolean).join(" or ")],
     ["Evaluation", `every ${job.evalEveryRounds} rounds`],
     ["Seed", String(job.seed)],

@@ -92,9 +92,16 @@ export function describeModel(model: Job["model"]): string {
 
 export function describeOptimizer(optimizer: Job["optimizer"]): string {
   if (optimizer.kind === "sgd") {
-    return `SGD, lr ${optimizer.learningRate}${optimizer.momentum > 0 ? `, momentum ${optimizer.momentum}` : ""}`;
+    return `SGD, lr ${optimizer.learningRate}${optimizer.momentum > 0 ? `, ${optimizer.nesterov ? "Nesterov " : ""}momentum ${optimizer.momentum}` : ""}`;
   }
   return `Adam, lr ${optimizer.learningRate}, β ${optimizer.beta1}/${optimizer.beta2}`;
+}
+
+/** The training algorithm and wire codec, as the job facts show them. */
+export function describeAlgorithm(job: Pick<Job, "algorithm" | "codec" | "topkFraction">): string {
+  const codec = job.codec === "topk" ? `top-k ${(job.topkFraction * 100).toFixed(2)}% with error feedback` : job.codec;
+  if (job.algorithm.kind === "sync") return `sync (an all-reduce every step), ${codec} all-reduce`;
+  return `DiLoCo: ${job.algorithm.innerSteps} local steps per round, outer ${describeOptimizer(job.algorithm.outer)}, ${codec} all-reduce`;
 }
 
 /** A piece of an event's text: plain text, or a peer id found in it (shown as the peer's name). */

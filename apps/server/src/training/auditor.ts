@@ -1,6 +1,6 @@
 import type * as tf from "@tensorflow/tfjs";
-import type { Job } from "@crowdtrain/protocol";
-import { batchTensors, buildModel, computeGradient, writeWeights, type Dataset, type DatasetManifest } from "@crowdtrain/training";
+import { innerSteps, type Job } from "@crowdtrain/protocol";
+import { batchTensors, buildModel, computeGradient, runInnerStepsSync, writeWeights, type Dataset, type DatasetManifest } from "@crowdtrain/training";
 
 /**
  * Recomputes audited leases on the server's TF.js CPU backend: the reference a spot check compares
@@ -18,7 +18,10 @@ export class Auditor {
     private readonly loadTrain: () => Promise<Dataset>,
   ) {}
 
-  /** The gradient of the lease at `weights`, as an honest member computes it (mean over the lease). */
+  /**
+   * The lease's contribution from `weights`, as an honest member computes it: the mean gradient
+   * ("sync"), or the pseudo-gradient of the inner steps with a fresh inner optimizer ("diloco").
+   */
   recompute(weights: Float32Array, lease: readonly number[]): Promise<Float32Array> {
     const next = this.running.then(async () => {
       // A failed read is not kept: the next audit tries again.
@@ -27,6 +30,10 @@ export class Auditor {
         throw error;
       }));
       this.model ??= buildModel(this.job.model, this.manifest.inputShape, this.manifest.classes, this.job.seed);
+      if (this.job.algorithm.kind === "diloco") {
+        const steps = innerSteps(this.job);
+        return runInnerStepsSync({ model: this.model, optimizer: this.job.optimizer, train, manifest: this.manifest, start: weights, lease, steps }).pseudoGradient;
+      }
       writeWeights(this.model, weights);
       const { xs, ys } = batchTensors(train, lease, this.manifest.inputShape, this.manifest.classes);
       try {

@@ -1,4 +1,4 @@
-import type { Job } from "@crowdtrain/protocol";
+import { committedOptimizer, type Job } from "@crowdtrain/protocol";
 import {
   buildModel,
   createOptimizer,
@@ -59,7 +59,7 @@ export class ModelStore {
 
   /** The largest encoded state of this job: its floats exactly, plus the largest header allowed. */
   get maxStateBytes(): number {
-    return stateBytes(this.weightCount, this.job.optimizer.kind);
+    return stateBytes(this.weightCount, committedOptimizer(this.job).kind);
   }
 
   /**
@@ -129,7 +129,7 @@ export function initialState(job: Job, manifest: DatasetManifest): ModelState {
   const model = buildModel(job.model, manifest.inputShape, manifest.classes, job.seed);
   try {
     const weights = readWeights(model);
-    const optimizer = createOptimizer(job.optimizer, weights.length).state();
+    const optimizer = createOptimizer(committedOptimizer(job), weights.length).state();
     return { round: 0, hash: hashState(weights, optimizer), weights, optimizer };
   } finally {
     model.dispose();

@@ -2,7 +2,7 @@ import { randomInt } from "node:crypto";
 import { join } from "node:path";
 import express from "express";
 import { Coordinator, type CommittedRound, type CoordinatorConfig } from "@crowdtrain/coordination";
-import type { AuditRecord, Job } from "@crowdtrain/protocol";
+import { committedOptimizer, roundSamples, type AuditRecord, type Job } from "@crowdtrain/protocol";
 import { AUDIT_TOLERANCE, parameterCount, stateBytes } from "@crowdtrain/training";
 import { loadSplitFromDir, readManifest } from "@crowdtrain/training/node";
 import { createAdminRouter } from "../admin/routes.ts";
@@ -121,10 +121,11 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
   const { job } = options;
   const datasetDir = join(options.datasetsDir, job.dataset);
   const manifest = await readManifest(datasetDir);
-  const bytes = stateBytes(parameterCount(job.model, manifest.inputShape, manifest.classes), job.optimizer.kind);
+  const stateOptimizer = committedOptimizer(job).kind;
+  const bytes = stateBytes(parameterCount(job.model, manifest.inputShape, manifest.classes), stateOptimizer);
   if (bytes > MAX_STATE_BYTES) {
     throw new Error(
-      `job ${job.name}: its model state (weights and ${job.optimizer.kind} state) would be ${(bytes / 2 ** 20).toFixed(0)} MiB, ` +
+      `job ${job.name}: its model state (weights and ${stateOptimizer} state) would be ${(bytes / 2 ** 20).toFixed(0)} MiB, ` +
         `above the ${MAX_STATE_BYTES / 2 ** 20} MiB every joiner downloads and every round uploads; make model.hidden / model.filters smaller`,
     );
   }
@@ -139,7 +140,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
   if (resumed !== undefined) Object.assign(metrics, resumed.data.metrics);
   const config: CoordinatorConfig = {
     trainCount: manifest.train.count,
-    batchSize: job.batchSize,
+    batchSize: roundSamples(job),
     seed: job.seed,
     maxRounds: job.rounds,
     maxEpochs: job.epochs,

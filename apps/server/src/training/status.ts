@@ -1,5 +1,5 @@
 import type { CommittedRound, Coordinator, Member } from "@crowdtrain/coordination";
-import { planMembers, type Job, type PeerStatus, type Status } from "@crowdtrain/protocol";
+import { planMembers, roundSamples, type Job, type PeerStatus, type Status } from "@crowdtrain/protocol";
 import type { EventLog } from "../cluster/event-log.ts";
 import type { Ban } from "../identity/bans.ts";
 import { ringLinks } from "../dashboard/links.ts";
@@ -41,7 +41,7 @@ export function memberRow(m: Readonly<Member>, job: Job, reducing: boolean): Pee
     adapter: m.adapter,
     state: m.state === "training" && reducing ? "reducing" : m.state,
     samplesPerSecond: m.samplesPerSecond,
-    share: m.lastLease / job.batchSize,
+    share: m.lastLease / roundSamples(job),
     lastRoundMs: m.lastRoundMs,
     lastHash: m.lastHash,
     bytesSent: m.bytesSent,

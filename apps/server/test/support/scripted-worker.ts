@@ -2,7 +2,7 @@
 // made-up gradient with the real optimizer, so the server's identities, state checks, commits and
 // uploads are exercised for real. Used by the training, fuzz and load tests.
 import { contributionDigest, createOptimizer, decodeState, encodeState, hashState, type ModelState } from "@crowdtrain/training";
-import { parseCoordinatorMessage, PROTOCOL_VERSION, type CoordinatorMessage, type Identity, type Job, type WorkerMessage } from "@crowdtrain/protocol";
+import { committedOptimizer, parseCoordinatorMessage, PROTOCOL_VERSION, type CoordinatorMessage, type Identity, type Job, type WorkerMessage } from "@crowdtrain/protocol";
 import WebSocket from "ws";
 
 /** Every wait of a scripted worker. */
@@ -136,7 +136,7 @@ export class ScriptedWorker {
    */
   step(round: Extract<CoordinatorMessage, { type: "round" }>, tamper: { samples?: number; hash?: string } = {}, update?: Float32Array): ModelState {
     const base = this.need();
-    const optimizer = createOptimizer(this.job!.optimizer, base.weights.length);
+    const optimizer = createOptimizer(committedOptimizer(this.job!), base.weights.length);
     optimizer.restore(base.optimizer);
     const weights = base.weights.slice();
     optimizer.step(weights, update ?? new Float32Array(weights.length).fill(round.round / 100));

@@ -1,4 +1,4 @@
-import { parseCoordinatorMessage, PROTOCOL_VERSION, type Backend, type CoordinatorMessage, type Identity, type RoundTimings } from "@crowdtrain/protocol";
+import { parseCoordinatorMessage, roundSamples, PROTOCOL_VERSION, type Backend, type CoordinatorMessage, type Identity, type RoundTimings } from "@crowdtrain/protocol";
 import { contributionDigest } from "@crowdtrain/training";
 import { COMMITTED_HISTORY, initialStatus, type SessionStatus } from "./status.ts";
 import type { Command, Task, TaskResult } from "./tasks.ts";
@@ -160,7 +160,7 @@ export class SessionMachine {
     switch (message.type) {
       case "welcome":
         this.identity = message.identity;
-        this.batchSize = message.job.batchSize;
+        this.batchSize = roundSamples(message.job);
         this.publish({ phase: "syncing", peerId: message.identity.peerId });
         this.run({ kind: "welcome", identity: message.identity, job: message.job, round: message.round }, out);
         return;

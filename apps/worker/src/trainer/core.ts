@@ -1,10 +1,11 @@
 import type * as tf from "@tensorflow/tfjs";
-import type { Job } from "@crowdtrain/protocol";
+import { committedOptimizer, innerSteps, type Job } from "@crowdtrain/protocol";
 import {
   batchTensors,
   buildModel,
   readGradient,
   recordGradient,
+  runInnerSteps,
   weightCount,
   createOptimizer,
   decodeState,
@@ -45,7 +46,7 @@ export class TrainerCore implements Trainer {
     this.loaded?.model.dispose();
     const model = buildModel(job.model, manifest.inputShape, manifest.classes, job.seed);
     const size = weightCount(model);
-    this.loaded = { job, manifest, train, model, optimizer: createOptimizer(job.optimizer, size) };
+    this.loaded = { job, manifest, train, model, optimizer: createOptimizer(committedOptimizer(job), size) };
     return { weightCount: size };
   }
 
@@ -64,9 +65,16 @@ export class TrainerCore implements Trainer {
     return { round: this.round, hash };
   }
 
+  /** The round's contribution: the lease's gradient ("sync"), or its pseudo-gradient after the inner steps ("diloco"). */
   async computeGradient(lease: number[]): Promise<GradientReport> {
-    const { model, manifest, train } = this.need();
+    const { job, model, manifest, train } = this.need();
     const started = performance.now();
+    if (job.algorithm.kind === "diloco") {
+      // The inner steps move the device weights; the committed ones are written back on commit
+      // and at the start of every round (runInnerSteps writes `start` first), so a discard is free.
+      const result = await runInnerSteps({ model, optimizer: job.optimizer, train, manifest, start: this.weights, lease, steps: innerSteps(job) });
+      return { gradient: result.pseudoGradient, loss: result.loss, samples: result.samples, computeMs: performance.now() - started, readbackMs: 0 };
+    }
     const { xs, ys } = batchTensors(train, lease, manifest.inputShape, manifest.classes);
     try {
       const recorded = recordGradient(model, xs, ys);
