@@ -1,4 +1,4 @@
-import { MAX_ATTEMPT, type CoordinatorMessage } from "@crowdtrain/protocol";
+import { leaseSpeed, MAX_ATTEMPT, type CoordinatorMessage } from "@crowdtrain/protocol";
 import { Accusations } from "./accusations.ts";
 import { Audits, type PendingAudit } from "./audits.ts";
 import { Lineage, type RollbackTarget } from "./lineage.ts";
@@ -245,8 +245,7 @@ export class Coordinator {
       this.membership.recordClean(member);
       // Speed as measured here: the lease over the time from opening the round to entering the
       // all-reduce. An exponential average, so one hiccup does not swing the next split.
-      const seconds = Math.max((round.reducingAt.get(peer) ?? now) - round.openedAt, 1) / 1000;
-      const speed = lease.length / seconds;
+      const speed = leaseSpeed(lease.length, (round.reducingAt.get(peer) ?? now) - round.openedAt);
       member.samplesPerSecond = member.samplesPerSecond === undefined ? speed : 0.7 * member.samplesPerSecond + 0.3 * speed;
     }
     for (const [peer, owners] of outliers(round.reports)) {

@@ -50,6 +50,25 @@ export const RoundTimingsSchema = v.object({
 });
 export type RoundTimings = v.InferOutput<typeof RoundTimingsSchema>;
 
+/**
+ * The one definition of a member's compute time for a lease: recording and dispatching the work
+ * plus the read-back. On a GPU `computeMs` alone is only the dispatch, and the read-back waits for
+ * the queued work to finish, so leaving it out made GPUs look several times faster than they are.
+ */
+export function computeTimeMs(timings: Pick<RoundTimings, "computeMs" | "readbackMs">): number {
+  return timings.computeMs + timings.readbackMs;
+}
+
+/**
+ * Samples per second of a lease done in `ms`, the speed leases are split by. The coordinator feeds
+ * it the time it measured itself (round open to the member entering the all-reduce: compute time
+ * plus the messages' latency), never a member's claim; a worker page shows its own computeTimeMs.
+ * At least 1 ms, so an instant answer is fast rather than infinite.
+ */
+export function leaseSpeed(samples: number, ms: number): number {
+  return samples / (Math.max(ms, 1) / 1000);
+}
+
 /** Why an all-reduce failed, as the worker's all-reducer names it (see @crowdtrain/allreduce errors.ts). */
 export const FailureCodeSchema = v.picklist(["peer-gone", "timeout", "bad-frame", "bad-input", "aborted", "closed", "no-samples"]);
 export type FailureCode = v.InferOutput<typeof FailureCodeSchema>;

@@ -1,5 +1,5 @@
 // Each recent round split into its phases for the timeline. Pure.
-import type { RoundPoint } from "@crowdtrain/protocol";
+import { computeTimeMs, type RoundPoint } from "@crowdtrain/protocol";
 
 export type Phase = "compute" | "allReduce" | "update" | "other";
 export const PHASES: readonly { key: Phase; label: string }[] = [
@@ -17,7 +17,7 @@ export type RoundSplit = { round: number; totalMs: number; phases: Record<Phase,
  * different members; when they add up to more than the round took, the bar is as long as their sum.
  */
 export function splitRound(point: Pick<RoundPoint, "round" | "roundMs" | "computeMs" | "readbackMs" | "allReduceMs" | "updateMs">): RoundSplit {
-  const compute = point.computeMs + point.readbackMs;
+  const compute = computeTimeMs(point);
   const measured = compute + point.allReduceMs + point.updateMs;
   const total = Math.max(point.roundMs, measured);
   return {

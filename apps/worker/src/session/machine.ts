@@ -1,4 +1,4 @@
-import { parseCoordinatorMessage, roundSamples, PROTOCOL_VERSION, type Backend, type CoordinatorMessage, type Identity, type RoundTimings } from "@crowdtrain/protocol";
+import { computeTimeMs, leaseSpeed, parseCoordinatorMessage, roundSamples, PROTOCOL_VERSION, type Backend, type CoordinatorMessage, type Identity, type RoundTimings } from "@crowdtrain/protocol";
 import { contributionDigest } from "@crowdtrain/training";
 import { COMMITTED_HISTORY, initialStatus, type SessionStatus } from "./status.ts";
 import type { Command, Task, TaskResult } from "./tasks.ts";
@@ -284,7 +284,7 @@ export class SessionMachine {
     this.pending = { attempt: message.attempt, round: message.round, timings, startedAt: running.startedAt };
     this.publish({
       lastTimings: timings,
-      samplesPerSecond: grad.samples / (Math.max(grad.computeMs + grad.readbackMs, 1) / 1000),
+      samplesPerSecond: leaseSpeed(grad.samples, computeTimeMs(grad)),
       share: grad.samples / this.batchSize,
       samplesDone: this.status.samplesDone + grad.samples,
     });
