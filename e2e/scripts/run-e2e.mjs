@@ -2,12 +2,14 @@
 // Entry point of every e2e run: resolves the browser, isolates the network, then runs Playwright.
 //   node e2e/scripts/run-e2e.mjs test [playwright args...]
 //   node e2e/scripts/run-e2e.mjs bench <name> [playwright args...]   (runs e2e/bench/<name>.bench.ts)
+//   CROWDTRAIN_LINK=thin node e2e/scripts/run-e2e.mjs test   (caps every link of the run: lan, thin, bad)
 import { spawn, spawnSync } from "node:child_process";
 import { accessSync, constants as fsConstants, existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { constants as osConstants } from "node:os";
 import { delimiter, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { applyLinkProfile, checkLinkProfile, LINK_PROFILES } from "../support/link-profiles.mjs";
 
 const SELF = fileURLToPath(import.meta.url);
 const REPO_ROOT = resolve(import.meta.dirname, "../..");
@@ -23,6 +25,8 @@ const NETNS_SETUP = [
   ["link", "set", "ct1", "up"],
   ["route", "add", "default", "dev", "ct0"],
 ];
+/** Link profile for the whole run (lan, thin, bad: see e2e/support/link-profiles.mjs); needs the namespace. */
+const LINK_ENV = "CROWDTRAIN_LINK";
 const USAGE = "usage: run-e2e.mjs test [playwright args...] | bench <name> [playwright args...]";
 
 function fail(message, code = 1) {
@@ -137,15 +141,40 @@ function setUpNamespace() {
   }
 }
 
+/** CROWDTRAIN_LINK, checked before anything starts; undefined when unset. */
+function requestedLinkProfile() {
+  const name = process.env[LINK_ENV];
+  if (name === undefined || name === "") return undefined;
+  try {
+    return checkLinkProfile(name);
+  } catch (error) {
+    return fail(`${LINK_ENV}: ${error.message}`, 2);
+  }
+}
+
+function applyRunLinkProfile(profile) {
+  try {
+    applyLinkProfile(profile);
+  } catch (error) {
+    fail(error.message);
+  }
+  const rate = LINK_PROFILES[profile];
+  console.log(`run-e2e: link profile ${profile} (${rate === null ? "no cap" : `lo capped at ${rate} Mbit/s, no added latency`})`);
+}
+
 async function main() {
   const argv = process.argv.slice(2);
   const pwArgs = playwrightArgs(argv);
+  const link = requestedLinkProfile();
   const browser = await resolveChromium();
   const env = { ...process.env, CHROMIUM_PATH: browser.path };
   if (process.env[NETNS_ENV] === "inside") {
     setUpNamespace();
+    if (link !== undefined) applyRunLinkProfile(link);
   } else {
     const why = canIsolate();
+    // Shaping needs our own lo; without the namespace it would be the host's.
+    if (why !== null && link !== undefined && link !== "lan") fail(`${LINK_ENV}=${link} needs the network namespace, and there is none here (${why})`);
     if (why === null) {
       const probe = spawnSync("unshare", ["-n", "true"], { encoding: "utf8" });
       if (probe.status !== 0) {

@@ -1,6 +1,7 @@
 import type { Page } from "@playwright/test";
 import { expect, test } from "../fixtures.ts";
 import type {} from "../../apps/worker/src/worker-api.ts";
+import { insideE2eNamespace, setLinkProfile } from "../support/link-profile.ts";
 import { fetchStatus, latestAccuracy } from "../support/status.ts";
 
 /** SwiftShader WebGPU on two shared cores: ~100 rounds of MLP 784-128-10 take a few minutes. */
@@ -26,29 +27,43 @@ async function expectEqualHashes(pages: Page[], minRounds: number): Promise<void
   for (const [round, hashes] of shared) expect(hashes.size, `round ${round}: ${[...hashes].join(" ")}`).toBe(1);
 }
 
-test("three webgpu tabs train the MNIST MLP to 90% test accuracy with equal hashes in every committed round", async ({ launchServer, openWorkers }) => {
+test("three webgpu tabs on a thin 20 Mbit/s link train the MNIST MLP to 90% with DiLoCo and int8 all-reduce, equal hashes at every commit", async ({ launchServer, openWorkers }) => {
     test.setTimeout(TRAIN_TIMEOUT_MS + 60_000);
-    const server = await launchServer(["--min-workers", "3", "--job", "e2e/jobs/mnist-mlp-90.json"]);
-    const pages = await openWorkers(3, "/?backends=webgpu", server);
-    await start(pages);
-    await expect.poll(() => Promise.all(pages.map(backendOf)), { timeout: 60_000 }).toEqual(["webgpu", "webgpu", "webgpu"]);
-    await expect.poll(async () => latestAccuracy(await fetchStatus(server.url)), { timeout: TRAIN_TIMEOUT_MS, ...POLL }).toBeGreaterThanOrEqual(0.9);
-    const status = await fetchStatus(server.url);
-    expect(status.peers.map((p) => p.backend)).toEqual(["webgpu", "webgpu", "webgpu"]);
-    await expectEqualHashes(pages, status.round - 2);
-    const reached = status.accuracy.find((point) => point.accuracy >= 0.9);
-    test.info().annotations.push({ type: "rounds to 90%", description: String(reached?.round) });
-    console.log(`90% test accuracy first measured at round ${reached?.round} (evaluated every 10 rounds)`);
+    // The whole namespace's loopback is capped: page loads, the dataset, state uploads and WebRTC alike.
+    // Outside the e2e namespace (not root) there is no loopback of our own to cap: it runs uncapped.
+    const capped = insideE2eNamespace();
+    if (capped) setLinkProfile("thin");
+    test.info().annotations.push({ type: "link", description: capped ? "thin (20 Mbit/s)" : "uncapped: not inside the e2e network namespace" });
+    try {
+      const server = await launchServer(["--min-workers", "3", "--job", "e2e/jobs/mnist-diloco-int8-90.json"]);
+      const pages = await openWorkers(3, "/?backends=webgpu", server);
+      await start(pages);
+      await expect.poll(() => Promise.all(pages.map(backendOf)), { timeout: 60_000 }).toEqual(["webgpu", "webgpu", "webgpu"]);
+      await expect.poll(async () => latestAccuracy(await fetchStatus(server.url)), { timeout: TRAIN_TIMEOUT_MS, ...POLL }).toBeGreaterThanOrEqual(0.9);
+      const status = await fetchStatus(server.url);
+      expect(status.peers.map((p) => p.backend)).toEqual(["webgpu", "webgpu", "webgpu"]);
+      expect(status.job.algorithm).toEqual({ kind: "diloco", innerSteps: 8, outer: { kind: "sgd", learningRate: 0.7, momentum: 0.9, nesterov: true } });
+      await expectEqualHashes(pages, status.round - 2);
+      // int8 sends about a quarter of float32's bytes: 2(N-1)/N of the vector, one byte per value.
+      const weights = 784 * 128 + 128 + 128 * 10 + 10;
+      const perRound = status.peers.map((p) => p.bytesSent / Math.max(1, status.round));
+      for (const bytes of perRound) expect(bytes).toBeLessThan(0.4 * (4 / 3) * weights * 4);
+      const reached = status.accuracy.find((point) => point.accuracy >= 0.9);
+      test.info().annotations.push({ type: "rounds to 90%", description: String(reached?.round) });
+      console.log(`90% test accuracy first measured at round ${reached?.round} (${(reached?.round ?? 0) * 8} inner steps per tab)`);
+    } finally {
+      if (capped) setLinkProfile("lan");
+    }
 });
 
-test("mixed backends: a CPU tab and two WebGPU tabs still hold bit-identical weights after every round", async ({ launchServer, openWorkers }) => {
+test("mixed backends: a CPU tab and two WebGPU tabs with DiLoCo and an int8 all-reduce still hold bit-identical weights after every round", async ({ launchServer, openWorkers }) => {
     test.setTimeout(5 * 60_000);
-    const server = await launchServer(["--min-workers", "3", "--job", "e2e/jobs/mnist-mlp-short.json"]);
+    const server = await launchServer(["--min-workers", "3", "--job", "e2e/jobs/mnist-mixed-codec.json"]);
     const pages = [...(await openWorkers(2, "/?backends=webgpu", server)), ...(await openWorkers(1, "/?backends=cpu", server))];
     await start(pages);
     await expect.poll(() => Promise.all(pages.map(backendOf)), { timeout: 60_000 }).toEqual(["webgpu", "webgpu", "cpu"]);
     await expect.poll(async () => (await fetchStatus(server.url)).status, { timeout: 4 * 60_000, ...POLL }).toBe("done");
-    await expectEqualHashes(pages, 15);
+    await expectEqualHashes(pages, 12);
     const status = await fetchStatus(server.url);
     expect(status.loss.at(-1)![1]).toBeLessThan(status.loss[0]![1]);
 });

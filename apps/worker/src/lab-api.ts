@@ -72,6 +72,31 @@ export interface StepBenchReport {
   plainMs: number[];
 }
 
+export interface PlainTrainArgs {
+  /** A job as in a job file (parsed on the page): model, optimizer, batchSize and seed are used. */
+  job: unknown;
+  backend: string;
+  /** Evaluate on the test split every this many steps (the server's evalEveryRounds for a sync job). */
+  evalEverySteps: number;
+  targetAccuracy: number;
+  /** Stops (after one last evaluation) once training has run this long without reaching the target. */
+  maxMs: number;
+}
+
+export interface PlainTrainReport {
+  backend: string;
+  /** Step whose evaluation first reached the target, or null. */
+  stepsToTarget: number | null;
+  /** Time in training steps up to that step, evaluations excluded (the server evaluates off the tabs). */
+  trainMsToTarget: number | null;
+  /** From the first step to that evaluation's end, evaluations included. */
+  wallMsToTarget: number | null;
+  /** All evaluations together. */
+  evalMs: number;
+  finalAccuracy: number;
+  evals: { step: number; accuracy: number; trainMs: number; wallMs: number }[];
+}
+
 /** What a dishonest lab volunteer does to its gradient (see lab/dishonest.ts). */
 export type LabAttack = "scale" | "sign-flip" | "huge" | "noise" | "zero" | "claim" | "wrong-hash" | "accuse";
 
@@ -81,6 +106,8 @@ export interface CrowdtrainLab {
   labDishonestStatus(): { phase: string; peerId: string | undefined; stopReason: string | undefined } | undefined;
   /** Times our training step against plain TF.js on the same model, batch and backend. */
   trainStepBench(args: { backend: string; hidden: number[]; batch: number; steps: number; warmup: number }): Promise<StepBenchReport>;
+  /** Plain TF.js training of `job`'s model in this tab until the test accuracy reaches the target (or maxMs). */
+  plainTrainTo(args: PlainTrainArgs): Promise<PlainTrainReport>;
   /** Opens a PeerJS peer with the p2p Transport and an AllReducer; resolves with the peer id. */
   arOpen(options?: AllReduceLabOptions): Promise<string>;
   /** Opens the data connections to these peers ahead of a round. */
