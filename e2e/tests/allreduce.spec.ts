@@ -51,7 +51,7 @@ test("4 tabs all-reduce 1 MiB over WebRTC and agree bit for bit, on the sample-w
     const expected = seeds.reduce((sum, s) => sum + s * Math.fround(labInputValue(s, i)), 0) / 10;
     expect(Math.abs(value - expected)).toBeLessThan(1e-5 * (1 + Math.abs(expected)));
   });
-  // Bandwidth-optimal: each tab sends 2(N-1)/N of the vector (plus the count and 16-byte headers).
+  // Bandwidth-optimal: each tab sends 2(N-1)/N of the vector (plus the count and 20-byte headers).
   const ideal = (2 * 3 * (LENGTH + 1) * 4) / 4;
   expect(first.bytesSent / ideal).toBeLessThan(1.01);
 });

@@ -2,7 +2,7 @@ import { decodeFrame, type Frame } from "@crowdtrain/protocol";
 import { systemClock, type Clock } from "./clock.ts";
 import { AllReduceError } from "./errors.ts";
 import { resolveOptions, type AllReduceOptions } from "./options.ts";
-import { firstNonFinite } from "./reduce.ts";
+import { firstNonFinite, MAX_SAMPLES } from "./reduce.ts";
 import { createRoundHost, type AllReducerCounters } from "./host.ts";
 import { RoundRun, type RoundArgs, type RoundResult } from "./round.ts";
 import type { PeerId, Transport } from "./transport.ts";
@@ -29,9 +29,6 @@ export type AllReducerDeps = {
   options?: Partial<AllReduceOptions>;
 };
 
-/** Largest sample count a float32 carries exactly, so Σ samples is exact. */
-const MAX_SAMPLES = 2 ** 24;
-
 /** The ring all-reducer: round isolation from the shared host (host.ts), each round a RoundRun. */
 export function createAllReducer(deps: AllReducerDeps): AllReducer {
   const { transport } = deps;
@@ -43,6 +40,7 @@ export function createAllReducer(deps: AllReducerDeps): AllReducer {
       host.checkCanStart(args.attempt);
       validateRing(args.ring, transport.self);
       if (args.frameBytes !== undefined) resolveOptions({ ...options, frameBytes: args.frameBytes });
+      if (args.topkFraction !== undefined && !(args.topkFraction > 0 && args.topkFraction <= 1)) throw new RangeError(`topkFraction must be in (0, 1], got ${args.topkFraction}`);
       return host.run(new RoundRun(args, transport, clock, options), checkInput(args));
     },
     counters: () => host.counters(),
@@ -63,6 +61,10 @@ function checkInput(args: RoundArgs): string | undefined {
   }
   const bad = firstNonFinite(args.gradient);
   if (bad >= 0) return `own gradient has non-finite value ${args.gradient[bad]} at element ${bad}`;
+  // The contribution is samples·g in float32: a finite gradient can still overflow it.
+  for (let e = 0; e < args.gradient.length; e++) {
+    if (!Number.isFinite(Math.fround((args.gradient[e] as number) * args.samples))) return `own gradient times ${args.samples} samples overflows float32 at element ${e}`;
+  }
   return undefined;
 }
 

@@ -1,5 +1,8 @@
 /** Element-wise kernels of the reduction, kept apart so their exact float behaviour is tested alone. */
 
+/** Largest sample count of one member: a float32 carries it exactly. */
+export const MAX_SAMPLES = 2 ** 24;
+
 /** Index of the first NaN or ±Infinity in `values`, or -1. */
 export function firstNonFinite(values: Float32Array): number {
   for (let k = 0; k < values.length; k++) {

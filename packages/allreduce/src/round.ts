@@ -1,9 +1,11 @@
-import { encodeAbortFrame, encodeDataFrame, FrameKind, type DataFrame, type Frame } from "@crowdtrain/protocol";
+import { DEFAULT_TOPK_FRACTION, encodeAbortFrame, encodeCodedFrame, FrameKind, type Codec, type DataFrame, type Frame } from "@crowdtrain/protocol";
 import type { Clock, TimerHandle } from "./clock.ts";
+import { CHUNK_CODECS } from "./codecs/ring-chunks.ts";
 import { AllReduceError, type AllReduceErrorCode } from "./errors.ts";
 import type { AllReduceOptions } from "./options.ts";
-import { chunkCount, chunkOffsets, partition, type Span } from "./partition.ts";
-import { addInto, divideByTotal, firstNonFinite, weightedContribution } from "./reduce.ts";
+import { SumWork } from "./ring-sum.ts";
+import { TopkWork } from "./ring-topk.ts";
+import type { PartialSums, RingWork } from "./ring-work.ts";
 import { leftOf, receiveSegment, rightOf, sendSegment, stepsPerPhase, type Phase } from "./schedule.ts";
 import type { PeerId, Transport } from "./transport.ts";
 
@@ -18,13 +20,19 @@ export type RoundArgs = {
   samples: number;
   /** Frame payload size for this round (the coordinator's choice); defaults to the reducer's option. */
   frameBytes?: number;
+  /** Wire format of this round (README "Codecs"), the same on every member; default "dense". */
+  codec?: Codec;
+  /** topk: the share of the gradient each member sends, in (0, 1]; default DEFAULT_TOPK_FRACTION. */
+  topkFraction?: number;
 };
 
 export type RoundStats = {
   attempt: number;
   n: number;
   elements: number;
+  codec: Codec;
   framesSent: number;
+  /** Whole frames as sent (headers and the codec's bytes): what the codec costs on the wire. */
   bytesSent: number;
   framesReceived: number;
   bytesReceived: number;
@@ -32,21 +40,40 @@ export type RoundStats = {
 };
 
 export type RoundResult = {
-  /** Σ samples_k · g_k / Σ samples_k, bit-identical on every member. */
+  /** Σ samples_k · g_k / Σ samples_k as the codec carried it, bit-identical on every member. */
   mean: Float32Array;
+  /** Σ samples_k, exact whatever the codec. */
   totalSamples: number;
+  /**
+   * topk only (undefined otherwise): what of this member's `gradient` the mean did not receive, in
+   * gradient units (not weighted by samples): gradient[e] where e was not sent, 0 where it was. For
+   * error feedback: hold it under the attempt (ErrorFeedback).
+   */
+  residual?: Float32Array;
   stats: RoundStats;
 };
 
-type Outgoing = { kind: DataFrame["kind"]; step: number; segment: number; offset: number; length: number };
+type RingKind = DataFrame["kind"];
+/** A frame to send; `payload` is set for all-gather bytes (sent as they are), else the running sum is encoded when sent. */
+type Outgoing = { kind: RingKind; step: number; segment: number; offset: number; payload: Uint8Array | undefined };
 
-const phaseOf = (kind: DataFrame["kind"]): Phase => (kind === FrameKind.ReduceScatter ? "reduce-scatter" : "all-gather");
+const phaseOf = (kind: RingKind): Phase => (kind === FrameKind.ReduceScatter ? "reduce-scatter" : "all-gather");
 const frameKindName = (kind: number): string => Object.entries(FrameKind).find(([, value]) => value === kind)?.[0] ?? `kind-${kind}`;
 
+/** The work of a round's codec; throws RangeError when the codec's arguments do not fit. */
+function workFor(args: RoundArgs, n: number, position: number, frameBytes: number): RingWork {
+  const codec = args.codec ?? "dense";
+  if (codec === "topk") return new TopkWork(args.gradient, args.samples, n, position, args.topkFraction ?? DEFAULT_TOPK_FRACTION, frameBytes);
+  const chunkCodec = CHUNK_CODECS[codec] as (typeof CHUNK_CODECS)[typeof codec] | undefined;
+  if (chunkCodec === undefined) throw new RangeError(`unknown codec ${String(codec)}`);
+  return new SumWork(args.gradient, args.samples, n, chunkCodec, frameBytes);
+}
+
 /**
- * One all-reduce attempt on one peer: owns its buffers, its send queue and its two timers.
- * Every received chunk is validated, applied, and (when a later step needs it) queued for the right
- * neighbour straight away, so chunks stream around the ring instead of waiting for whole segments.
+ * One all-reduce attempt on one peer: owns its send queue and its two timers, and its work (the
+ * vectors and codec, ring-work.ts). Every received chunk is validated, applied, and (when a later
+ * step needs it) queued for the right neighbour straight away, so chunks stream around the ring
+ * instead of waiting for whole segments. All-gather chunks are forwarded as the bytes that arrived.
  */
 export class RoundRun {
   readonly attempt: number;
@@ -56,12 +83,8 @@ export class RoundRun {
   private readonly position: number;
   private readonly left: PeerId;
   private readonly right: PeerId;
-  private readonly spans: Span[];
-  private readonly chunkElems: number;
-  /** Reduce-scatter accumulator: this peer's weighted contribution, summed into as chunks arrive. */
-  private readonly acc: Float32Array;
-  /** Final sums: written once per element (owned segment from acc, the rest from all-gather frames). */
-  private readonly sums: Float32Array;
+  private readonly codec: Codec;
+  private readonly work: RingWork;
   /** One flag per chunk per (phase, step): rejects duplicates and tells when a phase is complete. */
   private readonly seen: Record<Phase, Uint8Array[]>;
   private expectedFrames = 0;
@@ -96,36 +119,34 @@ export class RoundRun {
     this.position = args.ring.indexOf(transport.self);
     this.left = args.ring[leftOf(this.position, this.n)] as PeerId;
     this.right = args.ring[rightOf(this.position, this.n)] as PeerId;
-    this.chunkElems = (args.frameBytes ?? options.frameBytes) / 4;
-    this.acc = weightedContribution(args.gradient, args.samples);
-    this.spans = partition(this.acc.length, this.n);
-    this.sums = new Float32Array(this.acc.length);
+    this.codec = args.codec ?? "dense";
+    this.work = workFor(args, this.n, this.position, args.frameBytes ?? options.frameBytes);
     this.seen = { "reduce-scatter": [], "all-gather": [] };
-    for (const phase of ["reduce-scatter", "all-gather"] as const) {
+    for (const phase of this.phases()) {
       for (let step = 0; step < stepsPerPhase(this.n); step++) {
-        const chunks = chunkCount(this.span(receiveSegment(phase, step, this.position, this.n)).length, this.chunkElems);
+        const chunks = this.work.chunkCount(receiveSegment(phase, step, this.position, this.n));
         this.seen[phase].push(new Uint8Array(chunks));
         this.expectedFrames += chunks;
       }
     }
     this.startedAt = clock.now();
-    this.stats = { attempt: args.attempt, n: this.n, elements: args.gradient.length, framesSent: 0, bytesSent: 0, framesReceived: 0, bytesReceived: 0 };
+    this.stats = { attempt: args.attempt, n: this.n, elements: args.gradient.length, codec: this.codec, framesSent: 0, bytesSent: 0, framesReceived: 0, bytesReceived: 0 };
   }
 
   start(): void {
-    if (this.n === 1) {
-      this.own(0, 0, this.span(0).length);
-      this.maybeComplete();
-      return;
+    if (this.n > 1) {
+      this.roundTimer = this.clock.setTimeout(
+        () => this.fail("timeout", this.left, `round exceeded roundTimeoutMs=${this.options.roundTimeoutMs}`, true),
+        this.options.roundTimeoutMs,
+      );
+      this.armProgressTimer();
     }
-    this.roundTimer = this.clock.setTimeout(
-      () => this.fail("timeout", this.left, `round exceeded roundTimeoutMs=${this.options.roundTimeoutMs}`, true),
-      this.options.roundTimeoutMs,
-    );
-    this.armProgressTimer();
-    const first = sendSegment("reduce-scatter", 0, this.position, this.n);
-    for (const offset of chunkOffsets(this.span(first).length, this.chunkElems)) {
-      this.enqueue(FrameKind.ReduceScatter, 0, first, offset);
+    if (this.work.partials === undefined || this.n === 1) {
+      // Nothing to sum first (topk, or a ring of one): this member's own segment is final already.
+      for (const offset of this.offsets(this.position)) this.own(this.position, offset);
+    } else {
+      const first = sendSegment("reduce-scatter", 0, this.position, this.n);
+      for (const offset of this.offsets(first)) this.enqueue({ kind: FrameKind.ReduceScatter, step: 0, segment: first, offset, payload: undefined });
     }
     this.maybeComplete();
   }
@@ -137,7 +158,7 @@ export class RoundRun {
       this.fail("aborted", frame.suspect, `peer ${from} aborted the round: ${frame.reason}`, true, from);
       return;
     }
-    const problem = this.validate(from, frame);
+    const problem = this.validate(from, frame) ?? this.apply(frame);
     if (problem !== undefined) {
       this.fail("bad-frame", from, problem, true);
       return;
@@ -145,19 +166,17 @@ export class RoundRun {
     this.stats.framesReceived++;
     this.stats.bytesReceived += bytes;
     const phase = phaseOf(frame.kind);
-    if (phase === "all-gather" || frame.step === stepsPerPhase(this.n) - 1) this.ringStarted = true;
-    this.armProgressTimer();
-    (this.seen[phase][frame.step] as Uint8Array)[frame.offset / this.chunkElems] = 1;
-    this.expectedFrames--;
-    const start = this.span(frame.segment).start + frame.offset;
     const last = frame.step === stepsPerPhase(this.n) - 1;
+    if (phase !== this.phases()[0] || last) this.ringStarted = true;
+    this.armProgressTimer();
+    (this.seen[phase][frame.step] as Uint8Array)[frame.offset / this.work.chunkUnit] = 1;
+    this.expectedFrames--;
     if (phase === "reduce-scatter") {
-      addInto(this.acc, start, frame.payload);
-      if (last) this.own(frame.segment, frame.offset, frame.payload.length);
-      else this.enqueue(FrameKind.ReduceScatter, frame.step + 1, frame.segment, frame.offset);
-    } else {
-      this.sums.set(frame.payload, start);
-      if (!last) this.enqueue(FrameKind.AllGather, frame.step + 1, frame.segment, frame.offset);
+      if (last) this.own(frame.segment, frame.offset);
+      else this.enqueue({ kind: FrameKind.ReduceScatter, step: frame.step + 1, segment: frame.segment, offset: frame.offset, payload: undefined });
+    } else if (!last) {
+      // The bytes as they came (the handler's view is only lent): nobody re-encodes a final chunk.
+      this.enqueue({ kind: FrameKind.AllGather, step: frame.step + 1, segment: frame.segment, offset: frame.offset, payload: frame.payload.slice() });
     }
     this.maybeComplete();
   }
@@ -178,55 +197,64 @@ export class RoundRun {
     this.fail(code, suspect, message, notifyPeers);
   }
 
+  /** The phases this round runs: topk has no reduce-scatter. */
+  private phases(): Phase[] {
+    return this.work.partials === undefined ? ["all-gather"] : ["reduce-scatter", "all-gather"];
+  }
+
   private validate(from: PeerId, frame: DataFrame): string | undefined {
     // Other kinds of data frame belong to other plans (a direct plan's scatter and gather).
     if (frame.kind !== FrameKind.ReduceScatter && frame.kind !== FrameKind.AllGather) return `a ring does not take ${frameKindName(frame.kind)} frames`;
     if (from !== this.left) return `data frame from ${from}, but only the left neighbour ${this.left} sends data to this peer`;
+    if (frame.codec !== this.codec) return `${frame.codec} frame in a ${this.codec} round`;
     const phase = phaseOf(frame.kind);
+    if (!this.phases().includes(phase)) return `a ${this.codec} round has no ${phase} phase`;
     if (frame.step >= stepsPerPhase(this.n)) return `${phase} step ${frame.step} does not exist in a ring of ${this.n}`;
     const expected = receiveSegment(phase, frame.step, this.position, this.n);
     if (frame.segment !== expected) return `${phase} step ${frame.step} carried segment ${frame.segment}, expected ${expected}`;
-    const segmentLength = this.span(frame.segment).length;
-    if (frame.offset % this.chunkElems !== 0 || frame.offset >= segmentLength) {
-      return `offset ${frame.offset} is not a chunk start inside segment ${frame.segment} of ${segmentLength} elements`;
+    const unit = this.work.chunkUnit;
+    const chunks = this.work.chunkCount(frame.segment);
+    if (frame.offset % unit !== 0 || frame.offset / unit >= chunks) {
+      return `offset ${frame.offset} is not a chunk start inside segment ${frame.segment} (${chunks} chunks of ${unit})`;
     }
-    const wanted = Math.min(this.chunkElems, segmentLength - frame.offset);
-    if (frame.payload.length !== wanted) return `chunk at offset ${frame.offset} has ${frame.payload.length} elements, expected ${wanted}`;
-    if ((this.seen[phase][frame.step] as Uint8Array)[frame.offset / this.chunkElems] === 1) {
-      return `duplicate ${phase} step ${frame.step} chunk at offset ${frame.offset}`;
-    }
-    const bad = firstNonFinite(frame.payload);
-    if (bad >= 0) return `non-finite value ${frame.payload[bad]} at element ${frame.offset + bad} of segment ${frame.segment}`;
+    if ((this.seen[phase][frame.step] as Uint8Array)[frame.offset / unit] === 1) return `duplicate ${phase} step ${frame.step} chunk at offset ${frame.offset}`;
     return undefined;
   }
 
-  /** A chunk of this peer's own segment is fully reduced: it becomes final and starts the all-gather. */
-  private own(segment: number, offset: number, length: number): void {
-    const start = this.span(segment).start + offset;
-    this.sums.set(this.acc.subarray(start, start + length), start);
-    if (this.n > 1) this.enqueue(FrameKind.AllGather, 0, segment, offset);
+  /** Decodes and applies a frame whose header is valid; returns why its payload is refused. */
+  private apply(frame: DataFrame): string | undefined {
+    const phase = phaseOf(frame.kind);
+    const problem = phase === "reduce-scatter" ? this.partials().add(frame.segment, frame.offset, frame.payload) : this.work.gather(frame.segment, frame.offset, frame.payload);
+    return problem === undefined ? undefined : `${phase} step ${frame.step} chunk at offset ${frame.offset} of segment ${frame.segment}: ${problem}`;
   }
 
-  private enqueue(kind: DataFrame["kind"], step: number, segment: number, offset: number): void {
-    const length = Math.min(this.chunkElems, this.span(segment).length - offset);
-    this.queue.push({ kind, step, segment, offset, length });
+  /** A chunk of this peer's own segment is final: its encoding starts the all-gather. */
+  private own(segment: number, offset: number): void {
+    const final = this.work.finalize(segment, offset);
+    if ("problem" in final) {
+      this.fail("bad-input", this.transport.self, final.problem, true);
+      return;
+    }
+    if (this.n > 1) this.enqueue({ kind: FrameKind.AllGather, step: 0, segment, offset, payload: final.bytes });
+  }
+
+  private enqueue(item: Outgoing): void {
+    this.queue.push(item);
     if (!this.pumping) void this.pump();
   }
 
   /**
    * Sends queued frames in order, one transport.send at a time: the transport's promise is the
-   * back-pressure. Frames are encoded only when sent, so queued chunks cost no memory.
+   * back-pressure. Running sums are encoded only when sent, so queued reduce-scatter chunks cost no
+   * memory; all-gather bytes are held until sent, then let go.
    */
   private async pump(): Promise<void> {
     this.pumping = true;
     while (this.queueHead < this.queue.length && !this.finished) {
       const item = this.queue[this.queueHead++] as Outgoing;
-      const source = item.kind === FrameKind.ReduceScatter ? this.acc : this.sums;
-      const start = this.span(item.segment).start + item.offset;
-      const bytes = encodeDataFrame(
-        { kind: item.kind, attempt: this.attempt, step: item.step, segment: item.segment, offset: item.offset },
-        source.subarray(start, start + item.length),
-      );
+      const payload = item.payload ?? this.partials().encode(item.segment, item.offset);
+      item.payload = undefined;
+      const bytes = encodeCodedFrame({ kind: item.kind, attempt: this.attempt, step: item.step, segment: item.segment, offset: item.offset, codec: this.codec }, payload);
       this.stats.framesSent++;
       this.stats.bytesSent += bytes.byteLength;
       try {
@@ -241,14 +269,14 @@ export class RoundRun {
 
   private maybeComplete(): void {
     if (this.finished || this.expectedFrames > 0 || this.pumping || this.queueHead < this.queue.length) return;
-    const totalSamples = this.sums[this.sums.length - 1] as number;
-    if (totalSamples === 0) {
+    const outcome = this.work.result();
+    if ("noSamples" in outcome) {
       // Every member sees the same zero total, so all fail alike and nobody needs to be told.
       this.fail("no-samples", undefined, "every peer contributed zero samples", false);
       return;
     }
     this.finish();
-    this.resolve({ mean: divideByTotal(this.sums), totalSamples, stats: { ...this.stats, ms: this.clock.now() - this.startedAt } });
+    this.resolve({ ...outcome, stats: { ...this.stats, ms: this.clock.now() - this.startedAt } });
   }
 
   private armProgressTimer(): void {
@@ -282,7 +310,12 @@ export class RoundRun {
     this.roundTimer = undefined;
   }
 
-  private span(segment: number): Span {
-    return this.spans[segment] as Span;
+  private partials(): PartialSums {
+    if (this.work.partials === undefined) throw new Error(`a ${this.codec} round has no running sums`);
+    return this.work.partials;
+  }
+
+  private offsets(segment: number): number[] {
+    return Array.from({ length: this.work.chunkCount(segment) }, (_, chunk) => chunk * this.work.chunkUnit);
   }
 }

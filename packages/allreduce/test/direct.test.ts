@@ -1,4 +1,4 @@
-import { encodeAbortFrame, encodeDataFrame, FrameKind, type Aggregation } from "@crowdtrain/protocol";
+import { encodeAbortFrame, encodeDataFrame, FRAME_CODEC_IDS, FRAME_HEADER_BYTES, FrameKind, type Aggregation } from "@crowdtrain/protocol";
 import { describe, expect, it } from "vitest";
 import {
   AllReduceError,
@@ -83,7 +83,7 @@ function closeAll(cluster: Cluster): void {
   for (const p of cluster.peers) p.reducer.close();
 }
 
-const HEADER = 16;
+const HEADER = FRAME_HEADER_BYTES;
 const frameBytesOf = (elements: number, chunk: number): number => elements * 4 + HEADER * Math.ceil(elements / chunk);
 
 // ---------- correctness ----------
@@ -308,6 +308,13 @@ describe("a member dying at every point of the round", () => {
   });
 });
 
+/** A copy of a frame with its codec byte (header offset 16) rewritten. */
+function withCodecByte(frame: Uint8Array<ArrayBuffer>, codec: number): Uint8Array<ArrayBuffer> {
+  const copy = frame.slice();
+  copy[16] = codec;
+  return copy;
+}
+
 describe("bad frames are rejected with an error naming the sender", () => {
   // N=3, 100 elements: shards of 34, 33, 33 in 16-element chunks. The target is members[1] (peer-1), owner of shard 1
   // (33 elements: chunks at 0, 16, 32); the sender is members[0] (peer-2), owner of shard 0 (34 elements).
@@ -325,7 +332,9 @@ describe("bad frames are rejected with an error naming the sender", () => {
     { name: "NaN", frames: () => [scatter(1, 16, new Float32Array(16).fill(Number.NaN))], pattern: /non-finite value NaN at element 16/ },
     { name: "Infinity in a gather frame", frames: () => [gather(0, 0, new Float32Array(16).fill(-Infinity))], pattern: /non-finite/ },
     { name: "undecodable bytes", frames: () => [new Uint8Array([9, 9, 9])], pattern: /shorter than/ },
-    { name: "a direct frame with a step", frames: () => [Uint8Array.from([1, 4, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0])], pattern: /reserved/ },
+    { name: "a direct frame with a step", frames: () => [Uint8Array.from([2, 4, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, FRAME_CODEC_IDS.dense, 0, 0, 0])], pattern: /reserved/ },
+    { name: "a direct frame with a compressed codec", frames: () => [withCodecByte(scatter(1, 0, new Float32Array(16)), FRAME_CODEC_IDS.fp16)], pattern: /codec fp16; the direct layout is float32 \(dense\) only/ },
+    { name: "a direct frame with an unknown codec", frames: () => [withCodecByte(gather(0, 0, new Float32Array(16)), 77)], pattern: /unknown codec 77/ },
     { name: "a sender not in the plan", from: "mallory", frames: () => [scatter(1, 0, new Float32Array(16))], pattern: /mallory, which is not a member/ },
   ];
   for (const { name, from, frames, pattern } of cases) {

@@ -102,7 +102,7 @@ describe("a peer dying at every point of the schedule", () => {
 
 describe("bad frames are rejected with an error naming the sender", () => {
   const cases: { name: string; frame: (attempt: number) => Uint8Array<ArrayBuffer>; pattern: RegExp }[] = [
-    { name: "wrong length", frame: (r) => encodeDataFrame({ kind: FrameKind.ReduceScatter, attempt: r, step: 0, segment: 2, offset: 0 }, new Float32Array(3)), pattern: /3 elements, expected 16/ },
+    { name: "wrong length", frame: (r) => encodeDataFrame({ kind: FrameKind.ReduceScatter, attempt: r, step: 0, segment: 2, offset: 0 }, new Float32Array(3)), pattern: /has 12 payload bytes, expected 64 \(16 elements, dense\)/ },
     { name: "unknown segment", frame: (r) => encodeDataFrame({ kind: FrameKind.ReduceScatter, attempt: r, step: 0, segment: 99, offset: 0 }, new Float32Array(16)), pattern: /segment 99/ },
     { name: "step beyond the schedule", frame: (r) => encodeDataFrame({ kind: FrameKind.AllGather, attempt: r, step: 9, segment: 0, offset: 0 }, new Float32Array(16)), pattern: /step 9/ },
     { name: "NaN", frame: (r) => encodeDataFrame({ kind: FrameKind.ReduceScatter, attempt: r, step: 0, segment: 2, offset: 16 }, new Float32Array(16).fill(Number.NaN)), pattern: /non-finite/ },

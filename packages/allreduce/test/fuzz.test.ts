@@ -144,8 +144,10 @@ function forge(fuzz: Fuzz, genuine: readonly Uint8Array[], attempt: number): For
       return { from, frames: [valid], note: "bit flips" };
     }
     case 3: {
-      const field = fuzz.pick(["version", "kind", "step", "segment", "offset"] as const);
-      if (field === "version") view.setUint8(0, fuzz.pick([0, 2, 255]));
+      const field = fuzz.pick(["version", "kind", "step", "segment", "offset", "codec", "reserved"] as const);
+      if (field === "version") view.setUint8(0, fuzz.pick([0, 1, 3, 255]));
+      else if (field === "codec") view.setUint8(16, fuzz.pick([0, 1, 2, 3, 4, 5, 255]));
+      else if (field === "reserved") view.setUint8(17 + fuzz.int(3), 1 + fuzz.int(255));
       else if (field === "kind") view.setUint8(1, fuzz.pick([0, 1, 2, 3, 4, 5, 6, 255]));
       else if (field === "step") view.setUint16(2, fuzz.pick([0, 1, 2, 3, 0xffff]), true);
       else if (field === "segment") view.setUint32(8, fuzz.pick([0, 1, 2, 3, 99, 0xffffffff]), true);
@@ -200,8 +202,8 @@ function forge(fuzz: Fuzz, genuine: readonly Uint8Array[], attempt: number): For
 
 /** Whether a frame, given alone, looks like a genuine chunk the target expects now (so it may be applied silently). */
 function genuineLooking(frame: Frame, from: PeerId, attempt: number, genuine: readonly Uint8Array[]): boolean {
-  if (frame.kind === FrameKind.Abort || from !== LEFT || frame.attempt !== attempt) return false;
-  if (!frame.payload.every(Number.isFinite)) return false;
+  if (frame.kind === FrameKind.Abort || from !== LEFT || frame.attempt !== attempt || frame.codec !== "dense") return false;
+  if (!new Float32Array(frame.payload.slice().buffer).every(Number.isFinite)) return false;
   return genuine.some((bytes) => {
     const g = decodeFrame(bytes);
     return g.kind !== FrameKind.Abort && g.kind === frame.kind && g.step === frame.step && g.segment === frame.segment && g.offset === frame.offset && g.payload.length === frame.payload.length;

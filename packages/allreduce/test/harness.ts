@@ -1,4 +1,4 @@
-import { createAllReducer, type AllReducer, type AllReduceOptions, type RoundResult } from "../src/index.ts";
+import { createAllReducer, type AllReducer, type AllReduceOptions, type RoundArgs, type RoundResult } from "../src/index.ts";
 import { mulberry32 } from "@crowdtrain/protocol";
 import { createMemoryNetwork, type MemoryNetwork } from "./memory-network.ts";
 
@@ -26,8 +26,11 @@ export function makeCluster(n: number, length: number, seed: number, options: Pa
   return { network, peers, ring };
 }
 
-export function allReduceAll(cluster: Cluster, attempt: number, peers = cluster.peers, ring = cluster.ring): Promise<PromiseSettledResult<RoundResult>[]> {
-  return Promise.allSettled(peers.map((p) => p.reducer.allReduce({ attempt, ring, gradient: p.gradient, samples: p.samples })));
+/** The round's wire format, passed to every member alike. */
+export type CodecArgs = Pick<RoundArgs, "codec" | "topkFraction">;
+
+export function allReduceAll(cluster: Cluster, attempt: number, peers = cluster.peers, ring = cluster.ring, codec: CodecArgs = {}): Promise<PromiseSettledResult<RoundResult>[]> {
+  return Promise.allSettled(peers.map((p) => p.reducer.allReduce({ attempt, ring, gradient: p.gradient, samples: p.samples, ...codec })));
 }
 
 /** Σ n_k g_k / Σ n_k in float64, and the worst-case float32 error bound for each element. */

@@ -102,7 +102,7 @@ describe("decodeChannelFrame", () => {
   });
 
   it("refuses non-zero reserved bytes, which also catches a bare all-reduce frame sent without a channel header", () => {
-    // A protocol frame starts with FRAME_VERSION 1 (the allreduce id) then its kind: not a channel frame.
+    // A protocol frame starts with its FRAME_VERSION then its kind (never 0): not a channel frame.
     for (const message of [bytes(CHANNEL_IDS.allreduce, 1, 0, 0, 5), bytes(CHANNEL_IDS.control, 0, 0, 1), bytes(CHANNEL_IDS.control, 0, 2, 0)]) {
       const decoded = decodeChannelFrame(message);
       expect(decoded.ok).toBe(false);

@@ -1,9 +1,9 @@
 /**
  * Binary frames for tensor data between peers.
  *
- * Tensor chunks never go through JSON: a frame is a fixed 16-byte little-endian header followed by
- * a payload. The header is a multiple of 4 bytes so the payload can be viewed as a Float32Array
- * without copying.
+ * Tensor chunks never go through JSON: a frame is a fixed 20-byte little-endian header followed by
+ * a payload. The header is a multiple of 4 bytes so a float32 payload can be viewed as a
+ * Float32Array without copying.
  *
  *   offset size field
  *   0      1    version   (FRAME_VERSION)
@@ -11,14 +11,25 @@
  *   2      2    step      schedule step within the phase (ring kinds); 0 for direct kinds
  *   4      4    attempt   the coordinator's attempt id of this all-reduce (unique, increasing)
  *   8      4    segment   segment index in the ring partition; shard index for direct kinds
- *   12     4    offset    element offset inside the segment (shard)
- *   16     ...  payload   float32 elements (data kinds) or ASCII JSON (abort)
+ *   12     4    offset    chunk offset inside the segment (shard): elements, or pairs for "topk"
+ *   16     1    codec     FRAME_CODEC_IDS of the payload (data kinds); 0 for abort
+ *   17     3    reserved, must be 0
+ *   20     ...  payload   the codec's bytes (data kinds) or ASCII JSON (abort)
+ *
+ * Version 2 added the codec byte: a ring round may carry its chunks compressed ("fp16", "int8",
+ * "topk"; packages/allreduce/src/codecs owns their layouts and checks their contents). This file
+ * checks only what every codec shares: the codec byte is one it knows, a "dense" payload is a whole
+ * number of float32, and the reserved bytes are 0, so a later use of them is a new FRAME_VERSION
+ * rather than a silent reinterpretation. The codec byte sits after the old header rather than in the
+ * reserved step of direct frames so both layouts read it at one place; 3 reserved bytes keep the
+ * payload 4-byte aligned. A version-1 frame is refused by its version byte.
  *
  * Kinds: the ring's reduce-scatter (1) and all-gather (2), the abort notice (3), and the direct
  * (BTARD-style) layout's scatter (4: a member's contribution to shard `segment`, sent to the shard's
  * owner) and gather (5: the owner's aggregated shard `segment`, sent to every other member). Direct
- * frames have no schedule steps: their `step` is reserved and must be 0, so a future use of it is a
- * new FRAME_VERSION rather than a silent reinterpretation.
+ * frames have no schedule steps: their `step` is reserved and must be 0. Direct frames are float32
+ * only: their codec is "dense", and any other codec is a FrameDecodeError (a robust owner needs
+ * exact contributions).
  *
  * Each layout decodes only its own kinds (plus abort): `decodeFrame` reads ring frames,
  * `decodeDirectFrame` direct ones, and a frame of the other layout is a FrameDecodeError there. A
@@ -27,9 +38,10 @@
  */
 
 import * as v from "valibot";
+import type { Codec } from "./job.ts";
 
-export const FRAME_VERSION = 1;
-export const FRAME_HEADER_BYTES = 16;
+export const FRAME_VERSION = 2;
+export const FRAME_HEADER_BYTES = 20;
 /** Chromium's SCTP stack refuses data-channel messages above 256 KiB (and closes the channel). */
 export const SCTP_MESSAGE_LIMIT_BYTES = 256 * 1024;
 /** Bytes a transport may put in front of each frame (p2p: the channel id header). */
@@ -46,16 +58,24 @@ export const FrameKind = {
 } as const;
 export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
 
-/** One chunk of tensor data of the ring. */
+/** The codec byte of a data frame. 0 is no codec (abort frames), so a zeroed header is refused. */
+export const FRAME_CODEC_IDS: Readonly<Record<Codec, number>> = { dense: 1, fp16: 2, int8: 3, topk: 4 };
+const CODEC_BY_ID = new Map<number, Codec>(Object.entries(FRAME_CODEC_IDS).map(([name, id]) => [id, name as Codec]));
+
+/** One chunk of the ring: the payload is the codec's bytes (`dense`: float32 elements). */
 export type DataFrame = {
   kind: typeof FrameKind.ReduceScatter | typeof FrameKind.AllGather;
   attempt: number;
   step: number;
   segment: number;
   offset: number;
+  codec: Codec;
   /** A view into the frame's bytes; copy it if you keep it beyond the handler. */
-  payload: Float32Array;
+  payload: Uint8Array;
 };
+
+/** The header fields of a ring data frame. */
+export type DataFrameHeader = Omit<DataFrame, "codec" | "payload">;
 
 export type AbortFrame = {
   kind: typeof FrameKind.Abort;
@@ -68,7 +88,7 @@ export type AbortFrame = {
 /** A frame of the ring layout, as `decodeFrame` returns it. */
 export type Frame = DataFrame | AbortFrame;
 
-/** One chunk of tensor data of the direct layout: `segment` is the shard index, `step` is always 0. */
+/** One chunk of tensor data of the direct layout (always float32): `segment` is the shard index, `step` is always 0. */
 export type DirectDataFrame = {
   kind: typeof FrameKind.DirectScatter | typeof FrameKind.DirectGather;
   attempt: number;
@@ -91,6 +111,7 @@ export class FrameDecodeError extends Error {
 
 const U16_MAX = 0xffff;
 const U32_MAX = 0xffffffff;
+const CODEC_BYTE = 16;
 
 function checkField(name: string, value: number, max: number): void {
   if (!Number.isInteger(value) || value < 0 || value > max) {
@@ -98,44 +119,69 @@ function checkField(name: string, value: number, max: number): void {
   }
 }
 
-function writeHeader(view: DataView, kind: FrameKind, attempt: number, step: number, segment: number, offset: number): void {
+type HeaderFields = { kind: FrameKind; attempt: number; step: number; segment: number; offset: number; codecId: number };
+
+/** A zeroed frame of `payloadBytes` with its header written; refuses out-of-range fields and oversize frames. */
+function frameWithHeader(fields: HeaderFields, payloadBytes: number): Uint8Array<ArrayBuffer> {
+  const { kind, attempt, step, segment, offset, codecId } = fields;
   checkField("attempt", attempt, U32_MAX);
   checkField("step", step, U16_MAX);
   checkField("segment", segment, U32_MAX);
   checkField("offset", offset, U32_MAX);
+  if (isDirectKind(kind) && step !== 0) throw new RangeError(`direct frame kind ${kind} has no steps: step must be 0, got ${step}`);
+  const bytes = new Uint8Array(FRAME_HEADER_BYTES + payloadBytes);
+  if (bytes.byteLength > MAX_FRAME_BYTES) {
+    throw new RangeError(`frame of ${bytes.byteLength} bytes exceeds MAX_FRAME_BYTES=${MAX_FRAME_BYTES}`);
+  }
+  const view = new DataView(bytes.buffer);
   view.setUint8(0, FRAME_VERSION);
   view.setUint8(1, kind);
   view.setUint16(2, step, true);
   view.setUint32(4, attempt, true);
   view.setUint32(8, segment, true);
   view.setUint32(12, offset, true);
+  view.setUint8(CODEC_BYTE, codecId);
+  return bytes;
 }
 
-/** Encodes a data frame, copying `payload` once into a fresh buffer that the caller may transfer. */
-export function encodeDataFrame(frame: Omit<DataFrame | DirectDataFrame, "payload">, payload: Float32Array): Uint8Array<ArrayBuffer> {
-  if (isDirectKind(frame.kind) && frame.step !== 0) throw new RangeError(`direct frame kind ${frame.kind} has no steps: step must be 0, got ${frame.step}`);
-  const bytes = new Uint8Array(FRAME_HEADER_BYTES + payload.byteLength);
-  if (bytes.byteLength > MAX_FRAME_BYTES) {
-    throw new RangeError(`frame of ${bytes.byteLength} bytes exceeds MAX_FRAME_BYTES=${MAX_FRAME_BYTES}`);
-  }
-  writeHeader(new DataView(bytes.buffer), frame.kind, frame.attempt, frame.step, frame.segment, frame.offset);
+/**
+ * Encodes a float32 ("dense") data frame of either layout, copying `payload` once into a fresh
+ * buffer that the caller may transfer.
+ */
+export function encodeDataFrame(frame: DataFrameHeader | Omit<DirectDataFrame, "payload">, payload: Float32Array): Uint8Array<ArrayBuffer> {
+  const bytes = frameWithHeader({ ...frame, codecId: FRAME_CODEC_IDS.dense }, payload.byteLength);
   new Float32Array(bytes.buffer, FRAME_HEADER_BYTES, payload.length).set(payload);
+  return bytes;
+}
+
+/**
+ * Encodes a ring data frame whose payload is already a codec's bytes (see packages/allreduce
+ * codecs), copying them once. A "dense" payload must be a whole number of float32.
+ */
+export function encodeCodedFrame(frame: DataFrameHeader & { codec: Codec }, payload: Uint8Array): Uint8Array<ArrayBuffer> {
+  if (frame.kind !== FrameKind.ReduceScatter && frame.kind !== FrameKind.AllGather) {
+    throw new RangeError(`coded frames are ring frames; kind ${String(frame.kind)} is not`);
+  }
+  const codecId = FRAME_CODEC_IDS[frame.codec] as number | undefined;
+  if (codecId === undefined) throw new RangeError(`unknown codec ${String(frame.codec)}`);
+  if (frame.codec === "dense" && payload.byteLength % 4 !== 0) throw new RangeError(`a dense payload of ${payload.byteLength} bytes is not a whole number of float32`);
+  const bytes = frameWithHeader({ ...frame, codecId }, payload.byteLength);
+  bytes.set(payload, FRAME_HEADER_BYTES);
   return bytes;
 }
 
 export function encodeAbortFrame(frame: Omit<AbortFrame, "kind">): Uint8Array<ArrayBuffer> {
   const text = asciiJsonBytes({ suspect: frame.suspect, reason: frame.reason });
-  const bytes = new Uint8Array(FRAME_HEADER_BYTES + text.byteLength);
-  if (bytes.byteLength > MAX_FRAME_BYTES) throw new RangeError("abort frame too large");
-  writeHeader(new DataView(bytes.buffer), FrameKind.Abort, frame.attempt, 0, 0, 0);
+  if (FRAME_HEADER_BYTES + text.byteLength > MAX_FRAME_BYTES) throw new RangeError("abort frame too large");
+  const bytes = frameWithHeader({ kind: FrameKind.Abort, attempt: frame.attempt, step: 0, segment: 0, offset: 0, codecId: 0 }, text.byteLength);
   bytes.set(text, FRAME_HEADER_BYTES);
   return bytes;
 }
 
 /**
  * Decodes a ring frame (reduce-scatter, all-gather, abort). Throws FrameDecodeError on anything
- * malformed, and on a direct-layout frame; never returns a half-valid frame. Data payloads are views
- * (no copy) when the bytes are 4-byte aligned, which transports deliver.
+ * malformed (an unknown codec included), and on a direct-layout frame; never returns a half-valid
+ * frame. Data payloads are views of `bytes` (no copy).
  */
 export function decodeFrame(bytes: Uint8Array): Frame {
   const frame = decodeAnyFrame(bytes);
@@ -170,27 +216,49 @@ export function decodeAnyFrame(bytes: Uint8Array): Frame | DirectFrame {
   const attempt = view.getUint32(4, true);
   const segment = view.getUint32(8, true);
   const offset = view.getUint32(12, true);
+  const codecId = view.getUint8(CODEC_BYTE);
+  for (let at = CODEC_BYTE + 1; at < FRAME_HEADER_BYTES; at++) {
+    if (view.getUint8(at) !== 0) throw new FrameDecodeError(`reserved header byte ${at} is ${view.getUint8(at)}; it must be 0`);
+  }
   const body = bytes.subarray(FRAME_HEADER_BYTES);
   switch (kind) {
     case FrameKind.ReduceScatter:
-    case FrameKind.AllGather:
+    case FrameKind.AllGather: {
+      const codec = codecOf(codecId, kind);
+      if (codec === "dense") checkWholeFloats(body);
+      return { kind, attempt, step, segment, offset, codec, payload: body };
+    }
     case FrameKind.DirectScatter:
     case FrameKind.DirectGather: {
-      if (isDirectKind(kind) && step !== 0) throw new FrameDecodeError(`direct frame kind ${kind} carries step ${step}; the field is reserved and must be 0`);
-      if (body.byteLength % 4 !== 0) {
-        throw new FrameDecodeError(`data frame payload of ${body.byteLength} bytes is not a whole number of float32`);
-      }
-      const payload =
-        body.byteOffset % 4 === 0
-          ? new Float32Array(body.buffer, body.byteOffset, body.byteLength / 4)
-          : new Float32Array(new Uint8Array(body).buffer); // copy: aligned, and safe for Node Buffers too
-      return { kind, attempt, step, segment, offset, payload };
+      if (step !== 0) throw new FrameDecodeError(`direct frame kind ${kind} carries step ${step}; the field is reserved and must be 0`);
+      const codec = codecOf(codecId, kind);
+      if (codec !== "dense") throw new FrameDecodeError(`direct frame kind ${kind} carries codec ${codec}; the direct layout is float32 (dense) only`);
+      checkWholeFloats(body);
+      return { kind, attempt, step, segment, offset, payload: float32View(body) };
     }
     case FrameKind.Abort:
+      if (codecId !== 0) throw new FrameDecodeError(`abort frame carries codec byte ${codecId}; it must be 0`);
       return { kind, attempt, ...decodeAbortBody(body) };
     default:
       throw new FrameDecodeError(`unknown frame kind ${kind}`);
   }
+}
+
+function codecOf(codecId: number, kind: number): Codec {
+  const codec = CODEC_BY_ID.get(codecId);
+  if (codec === undefined) throw new FrameDecodeError(`data frame kind ${kind} carries unknown codec ${codecId}`);
+  return codec;
+}
+
+function checkWholeFloats(body: Uint8Array): void {
+  if (body.byteLength % 4 !== 0) throw new FrameDecodeError(`dense payload of ${body.byteLength} bytes is not a whole number of float32`);
+}
+
+/** The payload as float32: a view when it is 4-byte aligned (transports deliver that), else a copy. */
+function float32View(body: Uint8Array): Float32Array {
+  return body.byteOffset % 4 === 0
+    ? new Float32Array(body.buffer, body.byteOffset, body.byteLength / 4)
+    : new Float32Array(new Uint8Array(body).buffer); // copy: aligned, and safe for Node Buffers too
 }
 
 function isDirectKind(kind: number): boolean {

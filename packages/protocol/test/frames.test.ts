@@ -1,6 +1,33 @@
 import * as v from "valibot";
 import { describe, expect, it } from "vitest";
-import { DirectPlanSchema, planMembers, PlanSchema, type DirectPlan, decodeAnyFrame, decodeDirectFrame, decodeFrame, encodeAbortFrame, encodeDataFrame, FRAME_HEADER_BYTES, FrameDecodeError, FrameKind, MAX_FRAME_BYTES } from "../src/index.ts";
+import {
+  DirectPlanSchema,
+  planMembers,
+  PlanSchema,
+  type Codec,
+  type DirectPlan,
+  decodeAnyFrame,
+  decodeDirectFrame,
+  decodeFrame,
+  encodeAbortFrame,
+  encodeCodedFrame,
+  encodeDataFrame,
+  FRAME_CODEC_IDS,
+  FRAME_HEADER_BYTES,
+  FRAME_VERSION,
+  FrameDecodeError,
+  FrameKind,
+  MAX_FRAME_BYTES,
+} from "../src/index.ts";
+
+/** A frame of the current version: header bytes after version and kind, then the payload. */
+const raw = (kind: number, rest: number[], payload: number[] = []): Uint8Array => {
+  const header = [FRAME_VERSION, kind, ...rest, ...new Array<number>(FRAME_HEADER_BYTES - 2 - rest.length).fill(0)];
+  return Uint8Array.from([...header, ...payload]);
+};
+/** Header bytes 2..15 (step, attempt, segment, offset) zero, then the codec byte. */
+const withCodec = (codec: number): number[] => [...new Array<number>(14).fill(0), codec];
+const DENSE = FRAME_CODEC_IDS.dense;
 
 describe("frame codec", () => {
   it("round-trips a data frame, with the payload as a zero-copy view", () => {
@@ -8,10 +35,50 @@ describe("frame codec", () => {
     const bytes = encodeDataFrame({ kind: FrameKind.AllGather, attempt: 0xfffffffe, step: 7, segment: 3, offset: 1024 }, payload);
     expect(bytes.byteLength).toBe(FRAME_HEADER_BYTES + 16);
     const frame = decodeFrame(bytes);
-    expect(frame).toMatchObject({ kind: FrameKind.AllGather, attempt: 0xfffffffe, step: 7, segment: 3, offset: 1024 });
+    expect(frame).toMatchObject({ kind: FrameKind.AllGather, attempt: 0xfffffffe, step: 7, segment: 3, offset: 1024, codec: "dense" });
     if (frame.kind === FrameKind.Abort) throw new Error("wrong kind");
-    expect(Array.from(frame.payload)).toEqual(Array.from(payload));
+    expect(Array.from(new Float32Array(frame.payload.slice().buffer))).toEqual(Array.from(payload));
     expect(frame.payload.buffer).toBe(bytes.buffer);
+    expect(frame.payload.byteOffset).toBe(FRAME_HEADER_BYTES);
+  });
+
+  it("round-trips a ring frame of every codec, payload bytes unchanged and viewed in place", () => {
+    const codecs: Codec[] = ["dense", "fp16", "int8", "topk"];
+    for (const codec of codecs) {
+      // Lengths no codec layout would make (odd, 3): this layer carries the bytes, the codec checks them.
+      const payload = codec === "dense" ? Uint8Array.from([0, 0, 0x80, 0x3f]) : Uint8Array.from([1, 2, 3, 250, 255].slice(0, codec === "fp16" ? 3 : 5));
+      for (const kind of [FrameKind.ReduceScatter, FrameKind.AllGather]) {
+        const bytes = encodeCodedFrame({ kind, attempt: 77, step: 2, segment: 5, offset: 96, codec }, payload);
+        expect(bytes.byteLength).toBe(FRAME_HEADER_BYTES + payload.byteLength);
+        expect(bytes[16]).toBe(FRAME_CODEC_IDS[codec]);
+        const frame = decodeFrame(bytes);
+        expect(frame).toMatchObject({ kind, attempt: 77, step: 2, segment: 5, offset: 96, codec });
+        if (frame.kind === FrameKind.Abort) throw new Error("wrong kind");
+        expect(Array.from(frame.payload)).toEqual(Array.from(payload));
+        expect(frame.payload.buffer).toBe(bytes.buffer);
+        expect(decodeAnyFrame(bytes)).toMatchObject({ codec });
+      }
+    }
+  });
+
+  it("a dense coded frame has exactly the bytes of encodeDataFrame", () => {
+    const values = Float32Array.from([1.5, -0, 3e38]);
+    const header = { kind: FrameKind.ReduceScatter, attempt: 4, step: 1, segment: 2, offset: 32 } as const;
+    const coded = encodeCodedFrame({ ...header, codec: "dense" }, new Uint8Array(values.buffer));
+    expect(Array.from(coded)).toEqual(Array.from(encodeDataFrame(header, values)));
+  });
+
+  it("refuses to encode a coded frame of a direct kind, an unknown codec, or a ragged dense payload", () => {
+    expect(() => encodeCodedFrame({ kind: FrameKind.DirectScatter as never, attempt: 1, step: 0, segment: 0, offset: 0, codec: "dense" }, new Uint8Array(4))).toThrow(/ring frames/);
+    expect(() => encodeCodedFrame({ kind: FrameKind.ReduceScatter, attempt: 1, step: 0, segment: 0, offset: 0, codec: "bf16" as Codec }, new Uint8Array(4))).toThrow(/unknown codec bf16/);
+    expect(() => encodeCodedFrame({ kind: FrameKind.ReduceScatter, attempt: 1, step: 0, segment: 0, offset: 0, codec: "dense" }, new Uint8Array(6))).toThrow(/whole number of float32/);
+    expect(() => encodeCodedFrame({ kind: FrameKind.ReduceScatter, attempt: 1, step: 0, segment: 0, offset: 0, codec: "int8" }, new Uint8Array(MAX_FRAME_BYTES))).toThrow(/MAX_FRAME_BYTES/);
+  });
+
+  it("the largest coded frame that fits is exactly MAX_FRAME_BYTES, header included", () => {
+    const fits = encodeCodedFrame({ kind: FrameKind.AllGather, attempt: 1, step: 0, segment: 0, offset: 0, codec: "int8" }, new Uint8Array(MAX_FRAME_BYTES - FRAME_HEADER_BYTES));
+    expect(fits.byteLength).toBe(MAX_FRAME_BYTES);
+    expect(decodeFrame(fits)).toMatchObject({ codec: "int8" });
   });
 
   it("decodes a payload at an odd byte offset by copying", () => {
@@ -20,7 +87,14 @@ describe("frame codec", () => {
     shifted.set(bytes, 1);
     const frame = decodeFrame(shifted.subarray(1));
     if (frame.kind === FrameKind.Abort) throw new Error("wrong kind");
-    expect(Array.from(frame.payload)).toEqual([4, 5]);
+    // Ring payloads are bytes: a view at the odd offset, which the codec reads without aligning.
+    expect(Array.from(new Float32Array(frame.payload.slice().buffer))).toEqual([4, 5]);
+    const direct = encodeDataFrame({ kind: FrameKind.DirectGather, attempt: 1, step: 0, segment: 0, offset: 0 }, Float32Array.from([6, 7]));
+    const shiftedDirect = new Uint8Array(direct.byteLength + 1);
+    shiftedDirect.set(direct, 1);
+    const decoded = decodeDirectFrame(shiftedDirect.subarray(1));
+    if (decoded.kind === FrameKind.Abort) throw new Error("wrong kind");
+    expect(Array.from(decoded.payload)).toEqual([6, 7]);
   });
 
   it("round-trips an abort frame, non-ASCII text included", () => {
@@ -33,8 +107,10 @@ describe("frame codec", () => {
       const payload = Float32Array.from([3e38, -1, 0.25]);
       const bytes = encodeDataFrame({ kind, attempt: 12, step: 0, segment: 6, offset: 4096 }, payload);
       expect(bytes[1]).toBe(kind);
+      expect(bytes[16]).toBe(DENSE);
       const frame = decodeDirectFrame(bytes);
       expect(frame).toMatchObject({ kind, attempt: 12, step: 0, segment: 6, offset: 4096 });
+      expect(frame).not.toHaveProperty("codec");
       if (frame.kind === FrameKind.Abort) throw new Error("wrong kind");
       expect(Array.from(frame.payload)).toEqual(Array.from(payload));
       expect(frame.payload.buffer).toBe(bytes.buffer);
@@ -53,10 +129,16 @@ describe("frame codec", () => {
     expect(decodeFrame(abort)).toEqual(decodeDirectFrame(abort));
   });
 
-  it("keeps the ring kinds' wire values and header layout unchanged", () => {
+  it("pins the kinds' and codecs' wire values and the version-2 header layout", () => {
     expect([FrameKind.ReduceScatter, FrameKind.AllGather, FrameKind.Abort, FrameKind.DirectScatter, FrameKind.DirectGather]).toEqual([1, 2, 3, 4, 5]);
+    expect(FRAME_CODEC_IDS).toEqual({ dense: 1, fp16: 2, int8: 3, topk: 4 });
+    expect([FRAME_VERSION, FRAME_HEADER_BYTES, FRAME_HEADER_BYTES % 4]).toEqual([2, 20, 0]);
     const bytes = encodeDataFrame({ kind: FrameKind.ReduceScatter, attempt: 0x01020304, step: 0x0506, segment: 0x0708090a, offset: 0x0b0c0d0e }, Float32Array.from([1]));
-    expect(Array.from(bytes.subarray(0, FRAME_HEADER_BYTES))).toEqual([1, 1, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x0a, 0x09, 0x08, 0x07, 0x0e, 0x0d, 0x0c, 0x0b]);
+    expect(Array.from(bytes.subarray(0, FRAME_HEADER_BYTES))).toEqual([2, 1, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x0a, 0x09, 0x08, 0x07, 0x0e, 0x0d, 0x0c, 0x0b, 1, 0, 0, 0]);
+    const coded = encodeCodedFrame({ kind: FrameKind.AllGather, attempt: 0x01020304, step: 0x0506, segment: 0x0708090a, offset: 0x0b0c0d0e, codec: "topk" }, new Uint8Array(8));
+    expect(Array.from(coded.subarray(0, FRAME_HEADER_BYTES))).toEqual([2, 2, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x0a, 0x09, 0x08, 0x07, 0x0e, 0x0d, 0x0c, 0x0b, 4, 0, 0, 0]);
+    const abort = encodeAbortFrame({ attempt: 9, suspect: "", reason: "" });
+    expect(Array.from(abort.subarray(0, FRAME_HEADER_BYTES))).toEqual([2, 3, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
   });
 
   it("refuses to encode a direct frame with a step (the field is reserved)", () => {
@@ -71,16 +153,26 @@ describe("frame codec", () => {
 
   const bad: [string, Uint8Array, RegExp][] = [
     ["short", new Uint8Array(4), /shorter than/],
+    ["a version-1 (16-byte header) frame", Uint8Array.from([1, 1, ...new Array<number>(14).fill(0), 0, 0, 0x80, 0x3f]), /version 1, expected 2/],
     ["oversize", new Uint8Array(MAX_FRAME_BYTES + 4), /exceeds/],
-    ["version", Uint8Array.from([2, 1, ...new Array<number>(14).fill(0)]), /version 2/],
-    ["kind", Uint8Array.from([1, 42, ...new Array<number>(14).fill(0)]), /unknown frame kind 42/],
-    ["ragged payload", Uint8Array.from([1, 1, ...new Array<number>(14).fill(0), 1, 2, 3]), /whole number of float32/],
-    ["ragged direct payload", Uint8Array.from([1, 4, ...new Array<number>(14).fill(0), 1, 2]), /whole number of float32/],
-    ["direct scatter with a step", Uint8Array.from([1, 4, 1, ...new Array<number>(13).fill(0)]), /reserved and must be 0/],
-    ["direct gather with a step", Uint8Array.from([1, 5, 0, 1, ...new Array<number>(12).fill(0)]), /carries step 256/],
-    ["kind just past the direct kinds", Uint8Array.from([1, 6, ...new Array<number>(14).fill(0)]), /unknown frame kind 6/],
-    ["abort body not JSON", Uint8Array.from([1, 3, ...new Array<number>(14).fill(0), 123]), /not ASCII JSON/],
-    ["abort body wrong shape", Uint8Array.from([1, 3, ...new Array<number>(14).fill(0), ...Array.from('{"suspect":1}', (c) => c.charCodeAt(0))]), /abort frame body/],
+    ["version", Uint8Array.from([3, 1, ...withCodec(DENSE), 0, 0, 0]), /version 3/],
+    ["kind", raw(42, withCodec(DENSE)), /unknown frame kind 42/],
+    ["ragged payload", raw(1, withCodec(DENSE), [1, 2, 3]), /whole number of float32/],
+    ["ragged direct payload", raw(4, withCodec(DENSE), [1, 2]), /whole number of float32/],
+    ["direct scatter with a step", raw(4, [1, ...withCodec(DENSE).slice(1)]), /reserved and must be 0/],
+    ["direct gather with a step", raw(5, [0, 1, ...withCodec(DENSE).slice(2)]), /carries step 256/],
+    ["kind just past the direct kinds", raw(6, withCodec(DENSE)), /unknown frame kind 6/],
+    ["ring data frame without a codec (byte 0)", raw(1, withCodec(0), [0, 0, 0, 0]), /unknown codec 0/],
+    ["ring data frame with an unknown codec", raw(2, withCodec(5), [0, 0, 0, 0]), /unknown codec 5/],
+    ["ring data frame with codec 255", raw(1, withCodec(255)), /unknown codec 255/],
+    ["direct frame with an unknown codec", raw(4, withCodec(9), [0, 0, 0, 0]), /unknown codec 9/],
+    ["direct scatter with codec fp16", raw(4, withCodec(FRAME_CODEC_IDS.fp16), [0, 0, 0, 0]), /codec fp16; the direct layout is float32 \(dense\) only/],
+    ["direct gather with codec int8", raw(5, withCodec(FRAME_CODEC_IDS.int8), [0, 0, 0, 0]), /codec int8/],
+    ["direct gather with codec topk", raw(5, withCodec(FRAME_CODEC_IDS.topk), [0, 0, 0, 0, 0, 0, 0, 0]), /codec topk/],
+    ["a non-zero reserved byte", raw(1, [...withCodec(DENSE), 0, 7]), /reserved header byte 18 is 7/],
+    ["abort with a codec byte", raw(3, withCodec(DENSE), Array.from('{"suspect":"p","reason":"r"}', (c) => c.charCodeAt(0))), /abort frame carries codec byte 1/],
+    ["abort body not JSON", raw(3, [], [123]), /not ASCII JSON/],
+    ["abort body wrong shape", raw(3, [], Array.from('{"suspect":1}', (c) => c.charCodeAt(0))), /abort frame body/],
   ];
   for (const [name, bytes, pattern] of bad) {
     it(`rejects ${name} with FrameDecodeError`, () => {

@@ -1,0 +1,97 @@
+import { decodeRingChunk, encodeRingChunk, ringChunkElements } from "./codecs/ring-chunks.ts";
+import type { ChunkCodec } from "./codecs/types.ts";
+import { chunkCount, partition, type Span } from "./partition.ts";
+import { addInto, divideByTotal, weightedContribution } from "./reduce.ts";
+import type { PartialSums, RingWork, WorkResult } from "./ring-work.ts";
+
+type Chunk = { start: number; length: number; withTail: boolean };
+
+/**
+ * The summing ring's data (dense, fp16, int8): the contribution [samples·g, samples] is cut into N
+ * segments of `chunkUnit`-element chunks. Reduce-scatter: a received running sum is decoded, this
+ * member's contribution added in float32 (addInto), and re-encoded when sent on. The owner of a
+ * segment encodes each final chunk once and adopts decode(encode(final)) itself; the all-gather then
+ * carries those bytes unchanged (RoundRun forwards them), so every member decodes the same bytes.
+ */
+export class SumWork implements RingWork {
+  readonly chunkUnit: number;
+  readonly partials: PartialSums;
+  /** Reduce-scatter accumulator: this member's weighted contribution, running sums added in as they arrive. */
+  private readonly acc: Float32Array;
+  /** Final sums, as every member decodes them; written once per element. */
+  private readonly sums: Float32Array;
+  private readonly spans: Span[];
+
+  constructor(
+    gradient: Float32Array,
+    samples: number,
+    n: number,
+    private readonly codec: ChunkCodec,
+    frameBytes: number,
+  ) {
+    this.chunkUnit = ringChunkElements(codec, frameBytes);
+    if (this.chunkUnit === 0) throw new RangeError(`frameBytes=${frameBytes} cannot hold one ${codec.name} element with the sample count`);
+    this.acc = weightedContribution(gradient, samples);
+    this.spans = partition(this.acc.length, n);
+    this.sums = new Float32Array(this.acc.length);
+    this.partials = {
+      encode: (segment, offset) => {
+        const { start, length, withTail } = this.chunk(segment, offset);
+        return encodeRingChunk(this.codec, this.acc.subarray(start, start + length), withTail);
+      },
+      add: (segment, offset, payload) => this.add(segment, offset, payload),
+    };
+  }
+
+  chunkCount(segment: number): number {
+    return chunkCount(this.span(segment).length, this.chunkUnit);
+  }
+
+  finalize(segment: number, offset: number): { bytes: Uint8Array } | { problem: string } {
+    const { start, length, withTail } = this.chunk(segment, offset);
+    const bytes = encodeRingChunk(this.codec, this.acc.subarray(start, start + length), withTail);
+    const decoded = decodeRingChunk(this.codec, bytes, length, withTail);
+    if ("problem" in decoded) return { problem: `own final chunk at offset ${offset} of segment ${segment} does not decode: ${decoded.problem}` };
+    this.sums.set(decoded.values, start);
+    return { bytes };
+  }
+
+  gather(segment: number, offset: number, payload: Uint8Array): string | undefined {
+    const { start, length, withTail } = this.chunk(segment, offset);
+    const decoded = decodeRingChunk(this.codec, payload, length, withTail);
+    if ("problem" in decoded) return decoded.problem;
+    this.sums.set(decoded.values, start);
+    return undefined;
+  }
+
+  result(): WorkResult | { noSamples: true } {
+    const totalSamples = this.sums[this.sums.length - 1] as number;
+    // Every member sees the same zero total, so all fail alike.
+    if (totalSamples === 0) return { noSamples: true };
+    return { mean: divideByTotal(this.sums), totalSamples };
+  }
+
+  private add(segment: number, offset: number, payload: Uint8Array): string | undefined {
+    const { start, length, withTail } = this.chunk(segment, offset);
+    const decoded = decodeRingChunk(this.codec, payload, length, withTail);
+    if ("problem" in decoded) return decoded.problem;
+    // A running sum that overflows float32 here would reach the codecs as Infinity: refuse it now.
+    for (let k = 0; k < length; k++) {
+      const sum = Math.fround((this.acc[start + k] as number) + (decoded.values[k] as number));
+      if (!Number.isFinite(sum)) return `adding it to this member's contribution overflows float32 at element ${k} of the chunk`;
+    }
+    addInto(this.acc, start, decoded.values);
+    return undefined;
+  }
+
+  private chunk(segment: number, offset: number): Chunk {
+    const span = this.span(segment);
+    const start = span.start + offset;
+    const length = Math.min(this.chunkUnit, span.length - offset);
+    return { start, length, withTail: start + length === this.acc.length };
+  }
+
+  private span(segment: number): Span {
+    return this.spans[segment] as Span;
+  }
+}
