@@ -1,6 +1,6 @@
 import { createAllReducer, createDirectAllReducer, type Transport } from "@crowdtrain/allreduce";
 import { createPeerTransport, fetchSignallingConfig, openPeer, type SignallingConfig } from "@crowdtrain/p2p";
-import type { Aggregation, Backend, Identity } from "@crowdtrain/protocol";
+import type { Backend, Codec, Identity, Job } from "@crowdtrain/protocol";
 import { startSession, type PeerLink } from "./session/session.ts";
 import type { SessionStatus } from "./session/status.ts";
 import type { Trainer } from "./trainer/api.ts";
@@ -55,7 +55,7 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
     socketUrl: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
     trainer: options.decorateTrainer?.(chosen.trainer) ?? chosen.trainer,
     openLink: async (identity, job) => {
-      const link = await openLink(signalling, identity, job.aggregation);
+      const link = await openLink(signalling, identity, job);
       return options.decorateLink?.(link) ?? link;
     },
     joinToken: options.joinToken,
@@ -79,7 +79,7 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
  * ring for "mean", a direct plan for robust aggregation) on the transport's "allreduce" channel
  * only, so frames of other channels never reach it; close() frees all three.
  */
-async function openLink(signalling: SignallingConfig, identity: Identity, aggregation: Aggregation): Promise<PeerLink> {
+async function openLink(signalling: SignallingConfig, identity: Identity, job: Job): Promise<PeerLink> {
   const peer = await openPeer(signalling, identity);
   peer.on("error", (error) => console.error(`PeerJS error (${error.type}): ${error.message}`));
   // The signalling socket may drop; links already open keep working, new ones need it back.
@@ -90,7 +90,7 @@ async function openLink(signalling: SignallingConfig, identity: Identity, aggreg
   // Refused frames are dropped by the transport and never reach a round; they are logged here.
   transport.onViolation((from, violation) => console.error(`p2p: dropped a message from ${from} (${violation.kind}): ${violation.detail}`));
   const channel = transport.channel("allreduce");
-  const reducers = aggregation === "mean" ? ringLink(channel) : directLink(channel);
+  const reducers = job.aggregation === "mean" ? ringLink(channel, job.codec, job.topkFraction) : directLink(channel);
   return {
     ...reducers,
     close() {
@@ -101,13 +101,14 @@ async function openLink(signalling: SignallingConfig, identity: Identity, aggreg
   };
 }
 
-function ringLink(transport: Transport): PeerLink {
+/** A ring all-reducer speaking the job's codec (compressed contributions; topk returns its residual). */
+function ringLink(transport: Transport, codec: Codec, topkFraction: number): PeerLink {
   const reducer = createAllReducer({ transport });
   return {
     async reduce({ attempt, plan, gradient, samples, frameBytes }) {
       if (plan.kind !== "ring") throw new Error(`this job averages over a ring, but the round came with a ${plan.kind} plan`);
-      const { mean, stats } = await reducer.allReduce({ attempt, ring: [...plan.members], gradient, samples, frameBytes });
-      return { mean, bytesSent: stats.bytesSent, bytesReceived: stats.bytesReceived };
+      const { mean, stats, residual } = await reducer.allReduce({ attempt, ring: [...plan.members], gradient, samples, frameBytes, codec, topkFraction });
+      return { mean, bytesSent: stats.bytesSent, bytesReceived: stats.bytesReceived, ...(codec === "topk" && residual !== undefined ? { residual } : {}) };
     },
     abortRound: (attempt, reason) => reducer.abortRound(attempt, reason),
     close: () => reducer.close(),

@@ -35,10 +35,10 @@ class Drive {
   }
 
   /** Connected, welcomed and synced to round 0. */
-  static ready(): Drive {
+  static ready(job: Job = JOB): Drive {
     const d = new Drive();
     d.record(d.machine.handle({ type: "open", now: 0 }));
-    d.in({ type: "welcome", protocol: PROTOCOL_VERSION, identity: IDENTITY, job: JOB, round: 0 });
+    d.in({ type: "welcome", protocol: PROTOCOL_VERSION, identity: IDENTITY, job, round: 0 });
     d.result({ kind: "synced", round: 0, hash: HASH(0) });
     return d;
   }
@@ -164,6 +164,41 @@ describe("SessionMachine", () => {
     expect(d.machine.status).toMatchObject({ phase: "waiting", lastError: "spot check of round 1: PUT /api/contribution/1: 503" });
     d.in({ type: "audit", round: 1, attempt: 1 });
     expect(d.machine.status.lastError).toMatch(/no contribution of attempt 1 kept/);
+  });
+
+  it("with topk, adds the committed residual to the next contribution: kept through an abort, replaced on commit, dropped on sync", () => {
+    const d = Drive.ready({ ...JOB, codec: "topk", topkFraction: 0.34 } as Job);
+    const reduceOf = (attempt: number, residual?: number[]): Extract<Task, { kind: "reduce" }> => {
+      d.in(Drive.round(attempt));
+      const task = Drive.tasks(d.result({ kind: "computed", attempt, report: { ...REPORT, gradient: REPORT.gradient.slice() } }))[0] as Extract<Task, { kind: "reduce" }>;
+      d.result({ kind: "reduced", attempt, mean: new Float32Array(3), bytesSent: 8, bytesReceived: 8, clipped: undefined, ...(residual === undefined ? {} : { residual: Float32Array.from(residual) }) });
+      return task;
+    };
+    // First round: nothing left over yet. Its residual is held, then the round is aborted.
+    expect(Array.from(reduceOf(1, [1, 0, 0]).gradient)).toEqual([1, -2, 3]);
+    d.result({ kind: "updated", attempt: 1, hash: HASH(1), updateMs: 1 });
+    d.in({ type: "abort", attempt: 1, reason: "a peer left" });
+    d.result({ kind: "done" });
+    // The retry starts from the same (empty) residual; its own residual is committed this time.
+    expect(Array.from(reduceOf(2, [0.5, 0, -1]).gradient)).toEqual([1, -2, 3]);
+    d.result({ kind: "updated", attempt: 2, hash: HASH(1), updateMs: 1 });
+    d.in({ type: "commit", attempt: 2, round: 1, hash: HASH(1) });
+    d.result({ kind: "committed", attempt: 2, round: 1, hash: HASH(1), uploadMs: 0 });
+    // The digest covers the gradient as computed, not the residual riding along.
+    expect(d.sent("phase").at(-1)).toMatchObject({ digest: contributionDigest(REPORT.gradient) });
+    expect(Array.from(reduceOf(3).gradient)).toEqual([1.5, -2, 2]);
+    d.result({ kind: "updated", attempt: 3, hash: HASH(2), updateMs: 1 });
+    // A sync (rollback, or fell behind) drops the residual with the weights it was left over from.
+    d.in({ type: "abort", attempt: 3, reason: "rollback" });
+    d.result({ kind: "done" });
+    d.in({ type: "sync", round: 1 });
+    d.result({ kind: "synced", round: 1, hash: HASH(1) });
+    expect(Array.from(reduceOf(4).gradient)).toEqual([1, -2, 3]);
+    // Without a lossy codec the gradient goes out as computed, whatever a reducer returns.
+    const dense = Drive.ready();
+    dense.in(Drive.round(1));
+    const task = Drive.tasks(dense.result({ kind: "computed", attempt: 1, report: { ...REPORT, gradient: REPORT.gradient.slice() } }))[0] as Extract<Task, { kind: "reduce" }>;
+    expect(Array.from(task.gradient)).toEqual([1, -2, 3]);
   });
 
   it("stops on a committed hash that differs from its own, on a bad message, and on a failed trainer task", () => {

@@ -1,4 +1,5 @@
 import { computeTimeMs, leaseSpeed, parseCoordinatorMessage, roundSamples, PROTOCOL_VERSION, type Backend, type CoordinatorMessage, type Identity, type RoundTimings } from "@crowdtrain/protocol";
+import { ErrorFeedback } from "@crowdtrain/allreduce";
 import { contributionDigest } from "@crowdtrain/training";
 import { COMMITTED_HISTORY, initialStatus, type SessionStatus } from "./status.ts";
 import type { Command, Task, TaskResult } from "./tasks.ts";
@@ -66,6 +67,10 @@ export class SessionMachine {
   private pending: { attempt: number; round: number; timings: RoundTimings; startedAt: number; commitHash?: string } | undefined;
   /** What we sent into recent all-reduces, by attempt: a spot check asks for it after the commit. */
   private readonly contributions = new Map<number, Float32Array>();
+  /** The job's codec drops what it does not send (topk): the residual it adds back next time. */
+  private usesErrorFeedback = false;
+  /** That residual, pending per attempt like the trainer's update; made at the first contribution. */
+  private errorFeedback: ErrorFeedback | undefined;
 
   constructor(private readonly config: SessionConfig) {
     this.status.backend = config.backend;
@@ -140,6 +145,7 @@ export class SessionMachine {
     this.identity = undefined;
     out.push({ type: "close-link" });
     if (this.pending !== undefined) this.inbox.push({ discard: this.pending.attempt });
+    for (const attempt of this.errorFeedback?.pendingAttempts() ?? []) this.errorFeedback?.discard(attempt);
     this.pending = undefined;
     this.publish({ phase: "connecting", lastError: `${reason}; reconnecting in ${(retryInMs / 1000).toFixed(1)} s` });
   }
@@ -161,6 +167,8 @@ export class SessionMachine {
       case "welcome":
         this.identity = message.identity;
         this.batchSize = roundSamples(message.job);
+        this.usesErrorFeedback = message.job.codec === "topk";
+        this.errorFeedback = undefined;
         this.publish({ phase: "syncing", peerId: message.identity.peerId });
         this.run({ kind: "welcome", identity: message.identity, job: message.job, round: message.round }, out);
         return;
@@ -178,12 +186,15 @@ export class SessionMachine {
         return;
       case "abort":
         if (this.pending?.attempt === message.attempt) this.pending = undefined;
+        this.errorFeedback?.discard(message.attempt);
         this.publish({ phase: "waiting", lastError: `round aborted: ${message.reason}` });
         this.run({ kind: "discard", attempt: message.attempt }, out);
         return;
       case "sync":
-        // A fresh committed state replaces whatever update was pending.
+        // A fresh committed state replaces whatever update was pending. The residual goes too: it
+        // was left over on top of weights this member no longer holds (a rollback, or it fell behind).
         this.pending = undefined;
+        this.errorFeedback = undefined;
         this.publish({ phase: "syncing" });
         this.run({ kind: "sync", round: message.round }, out);
         return;
@@ -264,7 +275,9 @@ export class SessionMachine {
     this.send(out, { type: "phase", attempt: message.attempt, phase: "reducing", digest: contributionDigest(gradient) });
     running.grad = { computeMs, readbackMs, samples, loss };
     running.reduceStartedAt = now;
-    this.run({ kind: "reduce", attempt: message.attempt, plan: message.plan, gradient, samples, frameBytes: message.frameBytes }, out);
+    // The digest (and a spot check) cover the gradient as computed; the all-reduce also carries the
+    // residual error feedback kept from earlier rounds, which the server cannot recompute.
+    this.run({ kind: "reduce", attempt: message.attempt, plan: message.plan, gradient: this.withResidual(gradient), samples, frameBytes: message.frameBytes }, out);
   }
 
   private onReduced(result: Extract<TaskResult, { kind: "reduced" }>, now: number, out: Command[]): void {
@@ -272,6 +285,7 @@ export class SessionMachine {
     if (running?.message.attempt !== result.attempt) return;
     running.allReduceMs = now - (running.reduceStartedAt ?? now);
     running.reduced = result;
+    if (result.residual !== undefined) this.errorFeedback?.hold(result.attempt, result.residual);
     this.run({ kind: "update", attempt: result.attempt, mean: result.mean }, out);
   }
 
@@ -312,6 +326,7 @@ export class SessionMachine {
     const pending = this.pending;
     if (pending?.attempt !== result.attempt) return;
     this.pending = undefined;
+    if (this.errorFeedback?.pendingAttempts().includes(result.attempt)) this.errorFeedback.commit(result.attempt);
     if (result.hash !== pending.commitHash) {
       this.fail(`committed hash ${pending.commitHash ?? "none"} differs from ours ${result.hash}`, out);
       return;
@@ -324,6 +339,13 @@ export class SessionMachine {
       committed: [...this.status.committed, [pending.round, result.hash] as [number, string]].slice(-COMMITTED_HISTORY),
       rounds: [...this.status.rounds, split].slice(-COMMITTED_HISTORY),
     });
+  }
+
+  /** The gradient plus the residual error feedback kept for it, when the codec needs one. */
+  private withResidual(gradient: Float32Array): Float32Array {
+    if (!this.usesErrorFeedback) return gradient;
+    this.errorFeedback ??= new ErrorFeedback(gradient.length);
+    return this.errorFeedback.correct(gradient);
   }
 
   /** The uploader's round is reported and uploaded: nothing of it runs any more. */

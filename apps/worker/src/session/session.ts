@@ -46,8 +46,11 @@ export type PeerLink = {
   close(): void;
 };
 export type ReduceArgs = { attempt: number; plan: Plan; gradient: Float32Array; samples: number; frameBytes: number };
-/** The averaged gradient, what it cost, and (as a direct plan's shard owner) the contributors clipped. */
-export type Reduced = { mean: Float32Array; bytesSent: number; bytesReceived: number; clipped?: string[] };
+/**
+ * The averaged gradient, what it cost, (as a direct plan's shard owner) the contributors clipped,
+ * and (with the topk codec) the residual our contribution left unsent.
+ */
+export type Reduced = { mean: Float32Array; bytesSent: number; bytesReceived: number; clipped?: string[]; residual?: Float32Array };
 
 export interface Session {
   readonly status: SessionStatus;
@@ -164,7 +167,8 @@ export function startSession(deps: SessionDeps): Session {
     if (link === undefined) throw new Error(`attempt ${task.attempt} arrived before our peer link was open`);
     try {
       const reduced = await link.reduce({ attempt: task.attempt, plan: task.plan, gradient: task.gradient, samples: task.samples, frameBytes: task.frameBytes });
-      return { kind: "reduced", attempt: task.attempt, mean: reduced.mean, bytesSent: reduced.bytesSent, bytesReceived: reduced.bytesReceived, clipped: reduced.clipped };
+      const { mean, bytesSent, bytesReceived, clipped, residual } = reduced;
+      return { kind: "reduced", attempt: task.attempt, mean, bytesSent, bytesReceived, clipped, ...(residual === undefined ? {} : { residual }) };
     } catch (error) {
       if (!(error instanceof AllReduceError)) throw error;
       return { kind: "reduce-failed", attempt: task.attempt, code: error.code, suspect: error.suspect, message: error.message };

@@ -25,7 +25,8 @@ export type UploadAuth = { peerId: string; sessionToken: string };
 export type TaskResult =
   | { kind: "synced"; round: number; hash: string }
   | { kind: "computed"; attempt: number; report: GradientReport }
-  | { kind: "reduced"; attempt: number; mean: Float32Array; bytesSent: number; bytesReceived: number; clipped: string[] | undefined }
+  /** `residual`: what a lossy codec (topk) left unsent of our contribution, for error feedback. */
+  | { kind: "reduced"; attempt: number; mean: Float32Array; bytesSent: number; bytesReceived: number; clipped: string[] | undefined; residual?: Float32Array }
   /** The all-reduce failed the way all-reduces fail (AllReduceError), not a bug. */
   | { kind: "reduce-failed"; attempt: number; code: FailureCode; suspect: string | undefined; message: string }
   | { kind: "updated"; attempt: number; hash: string; updateMs: number }
