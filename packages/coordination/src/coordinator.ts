@@ -533,8 +533,11 @@ export class Coordinator {
     }
     this.status = "running";
     const batch = this.sampler.take(this.config.batchSize);
+    // The end of an epoch may hold fewer samples than there are members: a member with nothing to
+    // compute has nothing to contribute (and no empty batch to fail on), so it sits this round out.
+    const taking = ready.slice(0, Math.max(1, batch.length));
     const order = separateAccused(
-      ready.map((m) => m.peerId),
+      taking.map((m) => m.peerId),
       (suspect) => this.accusations.accuserOf(suspect),
     );
     const leases = splitBatch(batch, order, (peer) => this.membership.get(peer)?.samplesPerSecond);
@@ -557,7 +560,7 @@ export class Coordinator {
     this.current = round;
     this.recent.set(round.attempt, round.members);
     if (this.recent.size > RECENT_ATTEMPTS) this.recent.delete(this.recent.keys().next().value as number);
-    for (const member of ready) {
+    for (const member of taking) {
       member.state = "training";
       const lease = leases.get(member.peerId) ?? [];
       member.lastLease = lease.length;

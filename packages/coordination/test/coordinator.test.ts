@@ -178,6 +178,20 @@ describe("coordinator rounds", () => {
 });
 
 describe("no sample lost or doubled", () => {
+  it("at an epoch's tail with fewer samples than members, only members with a sample take part", () => {
+    const h = Harness.create({ trainCount: 10, batchSize: 4, minWorkers: 4 });
+    ["a", "b", "c", "d"].forEach((p) => h.join(p));
+    const sizes: number[][] = [];
+    for (let round = 0; round < 3; round++) {
+      const current = h.coordinator.state.current!;
+      sizes.push(current.members.map((m) => current.leases.get(m)!.length));
+      h.reportAll();
+    }
+    // 10 samples in batches of 4: 4, 4, then 2 for two members (not 1, 1, 0, 0).
+    expect(sizes).toEqual([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1]]);
+    expect(h.effects.filter((e) => e.type === "send" && e.message.type === "round" && e.message.lease.length === 0)).toEqual([]);
+  });
+
   // DiLoCo leases innerSteps batches per round (the server configures batchSize = roundSamples(job)).
   it.each([1, 4])("over 3 epochs of random joins, leaves, failures and deadlines, every finished epoch used every sample exactly once (%i inner steps)", (steps) => {
     const random = mulberry32(2024 + steps);
