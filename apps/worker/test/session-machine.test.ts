@@ -201,6 +201,48 @@ describe("SessionMachine", () => {
     expect(Array.from(task.gradient)).toEqual([1, -2, 3]);
   });
 
+  it("computes the next lease ahead on its pending weights while the commit is awaited, and uses it when the round brings that lease", () => {
+    const d = Drive.ready();
+    const next = [4, 5, 6, 7];
+    d.in({ ...Drive.round(7), next } as CoordinatorMessage);
+    d.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient: REPORT.gradient.slice() } });
+    d.result({ kind: "reduced", attempt: 7, mean: new Float32Array(3), bytesSent: 12, bytesReceived: 12, clipped: undefined });
+    // Reported: the lease ahead starts at once, on the pending weights, ahead of the commit.
+    const afterUpdate = d.result({ kind: "updated", attempt: 7, hash: HASH(1), updateMs: 1 });
+    expect(Drive.tasks(afterUpdate)).toEqual([{ kind: "compute", attempt: 7, lease: next, ahead: true }]);
+    expect(Drive.tasks(d.in({ type: "commit", attempt: 7, round: 1, hash: HASH(1) }))).toEqual([]);
+    const aheadGradient = Float32Array.from([9, 9, 9]);
+    expect(Drive.tasks(d.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient: aheadGradient }, ahead: true }))).toEqual([{ kind: "commit", attempt: 7, round: 1 }]);
+    d.result({ kind: "committed", attempt: 7, round: 1, hash: HASH(1), uploadMs: 0 });
+    // The next round brings that lease: no computation, straight to the all-reduce with it.
+    const tasks = Drive.tasks(d.in({ ...Drive.round(8), round: 2, lease: next } as CoordinatorMessage));
+    expect(tasks).toEqual([expect.objectContaining({ kind: "reduce", attempt: 8, gradient: aheadGradient, samples: 4 })]);
+    expect(d.sent("phase").at(-1)).toEqual({ type: "phase", attempt: 8, phase: "reducing", digest: contributionDigest(aheadGradient) });
+  });
+
+  it("drops a lease computed ahead when its base is aborted or the next round brings another lease", () => {
+    const d = Drive.ready();
+    d.in({ ...Drive.round(7), next: [4, 5, 6, 7] } as CoordinatorMessage);
+    d.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient: REPORT.gradient.slice() } });
+    d.result({ kind: "reduced", attempt: 7, mean: new Float32Array(3), bytesSent: 12, bytesReceived: 12, clipped: undefined });
+    d.result({ kind: "updated", attempt: 7, hash: HASH(1), updateMs: 1 });
+    // Aborted while computing ahead: that work started from weights that will never be committed.
+    d.in({ type: "abort", attempt: 7, reason: "a peer left" });
+    expect(Drive.tasks(d.result({ kind: "computed", attempt: 7, report: REPORT, ahead: true }))).toEqual([{ kind: "discard", attempt: 7 }]);
+    d.result({ kind: "done" });
+    expect(Drive.tasks(d.in({ ...Drive.round(8), lease: [4, 5, 6, 7] } as CoordinatorMessage))).toEqual([{ kind: "compute", attempt: 8, lease: [4, 5, 6, 7] }]);
+    // Committed, but the next round split the batch differently: computed again.
+    const e = Drive.ready();
+    e.in({ ...Drive.round(7), next: [4, 5] } as CoordinatorMessage);
+    e.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient: REPORT.gradient.slice() } });
+    e.result({ kind: "reduced", attempt: 7, mean: new Float32Array(3), bytesSent: 12, bytesReceived: 12, clipped: undefined });
+    e.result({ kind: "updated", attempt: 7, hash: HASH(1), updateMs: 1 });
+    e.in({ type: "commit", attempt: 7, round: 1, hash: HASH(1) });
+    e.result({ kind: "computed", attempt: 7, report: REPORT, ahead: true });
+    e.result({ kind: "committed", attempt: 7, round: 1, hash: HASH(1), uploadMs: 0 });
+    expect(Drive.tasks(e.in({ ...Drive.round(8), round: 2, lease: [4, 5, 6] } as CoordinatorMessage))).toEqual([{ kind: "compute", attempt: 8, lease: [4, 5, 6] }]);
+  });
+
   it("stops on a committed hash that differs from its own, on a bad message, and on a failed trainer task", () => {
     const mismatch = Drive.ready();
     mismatch.reported(4);

@@ -86,6 +86,12 @@ export class Coordinator {
   /** Rounds in a row whose hashes split without a majority. */
   private disputes = 0;
   private readonly recent = new Map<number, ReadonlySet<string>>();
+  /**
+   * Leases handed out ahead for the round that follows committed round `base` (overlap): they
+   * become their members' leases when that round opens from `base`, and go back to the queue if it
+   * does not (an abort or a rollback moved the base) or their member is not in it.
+   */
+  private ahead: { base: number; leases: Map<string, readonly number[]>; since: Map<string, number> } | undefined;
   /** The committed state the server still lacks, and whom it asked for it. */
   private stateWanted: { round: number; hash: string; asked: string | undefined; askedAt: number; tried: Set<string> } | undefined;
 
@@ -204,6 +210,7 @@ export class Coordinator {
       clipped: event.clipped?.filter((peer) => round.members.has(peer)),
     });
     if (!round.reducingAt.has(event.peerId)) round.reducingAt.set(event.peerId, now);
+    round.reportedAt.set(event.peerId, now);
     this.tryCommit(round, now, effects);
   }
 
@@ -245,7 +252,7 @@ export class Coordinator {
       this.membership.recordClean(member);
       // Speed as measured here: the lease over the time from opening the round to entering the
       // all-reduce. An exponential average, so one hiccup does not swing the next split.
-      const speed = leaseSpeed(lease.length, (round.reducingAt.get(peer) ?? now) - round.openedAt);
+      const speed = leaseSpeed(lease.length, (round.reducingAt.get(peer) ?? now) - (round.startedAt.get(peer) ?? round.openedAt));
       member.samplesPerSecond = member.samplesPerSecond === undefined ? speed : 0.7 * member.samplesPerSecond + 0.3 * speed;
     }
     for (const [peer, owners] of outliers(round.reports)) {
@@ -280,6 +287,7 @@ export class Coordinator {
       uploader: round.uploader,
     };
     effects.push({ type: "committed", commit });
+    if (round.next.size > 0) this.ahead = { base: round.round, leases: round.next, since: round.reportedAt };
     this.lineage.push({ round: round.round, hash, epoch: round.epoch, members: round.members, samples: round.plan.members.flatMap((p) => round.leases.get(p) ?? []) });
     // The uploader sent its pending state already; if it is a dissenter (or it never arrives), ask another.
     this.stateWanted = { round: round.round, hash, asked: round.uploader, askedAt: now, tried: new Set([round.uploader]) };
@@ -452,6 +460,7 @@ export class Coordinator {
     const round = this.current;
     if (round === undefined) return;
     this.current = undefined;
+    for (const lease of round.next.values()) this.sampler.giveBack(lease);
     for (const peer of round.plan.members) this.sampler.giveBack(round.leases.get(peer) ?? []);
     effects.push({ type: "log", kind: "aborted", text: `round ${round.round} (attempt ${round.attempt}) aborted: ${reason}` });
     for (const peer of round.members) {
@@ -522,7 +531,8 @@ export class Coordinator {
     if (ready.length < needed || ready.length === 0) return;
     // Hold the round briefly for members fetching the state (joiners), so they enter at the next round.
     if (this.status === "running" && this.membership.anySyncingWithin(now, this.config.joinGraceMs)) return;
-    if (this.sampler.waiting === 0) {
+    const carried = this.carryAhead(ready);
+    if (this.sampler.waiting === 0 && carried.size === 0) {
       this.finishEpoch(now, effects);
       // finishEpoch may finish the job (epoch limit), which TS cannot see through the call.
       if ((this.status as CoordinatorStatus) === "done") return;
@@ -532,15 +542,25 @@ export class Coordinator {
       return;
     }
     this.status = "running";
-    const batch = this.sampler.take(this.config.batchSize);
+    // Members holding leases ahead compute them already (all of them, or carryAhead gave them back).
+    const batch = carried.size > 0 ? [] : this.sampler.take(this.config.batchSize);
     // The end of an epoch may hold fewer samples than there are members: a member with nothing to
     // compute has nothing to contribute (and no empty batch to fail on), so it sits this round out.
-    const taking = ready.slice(0, Math.max(1, batch.length));
+    const taking = carried.size > 0 ? ready : ready.slice(0, Math.max(1, batch.length));
     const order = separateAccused(
       taking.map((m) => m.peerId),
       (suspect) => this.accusations.accuserOf(suspect),
     );
-    const leases = splitBatch(batch, order, (peer) => this.membership.get(peer)?.samplesPerSecond);
+    const speedOf = (peer: string): number | undefined => this.membership.get(peer)?.samplesPerSecond;
+    const leases = splitBatch(batch, order.filter((peer) => !carried.has(peer)), speedOf);
+    const startedAt = new Map<string, number>();
+    for (const peer of order) {
+      const lease = carried.get(peer);
+      if (lease === undefined) continue;
+      leases.set(peer, [...lease]);
+      startedAt.set(peer, this.ahead?.since.get(peer) ?? now);
+    }
+    this.ahead = undefined;
     const uploader = order[0] as string;
     const aggregation = this.config.aggregation ?? "mean";
     const round: OpenRound = {
@@ -556,6 +576,9 @@ export class Coordinator {
       uploader,
       verifiedHash: undefined,
       digests: new Map(),
+      startedAt,
+      next: this.leasesAhead(order, this.committedRound + 1, speedOf),
+      reportedAt: new Map(),
     };
     this.current = round;
     this.recent.set(round.attempt, round.members);
@@ -571,10 +594,40 @@ export class Coordinator {
         epoch: round.epoch,
         plan: round.plan,
         lease,
+        ...(round.next.has(member.peerId) ? { next: [...(round.next.get(member.peerId) as readonly number[])] } : {}),
         frameBytes: this.config.frameBytes,
         upload: member.peerId === uploader,
       }, effects);
     }
+  }
+
+  /**
+   * The leases ahead kept at the last commit, if the round opening now starts from that commit;
+   * otherwise (an abort or a rollback moved the base) they go back to the queue. Kept in `ahead`
+   * until the round has opened, so a snapshot still counts them in flight.
+   */
+  private carryAhead(ready: readonly { peerId: string }[]): ReadonlyMap<string, readonly number[]> {
+    const ahead = this.ahead;
+    if (ahead === undefined) return new Map();
+    // Only for the same members: a joiner or a returning member must get its share (a fresh split),
+    // not be left out because the leases ahead already cover the batch.
+    const same = ready.length === ahead.leases.size && ready.every((m) => ahead.leases.has(m.peerId));
+    if (ahead.base === this.committedRound && same) return ahead.leases;
+    for (const lease of ahead.leases.values()) this.sampler.giveBack(lease);
+    this.ahead = undefined;
+    return new Map();
+  }
+
+  /**
+   * Leases of the round after `round`, split like this one's, for its members to compute while
+   * they wait for this round's commit. None for the last round of the job or of the epoch.
+   */
+  private leasesAhead(order: readonly string[], round: number, speedOf: (peer: string) => number | undefined): Map<string, readonly number[]> {
+    if (this.config.leaseAhead === false || this.sampler.waiting === 0) return new Map();
+    if (this.maxRounds !== undefined && round >= this.maxRounds) return new Map();
+    const leases = splitBatch(this.sampler.take(this.config.batchSize), order, speedOf);
+    for (const [peer, lease] of leases) if (lease.length === 0) leases.delete(peer);
+    return leases;
   }
 
   private finishEpoch(now: number, effects: CoordinatorEffect[]): void {
@@ -709,7 +762,12 @@ export class Coordinator {
 
   snapshot(): CoordinatorSnapshot {
     // An open round is not committed: its leases belong back in the queue.
-    const inFlight = this.current === undefined ? [] : this.current.plan.members.flatMap((p) => this.current?.leases.get(p) ?? []);
+    const open = this.current;
+    const inFlight = [
+      ...(open === undefined ? [] : open.plan.members.flatMap((p) => open.leases.get(p) ?? [])),
+      ...(open === undefined ? [] : [...open.next.values()].flat()),
+      ...[...(this.ahead?.leases.values() ?? [])].flat(),
+    ];
     const sampler = this.sampler.snapshot(inFlight);
     return {
       committedRound: this.committedRound,

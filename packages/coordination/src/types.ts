@@ -35,6 +35,11 @@ export type CoordinatorConfig = {
   accusationWindowMs: number;
   /** The server still lacks a committed round's state this long after asking: another member is asked. */
   stateUploadTimeoutMs: number;
+  /**
+   * Overlap: every round message also carries the member's lease of the round after it, which the
+   * member computes on its pending weights while it waits for the commit. Default true.
+   */
+  leaseAhead?: boolean;
   /** Probability that a member's contribution to a committed round is audited (the job's spotCheck). Default 0. */
   spotCheck?: number;
   /** An audited member must have uploaded its contribution and the server judged it within this. Default 30 s. */
@@ -104,10 +109,16 @@ export type OpenRound = {
   verifiedHash: string | undefined;
   /** Each member's digest of its contribution, committed before its all-reduce began. */
   digests: Map<string, string>;
+  /** When each member began computing its lease: the round's opening, or its report of the round before (a lease ahead). */
+  startedAt: Map<string, number>;
+  /** Leases of the next round, handed out with this one (`leaseAhead`); back to the queue if this round aborts. */
+  next: Map<string, readonly number[]>;
+  /** When each member reported: it starts on its lease ahead then. */
+  reportedAt: Map<string, number>;
 };
 
 /** A read-only picture of the open round. */
-export type OpenRoundView = Readonly<Omit<OpenRound, "reports" | "reducingAt" | "leases" | "members" | "digests">> & {
+export type OpenRoundView = Readonly<Omit<OpenRound, "reports" | "reducingAt" | "leases" | "members" | "digests" | "startedAt" | "next" | "reportedAt">> & {
   members: readonly string[];
   leases: ReadonlyMap<string, readonly number[]>;
   reported: readonly string[];

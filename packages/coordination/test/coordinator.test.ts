@@ -234,6 +234,65 @@ describe("no sample lost or doubled", () => {
   });
 });
 
+describe("leases ahead (overlap)", () => {
+  const roundTo = (h: Harness, peer: string) => h.lastTo(peer, "round")!;
+
+  it("each round message carries the member's next lease, which becomes its lease when the round commits", () => {
+    const h = Harness.create({ minWorkers: 2 });
+    ["a", "b"].forEach((p) => h.join(p));
+    const first = { a: roundTo(h, "a"), b: roundTo(h, "b") };
+    expect(first.a.next!.length).toBeGreaterThan(0);
+    // Disjoint from this round's leases and from each other.
+    const all = [...first.a.lease, ...first.b.lease, ...first.a.next!, ...first.b.next!];
+    expect(new Set(all).size).toBe(all.length);
+    h.reportAll();
+    expect(roundTo(h, "a").lease).toEqual(first.a.next);
+    expect(roundTo(h, "b").lease).toEqual(first.b.next);
+    // With config.leaseAhead false, no round carries one.
+    const off = Harness.create({ minWorkers: 1, leaseAhead: false });
+    off.join("a");
+    expect(roundTo(off, "a").next).toBeUndefined();
+  });
+
+  it("an abort gives the next leases back with the round's; a joiner gets a fresh split instead of being left out", () => {
+    const h = Harness.create({ minWorkers: 2 });
+    ["a", "b"].forEach((p) => h.join(p));
+    const before = [roundTo(h, "a"), roundTo(h, "b")].flatMap((m) => [...m.lease, ...m.next!]).sort((x, y) => x - y);
+    const round = h.coordinator.state.current!;
+    h.apply({ type: "failed", peerId: "a", attempt: round.attempt, code: "timeout", suspect: undefined, message: "x", now: h.now });
+    const redo = [roundTo(h, "a"), roundTo(h, "b")];
+    expect(redo[0]!.attempt).toBeGreaterThan(round.attempt);
+    expect(redo.flatMap((m) => [...m.lease, ...m.next!]).sort((x, y) => x - y)).toEqual(before);
+    h.reportAll();
+    h.join("c");
+    h.reportAll();
+    // c joined at round 1 while round 2 ran: it fetches round 2's state, then the next round opens.
+    h.apply({ type: "ready", peerId: "c", round: h.coordinator.state.committedRound, hash: h.coordinator.state.committedHash, now: h.now });
+    const current = h.coordinator.state.current!;
+    expect(current.members).toContain("c");
+    expect(current.leases.get("c")!.length).toBeGreaterThan(0);
+  });
+
+  it("a snapshot counts the leases ahead as in flight: restored, nothing is lost", () => {
+    const h = Harness.create({ minWorkers: 2, trainCount: 50, batchSize: 10, maxEpochs: 1 });
+    ["a", "b"].forEach((p) => h.join(p));
+    h.reportAll();
+    // Round 2 is open with round 3's leases out ahead; round 1 is committed.
+    const snapshot = JSON.parse(JSON.stringify(h.coordinator.snapshot()));
+    const restored = new Harness(new Coordinator({ ...CONFIG, trainCount: 50, batchSize: 10, maxEpochs: 1, minWorkers: 2 }, snapshot));
+    ["a", "b"].forEach((p) => restored.join(p));
+    for (let step = 0; step < 100 && restored.coordinator.state.status !== "done"; step++) {
+      // Members knocked back to fetch the committed state come back with it.
+      for (const m of restored.coordinator.state.members) {
+        if (m.state === "joining") restored.apply({ type: "ready", peerId: m.peerId, round: restored.coordinator.state.committedRound, hash: restored.coordinator.state.committedHash, now: restored.now });
+      }
+      if (restored.coordinator.state.current !== undefined) restored.reportAll();
+    }
+    const epochs = restored.effects.flatMap((e) => (e.type === "epoch-finished" ? [e.coverage] : []));
+    expect(epochs).toEqual([expect.objectContaining({ samples: 50, usedOnce: 50, usedTwice: 0, unused: 0 })]);
+  });
+});
+
 describe("snapshots", () => {
   it("restoring a snapshot taken mid-round puts the in-flight leases back in the queue", () => {
     const h = Harness.create({ minWorkers: 2 });

@@ -160,6 +160,8 @@ export const WelcomeSchema = v.strictObject({
   round: Round,
 });
 
+const LeaseSchema = v.pipe(v.array(v.pipe(v.number(), v.integer(), v.minValue(0))), v.maxLength(MAX_LEASE_SAMPLES));
+
 export const OpenRoundSchema = v.strictObject({
   type: v.literal("round"),
   /** All-reduce attempt id: unique and increasing, a redone round gets a new one. */
@@ -170,7 +172,13 @@ export const OpenRoundSchema = v.strictObject({
   /** Who averages with whom, and how (today: a ring). */
   plan: PlanSchema,
   /** Training sample indices this worker computes its gradient on. */
-  lease: v.pipe(v.array(v.pipe(v.number(), v.integer(), v.minValue(0))), v.maxLength(MAX_LEASE_SAMPLES)),
+  lease: LeaseSchema,
+  /**
+   * This worker's lease of the *next* round, if it will start from this one's commit (overlap): the
+   * worker computes on its pending weights while it waits for the commit, and uses the result when
+   * the next round brings this very lease; otherwise (an abort, another split) it drops the work.
+   */
+  next: v.optional(LeaseSchema),
   frameBytes: v.pipe(v.number(), v.integer(), v.minValue(4), v.maxValue(1 << 20)),
   /**
    * This worker uploads its pending state (PUT /api/state/<round>) as soon as it has reported: the

@@ -53,7 +53,7 @@ function dishonest(trainer: Trainer, attack: LabAttack): Trainer {
     selectBackend: (backends) => trainer.selectBackend(backends),
     init: (init) => trainer.init(init),
     loadState: (bytes) => trainer.loadState(bytes),
-    computeGradient: async (lease) => attackGradient(attack, await trainer.computeGradient(lease)),
+    computeGradient: async (lease, basis) => attackGradient(attack, await trainer.computeGradient(lease, basis)),
     applyUpdate: async (attempt, mean) => {
       const update = await trainer.applyUpdate(attempt, mean);
       return attack === "wrong-hash" ? { ...update, hash: "f".repeat(64) } : update;

@@ -2,6 +2,7 @@ import { computeTimeMs, leaseSpeed, parseCoordinatorMessage, roundSamples, PROTO
 import { ErrorFeedback } from "@crowdtrain/allreduce";
 import { contributionDigest } from "@crowdtrain/training";
 import { COMMITTED_HISTORY, initialStatus, type SessionStatus } from "./status.ts";
+import type { GradientReport } from "../trainer/api.ts";
 import type { Command, Task, TaskResult } from "./tasks.ts";
 
 /** Contributions kept for a spot check: the latest attempts' (an audit arrives right after its commit). */
@@ -22,8 +23,11 @@ export type SessionInput =
 
 export type SessionConfig = { backend: Backend; name?: string | undefined; adapter?: string | undefined; joinToken?: string | undefined };
 
-/** Work queued behind the task in flight: coordinator messages, and a discard owed after a drop. */
-type Queued = { message: CoordinatorMessage; generation: number } | { discard: number };
+/**
+ * Work queued behind the task in flight: coordinator messages, a discard owed after a drop, and the
+ * next round's lease to compute ahead while the commit of `attempt` is awaited.
+ */
+type Queued = { message: CoordinatorMessage; generation: number } | { discard: number } | { ahead: { attempt: number; lease: number[] } };
 
 type Reduced = Extract<TaskResult, { kind: "reduced" }>;
 
@@ -71,6 +75,10 @@ export class SessionMachine {
   private usesErrorFeedback = false;
   /** That residual, pending per attempt like the trainer's update; made at the first contribution. */
   private errorFeedback: ErrorFeedback | undefined;
+  /** The attempt whose update this member adopted last. */
+  private lastCommitted: number | undefined;
+  /** The next round's lease, computed ahead on the update pending for `base` (used if `base` commits). */
+  private computedAhead: { base: number; lease: readonly number[]; report: GradientReport } | undefined;
 
   constructor(private readonly config: SessionConfig) {
     this.status.backend = config.backend;
@@ -146,6 +154,7 @@ export class SessionMachine {
     out.push({ type: "close-link" });
     if (this.pending !== undefined) this.inbox.push({ discard: this.pending.attempt });
     for (const attempt of this.errorFeedback?.pendingAttempts() ?? []) this.errorFeedback?.discard(attempt);
+    this.computedAhead = undefined;
     this.pending = undefined;
     this.publish({ phase: "connecting", lastError: `${reason}; reconnecting in ${(retryInMs / 1000).toFixed(1)} s` });
   }
@@ -156,6 +165,7 @@ export class SessionMachine {
       const next = this.inbox.shift();
       if (next === undefined) return;
       if ("discard" in next) this.run({ kind: "discard", attempt: next.discard }, out);
+      else if ("ahead" in next) this.computeAhead(next.ahead, out);
       // After a reconnect, rounds of the old connection were aborted by the coordinator when we left.
       else if (next.generation !== this.generation && next.message.type === "round") continue;
       else this.dispatch(next.message, now, out);
@@ -172,12 +182,15 @@ export class SessionMachine {
         this.publish({ phase: "syncing", peerId: message.identity.peerId });
         this.run({ kind: "welcome", identity: message.identity, job: message.job, round: message.round }, out);
         return;
-      case "round":
+      case "round": {
         if (this.aborted.has(message.attempt)) return;
+        const ahead = this.takeComputedAhead(message.lease);
         this.running = { message, startedAt: now };
         this.publish({ phase: "training", share: undefined });
-        this.run({ kind: "compute", attempt: message.attempt, lease: message.lease }, out);
+        if (ahead !== undefined) this.onComputed({ kind: "computed", attempt: message.attempt, report: ahead }, now, out);
+        else this.run({ kind: "compute", attempt: message.attempt, lease: message.lease }, out);
         return;
+      }
       case "commit":
         // A commit of an attempt we have no update pending for (never ran it, or dropped it) is not ours.
         if (this.pending?.attempt !== message.attempt) return;
@@ -186,6 +199,7 @@ export class SessionMachine {
         return;
       case "abort":
         if (this.pending?.attempt === message.attempt) this.pending = undefined;
+        if (this.computedAhead?.base === message.attempt) this.computedAhead = undefined;
         this.errorFeedback?.discard(message.attempt);
         this.publish({ phase: "waiting", lastError: `round aborted: ${message.reason}` });
         this.run({ kind: "discard", attempt: message.attempt }, out);
@@ -195,6 +209,7 @@ export class SessionMachine {
         // was left over on top of weights this member no longer holds (a rollback, or it fell behind).
         this.pending = undefined;
         this.errorFeedback = undefined;
+        this.computedAhead = undefined;
         this.publish({ phase: "syncing" });
         this.run({ kind: "sync", round: message.round }, out);
         return;
@@ -238,7 +253,8 @@ export class SessionMachine {
         this.send(out, { type: "ready", round: result.round, hash: result.hash });
         return;
       case "computed":
-        this.onComputed(result, now, out);
+        if (result.ahead === true) this.keepComputedAhead(result, task);
+        else this.onComputed(result, now, out);
         return;
       case "reduced":
         return this.onReduced(result, now, out);
@@ -313,6 +329,9 @@ export class SessionMachine {
       bytesReceived: reduced.bytesReceived,
       ...(reduced.clipped === undefined ? {} : { clipped: reduced.clipped }),
     });
+    // While the commit is awaited, compute the next round's lease on the pending weights: first in
+    // line, before the commit (or anything else) that may already be queued.
+    if (message.next !== undefined && message.next.length > 0) this.inbox.unshift({ ahead: { attempt: message.attempt, lease: message.next } });
     // The designated uploader sends its pending state at once: the server checks it before the
     // commit (a plan of one commits only then) and adopts it when the round commits with its hash.
     if (message.upload) {
@@ -327,6 +346,7 @@ export class SessionMachine {
     if (pending?.attempt !== result.attempt) return;
     this.pending = undefined;
     if (this.errorFeedback?.pendingAttempts().includes(result.attempt)) this.errorFeedback.commit(result.attempt);
+    this.lastCommitted = result.attempt;
     if (result.hash !== pending.commitHash) {
       this.fail(`committed hash ${pending.commitHash ?? "none"} differs from ours ${result.hash}`, out);
       return;
@@ -339,6 +359,25 @@ export class SessionMachine {
       committed: [...this.status.committed, [pending.round, result.hash] as [number, string]].slice(-COMMITTED_HISTORY),
       rounds: [...this.status.rounds, split].slice(-COMMITTED_HISTORY),
     });
+  }
+
+  /** Starts the computation of a lease ahead, unless its base update is gone (aborted, dropped). */
+  private computeAhead(ahead: { attempt: number; lease: number[] }, out: Command[]): void {
+    if (this.pending?.attempt !== ahead.attempt || this.aborted.has(ahead.attempt)) return;
+    this.run({ kind: "compute", attempt: ahead.attempt, lease: ahead.lease, ahead: true }, out);
+  }
+
+  private keepComputedAhead(result: Extract<TaskResult, { kind: "computed" }>, task: Task | undefined): void {
+    if (task?.kind !== "compute" || this.aborted.has(result.attempt) || this.busyGeneration !== this.generation) return;
+    this.computedAhead = { base: result.attempt, lease: task.lease, report: result.report };
+  }
+
+  /** The contribution computed ahead for this lease, if it started from the update committed last. */
+  private takeComputedAhead(lease: readonly number[]): GradientReport | undefined {
+    const ahead = this.computedAhead;
+    this.computedAhead = undefined;
+    if (ahead === undefined || ahead.base !== this.lastCommitted || ahead.lease.length !== lease.length) return undefined;
+    return ahead.lease.every((sample, k) => sample === lease[k]) ? ahead.report : undefined;
   }
 
   /** The gradient plus the residual error feedback kept for it, when the codec needs one. */

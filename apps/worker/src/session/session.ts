@@ -138,8 +138,10 @@ export function startSession(deps: SessionDeps): Session {
       }
       case "sync":
         return sync(task.round);
-      case "compute":
-        return { kind: "computed", attempt: task.attempt, report: await trainer.computeGradient(task.lease) };
+      case "compute": {
+        const report = await trainer.computeGradient(task.lease, task.ahead === true ? "pending" : "committed");
+        return { kind: "computed", attempt: task.attempt, report, ...(task.ahead === true ? { ahead: true } : {}) };
+      }
       case "reduce":
         return reduce(task);
       case "update":

@@ -11,7 +11,11 @@ export type Task =
   | { kind: "welcome"; identity: Identity; job: Job; round: number }
   /** Fetch the committed state of `round` and load it into the trainer. */
   | { kind: "sync"; round: number }
-  | { kind: "compute"; attempt: number; lease: number[] }
+  /**
+   * Compute a lease's contribution. `ahead`: the lease of the round after `attempt`, computed on
+   * the weights pending for `attempt` while its commit is awaited (overlap).
+   */
+  | { kind: "compute"; attempt: number; lease: number[]; ahead?: boolean }
   | { kind: "reduce"; attempt: number; plan: Plan; gradient: Float32Array; samples: number; frameBytes: number }
   | { kind: "update"; attempt: number; mean: Float32Array }
   | { kind: "commit"; attempt: number; round: number }
@@ -24,7 +28,7 @@ export type UploadAuth = { peerId: string; sessionToken: string };
 /** How a task ended. An unexpected throw is `failed` (fatal unless the task is an upload). */
 export type TaskResult =
   | { kind: "synced"; round: number; hash: string }
-  | { kind: "computed"; attempt: number; report: GradientReport }
+  | { kind: "computed"; attempt: number; report: GradientReport; ahead?: boolean }
   /** `residual`: what a lossy codec (topk) left unsent of our contribution, for error feedback. */
   | { kind: "reduced"; attempt: number; mean: Float32Array; bytesSent: number; bytesReceived: number; clipped: string[] | undefined; residual?: Float32Array }
   /** The all-reduce failed the way all-reduces fail (AllReduceError), not a bug. */

@@ -29,6 +29,8 @@ export type GradientReport = {
 
 export type UpdateReport = { hash: string; updateMs: number };
 
+export type WeightsBasis = "committed" | "pending";
+
 export type StateReport = { round: number; hash: string };
 
 export interface Trainer {
@@ -38,7 +40,12 @@ export interface Trainer {
   init(init: TrainerInit): Promise<{ weightCount: number }>;
   /** Replaces weights and optimizer state with an encoded model state (see @crowdtrain/training state.ts). */
   loadState(bytes: ArrayBuffer): Promise<StateReport>;
-  computeGradient(lease: number[]): Promise<GradientReport>;
+  /**
+   * The lease's contribution: its gradient ("sync") or its inner steps' pseudo-gradient ("diloco").
+   * From the committed weights, or (`basis: "pending"`, a lease ahead) from the weights pending for
+   * the last update, which the next round starts from once that update commits.
+   */
+  computeGradient(lease: number[], basis?: WeightsBasis): Promise<GradientReport>;
   /** Applies the optimizer to a copy of the weights; keeps it pending for `attempt`. */
   applyUpdate(attempt: number, mean: Float32Array): Promise<UpdateReport>;
   /** Adopts the pending weights and writes them to the device (`uploadMs`). */

@@ -20,7 +20,7 @@ import {
 } from "@crowdtrain/training";
 import { chooseBackend } from "@crowdtrain/training/browser";
 import { fetchTrainSplit } from "./dataset-http.ts";
-import type { BackendReport, GradientReport, StateReport, Trainer, TrainerInit, UpdateReport } from "./api.ts";
+import type { BackendReport, GradientReport, StateReport, Trainer, TrainerInit, UpdateReport, WeightsBasis } from "./api.ts";
 
 type Loaded = { job: Job; manifest: DatasetManifest; train: Dataset; model: tf.LayersModel; optimizer: Optimizer };
 type Pending = { attempt: number; weights: Float32Array; optimizerBefore: OptimizerState; hash: string };
@@ -28,7 +28,9 @@ type Pending = { attempt: number; weights: Float32Array; optimizerBefore: Optimi
 /**
  * The Trainer itself, usable directly on the page or behind the Web Worker RPC (worker-entry.ts).
  * Weights live twice: on the device (for forward/backward) and as the committed Float32Array (for
- * the deterministic optimizer and the hash); they are written to the device only on commit/load.
+ * the deterministic optimizer and the hash); they are written to the device when a computation
+ * needs other weights than those there (a lease ahead starts from the pending ones) and on
+ * commit/load, never twice the same array.
  */
 export class TrainerCore implements Trainer {
   private loaded: Loaded | undefined;
@@ -36,6 +38,8 @@ export class TrainerCore implements Trainer {
   private round = 0;
   private hash = "";
   private pending: Pending | undefined;
+  /** The weights array last written to the device (by identity), so the same array is not uploaded twice. */
+  private onDevice: Float32Array | undefined;
 
   async selectBackend(backends: string[]): Promise<BackendReport> {
     return chooseBackend(backends);
@@ -58,23 +62,25 @@ export class TrainerCore implements Trainer {
     const hash = state.hash;
     loaded.optimizer.restore(state.optimizer);
     this.weights = state.weights;
-    writeWeights(loaded.model, this.weights);
+    this.toDevice(this.weights);
     this.round = state.round;
     this.hash = hash;
     this.pending = undefined;
     return { round: this.round, hash };
   }
 
-  /** The round's contribution: the lease's gradient ("sync"), or its pseudo-gradient after the inner steps ("diloco"). */
-  async computeGradient(lease: number[]): Promise<GradientReport> {
+  async computeGradient(lease: number[], basis: WeightsBasis = "committed"): Promise<GradientReport> {
     const { job, model, manifest, train } = this.need();
     const started = performance.now();
+    const start = basis === "pending" ? this.pendingWeights() : this.weights;
     if (job.algorithm.kind === "diloco") {
-      // The inner steps move the device weights; the committed ones are written back on commit
-      // and at the start of every round (runInnerSteps writes `start` first), so a discard is free.
-      const result = await runInnerSteps({ model, optimizer: job.optimizer, train, manifest, start: this.weights, lease, steps: innerSteps(job) });
+      // The inner steps write `start` and move the device weights; nothing else relies on them, so a
+      // discard is free, and the next computation or commit writes what it needs.
+      this.onDevice = undefined;
+      const result = await runInnerSteps({ model, optimizer: job.optimizer, train, manifest, start, lease, steps: innerSteps(job) });
       return { gradient: result.pseudoGradient, loss: result.loss, samples: result.samples, computeMs: performance.now() - started, readbackMs: 0 };
     }
+    this.toDevice(start);
     const { xs, ys } = batchTensors(train, lease, manifest.inputShape, manifest.classes);
     try {
       const recorded = recordGradient(model, xs, ys);
@@ -107,7 +113,8 @@ export class TrainerCore implements Trainer {
     this.hash = pending.hash;
     this.round = round;
     const started = performance.now();
-    writeWeights(this.need().model, this.weights);
+    // Already there when the next lease was computed ahead on these very (then pending) weights.
+    this.toDevice(this.weights);
     return { round, hash: this.hash, uploadMs: performance.now() - started };
   }
 
@@ -134,6 +141,18 @@ export class TrainerCore implements Trainer {
   async dispose(): Promise<void> {
     this.loaded?.model.dispose();
     this.loaded = undefined;
+  }
+
+  private pendingWeights(): Float32Array {
+    if (this.pending === undefined) throw new Error("a lease ahead needs a pending update to start from, and none is pending");
+    return this.pending.weights;
+  }
+
+  /** Writes `weights` to the model unless that very array is there already. */
+  private toDevice(weights: Float32Array): void {
+    if (this.onDevice === weights) return;
+    writeWeights(this.need().model, weights);
+    this.onDevice = weights;
   }
 
   private need(): Loaded {

@@ -44,7 +44,7 @@ export function createWorkerTrainer(): Trainer {
     selectBackend: (backends) => call("selectBackend", backends),
     init: (init) => call("init", init),
     loadState: (bytes) => call("loadState", bytes),
-    computeGradient: (lease) => call("computeGradient", lease),
+    computeGradient: (lease, basis) => call("computeGradient", lease, basis),
     applyUpdate: (attempt, mean) => call("applyUpdate", attempt, mean),
     commit: (attempt, round) => call("commit", attempt, round),
     discard: (attempt) => call("discard", attempt),
