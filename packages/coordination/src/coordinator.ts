@@ -1,5 +1,6 @@
 import { leaseSpeed, MAX_ATTEMPT, type CoordinatorMessage } from "@crowdtrain/protocol";
 import { Accusations } from "./accusations.ts";
+import { LeasesAhead } from "./ahead.ts";
 import { Audits, type PendingAudit } from "./audits.ts";
 import { Lineage, type RollbackTarget } from "./lineage.ts";
 import { mulberry32 } from "./permutation.ts";
@@ -86,12 +87,8 @@ export class Coordinator {
   /** Rounds in a row whose hashes split without a majority. */
   private disputes = 0;
   private readonly recent = new Map<number, ReadonlySet<string>>();
-  /**
-   * Leases handed out ahead for the round that follows committed round `base` (overlap): they
-   * become their members' leases when that round opens from `base`, and go back to the queue if it
-   * does not (an abort or a rollback moved the base) or their member is not in it.
-   */
-  private ahead: { base: number; leases: Map<string, readonly number[]>; since: Map<string, number> } | undefined;
+  /** The next round's leases, handed out with the last committed one (overlap). */
+  private readonly ahead = new LeasesAhead();
   /** The committed state the server still lacks, and whom it asked for it. */
   private stateWanted: { round: number; hash: string; asked: string | undefined; askedAt: number; tried: Set<string> } | undefined;
 
@@ -287,7 +284,7 @@ export class Coordinator {
       uploader: round.uploader,
     };
     effects.push({ type: "committed", commit });
-    if (round.next.size > 0) this.ahead = { base: round.round, leases: round.next, since: round.reportedAt };
+    this.ahead.keep(round.round, round.next, round.reportedAt);
     this.lineage.push({ round: round.round, hash, epoch: round.epoch, members: round.members, samples: round.plan.members.flatMap((p) => round.leases.get(p) ?? []) });
     // The uploader sent its pending state already; if it is a dissenter (or it never arrives), ask another.
     this.stateWanted = { round: round.round, hash, asked: round.uploader, askedAt: now, tried: new Set([round.uploader]) };
@@ -531,18 +528,20 @@ export class Coordinator {
     if (ready.length < needed || ready.length === 0) return;
     // Hold the round briefly for members fetching the state (joiners), so they enter at the next round.
     if (this.status === "running" && this.membership.anySyncingWithin(now, this.config.joinGraceMs)) return;
-    const carried = this.carryAhead(ready);
+    if (this.nextAttempt > MAX_ATTEMPT) {
+      this.finish(`attempt ids are exhausted (${MAX_ATTEMPT})`, now, effects);
+      return;
+    }
+    // Taken only now that a round opens: until then a snapshot counts the leases ahead in flight.
+    const ahead = this.ahead.take(this.committedRound, ready.map((m) => m.peerId), (lease) => this.sampler.giveBack(lease));
+    const carried = ahead?.leases ?? new Map<string, readonly number[]>();
     if (this.sampler.waiting === 0 && carried.size === 0) {
       this.finishEpoch(now, effects);
       // finishEpoch may finish the job (epoch limit), which TS cannot see through the call.
       if ((this.status as CoordinatorStatus) === "done") return;
     }
-    if (this.nextAttempt > MAX_ATTEMPT) {
-      this.finish(`attempt ids are exhausted (${MAX_ATTEMPT})`, now, effects);
-      return;
-    }
     this.status = "running";
-    // Members holding leases ahead compute them already (all of them, or carryAhead gave them back).
+    // Members holding leases ahead compute them already (all of them, or none: see LeasesAhead).
     const batch = carried.size > 0 ? [] : this.sampler.take(this.config.batchSize);
     // The end of an epoch may hold fewer samples than there are members: a member with nothing to
     // compute has nothing to contribute (and no empty batch to fail on), so it sits this round out.
@@ -558,9 +557,8 @@ export class Coordinator {
       const lease = carried.get(peer);
       if (lease === undefined) continue;
       leases.set(peer, [...lease]);
-      startedAt.set(peer, this.ahead?.since.get(peer) ?? now);
+      startedAt.set(peer, ahead?.since.get(peer) ?? now);
     }
-    this.ahead = undefined;
     const uploader = order[0] as string;
     const aggregation = this.config.aggregation ?? "mean";
     const round: OpenRound = {
@@ -599,23 +597,6 @@ export class Coordinator {
         upload: member.peerId === uploader,
       }, effects);
     }
-  }
-
-  /**
-   * The leases ahead kept at the last commit, if the round opening now starts from that commit;
-   * otherwise (an abort or a rollback moved the base) they go back to the queue. Kept in `ahead`
-   * until the round has opened, so a snapshot still counts them in flight.
-   */
-  private carryAhead(ready: readonly { peerId: string }[]): ReadonlyMap<string, readonly number[]> {
-    const ahead = this.ahead;
-    if (ahead === undefined) return new Map();
-    // Only for the same members: a joiner or a returning member must get its share (a fresh split),
-    // not be left out because the leases ahead already cover the batch.
-    const same = ready.length === ahead.leases.size && ready.every((m) => ahead.leases.has(m.peerId));
-    if (ahead.base === this.committedRound && same) return ahead.leases;
-    for (const lease of ahead.leases.values()) this.sampler.giveBack(lease);
-    this.ahead = undefined;
-    return new Map();
   }
 
   /**
@@ -766,7 +747,7 @@ export class Coordinator {
     const inFlight = [
       ...(open === undefined ? [] : open.plan.members.flatMap((p) => open.leases.get(p) ?? [])),
       ...(open === undefined ? [] : [...open.next.values()].flat()),
-      ...[...(this.ahead?.leases.values() ?? [])].flat(),
+      ...this.ahead.inFlight(),
     ];
     const sampler = this.sampler.snapshot(inFlight);
     return {
