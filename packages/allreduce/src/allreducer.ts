@@ -2,7 +2,7 @@ import { decodeFrame, type Frame } from "@crowdtrain/protocol";
 import { systemClock, type Clock } from "./clock.ts";
 import { AllReduceError } from "./errors.ts";
 import { resolveOptions, type AllReduceOptions } from "./options.ts";
-import { firstNonFinite, MAX_SAMPLES } from "./reduce.ts";
+import { MAX_SAMPLES } from "./reduce.ts";
 import { createRoundHost, type AllReducerCounters } from "./host.ts";
 import { RoundRun, type RoundArgs, type RoundResult } from "./round.ts";
 import type { PeerId, Transport } from "./transport.ts";
@@ -59,11 +59,11 @@ function checkInput(args: RoundArgs): string | undefined {
   if (!Number.isInteger(args.samples) || args.samples < 0 || args.samples > MAX_SAMPLES) {
     return `samples must be an integer in [0, ${MAX_SAMPLES}], got ${args.samples}`;
   }
-  const bad = firstNonFinite(args.gradient);
-  if (bad >= 0) return `own gradient has non-finite value ${args.gradient[bad]} at element ${bad}`;
-  // The contribution is samples·g in float32: a finite gradient can still overflow it.
+  // One pass: a non-finite value, or (the contribution is samples·g in float32) a finite one that overflows.
   for (let e = 0; e < args.gradient.length; e++) {
-    if (!Number.isFinite(Math.fround((args.gradient[e] as number) * args.samples))) return `own gradient times ${args.samples} samples overflows float32 at element ${e}`;
+    const g = args.gradient[e] as number;
+    if (!Number.isFinite(g)) return `own gradient has non-finite value ${g} at element ${e}`;
+    if (!Number.isFinite(Math.fround(g * args.samples))) return `own gradient times ${args.samples} samples overflows float32 at element ${e}`;
   }
   return undefined;
 }
