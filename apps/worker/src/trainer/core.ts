@@ -113,8 +113,9 @@ export class TrainerCore implements Trainer {
     this.hash = pending.hash;
     this.round = round;
     const started = performance.now();
-    // Already there when the next lease was computed ahead on these very (then pending) weights.
-    this.toDevice(this.weights);
+    // DiLoCo's inner steps write their start weights themselves: uploading these now would be done twice.
+    // Sync: already there when the next lease was computed ahead on these very (then pending) weights.
+    if (this.need().job.algorithm.kind !== "diloco") this.toDevice(this.weights);
     return { round, hash: this.hash, uploadMs: performance.now() - started };
   }
 
