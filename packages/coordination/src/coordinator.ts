@@ -32,6 +32,8 @@ export type CoordinatorSnapshot = {
   nextAttempt: number;
   finishedEpochs: EpochCoverage[];
   status: CoordinatorStatus;
+  /** The target in rounds as the operator last set it (absent in older checkpoints: the job's own). */
+  maxRounds?: number | null;
 };
 
 /** What the server may accept from a member's `PUT /api/state/<round>` right now. */
@@ -46,6 +48,8 @@ const FIRST_HAND = new Set(["peer-gone", "timeout", "bad-frame"]);
 /** How many recent attempts' members are remembered, so a second witness of an aborted attempt is heard. */
 const RECENT_ATTEMPTS = 16;
 const DEFAULT_AUDIT_TIMEOUT_MS = 30_000;
+/** A finished job waits for its final state this many upload timeouts (the uploader, then another). */
+const FINAL_STATE_ASKS = 2;
 const DEFAULT_MAX_PENDING_AUDITS = 4;
 export const DEFAULT_LINEAGE_ROUNDS = 32;
 
@@ -91,6 +95,8 @@ export class Coordinator {
   private readonly ahead = new LeasesAhead();
   /** The committed state the server still lacks, and whom it asked for it. */
   private stateWanted: { round: number; hash: string; asked: string | undefined; askedAt: number; tried: Set<string> } | undefined;
+  /** The job is done; its members are told to stop once the final state is stored (or `until`). */
+  private stopping: { reason: string; until: number } | undefined;
 
   constructor(
     readonly config: CoordinatorConfig,
@@ -114,6 +120,7 @@ export class Coordinator {
       this.committedHash = snapshot.committedHash;
       this.nextAttempt = snapshot.nextAttempt;
       this.status = snapshot.status;
+      if (snapshot.maxRounds !== undefined) this.maxRounds = snapshot.maxRounds ?? undefined;
     }
     this.lineage.start(this.committedRound, this.committedHash, this.sampler.epoch);
   }
@@ -158,6 +165,7 @@ export class Coordinator {
       case "state-stored":
         this.lineage.markStored(event.round);
         if (this.stateWanted !== undefined && this.stateWanted.round <= event.round) this.stateWanted = undefined;
+        if (this.stateWanted === undefined) this.stopMembers(effects);
         break;
       case "tick":
         this.onTick(now, effects);
@@ -424,6 +432,7 @@ export class Coordinator {
     if (event.problem === undefined || wanted === undefined || wanted.round !== event.round) return;
     if (event.hash === wanted.hash) {
       // The committed bits themselves fail the check (every member agreed on them): the job diverged.
+      this.stateWanted = undefined;
       this.finish(`the committed state of round ${event.round} fails the server's check: ${event.problem}`, now, effects);
       return;
     }
@@ -446,6 +455,10 @@ export class Coordinator {
       this.strike(accusation.accuser, `nobody confirmed its accusation of ${accusation.suspect} within ${this.config.accusationWindowMs} ms`, now, effects);
     }
     if (this.stateWanted !== undefined && now - this.stateWanted.askedAt > this.config.stateUploadTimeoutMs) this.askNextUploader(now, effects);
+    if (this.stopping !== undefined && now >= this.stopping.until) {
+      effects.push({ type: "log", kind: "upload", text: `the final state of round ${this.committedRound} never reached the server; stopping the members anyway` });
+      this.stopMembers(effects);
+    }
     for (const audit of this.audits.expire(now)) {
       const seconds = (this.config.auditTimeoutMs ?? DEFAULT_AUDIT_TIMEOUT_MS) / 1000;
       this.auditFailed(audit, `no contribution uploaded and judged within ${seconds} s`, undefined, now, effects);
@@ -515,7 +528,11 @@ export class Coordinator {
     }
     wanted.askedAt = now;
     wanted.asked = next?.peerId;
-    if (next === undefined) return;
+    if (next === undefined) {
+      // Nobody holds it any more: waiting cannot bring it.
+      this.stopMembers(effects);
+      return;
+    }
     wanted.tried.add(next.peerId);
     effects.push({ type: "log", kind: "upload", text: `asked ${next.peerId} for the state of round ${wanted.round}` });
     this.send(next.peerId, { type: "upload", round: wanted.round }, effects);
@@ -622,10 +639,20 @@ export class Coordinator {
     if (this.status === "done") return;
     if (this.current !== undefined) this.abort(`stopping: ${reason}`, now, effects);
     this.status = "done";
-    // Members stop now and cannot answer: a finished job is not rolled back by its own shutdown.
+    // Members stop soon and cannot answer: a finished job is not rolled back by its own shutdown.
     this.audits.dropAfter(-1);
     effects.push({ type: "log", kind: "done", text: `training finished: ${reason}` });
-    for (const member of this.membership.values()) this.send(member.peerId, { type: "stop", reason }, effects);
+    // The members hold the final state the server may still lack (its upload can fail or be late):
+    // they stop once it is stored, or once nobody is left to send it, or past a bounded wait.
+    this.stopping = { reason, until: now + this.config.stateUploadTimeoutMs * FINAL_STATE_ASKS };
+    if (this.stateWanted === undefined) this.stopMembers(effects);
+  }
+
+  private stopMembers(effects: CoordinatorEffect[]): void {
+    const stopping = this.stopping;
+    if (stopping === undefined) return;
+    this.stopping = undefined;
+    for (const member of this.membership.values()) this.send(member.peerId, { type: "stop", reason: stopping.reason }, effects);
   }
 
   /** The member holds a stale state: it fetches the committed one, and the next round waits for it briefly. */
@@ -732,7 +759,7 @@ export class Coordinator {
       const grace = this.membership.graceEndsAt(this.config.joinGraceMs);
       if (grace !== undefined) times.push(grace);
     }
-    for (const expiry of [this.accusations.nextExpiryAt(), this.audits.nextExpiryAt()]) if (expiry !== undefined) times.push(expiry);
+    for (const expiry of [this.accusations.nextExpiryAt(), this.audits.nextExpiryAt(), this.stopping?.until]) if (expiry !== undefined) times.push(expiry);
     return times.length === 0 ? undefined : Math.min(...times);
   }
 
@@ -759,6 +786,7 @@ export class Coordinator {
       nextAttempt: this.nextAttempt,
       finishedEpochs: sampler.finishedEpochs,
       status: this.status === "done" ? "done" : this.committedRound > 0 ? "running" : "waiting",
+      maxRounds: this.maxRounds ?? null,
     };
   }
 }

@@ -144,14 +144,63 @@ describe("coordinator rounds", () => {
     expect(h.coordinator.state.current!.members).toEqual(["a", "late"]);
   });
 
-  it("stops after maxRounds and tells everyone", () => {
-    const h = Harness.create({ maxRounds: 2 });
+  it("stops after maxRounds and tells everyone once the final state is stored", () => {
+    const h = Harness.create({ maxRounds: 2, minWorkers: 2 });
     h.join("a");
+    h.join("b");
     h.reportAll();
     h.reportAll();
     expect(h.coordinator.state.status).toBe("done");
     expect(h.coordinator.state.current).toBeUndefined();
+    // The members still hold round 2's state, which the server lacks: nobody stops yet.
+    expect(h.lastTo("a", "stop")).toBeUndefined();
+    h.apply({ type: "state-stored", round: 2, now: h.now });
     expect(h.lastTo("a", "stop")!.reason).toMatch(/2 rounds/);
+    expect(h.lastTo("b", "stop")!.reason).toMatch(/2 rounds/);
+  });
+
+  it("a finished job whose final upload fails asks another holder, then stops everyone past a bounded wait", () => {
+    const h = Harness.create({ maxRounds: 1, minWorkers: 2 });
+    h.join("a");
+    h.join("b");
+    h.reportAll();
+    expect(h.coordinator.state.status).toBe("done");
+    const uploader = h.coordinator.uploadSlots("a").length > 0 ? "a" : "b";
+    const other = uploader === "a" ? "b" : "a";
+    h.apply({ type: "tick", now: h.now + CONFIG.stateUploadTimeoutMs + 1 });
+    expect(h.lastTo(other, "upload")).toEqual({ type: "upload", round: 1 });
+    expect(h.lastTo(other, "stop")).toBeUndefined();
+    expect(h.coordinator.nextWakeAt()).toBe(h.now + 2 * CONFIG.stateUploadTimeoutMs);
+    h.apply({ type: "tick", now: h.now + 2 * CONFIG.stateUploadTimeoutMs });
+    expect(h.lastTo(uploader, "stop")!.reason).toMatch(/1 rounds/);
+    expect(h.lastTo(other, "stop")!.reason).toMatch(/1 rounds/);
+  });
+
+  it("a finished job stops at once when nobody is left holding the final state", () => {
+    const h = Harness.create({ maxRounds: 1, minWorkers: 2 });
+    h.join("a");
+    h.join("b");
+    // c joins mid-round: it never holds round 1's state.
+    h.apply({ type: "join", peerId: "c", backend: "cpu", now: h.now });
+    h.reportAll();
+    expect(h.coordinator.state.status).toBe("done");
+    const uploader = h.coordinator.uploadSlots("a").length > 0 ? "a" : "b";
+    const other = uploader === "a" ? "b" : "a";
+    h.apply({ type: "leave", peerId: other, reason: "closed", now: h.now });
+    expect(h.lastTo("c", "stop")).toBeUndefined();
+    h.apply({ type: "leave", peerId: uploader, reason: "closed", now: h.now });
+    expect(h.lastTo("c", "stop")!.reason).toMatch(/1 rounds/);
+  });
+
+  it("a resumed snapshot keeps the operator's target", () => {
+    const h = Harness.create({ maxRounds: 5 });
+    h.join("a");
+    h.apply({ type: "set-max-rounds", rounds: 3, now: 0 });
+    h.reportAll();
+    const resumed = new Coordinator({ ...CONFIG, maxRounds: 5 }, h.coordinator.snapshot());
+    expect(resumed.state.maxRounds).toBe(3);
+    h.apply({ type: "set-max-rounds", rounds: undefined, now: 0 });
+    expect(new Coordinator({ ...CONFIG, maxRounds: 5 }, h.coordinator.snapshot()).state.maxRounds).toBeUndefined();
   });
 
   it("the operator can raise or lower the target number of rounds", () => {
@@ -161,6 +210,7 @@ describe("coordinator rounds", () => {
     h.reportAll();
     h.reportAll();
     expect(h.coordinator.state.status).toBe("running");
+    h.apply({ type: "state-stored", round: 2, now: 0 });
     h.apply({ type: "set-max-rounds", rounds: 2, now: 0 });
     expect(h.coordinator.state.status).toBe("done");
     expect(h.lastTo("a", "stop")!.reason).toMatch(/2 rounds/);

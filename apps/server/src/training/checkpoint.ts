@@ -44,6 +44,7 @@ const CheckpointSchema = v.looseObject({
     uses: v.array(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(255))),
     // One past the last attempt issued; every worker's reducer takes ids up to MAX_ATTEMPT.
     nextAttempt: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_ATTEMPT + 1)),
+    maxRounds: v.optional(v.nullable(v.pipe(v.number(), v.integer(), v.minValue(1)))),
   }),
   metrics: v.looseObject({ rounds: v.array(v.unknown()), evals: v.array(v.unknown()), samplesSeen: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER)) }),
 });
