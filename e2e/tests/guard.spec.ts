@@ -60,3 +60,14 @@ test("requests to anything but the test server are blocked and recorded", async 
     await context.close();
   }
 });
+
+test("the server serves the shared static assets of public/ (icon, robots.txt) and both pages link the icon", async ({ openWorkers, server }) => {
+  const robots = await fetch(`${server.url}/robots.txt`);
+  expect(robots.status).toBe(200);
+  expect(await robots.text()).toMatch(/^Disallow: \/$/m);
+  const icon = await fetch(`${server.url}/favicon.svg`);
+  expect(icon.headers.get("content-type")).toMatch(/^image\/svg\+xml/);
+  const [worker, dashboard] = await openWorkers(2, "/");
+  await dashboard!.goto(new URL("/dashboard", server.url).href);
+  for (const page of [worker!, dashboard!]) await expect(page.locator('link[rel="icon"]')).toHaveAttribute("href", "/favicon.svg");
+});
