@@ -1,12 +1,15 @@
 import http from "node:http";
+import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { join, resolve } from "node:path";
 import type { Duplex } from "node:stream";
 import express from "express";
 import type { SignallingConfig } from "@crowdtrain/protocol";
+import { clientAddressOf, type ClientAddress } from "./http/client-address.ts";
 import { errorHandler, notFoundHandler } from "./http/errors.ts";
 import { securityHeaders } from "./http/headers.ts";
 import type { OriginPolicy } from "./http/origin.ts";
+import type { TlsCredentials } from "./http/tls.ts";
 import { ICE_SERVERS_ENV, parseIceServers, validateIceServers, type IceServer } from "./ice.ts";
 import { IdentityRegistry } from "./identity/registry.ts";
 import { mountPeerServer, PEER_PATH } from "./signalling/peer-server.ts";
@@ -47,6 +50,13 @@ export interface ServerOptions {
   lab?: boolean;
   /** Origins besides the server's own that may open /ws and /peerjs. Default none. */
   allowedOrigins?: string[];
+  /** Serve HTTPS and WSS with this certificate (browsers give WebGPU only to secure pages). Default: plain HTTP. */
+  tls?: TlsCredentials;
+  /**
+   * Reverse proxies whose X-Forwarded-For is believed (addresses, CIDR ranges, or `loopback`,
+   * `linklocal`, `uniquelocal`). Default none: the socket's peer is the client.
+   */
+  trustProxy?: string[];
 }
 
 export interface ServerHandle {
@@ -63,7 +73,8 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   const app = express();
   app.disable("x-powered-by");
   app.use(securityHeaders());
-  const server = http.createServer(app);
+  const server = options.tls === undefined ? http.createServer(app) : https.createServer({ cert: options.tls.cert, key: options.tls.key }, app);
+  const clientAddress = clientAddressOf(options.trustProxy ?? []);
   const timers = createTimerScope();
   const routes: UpgradeRoutes = new Map();
   const identities = new IdentityRegistry();
@@ -82,7 +93,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   routes.set(peers.path, peers.route);
   let training: TrainingService | undefined;
   try {
-    training = options.training === undefined ? undefined : await startTraining(options.training, { identities, origins });
+    training = options.training === undefined ? undefined : await startTraining(options.training, { identities, origins, clientAddress });
   } catch (error) {
     // A refused job (too big, no dataset, a bad checkpoint): peer's timers already run; stop them.
     await shutdown(server, routes, timers, undefined);
@@ -92,7 +103,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     app.use(training.router);
     routes.set("/ws", training.hub.route);
   }
-  if (options.lab === true) mountLab(app, identities);
+  if (options.lab === true) mountLab(app, identities, clientAddress);
   mountWebApp(app, options.webDir ?? DEFAULT_WEB_DIR, options.lab === true ? { ...WEB_PAGES, ...LAB_PAGES } : WEB_PAGES);
   app.use(notFoundHandler());
   app.use(errorHandler({ onLog: log }));
@@ -107,16 +118,16 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     await close();
     throw error;
   }
-  return { url: urlFor(host, port), port, training, close };
+  return { url: urlFor(options.tls === undefined ? "http" : "https", host, port), port, training, close };
 }
 
 /**
  * The lab's identities: a lab page registers with PeerJS like a worker, but does not join the job,
  * so it asks here. Only mounted with `lab: true`; each identity lives as long as the server.
  */
-function mountLab(app: express.Express, identities: IdentityRegistry): void {
+function mountLab(app: express.Express, identities: IdentityRegistry, clientAddress: ClientAddress): void {
   app.post("/api/lab/identity", (req, res) => {
-    res.json(identities.issue(req.socket.remoteAddress ?? "unknown"));
+    res.json(identities.issue(clientAddress(req)));
   });
 }
 
@@ -150,7 +161,7 @@ function mountWebApp(app: express.Express, webDir: string, pages: Readonly<Recor
   });
 }
 
-function listen(server: http.Server, port: number, host: string): Promise<number> {
+function listen(server: http.Server | https.Server, port: number, host: string): Promise<number> {
   return new Promise((resolvePort, reject) => {
     const onError = (error: Error) => reject(new Error(`cannot listen on ${host}:${port}: ${error.message}`, { cause: error }));
     server.once("error", onError);
@@ -161,7 +172,7 @@ function listen(server: http.Server, port: number, host: string): Promise<number
   });
 }
 
-async function shutdown(server: http.Server, routes: UpgradeRoutes, timers: TimerScope, training: TrainingService | undefined): Promise<void> {
+async function shutdown(server: http.Server | https.Server, routes: UpgradeRoutes, timers: TimerScope, training: TrainingService | undefined): Promise<void> {
   timers.clearAll();
   if (training !== undefined) {
     // The hub closes its own sockets (after its ticker); do not close them twice.
@@ -172,7 +183,7 @@ async function shutdown(server: http.Server, routes: UpgradeRoutes, timers: Time
   await closeHttpServer(server);
 }
 
-function closeHttpServer(server: http.Server): Promise<void> {
+function closeHttpServer(server: http.Server | https.Server): Promise<void> {
   if (!server.listening) return Promise.resolve();
   return new Promise((done, fail) => {
     const timer = setTimeout(
@@ -188,7 +199,7 @@ function closeHttpServer(server: http.Server): Promise<void> {
   });
 }
 
-function urlFor(host: string, port: number): string {
-  if (host === "0.0.0.0" || host === "::") return `http://localhost:${port}`;
-  return `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+function urlFor(scheme: "http" | "https", host: string, port: number): string {
+  if (host === "0.0.0.0" || host === "::") return `${scheme}://localhost:${port}`;
+  return `${scheme}://${host.includes(":") ? `[${host}]` : host}:${port}`;
 }

@@ -4,6 +4,7 @@ import type { CommittedRound, Coordinator, CoordinatorEffect, CoordinatorEvent }
 import { parseWorkerMessage, PROTOCOL_VERSION, type CoordinatorMessage, type Job, type WorkerMessage } from "@crowdtrain/protocol";
 import { WebSocketServer, type WebSocket } from "ws";
 import { tokenMatches } from "../admin/token.ts";
+import type { ClientAddress } from "../http/client-address.ts";
 import { originRejection, refuseUpgrade, type OriginPolicy } from "../http/origin.ts";
 import type { BanList } from "../identity/bans.ts";
 import type { IdentityRegistry } from "../identity/registry.ts";
@@ -34,6 +35,8 @@ const MESSAGES_PER_SECOND = 50;
 export type HubOptions = {
   identities: IdentityRegistry;
   origins: OriginPolicy;
+  /** Who a request comes from (the socket's peer, or the client a trusted proxy names). */
+  clientAddress: ClientAddress;
   /** Addresses of evicted members, refused at the handshake for a while. */
   bans: BanList;
   /** Required in every hello when set (`--join-token`): the job is private. */
@@ -77,7 +80,7 @@ export class ClusterHub {
   ) {
     this.maxMembers = options.maxMembers ?? DEFAULT_MAX_MEMBERS;
     this.hellos = new RateLimiter(options.hellosPerSecond ?? DEFAULT_HELLOS_PER_SECOND, 1_000, now);
-    this.wss.on("connection", (ws: WebSocket, req: http.IncomingMessage) => this.accept(ws, req.socket.remoteAddress ?? "unknown"));
+    this.wss.on("connection", (ws: WebSocket, req: http.IncomingMessage) => this.accept(ws, this.options.clientAddress(req)));
     this.route = { handle: (req, socket, head) => this.upgrade(req, socket, head), close: () => this.close() };
     this.ticker = setInterval(() => this.tick(), TICK_MS);
     const timeoutMs = options.heartbeatTimeoutMs ?? DEFAULT_HEARTBEAT_TIMEOUT_MS;
@@ -88,7 +91,7 @@ export class ClusterHub {
   private upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
     const refused = originRejection(req, this.options.origins);
     if (refused !== undefined) return refuseUpgrade(socket, 403, refused);
-    const address = req.socket.remoteAddress ?? "unknown";
+    const address = this.options.clientAddress(req);
     const ban = this.options.bans.check(address);
     if (ban !== undefined) return refuseUpgrade(socket, 403, `banned until ${new Date(ban.until).toISOString()}: ${ban.reason}`);
     if (!this.hellos.take(address)) return refuseUpgrade(socket, 429, `too many connections from ${address}; retry in a second`);

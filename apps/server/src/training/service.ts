@@ -8,6 +8,7 @@ import { loadSplitFromDir, readManifest } from "@crowdtrain/training/node";
 import { createAdminRouter } from "../admin/routes.ts";
 import { generateAdminToken } from "../admin/token.ts";
 import { ClusterHub } from "../cluster/hub.ts";
+import { clientAddressOf, type ClientAddress } from "../http/client-address.ts";
 import { HttpError, sendError } from "../http/errors.ts";
 import type { OriginPolicy } from "../http/origin.ts";
 import { parseRoundQuery } from "../http/query.ts";
@@ -62,7 +63,12 @@ export type TrainingOptions = {
 };
 
 /** What the server shares with the job: who is who, and which pages may open sockets. */
-export type TrainingDeps = { identities: IdentityRegistry; origins: OriginPolicy };
+export type TrainingDeps = {
+  identities: IdentityRegistry;
+  origins: OriginPolicy;
+  /** Default: the socket's peer (no proxy trusted). */
+  clientAddress?: ClientAddress;
+};
 
 /**
  * On shutdown, how long to wait for the state of the last committed round (its uploader sends it
@@ -217,6 +223,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
   const hub = new ClusterHub(coordinator, job, {
     identities: deps.identities,
     origins: deps.origins,
+    clientAddress: deps.clientAddress ?? clientAddressOf([]),
     bans,
     joinToken: options.joinToken,
     maxMembers: options.maxMembers,

@@ -1,0 +1,31 @@
+import { describe, expect, it } from "vitest";
+import { parseFlags, UsageError, type Flags } from "../src/cli/flags.ts";
+
+const parse = (argv: string[], env: NodeJS.ProcessEnv = {}): Flags => {
+  const flags = parseFlags(argv, env);
+  if (flags === "help") throw new Error("unexpected help");
+  return flags;
+};
+
+describe("server flags", () => {
+  it("serve plain HTTP, trusting no proxy, by default", () => {
+    expect(parse([])).toMatchObject({ tls: undefined, trustProxy: [] });
+  });
+
+  it("take a certificate and key together, from flags or the environment, as absolute paths", () => {
+    expect(parse(["--tls-cert", "a.crt", "--tls-key=a.key"]).tls).toEqual({ kind: "files", cert: expect.stringMatching(/^\/.*a\.crt$/), key: expect.stringMatching(/^\/.*a\.key$/) });
+    expect(parse([], { CROWDTRAIN_TLS_CERT: "/x.crt", CROWDTRAIN_TLS_KEY: "/x.key" }).tls).toEqual({ kind: "files", cert: "/x.crt", key: "/x.key" });
+    expect(() => parse(["--tls-cert", "a.crt"])).toThrow(/go together/);
+    expect(() => parse(["--tls-key", "a.key"])).toThrow(UsageError);
+  });
+
+  it("make a self-signed certificate only when no files are given", () => {
+    expect(parse(["--tls-self-signed"]).tls).toEqual({ kind: "self-signed" });
+    expect(() => parse(["--tls-self-signed", "--tls-cert", "a.crt", "--tls-key", "a.key"])).toThrow(/not both/);
+  });
+
+  it("read the trusted proxies as a comma-separated list", () => {
+    expect(parse(["--trust-proxy", "loopback, 10.0.0.0/8"]).trustProxy).toEqual(["loopback", "10.0.0.0/8"]);
+    expect(parse([], { CROWDTRAIN_TRUST_PROXY: "192.0.2.1" }).trustProxy).toEqual(["192.0.2.1"]);
+  });
+});
