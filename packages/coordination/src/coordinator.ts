@@ -9,6 +9,7 @@ import { Membership } from "./membership.ts";
 import { disputeBackoffMs, outliers, separateAccused, tally } from "./rounds.ts";
 import { Sampler } from "./sampler.ts";
 import type {
+  AbortCause,
   CommittedRound,
   CoordinatorConfig,
   CoordinatorEffect,
@@ -201,7 +202,7 @@ export class Coordinator {
     if (round === undefined || round.attempt !== event.attempt || !round.members.has(event.peerId) || round.reports.has(event.peerId)) return;
     const leased = round.leases.get(event.peerId)?.length ?? 0;
     if (event.samples !== leased) {
-      this.abort(`${event.peerId} reported ${event.samples} samples for a lease of ${leased}`, now, effects);
+      this.abort("lease-mismatch", `${event.peerId} reported ${event.samples} samples for a lease of ${leased}`, now, effects);
       this.strike(event.peerId, `reported ${event.samples} samples for a lease of ${leased}`, now, effects);
       return;
     }
@@ -224,7 +225,7 @@ export class Coordinator {
     const vote = tally(round.reports);
     if (vote.kind === "split") {
       this.disputes++;
-      this.abort(`weights hashes disagree: ${vote.detail}`, now, effects);
+      this.abort("hash-split", `weights hashes disagree: ${vote.detail}`, now, effects);
       this.replanAt = Math.max(this.replanAt, now + disputeBackoffMs(this.disputes));
       return;
     }
@@ -353,7 +354,7 @@ export class Coordinator {
    * undone rounds' samples of this epoch go back to the queue.
    */
   private rollBack(target: RollbackTarget, why: string, now: number, effects: CoordinatorEffect[]): void {
-    this.abort(`rolling back: ${why}`, now, effects);
+    this.abort("rollback", `rolling back: ${why}`, now, effects);
     let lost = 0;
     for (const entry of target.undone) {
       if (entry.epoch === this.sampler.epoch) this.sampler.unmarkUsed(entry.samples);
@@ -383,7 +384,7 @@ export class Coordinator {
     const accuser = event.peerId;
     const members = this.current?.attempt === event.attempt ? this.current.members : this.recent.get(event.attempt);
     if (members === undefined || !members.has(accuser)) return;
-    if (this.current?.attempt === event.attempt) this.abort(`${accuser} failed (${event.code}): ${event.message}`, now, effects);
+    if (this.current?.attempt === event.attempt) this.abort("failure", `${accuser} failed (${event.code}): ${event.message}`, now, effects);
     // Its own input was refused (a non-finite gradient, an impossible sample count): its fault,
     // and a member doing it every round would otherwise abort every round without a strike.
     if (event.code === "bad-input") {
@@ -409,7 +410,7 @@ export class Coordinator {
   private afterDeparture(peerId: string, reason: string, now: number, effects: CoordinatorEffect[]): void {
     this.accusations.confirmByDeparture(peerId);
     this.accusations.forgetAccuser(peerId);
-    if (this.current?.members.has(peerId)) this.abort(reason, now, effects);
+    if (this.current?.members.has(peerId)) this.abort("departure", reason, now, effects);
     if (this.stateWanted?.asked === peerId) this.askNextUploader(now, effects);
     // Leaving is how a member would dodge a spot check it knows it fails: unanswered means failed.
     for (const audit of this.audits.abandon(peerId)) this.auditFailed(audit, `it left before answering (${reason})`, undefined, now, effects);
@@ -420,7 +421,7 @@ export class Coordinator {
     if (event.attempt !== undefined) {
       if (round === undefined || round.attempt !== event.attempt || round.uploader !== event.peerId) return;
       if (event.problem !== undefined) {
-        this.abort(`the state ${event.peerId} uploaded for attempt ${event.attempt} failed the server's check: ${event.problem}`, now, effects);
+        this.abort("check-failed", `the state ${event.peerId} uploaded for attempt ${event.attempt} failed the server's check: ${event.problem}`, now, effects);
         this.strike(event.peerId, `uploaded a state that failed the server's check (${event.problem})`, now, effects);
         return;
       }
@@ -447,7 +448,7 @@ export class Coordinator {
       // Everyone reported but the state of a plan of one never passed the server's check.
       const blamed = silent.length > 0 ? silent : [round.uploader];
       const why = silent.length > 0 ? `no report from ${silent.join(", ")}` : `no checked state from ${round.uploader}`;
-      this.abort(`deadline of ${this.config.roundDeadlineMs} ms passed; ${why}`, now, effects);
+      this.abort("deadline", `deadline of ${this.config.roundDeadlineMs} ms passed; ${why}`, now, effects);
       for (const peer of blamed) this.knockBack(peer, `silent past the round deadline`, now, effects);
     }
     for (const accusation of this.accusations.expire(now)) {
@@ -465,14 +466,18 @@ export class Coordinator {
     }
   }
 
-  /** Aborts the open round: leases back to the front of the queue, members ready again at once. */
-  private abort(reason: string, now: number, effects: CoordinatorEffect[]): void {
+  /**
+   * Aborts the open round: leases back to the front of the queue, members ready again at once.
+   * `cause` is the fixed category the server counts by; `reason` the words members and the log see.
+   */
+  private abort(cause: AbortCause, reason: string, now: number, effects: CoordinatorEffect[]): void {
     const round = this.current;
     if (round === undefined) return;
     this.current = undefined;
     for (const lease of round.next.values()) this.sampler.giveBack(lease);
     for (const peer of round.plan.members) this.sampler.giveBack(round.leases.get(peer) ?? []);
     effects.push({ type: "log", kind: "aborted", text: `round ${round.round} (attempt ${round.attempt}) aborted: ${reason}` });
+    effects.push({ type: "aborted", round: round.round, attempt: round.attempt, cause });
     for (const peer of round.members) {
       const member = this.membership.get(peer);
       if (member === undefined) continue;
@@ -510,7 +515,7 @@ export class Coordinator {
     const member = this.membership.get(peerId);
     if (member === undefined) return;
     // It may already sit in the next plan (opened before the second witness spoke): that one would fail too.
-    if (this.current?.members.has(peerId)) this.abort(`${peerId} is suspected: ${why}`, now, effects);
+    if (this.current?.members.has(peerId)) this.abort("suspected", `${peerId} is suspected: ${why}`, now, effects);
     this.askToSync(member, now, effects, false);
     this.strike(peerId, why, now, effects);
   }
@@ -637,7 +642,7 @@ export class Coordinator {
 
   private finish(reason: string, now: number, effects: CoordinatorEffect[]): void {
     if (this.status === "done") return;
-    if (this.current !== undefined) this.abort(`stopping: ${reason}`, now, effects);
+    if (this.current !== undefined) this.abort("stopping", `stopping: ${reason}`, now, effects);
     this.status = "done";
     // Members stop soon and cannot answer: a finished job is not rolled back by its own shutdown.
     this.audits.dropAfter(-1);

@@ -176,6 +176,30 @@ export type LogKind =
   | "audit"
   | "rollback";
 
+/**
+ * Why a round was aborted, from a small fixed set (the "aborted" log line carries the details).
+ * The server labels its abort counter with it: free text would make every abort its own series.
+ */
+export type AbortCause =
+  /** A member of the plan left or was evicted. */
+  | "departure"
+  /** A member reported a failure (its own, or one it saw in a neighbour). */
+  | "failure"
+  /** The round deadline passed without every report (or without a checked state). */
+  | "deadline"
+  /** The reported hashes split without a majority. */
+  | "hash-split"
+  /** The uploader's pending state failed the server's check. */
+  | "check-failed"
+  /** A member reported a sample count other than its lease. */
+  | "lease-mismatch"
+  /** A member of the plan was named by two witnesses. */
+  | "suspected"
+  /** A failed spot check rolled the model back. */
+  | "rollback"
+  /** The job finished (target, epochs, operator) with the round still open. */
+  | "stopping";
+
 export type AuditOutcome = AuditRecord["outcome"];
 /** One settled spot check, for the dashboard (the status adds when). */
 export type AuditVerdict = Omit<AuditRecord, "at">;
@@ -184,6 +208,8 @@ export type CoordinatorEffect =
   | { type: "send"; to: string; message: CoordinatorMessage }
   | { type: "log"; kind: LogKind; text: string }
   | { type: "committed"; commit: CommittedRound }
+  /** The open round was aborted (its leases went back to the queue); the log effect says why in words. */
+  | { type: "aborted"; round: number; attempt: number; cause: AbortCause }
   | { type: "epoch-finished"; coverage: EpochCoverage }
   /** A member is gone (left or evicted): its last row, for whoever shows departed peers. */
   | { type: "departed"; member: Readonly<Member>; reason: string }

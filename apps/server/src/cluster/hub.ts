@@ -31,6 +31,26 @@ export const DEFAULT_MAX_MEMBERS = 256;
 export const DEFAULT_HELLOS_PER_SECOND = 5;
 /** Messages one worker may send per second (a few per round); a flood is closed, not queued. */
 const MESSAGES_PER_SECOND = 50;
+/** The code ws gives the error when a message exceeds maxPayload (it closes the socket with 1009 itself). */
+const WS_TOO_LARGE = "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH";
+
+/**
+ * Why a worker socket or its handshake was refused: a fixed set, so /metrics can count refusals
+ * by it (the event log keeps the words; a label of free text would be a series per message).
+ */
+export const SOCKET_REJECTIONS = [
+  "origin",
+  "banned",
+  "connection-rate",
+  "hello-timeout",
+  "message-rate",
+  "too-large",
+  "malformed",
+  "protocol",
+  "join-token",
+  "full",
+] as const;
+export type SocketRejection = (typeof SOCKET_REJECTIONS)[number];
 
 export type HubOptions = {
   identities: IdentityRegistry;
@@ -45,6 +65,10 @@ export type HubOptions = {
   hellosPerSecond?: number;
   heartbeatTimeoutMs?: number;
   onCommitted?: (commit: CommittedRound) => void;
+  /** The open round was aborted, with the coordinator's fixed cause. */
+  onAborted?: (effect: Extract<CoordinatorEffect, { type: "aborted" }>) => void;
+  /** A socket or handshake was refused (each refusal once). */
+  onRejected?: (reason: SocketRejection) => void;
   /** A spot check was settled. */
   onAudited?: (effect: Extract<CoordinatorEffect, { type: "audited" }>) => void;
   /** A failed spot check rolled the model back: the server commits the older state under the new round. */
@@ -90,11 +114,20 @@ export class ClusterHub {
 
   private upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
     const refused = originRejection(req, this.options.origins);
-    if (refused !== undefined) return refuseUpgrade(socket, 403, refused);
+    if (refused !== undefined) {
+      this.options.onRejected?.("origin");
+      return refuseUpgrade(socket, 403, refused);
+    }
     const address = this.options.clientAddress(req);
     const ban = this.options.bans.check(address);
-    if (ban !== undefined) return refuseUpgrade(socket, 403, `banned until ${new Date(ban.until).toISOString()}: ${ban.reason}`);
-    if (!this.hellos.take(address)) return refuseUpgrade(socket, 429, `too many connections from ${address}; retry in a second`);
+    if (ban !== undefined) {
+      this.options.onRejected?.("banned");
+      return refuseUpgrade(socket, 403, `banned until ${new Date(ban.until).toISOString()}: ${ban.reason}`);
+    }
+    if (!this.hellos.take(address)) {
+      this.options.onRejected?.("connection-rate");
+      return refuseUpgrade(socket, 429, `too many connections from ${address}; retry in a second`);
+    }
     this.wss.handleUpgrade(req, socket, head, (ws) => this.wss.emit("connection", ws, req));
   }
 
@@ -129,24 +162,24 @@ export class ClusterHub {
     const messages = new RateLimiter(MESSAGES_PER_SECOND, 1_000, this.now);
     this.lastPong.set(ws, this.now());
     ws.on("pong", () => this.lastPong.set(ws, this.now()));
-    const helloTimer = setTimeout(() => this.refuse(ws, peerId, `no hello within ${HELLO_TIMEOUT_MS} ms`), HELLO_TIMEOUT_MS);
+    const helloTimer = setTimeout(() => this.refuse(ws, peerId, "hello-timeout", `no hello within ${HELLO_TIMEOUT_MS} ms`), HELLO_TIMEOUT_MS);
     ws.on("message", (data, isBinary) => {
-      if (!messages.take("")) return this.refuse(ws, peerId, `more than ${MESSAGES_PER_SECOND} messages a second`);
+      if (!messages.take("")) return this.refuse(ws, peerId, "message-rate", `more than ${MESSAGES_PER_SECOND} messages a second`);
       let message: WorkerMessage;
       try {
         if (isBinary) throw new Error("binary messages are not part of the protocol");
         message = parseWorkerMessage(data.toString());
       } catch (error) {
-        return this.refuse(ws, peerId, error instanceof Error ? error.message : String(error));
+        return this.refuse(ws, peerId, "malformed", error instanceof Error ? error.message : String(error));
       }
       if (peerId !== undefined) return this.onMessage(peerId, message);
-      if (message.type !== "hello") return this.refuse(ws, peerId, "the first message must be hello");
+      if (message.type !== "hello") return this.refuse(ws, peerId, "protocol", "the first message must be hello");
       const problem = this.helloProblem(message);
       if (problem !== undefined) {
         // A stop first, so the worker shows the reason and does not reconnect; then the close.
         const stop: CoordinatorMessage = { type: "stop", reason: problem.reason };
         ws.send(JSON.stringify(stop));
-        return this.refuse(ws, peerId, problem.reason, problem.code);
+        return this.refuse(ws, peerId, problem.why, problem.reason, problem.code);
       }
       clearTimeout(helloTimer);
       const identity = this.options.identities.issue(address);
@@ -165,22 +198,25 @@ export class ClusterHub {
       this.dispatch({ type: "leave", peerId, reason: "connection to the server closed", now: this.now() });
     });
     ws.on("error", (error) => {
+      // ws has already closed the socket (1009); this is the only place the refusal shows.
+      if ("code" in error && error.code === WS_TOO_LARGE) this.options.onRejected?.("too-large");
       this.log.add({ at: this.now(), kind: "socket-error", text: `${peerId ?? "unknown peer"}: ${error.message}` });
     });
   }
 
-  private helloProblem(hello: Extract<WorkerMessage, { type: "hello" }>): { reason: string; code: number } | undefined {
+  private helloProblem(hello: Extract<WorkerMessage, { type: "hello" }>): { why: SocketRejection; reason: string; code: number } | undefined {
     const expected = this.options.joinToken;
     if (expected !== undefined && (hello.joinToken === undefined || !tokenMatches(expected, hello.joinToken))) {
-      return { reason: "this job is private: open the URL with the join token the operator shared (?join=...)", code: CLOSE_POLICY_VIOLATION };
+      return { why: "join-token", reason: "this job is private: open the URL with the join token the operator shared (?join=...)", code: CLOSE_POLICY_VIOLATION };
     }
-    if (this.sockets.size >= this.maxMembers) return { reason: `the job is full (${this.maxMembers} members); try again later`, code: CLOSE_TRY_LATER };
+    if (this.sockets.size >= this.maxMembers) return { why: "full", reason: `the job is full (${this.maxMembers} members); try again later`, code: CLOSE_TRY_LATER };
     return undefined;
   }
 
   /** Closes a socket for a violation, with a reason that fits a close frame, and logs it once. */
-  private refuse(ws: WebSocket, peerId: string | undefined, reason: string, code = CLOSE_POLICY_VIOLATION): void {
+  private refuse(ws: WebSocket, peerId: string | undefined, why: SocketRejection, reason: string, code = CLOSE_POLICY_VIOLATION): void {
     if (ws.readyState !== ws.OPEN) return;
+    this.options.onRejected?.(why);
     this.log.add({ at: this.now(), kind: "rejected", text: `${peerId ?? "unknown peer"}: ${reason.slice(0, 300)}` });
     ws.close(code, closeReason(reason));
   }
@@ -189,7 +225,7 @@ export class ClusterHub {
     const now = this.now();
     switch (message.type) {
       case "hello":
-        this.refuse(this.sockets.get(peerId) as WebSocket, peerId, "hello twice");
+        this.refuse(this.sockets.get(peerId) as WebSocket, peerId, "protocol", "hello twice");
         return;
       case "ready":
         this.dispatch({ type: "ready", peerId, round: message.round, hash: message.hash, now });
@@ -221,6 +257,9 @@ export class ClusterHub {
         return;
       case "committed":
         this.options.onCommitted?.(effect.commit);
+        return;
+      case "aborted":
+        this.options.onAborted?.(effect);
         return;
       case "departed":
         this.options.onDeparted?.(effect);

@@ -7,6 +7,9 @@ import type { Metrics } from "./metrics.ts";
 /** Snapshots kept in memory beyond the checkpoint interval: uploads arrive a little after commits. */
 const SNAPSHOT_SLACK = 8;
 
+/** How one checkpoint write went, for /metrics: its wall time whether it was written or failed. */
+export type CheckpointWrite = { round: number; ms: number; ok: boolean };
+
 /**
  * Decides when to checkpoint and keeps what a checkpoint of round r needs: the coordinator's
  * snapshot *as of r* (taken at commit time, since by the time r's state is uploaded the coordinator
@@ -23,6 +26,8 @@ export class Checkpointer {
     private readonly everyRounds: number,
     private readonly log: (kind: string, text: string) => void,
     resumedFrom = 0,
+    /** Told after every write attempt (the log line says the same in words). */
+    private readonly onWrite: (write: CheckpointWrite) => void = () => {},
   ) {
     if (!Number.isInteger(everyRounds) || everyRounds < 1) throw new RangeError(`checkpoint interval must be a positive integer, got ${everyRounds}`);
     this.lastWritten = resumedFrom;
@@ -66,9 +71,12 @@ export class Checkpointer {
           bytes,
         );
         this.lastWritten = state.round;
-        this.log("checkpoint", `checkpoint of round ${state.round} written to ${dir} in ${Date.now() - started} ms`);
+        const ms = Date.now() - started;
+        this.log("checkpoint", `checkpoint of round ${state.round} written to ${dir} in ${ms} ms`);
+        this.onWrite({ round: state.round, ms, ok: true });
       } catch (error) {
         this.log("error", `checkpoint of round ${state.round} failed: ${String(error)}`);
+        this.onWrite({ round: state.round, ms: Date.now() - started, ok: false });
       }
     });
     this.writing = next;

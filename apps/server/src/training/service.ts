@@ -16,6 +16,7 @@ import { BanList, DEFAULT_BAN_MS } from "../identity/bans.ts";
 import type { IdentityRegistry } from "../identity/registry.ts";
 import { StatusStream } from "../dashboard/events.ts";
 import { PeerRoster } from "../dashboard/roster.ts";
+import { createServiceMetrics } from "../metrics/index.ts";
 import { Auditor } from "./auditor.ts";
 import { CheckpointStore } from "./checkpoint.ts";
 import { Checkpointer } from "./checkpointer.ts";
@@ -167,6 +168,12 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     random: secureRandom,
   };
   const coordinator = new Coordinator(config, resumed?.data.snapshot);
+  // GET /metrics: pushed to at commits, aborts, refusals and checkpoints; the rest is read at scrape time.
+  const prometheus = createServiceMetrics({
+    members: () => coordinator.state.members,
+    committedRound: () => coordinator.committed.round,
+    latestEval: () => metrics.evals.at(-1),
+  });
   const roster = new PeerRoster();
   let lastCommit: CommittedRound | undefined;
   const audits = { tolerance: AUDIT_TOLERANCE, recent: [] as AuditRecord[], passed: 0, failed: 0 };
@@ -205,7 +212,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
       : new Checkpointer(checkpoints, job, options.checkpointEveryRounds ?? DEFAULT_CHECKPOINT_EVERY, (kind, text) => {
           hub.log.add({ at: Date.now(), kind, text });
           stream.notify();
-        }, resumed?.data.round);
+        }, resumed?.data.round, (write) => prometheus.checkpoints.onWrite(write));
   const onAdopted = (state: { round: number }): void => {
     stream.notify();
     if (store.round === state.round) checkpointer?.onState(store.state, store.bytes, metrics);
@@ -218,6 +225,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     dispatch: (event) => hub.dispatch(event),
     onAdopted,
     onRejected: (text) => hub.log.add({ at: Date.now(), kind: "rejected", text }),
+    onRefused: (reason) => prometheus.rejections.onUpload(reason),
   });
   const bans = new BanList(options.banMs ?? DEFAULT_BAN_MS, Date.now, options.banLoopback ?? false);
   const hub = new ClusterHub(coordinator, job, {
@@ -231,11 +239,14 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     heartbeatTimeoutMs: options.heartbeatTimeoutMs,
     onCommitted: (commit: CommittedRound) => {
       metrics.addRound(commit, Date.now());
+      prometheus.rounds.onCommitted(commit);
       lastCommit = commit;
       checkpointer?.remember(commit.round, coordinator.snapshot(), metrics.samplesSeen);
       // The uploader's state may have been checked before the commit: adopt it, outside this dispatch.
       queueMicrotask(() => uploads.onCommitted(commit.round, commit.hash));
     },
+    onAborted: ({ cause }) => prometheus.rounds.onAborted(cause),
+    onRejected: (reason) => prometheus.rejections.onSocket(reason),
     onAudited: ({ verdict }) => {
       if (verdict.outcome === "passed") audits.passed++;
       if (verdict.outcome === "failed") audits.failed++;
@@ -268,6 +279,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     res.json(status());
   });
   router.get("/api/events", stream.handle);
+  router.get("/metrics", prometheus.route);
   router.use(
     createAdminRouter(adminToken, {
       state: () => coordinator.state,

@@ -14,6 +14,27 @@ export const MAX_CONCURRENT_UPLOADS = 2;
 /** A 503 for a full upload slot tells the worker to come back this soon. */
 const RETRY_AFTER_S = 1;
 
+/**
+ * Why a state upload was refused, by its answer's status: a fixed set, so /metrics can count
+ * refusals by it (the message, which names peers and rounds, stays out of the labels).
+ */
+const UPLOAD_REJECTION_BY_STATUS = {
+  400: "bad-request",
+  401: "unauthorized",
+  403: "not-asked",
+  408: "stalled",
+  413: "too-large",
+  415: "bad-type",
+  422: "bad-state",
+  503: "busy",
+} as const;
+export type UploadRejection = (typeof UPLOAD_REJECTION_BY_STATUS)[keyof typeof UPLOAD_REJECTION_BY_STATUS] | "other";
+export const UPLOAD_REJECTIONS: readonly UploadRejection[] = [...Object.values(UPLOAD_REJECTION_BY_STATUS), "other"];
+
+function uploadRejection(status: number): UploadRejection {
+  return status in UPLOAD_REJECTION_BY_STATUS ? UPLOAD_REJECTION_BY_STATUS[status as keyof typeof UPLOAD_REJECTION_BY_STATUS] : "other";
+}
+
 export type UploadDeps = {
   coordinator: Coordinator;
   identities: IdentityRegistry;
@@ -22,6 +43,8 @@ export type UploadDeps = {
   /** A committed state was adopted: checkpoint, evaluate, tell the dashboards. */
   onAdopted: (state: ModelState) => void;
   onRejected: (text: string) => void;
+  /** Every refused upload (any HttpError answer), by a fixed reason; onRejected logs only failed checks. */
+  onRefused?: (reason: UploadRejection) => void;
 };
 
 /**
@@ -82,8 +105,18 @@ export function createUploadHandler(deps: UploadDeps): { route: express.RequestH
     res.status(204).end();
   };
 
+  /** Counts each refusal, then lets it reach the error handler unchanged. */
+  const counted = async (req: express.Request, res: express.Response): Promise<void> => {
+    try {
+      await handle(req, res);
+    } catch (error) {
+      if (error instanceof HttpError) deps.onRefused?.(uploadRejection(error.status));
+      throw error;
+    }
+  };
+
   return {
-    route: asyncRoute(handle),
+    route: asyncRoute(counted),
     onCommitted(round, hash) {
       const held = pending;
       if (held === undefined || held.state.round > round) return;
