@@ -7,7 +7,7 @@ import { startServerProcess, type ServerProcess } from "../support/server-proces
 
 /** The e2e namespace's veth address: not loopback, so only HTTPS makes its pages secure contexts. */
 const NAMESPACE_ADDRESS = "10.88.0.1";
-const JOB = ["--job", "e2e/jobs/https.json", "--min-workers", "1"];
+const JOB = ["--job", "e2e/jobs/few-rounds.json", "--min-workers", "1"];
 /** One SwiftShader WebGPU tab, 4 rounds of a small MLP, after loading the page and the dataset. */
 const TRAIN_TIMEOUT_MS = 90_000;
 

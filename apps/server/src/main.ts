@@ -7,6 +7,7 @@ import { parseFlags, UsageError, USAGE, type Flags } from "./cli/flags.ts";
 import { TrustProxyError } from "./http/client-address.ts";
 import { fingerprint, loadTlsFiles, selfSignedTls, TlsConfigError, type TlsCredentials } from "./http/tls.ts";
 import { IceConfigError } from "./ice.ts";
+import { TurnConfigError } from "./signalling/turn.ts";
 import { DEFAULT_WEB_DIR, startServer, WEB_PAGES, type ServerHandle } from "./server.ts";
 import { readJobFile } from "./training/job-file.ts";
 import { checkRoundDeadline, DEFAULT_ROUND_DEADLINE_MS } from "./training/round-deadline.ts";
@@ -122,6 +123,8 @@ async function main(): Promise<void> {
     host: flags.host,
     tls: tls?.credentials,
     trustProxy: flags.trustProxy,
+    turn: flags.turn,
+    iceTransportPolicy: flags.iceTransportPolicy,
     lab: flags.lab,
     allowedOrigins: flags.allowOrigins,
     training: {
@@ -149,5 +152,5 @@ tf.enableProdMode();
 main().catch((error: unknown) => {
   console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
   // A bad configuration is a usage error, like a bad flag.
-  process.exit(error instanceof IceConfigError || error instanceof TlsConfigError || error instanceof TrustProxyError ? 2 : 1);
+  process.exit([IceConfigError, TlsConfigError, TrustProxyError, TurnConfigError].some((kind) => error instanceof kind) ? 2 : 1);
 });

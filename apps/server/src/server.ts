@@ -12,7 +12,9 @@ import type { OriginPolicy } from "./http/origin.ts";
 import type { TlsCredentials } from "./http/tls.ts";
 import { ICE_SERVERS_ENV, parseIceServers, validateIceServers, type IceServer } from "./ice.ts";
 import { IdentityRegistry } from "./identity/registry.ts";
+import { configRoute } from "./signalling/config-route.ts";
 import { mountPeerServer, PEER_PATH } from "./signalling/peer-server.ts";
+import { checkTurnOptions, TurnConfigError, type TurnOptions } from "./signalling/turn.ts";
 import { createTimerScope, type TimerScope } from "./timer-scope.ts";
 import { startTraining, type TrainingOptions, type TrainingService } from "./training/service.ts";
 import { routeUpgrade, type UpgradeRoutes } from "./upgrade.ts";
@@ -52,6 +54,10 @@ export interface ServerOptions {
   allowedOrigins?: string[];
   /** Serve HTTPS and WSS with this certificate (browsers give WebGPU only to secure pages). Default: plain HTTP. */
   tls?: TlsCredentials;
+  /** The operator's TURN server, whose credentials the server mints per worker. Default none. */
+  turn?: TurnOptions;
+  /** "relay": peers connect only through TURN (no volunteer learns another's address). Default "all". */
+  iceTransportPolicy?: "all" | "relay";
   /**
    * Reverse proxies whose X-Forwarded-For is believed (addresses, CIDR ranges, or `loopback`,
    * `linklocal`, `uniquelocal`). Default none: the socket's peer is the client.
@@ -85,10 +91,12 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     res.json({ ok: true });
   });
   // The protocol's SignallingConfigSchema is what the worker parses this answer with.
-  const signalling: SignallingConfig = { peerPath: PEER_PATH, iceServers };
-  app.get("/api/config", (_req, res) => {
-    res.json(signalling);
-  });
+  const signalling: SignallingConfig = { peerPath: PEER_PATH, iceServers, iceTransportPolicy: options.iceTransportPolicy ?? "all" };
+  const turn = options.turn === undefined ? undefined : checkTurnOptions(options.turn);
+  if (signalling.iceTransportPolicy === "relay" && turn === undefined && !iceServers.some((s) => [s.urls].flat().some((u) => u.startsWith("turn")))) {
+    throw new TurnConfigError("a relay-only ICE policy needs a TURN server: give --turn-url and --turn-secret, or a turn: entry in CROWDTRAIN_ICE_SERVERS");
+  }
+  app.get("/api/config", configRoute(signalling, identities, turn));
   const peers = mountPeerServer({ app, server, timers, identities, origins, onLog: log });
   routes.set(peers.path, peers.route);
   let training: TrainingService | undefined;

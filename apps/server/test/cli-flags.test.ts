@@ -28,4 +28,12 @@ describe("server flags", () => {
     expect(parse(["--trust-proxy", "loopback, 10.0.0.0/8"]).trustProxy).toEqual(["loopback", "10.0.0.0/8"]);
     expect(parse([], { CROWDTRAIN_TRUST_PROXY: "192.0.2.1" }).trustProxy).toEqual(["192.0.2.1"]);
   });
+
+  it("take a TURN server and its secret together, and a relay-only policy", () => {
+    expect(parse(["--turn-url", "turn:10.0.0.1:3478,turns:turn.example.org:5349", "--turn-secret", "s"]).turn).toEqual({ urls: ["turn:10.0.0.1:3478", "turns:turn.example.org:5349"], secret: "s" });
+    expect(() => parse(["--turn-url", "turn:10.0.0.1:3478"])).toThrow(/go together/);
+    expect(parse([]).iceTransportPolicy).toBe("all");
+    expect(parse(["--ice-transport-policy", "relay"]).iceTransportPolicy).toBe("relay");
+    expect(() => parse(["--ice-transport-policy", "none"])).toThrow(/all or relay/);
+  });
 });

@@ -71,7 +71,7 @@ describe("startServer", () => {
     vi.stubEnv("CROWDTRAIN_ICE_SERVERS", "");
     const { url } = await start();
     expect(await getJson(`${url}/api/health`)).toEqual({ ok: true });
-    expect(await getJson(`${url}/api/config`)).toEqual({ peerPath: "/peerjs", iceServers: [] });
+    expect(await getJson(`${url}/api/config`)).toEqual({ peerPath: "/peerjs", iceServers: [], iceTransportPolicy: "all" });
   });
 
   it("hands out ICE servers from the option or from CROWDTRAIN_ICE_SERVERS", async () => {

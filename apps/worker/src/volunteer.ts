@@ -49,13 +49,13 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
   const reasons = [...chosen.report.tried.map((t) => `${t.name}: ${t.ok ? "ok" : t.reason}`), chosen.why];
   options.onStatus({ backend, where: chosen.where, backendReasons: reasons });
 
-  const signalling = await fetchSignallingConfig();
   const session = startSession({
     origin: location.origin,
     socketUrl: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
     trainer: options.decorateTrainer?.(chosen.trainer) ?? chosen.trainer,
     openLink: async (identity, job) => {
-      const link = await openLink(signalling, identity, job);
+      // Asked per identity: its TURN credentials (if the operator runs TURN) are its own and expire.
+      const link = await openLink(await fetchSignallingConfig(location.origin, identity), identity, job);
       return options.decorateLink?.(link) ?? link;
     },
     joinToken: options.joinToken,

@@ -13,4 +13,4 @@ export {
   type ChannelViolation,
   type ChannelViolationKind,
 } from "./wire.ts";
-export { fetchSignallingConfig, openPeer, PEER_OPEN_TIMEOUT_MS, type SignallingConfig } from "./peer.ts";
+export { fetchSignallingConfig, openPeer, PEER_OPEN_TIMEOUT_MS, type ConfigAuth, type SignallingConfig } from "./peer.ts";

@@ -11,9 +11,16 @@ export type { SignallingConfig } from "@crowdtrain/protocol";
 /** The PeerJS registration the Crowdtrain server issued (it accepts no other id). */
 export type PeerCredentials = { peerId: string; peerKey: string; peerToken: string };
 
-/** Reads the PeerJS path and the operator's ICE servers (none by default) from our own server. */
-export async function fetchSignallingConfig(origin = ""): Promise<SignallingConfig> {
-  const response = await fetch(`${origin}/api/config`, { signal: AbortSignal.timeout(CONFIG_TIMEOUT_MS) });
+/** Who asks for the config: a worker's issued id and session token (its TURN credentials are its own). */
+export type ConfigAuth = { peerId: string; sessionToken: string };
+
+/**
+ * Reads the PeerJS path and the operator's ICE servers (none by default) from our own server; with
+ * `auth`, also this worker's TURN credentials, which expire: fetch again for each new peer.
+ */
+export async function fetchSignallingConfig(origin = "", auth?: ConfigAuth): Promise<SignallingConfig> {
+  const headers: Record<string, string> = auth === undefined ? {} : { "x-crowdtrain-peer": auth.peerId, authorization: `Bearer ${auth.sessionToken}` };
+  const response = await fetch(`${origin}/api/config`, { headers, signal: AbortSignal.timeout(CONFIG_TIMEOUT_MS) });
   if (!response.ok) throw new Error(`/api/config answered ${response.status}`);
   // A body that is not JSON rejects here; one of the wrong shape throws MessageError naming the problem.
   return parseSignallingConfig(await response.json());
@@ -35,7 +42,7 @@ export async function openPeer(config: SignallingConfig, credentials: PeerCreden
     path: config.peerPath,
     secure,
     debug: 0,
-    config: { iceServers: config.iceServers },
+    config: { iceServers: config.iceServers, iceTransportPolicy: config.iceTransportPolicy ?? "all" },
   });
   try {
     await new Promise<void>((resolve, reject) => {

@@ -50,8 +50,14 @@ export const SignallingConfigSchema = v.object(
   {
     /** Where the PeerJS signalling server is mounted on the page's own origin. */
     peerPath: v.pipe(v.string("must be a string"), v.startsWith("/", "must be an absolute path like /peerjs")),
-    /** The operator's STUN/TURN servers; empty by default (Crowdtrain contacts no public server on its own). */
+    /**
+     * The operator's STUN/TURN servers; empty by default (Crowdtrain contacts no public server on its
+     * own). A request made with a worker's identity also gets that worker's own time-limited TURN
+     * credentials here, when the operator runs a TURN server with a shared secret.
+     */
     iceServers: IceServersSchema,
+    /** "relay": peers connect only through TURN, so no volunteer learns another's address. Default "all". */
+    iceTransportPolicy: v.optional(v.picklist(["all", "relay"], 'must be "all" or "relay"')),
   },
   objectMessage("must be an object {peerPath, iceServers}", new Set()),
 );

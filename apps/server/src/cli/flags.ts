@@ -15,6 +15,7 @@ export const USAGE = `usage: crowdtrain-server [--port N] [--host ADDRESS] [--jo
                          [--data-dir DIR] [--checkpoint-every N] [--heartbeat-timeout-ms MS] [--join-token TOKEN]
                          [--allow-origin ORIGIN,...] [--max-members N] [--hellos-per-second N] [--ban-minutes N] [--lab]
                          [--tls-cert FILE --tls-key FILE | --tls-self-signed] [--trust-proxy ADDRESSES]
+                         [--turn-url URL,... --turn-secret SECRET] [--ice-transport-policy all|relay]
   --port N         port to listen on, 0 picks a free one (env CROWDTRAIN_PORT, default ${DEFAULT_PORT})
   --host ADDRESS   address to bind (env CROWDTRAIN_HOST, default ${DEFAULT_HOST}: all interfaces)
   --job FILE       training job (env CROWDTRAIN_JOB, default apps/server/jobs/mnist-mlp.json)
@@ -36,6 +37,10 @@ export const USAGE = `usage: crowdtrain-server [--port N] [--host ADDRESS] [--jo
                    kept in DATA_DIR/tls (a LAN trial: each browser asks once to accept it)
   --trust-proxy A  believe X-Forwarded-For only from these reverse proxies: addresses, CIDR ranges, or loopback,
                    linklocal, uniquelocal, comma-separated (env CROWDTRAIN_TRUST_PROXY, default: none)
+  --turn-url U     your TURN server (turn:host:3478, comma-separated) whose coturn static-auth-secret is
+                   --turn-secret S: each worker gets its own credentials, valid 24 h (env CROWDTRAIN_TURN_URL, CROWDTRAIN_TURN_SECRET)
+  --ice-transport-policy P  all (default) or relay: peers connect only through TURN, so no volunteer learns
+                   another's address (env CROWDTRAIN_ICE_TRANSPORT_POLICY)
   CROWDTRAIN_ICE_SERVERS='[{"urls":"stun:stun.example.org:3478"}]' adds your own STUN/TURN servers`;
 
 export class UsageError extends Error {}
@@ -59,6 +64,8 @@ export interface Flags {
   /** None: plain HTTP. */
   tls: { kind: "files"; cert: string; key: string } | { kind: "self-signed" } | undefined;
   trustProxy: string[];
+  turn: { urls: string[]; secret: string } | undefined;
+  iceTransportPolicy: "all" | "relay";
 }
 
 const FLAG_NAMES = [
@@ -79,6 +86,9 @@ const FLAG_NAMES = [
   "--tls-cert",
   "--tls-key",
   "--trust-proxy",
+  "--turn-url",
+  "--turn-secret",
+  "--ice-transport-policy",
 ] as const;
 type FlagName = (typeof FLAG_NAMES)[number];
 
@@ -101,6 +111,9 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "hel
     "--tls-cert": env.CROWDTRAIN_TLS_CERT === "" ? undefined : env.CROWDTRAIN_TLS_CERT,
     "--tls-key": env.CROWDTRAIN_TLS_KEY === "" ? undefined : env.CROWDTRAIN_TLS_KEY,
     "--trust-proxy": env.CROWDTRAIN_TRUST_PROXY === "" ? undefined : env.CROWDTRAIN_TRUST_PROXY,
+    "--turn-url": env.CROWDTRAIN_TURN_URL === "" ? undefined : env.CROWDTRAIN_TURN_URL,
+    "--turn-secret": env.CROWDTRAIN_TURN_SECRET === "" ? undefined : env.CROWDTRAIN_TURN_SECRET,
+    "--ice-transport-policy": env.CROWDTRAIN_ICE_TRANSPORT_POLICY === "" ? undefined : env.CROWDTRAIN_ICE_TRANSPORT_POLICY,
   };
   let lab = false;
   let selfSigned = false;
@@ -139,7 +152,20 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "hel
     lab,
     tls: tlsFlags(values["--tls-cert"], values["--tls-key"], selfSigned),
     trustProxy: listFlag(values["--trust-proxy"]),
+    turn: turnFlags(values["--turn-url"], values["--turn-secret"]),
+    iceTransportPolicy: policyFlag(values["--ice-transport-policy"]),
   };
+}
+
+function turnFlags(url: string | undefined, secret: string | undefined): Flags["turn"] {
+  if (url === undefined && secret === undefined) return undefined;
+  if (url === undefined || secret === undefined) throw new UsageError("--turn-url and --turn-secret go together: your TURN server and the secret it shares with this server");
+  return { urls: listFlag(url), secret };
+}
+
+function policyFlag(value: string | undefined): Flags["iceTransportPolicy"] {
+  if (value === undefined || value === "all" || value === "relay") return value ?? "all";
+  throw new UsageError(`--ice-transport-policy must be all or relay, got ${JSON.stringify(value)}`);
 }
 
 function tlsFlags(cert: string | undefined, key: string | undefined, selfSigned: boolean): Flags["tls"] {

@@ -4,8 +4,8 @@
 // all-reducer listens on the transport's "allreduce" channel, the blast travels on "bench": the
 // transport keeps them apart, so neither ever sees the other's frames.
 import { AllReduceError, createAllReducer, resolveOptions, type AllReducer, type AllReduceOptions } from "@crowdtrain/allreduce";
-import { createPeerTransport, fetchSignallingConfig, openPeer, resolvePeerTransportOptions, type PeerTransport, type PeerTransportOptions } from "@crowdtrain/p2p";
-import { fetchLabIdentity } from "./identity.ts";
+import { createPeerTransport, resolvePeerTransportOptions, type PeerTransport, type PeerTransportOptions } from "@crowdtrain/p2p";
+import { openLabPeer } from "./identity.ts";
 import type { Peer } from "peerjs";
 import type { AllReduceRun, BlastReport } from "../lab-api.ts";
 import { labInput } from "./input.ts";
@@ -23,7 +23,7 @@ export async function arOpen(options: Partial<AllReduceOptions & PeerTransportOp
   // Refuse bad options (a frame too large for one channel message, say) before opening anything.
   resolveOptions(reducerOptions);
   resolvePeerTransportOptions(transportOptions);
-  const peer = await openPeer(await fetchSignallingConfig(), await fetchLabIdentity());
+  const peer = await openLabPeer();
   peer.on("error", (error) => console.error(`lab: PeerJS error (${error.type}): ${error.message}`));
   const transport = createPeerTransport(peer, transportOptions);
   transport.onViolation((from, violation) => console.error(`lab: dropped a message from ${from} (${violation.kind}): ${violation.detail}`));

@@ -1,4 +1,6 @@
+import { fetchSignallingConfig, openPeer } from "@crowdtrain/p2p";
 import { IdentitySchema, type Identity } from "@crowdtrain/protocol";
+import type { Peer } from "peerjs";
 import * as v from "valibot";
 
 /** Asking a lab server for an identity: one small request on loopback. */
@@ -13,4 +15,10 @@ export async function fetchLabIdentity(): Promise<Identity> {
   const response = await fetch("/api/lab/identity", { method: "POST", signal: AbortSignal.timeout(LAB_IDENTITY_TIMEOUT_MS) });
   if (!response.ok) throw new Error(`POST /api/lab/identity answered ${response.status} (is the server started with --lab?)`);
   return v.parse(IdentitySchema, await response.json());
+}
+
+/** A lab page's PeerJS peer, with the ICE servers (and TURN credentials) the server gives its identity. */
+export async function openLabPeer(): Promise<Peer> {
+  const identity = await fetchLabIdentity();
+  return openPeer(await fetchSignallingConfig("", identity), identity);
 }

@@ -1,7 +1,6 @@
 // PeerJS primitives for the lab: one Peer per page, raw reliable data connections, and a seeded
 // byte-pattern exchange that proves a data channel carries large binary payloads intact.
-import { fetchSignallingConfig, openPeer } from "@crowdtrain/p2p";
-import { fetchLabIdentity } from "./identity.ts";
+import { openLabPeer } from "./identity.ts";
 import type { DataConnection, Peer } from "peerjs";
 import type { ReceiveReport, SendReport } from "../lab-api.ts";
 import { Inbox } from "./inbox.ts";
@@ -62,7 +61,7 @@ function requirePeer(): Peer {
 
 export async function peerOpen(): Promise<string> {
   if (peer !== null) throw new Error("peerOpen() was already called on this page");
-  const created = await openPeer(await fetchSignallingConfig(), await fetchLabIdentity());
+  const created = await openLabPeer();
   peer = created;
   created.on("connection", (conn) => {
     if (conn.serialization !== "raw") {
