@@ -36,8 +36,12 @@ test("a tab opening the server by its namespace address gets WebGPU over HTTPS (
       return page;
     };
 
-    // Plain HTTP to a non-loopback address: not a secure context, so the browser hides WebGPU.
-    expect(await secureAndGpu(await open(`${plain.url}/`, false))).toEqual([false, false]);
+    // Plain HTTP to a non-loopback address: not a secure context, so the browser hides WebGPU, and
+    // the page says why, with the https address.
+    const insecure = await open(`${plain.url}/`, false);
+    expect(await secureAndGpu(insecure)).toEqual([false, false]);
+    await expect(insecure.locator("#insecure")).toBeVisible();
+    await expect(insecure.locator("#insecure-link")).toHaveAttribute("href", `${plain.url.replace("http:", "https:")}/`);
 
     // HTTPS with the certificate accepted, as a volunteer does once: WebGPU, sockets over WSS, rounds commit.
     const page = await open(`${secure.url}/?backends=webgpu`, true);
@@ -47,6 +51,12 @@ test("a tab opening the server by its namespace address gets WebGPU over HTTPS (
     await expect.poll(() => committedRounds(page), { timeout: TRAIN_TIMEOUT_MS, intervals: [1_000] }).toBeGreaterThanOrEqual(4);
     const status = await page.evaluate(async () => (await fetch("/api/status")).json() as Promise<{ round: number; status: string }>);
     expect(status).toMatchObject({ round: 4, status: "done" });
+    // The page shows the job, its end, and what this tab gave (it was the only one: all of it).
+    await expect(page.locator("#insecure")).toBeHidden();
+    await expect(page.locator("#job-name")).toHaveText("Job: e2e-few-rounds");
+    await expect(page.locator("#job-progress-text")).toHaveText(/^finished: round 4 of 4 \(100%\)$/, { timeout: 15_000 });
+    await expect(page.locator("#contribution")).toHaveText(/^4 rounds, 128 samples \(100\.0% of all 128 samples so far\)$/);
+    expect(await page.locator("#loss-line").getAttribute("points")).toMatch(/^(\S+,\S+ ){3}\S+,\S+$/);
     guard.assertNothingBlocked();
   } finally {
     await Promise.all(contexts.map((context) => context.close()));

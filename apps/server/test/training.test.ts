@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { parseJob, PROTOCOL_VERSION } from "@crowdtrain/protocol";
+import { parseJob, parseSummary, PROTOCOL_VERSION } from "@crowdtrain/protocol";
 import { decodeState, encodeState } from "@crowdtrain/training";
 import { buildMnistDataset } from "@crowdtrain/training/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -75,6 +75,15 @@ describe("the training server", () => {
     expect(final).toMatchObject({ status: "done", round: 3, stateRound: 3 });
     expect(final.peers.map((p) => p.id).sort()).toEqual([a.peerId, b.peerId].sort());
     expect(final.loss).toHaveLength(3);
+
+    // The volunteer page's summary: the same job and progress, one member's row at most.
+    const summary = parseSummary(await (await fetch(`${server.url}/api/summary?peer=${a.peerId}`)).json());
+    expect(summary).toMatchObject({ status: "done", round: 3, targetRounds: 3, members: 2, samplesSeen: final.samplesSeen });
+    expect(summary.loss.map(([round]) => round)).toEqual([1, 2, 3]);
+    expect(summary.accuracy).toHaveLength(3);
+    expect(summary.you?.share).toBe(final.peers.find((p) => p.id === a.peerId)?.share);
+    expect(parseSummary(await (await fetch(`${server.url}/api/summary`)).json()).you).toBeUndefined();
+    expect((await fetch(`${server.url}/api/summary?peer=..%2Fetc`)).status).toBe(400);
 
     const model = await tf.loadLayersModel(`${server.url}/api/model/model.json`);
     const probs = tf.tidy(() => (model.predict(tf.zeros([1, 28, 28, 1])) as tf.Tensor).sum().dataSync()[0]);

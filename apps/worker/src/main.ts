@@ -1,5 +1,7 @@
 // The page a volunteer opens: explains, asks to start, picks a backend, and joins the training.
 import { startVolunteer, type Volunteer } from "./volunteer.ts";
+import { insecureNotice } from "./page/job-facts.ts";
+import { startJobPanel } from "./page/job-panel.ts";
 import { renderStatus } from "./view.ts";
 
 const startButton = document.querySelector<HTMLButtonElement>("#start");
@@ -10,6 +12,22 @@ if (!startButton || !stopButton) throw new Error("worker page markup is missing 
 const params = new URLSearchParams(location.search);
 const backends = (params.get("backends") ?? "webgpu,webgl,wasm,cpu").split(",").filter(Boolean);
 let volunteer: Volunteer | undefined;
+
+// WebGPU needs a secure page: say so (with the https address) rather than leave a slow fallback unexplained.
+const notice = insecureNotice({ isSecureContext, href: location.href });
+if (notice !== undefined) {
+  const box = document.getElementById("insecure");
+  const link = document.getElementById("insecure-link");
+  document.getElementById("insecure-text")?.replaceChildren(notice.text);
+  if (link !== null) Object.assign(link, { href: notice.httpsUrl, textContent: notice.httpsUrl });
+  if (box !== null) box.hidden = false;
+}
+
+// The job panel, for the page's whole life: what the tab is part of, and what it gave.
+startJobPanel(() => {
+  const status = volunteer?.status();
+  return { peerId: status?.peerId, roundsDone: status?.roundsDone ?? 0, samplesDone: status?.samplesDone ?? 0 };
+});
 
 startButton.addEventListener("click", () => {
   startButton.disabled = true;

@@ -7,3 +7,4 @@ export * from "./status.ts";
 export * from "./admin.ts";
 export * from "./config.ts";
 export * from "./random.ts";
+export * from "./summary.ts";

@@ -25,6 +25,7 @@ import { Metrics } from "./metrics.ts";
 import { ModelStore } from "./model-store.ts";
 import { DEFAULT_ROUND_DEADLINE_MS } from "./round-deadline.ts";
 import { buildStatus, memberRow, type Status } from "./status.ts";
+import { buildSummary } from "./summary.ts";
 import { createContributionHandler } from "./contributions.ts";
 import { createUploadHandler } from "./uploads.ts";
 
@@ -78,6 +79,8 @@ export type TrainingDeps = {
  * inside the CLI's 10 s shutdown bound.
  */
 const FINAL_STATE_WAIT_MS = 3_000;
+/** A worker id as the registry issues them (`w-` and hex). */
+const PEER_ID = /^w-[0-9a-f]{1,64}$/;
 
 /** Departures and joins within this window are one re-plan (a mass disconnect is not N re-rings). */
 const REPLAN_DELAY_MS = 200;
@@ -277,6 +280,14 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
   const router = express.Router();
   router.get("/api/status", (_req, res) => {
     res.json(status());
+  });
+  router.get("/api/summary", (req, res) => {
+    const peer = req.query.peer;
+    if (peer !== undefined && (typeof peer !== "string" || !PEER_ID.test(peer))) {
+      sendError(res, 400, "GET /api/summary: peer must be one worker id like w-0123abcd");
+      return;
+    }
+    res.json(buildSummary({ job, coordinator, metrics, isReducing: (id) => coordinator.isReducing(id) }, peer));
   });
   router.get("/api/events", stream.handle);
   router.get("/metrics", prometheus.route);
