@@ -1,7 +1,11 @@
 // npm run bench:allreduce — ring all-reduce in real tabs over WebRTC against the point-to-point
-// link between two of the same tabs, same frame size, same run. Writes e2e/results/allreduce.json.
+// link between two of the same tabs, same frame size, same run; then the same through a coturn TURN
+// relay (relay-only ICE) inside the e2e namespace. Writes e2e/results/allreduce.json.
+import { spawnSync } from "node:child_process";
 import type { Page } from "@playwright/test";
 import { expect, test } from "../fixtures.ts";
+import { startCoturn } from "../support/coturn.ts";
+import { insideE2eNamespace } from "../support/link-profile.ts";
 import { mb, median, table, writeResults } from "./report.ts";
 
 /** Overridable for a quick look at one case, e.g. BENCH_PEERS=4 BENCH_SIZES=4194304 BENCH_FRAME_BYTES=262124. */
@@ -15,8 +19,15 @@ const FRAME_BYTES = Number(process.env.BENCH_FRAME_BYTES ?? 64 * 1024);
 const START_DELAY_MS = 300;
 const BLAST_TIMEOUT_MS = 120_000;
 const BENCH_TIMEOUT_MS = 40 * 60_000;
+/** The relay rows: fewer cases, since every byte crosses coturn twice. */
+const RELAY_PEER_COUNTS = listFromEnv("BENCH_RELAY_PEERS", [2, 4]);
+const RELAY_SIZES = listFromEnv("BENCH_RELAY_SIZES", [4 * 1024 * 1024]);
+const NAMESPACE_ADDRESS = "10.88.0.1";
+const TURN_PORT = 3478;
 
 type Row = {
+  /** direct: WebRTC between the tabs; relay: every byte through a coturn TURN relay. */
+  path: "direct" | "relay";
   n: number;
   bytes: number;
   frameBytes: number;
@@ -52,65 +63,89 @@ async function linkBandwidth(pages: Page[], ids: string[], pairs: [number, numbe
   return median(speeds);
 }
 
-test("ring all-reduce vs point-to-point link", async ({ openWorkers }) => {
+/** Attempt ids: one sequence for the whole run, as a reducer refuses to reuse one. */
+let attempt = 0;
+
+/** Rounds of each size over `pages` (already opened on one server), then the links, as rows. */
+async function measure(pages: Page[], path: Row["path"], sizes: number[], rows: Row[]): Promise<void> {
+  const n = pages.length;
+  const ring = await Promise.all(pages.map((p) => p.evaluate((frameBytes) => window.crowdtrainLab.arOpen({ frameBytes, roundTimeoutMs: 600_000, progressTimeoutMs: 60_000, ringStartTimeoutMs: 60_000 }), FRAME_BYTES)));
+  await Promise.all(pages.map((p) => p.evaluate((ids) => window.crowdtrainLab.arConnect(ids), ring)));
+  for (const bytes of sizes) {
+    const length = bytes / 4;
+    const times: number[] = [];
+    const sent: number[] = [];
+    for (let k = 0; k <= ROUNDS; k++) {
+      attempt++;
+      const startAt = Date.now() + START_DELAY_MS;
+      const runs = await Promise.all(pages.map((p, i) => p.evaluate((args) => window.crowdtrainLab.arRun(args), { attempt, ring, seed: i + 1, length, samples: 1, startAt })));
+      const hashes = new Set(runs.map((r) => (r.ok ? r.hash : `failed: ${JSON.stringify(r.error)}`)));
+      expect(hashes.size, [...hashes].join("\n")).toBe(1);
+      if (k === 0) continue; // warm-up: first use of these buffers and frame sizes
+      times.push(Math.max(...runs.map((r) => r.ms)));
+      sent.push(...runs.map((r) => (r.ok ? r.bytesSent : 0)));
+    }
+    const ideal = (2 * (n - 1) * bytes) / n;
+    const roundMs = median(times);
+    const sentBytesPerPeer = sent.reduce((a, b) => a + b, 0) / sent.length;
+    const algbw = bytes / (roundMs / 1000);
+    const busbw = (algbw * 2 * (n - 1)) / n;
+    const blastBytes = Math.ceil(ideal);
+    const linkBw = await linkBandwidth(pages, ring, [[0, 1]], blastBytes);
+    const ringPairs = pages.map((_, i) => [i, (i + 1) % n] as [number, number]);
+    const ringLinksBw = await linkBandwidth(pages, ring, ringPairs, blastBytes);
+    const row: Row = {
+      path,
+      n,
+      bytes,
+      frameBytes: FRAME_BYTES,
+      rounds: ROUNDS,
+      roundMs,
+      sentBytesPerPeer,
+      bytesRatio: sentBytesPerPeer / ideal,
+      algbw,
+      busbw,
+      linkBw,
+      busbwOverLink: busbw / linkBw,
+      ringLinksBw,
+      busbwOverRingLinks: busbw / ringLinksBw,
+    };
+    rows.push(row);
+    writeResults(process.env.BENCH_OUT ?? "allreduce", rows); // after every row, so an interrupted run keeps what it measured
+    console.log(`${path} n=${n} S=${bytes}: round ${roundMs.toFixed(0)} ms, busbw ${mb(busbw)} MB/s, link ${mb(linkBw)} MB/s, ring links at once ${mb(ringLinksBw)} MB/s`);
+  }
+}
+
+test("ring all-reduce vs point-to-point link, direct and through a TURN relay", async ({ openWorkers, launchServer }) => {
   test.setTimeout(BENCH_TIMEOUT_MS);
   const rows: Row[] = [];
-  let round = 0;
   for (const n of PEER_COUNTS) {
     const pages = await openWorkers(n, "/lab.html");
-    const ring = await Promise.all(pages.map((p) => p.evaluate((frameBytes) => window.crowdtrainLab.arOpen({ frameBytes, roundTimeoutMs: 600_000, progressTimeoutMs: 60_000, ringStartTimeoutMs: 60_000 }), FRAME_BYTES)));
-    await Promise.all(pages.map((p) => p.evaluate((ids) => window.crowdtrainLab.arConnect(ids), ring)));
-    for (const bytes of SIZES) {
-      const length = bytes / 4;
-      const times: number[] = [];
-      const sent: number[] = [];
-      for (let k = 0; k <= ROUNDS; k++) {
-        round++;
-        const startAt = Date.now() + START_DELAY_MS;
-        const runs = await Promise.all(
-          pages.map((p, i) => p.evaluate((args) => window.crowdtrainLab.arRun(args), { attempt: round, ring, seed: i + 1, length, samples: 1, startAt })),
-        );
-        const hashes = new Set(runs.map((r) => (r.ok ? r.hash : `failed: ${JSON.stringify(r.error)}`)));
-        expect(hashes.size, [...hashes].join("\n")).toBe(1);
-        if (k === 0) continue; // warm-up: first use of these buffers and frame sizes
-        times.push(Math.max(...runs.map((r) => r.ms)));
-        sent.push(...runs.map((r) => (r.ok ? r.bytesSent : 0)));
-      }
-      const ideal = (2 * (n - 1) * bytes) / n;
-      const roundMs = median(times);
-      const sentBytesPerPeer = sent.reduce((a, b) => a + b, 0) / sent.length;
-      const algbw = bytes / (roundMs / 1000);
-      const busbw = (algbw * 2 * (n - 1)) / n;
-      const blastBytes = Math.ceil(ideal);
-      const linkBw = await linkBandwidth(pages, ring, [[0, 1]], blastBytes);
-      const ringPairs = pages.map((_, i) => [i, (i + 1) % n] as [number, number]);
-      const ringLinksBw = await linkBandwidth(pages, ring, ringPairs, blastBytes);
-      const row: Row = {
-        n,
-        bytes,
-        frameBytes: FRAME_BYTES,
-        rounds: ROUNDS,
-        roundMs,
-        sentBytesPerPeer,
-        bytesRatio: sentBytesPerPeer / ideal,
-        algbw,
-        busbw,
-        linkBw,
-        busbwOverLink: busbw / linkBw,
-        ringLinksBw,
-        busbwOverRingLinks: busbw / ringLinksBw,
-      };
-      rows.push(row);
-      writeResults(process.env.BENCH_OUT ?? "allreduce", rows); // after every row, so an interrupted run keeps what it measured
-      console.log(`n=${n} S=${bytes}: round ${roundMs.toFixed(0)} ms, busbw ${mb(busbw)} MB/s, link ${mb(linkBw)} MB/s, ring links at once ${mb(ringLinksBw)} MB/s`);
-    }
+    await measure(pages, "direct", SIZES, rows);
     await Promise.all(pages.map((p) => p.context().close()));
+  }
+  // The relay rows: every byte through coturn in the namespace (relay-only ICE), where there is one.
+  const relayWhy = !insideE2eNamespace() ? "not inside the e2e network namespace" : spawnSync("turnserver", ["--version"]).error !== undefined ? "turnserver (coturn) is not installed" : undefined;
+  if (relayWhy !== undefined) console.log(`relay rows skipped: ${relayWhy}`);
+  else {
+    const turn = await startCoturn(NAMESPACE_ADDRESS, TURN_PORT);
+    try {
+      const server = await launchServer(["--turn-url", turn.url, "--turn-secret", turn.secret, "--ice-transport-policy", "relay"]);
+      for (const n of RELAY_PEER_COUNTS) {
+        const pages = await openWorkers(n, "/lab.html", server);
+        await measure(pages, "relay", RELAY_SIZES, rows);
+        await Promise.all(pages.map((p) => p.context().close()));
+      }
+    } finally {
+      await turn.stop();
+    }
   }
   const file = writeResults(process.env.BENCH_OUT ?? "allreduce", rows);
   console.log(
     `\n${table(
-      ["N", "S (KiB)", "round ms", "sent/peer (KiB)", "bytesRatio", "algbw MB/s", "busbw MB/s", "link MB/s", "busbw/link", "ring links MB/s", "busbw/ring links"],
+      ["path", "N", "S (KiB)", "round ms", "sent/peer (KiB)", "bytesRatio", "algbw MB/s", "busbw MB/s", "link MB/s", "busbw/link", "ring links MB/s", "busbw/ring links"],
       rows.map((r) => [
+        r.path,
         String(r.n),
         String(r.bytes / 1024),
         r.roundMs.toFixed(0),
