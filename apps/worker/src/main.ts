@@ -24,15 +24,19 @@ if (notice !== undefined) {
 }
 
 // The job panel, for the page's whole life: what the tab is part of, and what it gave.
-startJobPanel(() => {
+const panel = startJobPanel(() => {
   const status = volunteer?.status();
-  return { peerId: status?.peerId, roundsDone: status?.roundsDone ?? 0, samplesDone: status?.samplesDone ?? 0 };
+  return { peerId: status?.peerId, roundsDone: status?.roundsDone ?? 0, samplesCommitted: status?.samplesCommitted ?? 0 };
 });
+const onStatus: typeof renderStatus = (status) => {
+  renderStatus(status);
+  panel.showContribution();
+};
 
 startButton.addEventListener("click", () => {
   startButton.disabled = true;
   stopButton.disabled = false;
-  startVolunteer({ backends, forcePage: params.get("page") === "1", name: params.get("name") ?? undefined, joinToken: params.get("join") ?? undefined, onStatus: renderStatus }).then(
+  startVolunteer({ backends, forcePage: params.get("page") === "1", name: params.get("name") ?? undefined, joinToken: params.get("join") ?? undefined, onStatus }).then(
     (started) => {
       volunteer = started;
       window.crowdtrainWorker = { status: () => started.status() };

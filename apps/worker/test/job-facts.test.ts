@@ -24,8 +24,8 @@ describe("the volunteer page's job facts", () => {
 
   it("describes the job and this tab's share of all samples", () => {
     expect(describeJob(parseJob({ ...JOB, algorithm: { kind: "diloco", innerSteps: 8 }, codec: "int8" }))).toBe("MLP (32 hidden) on mnist, DiLoCo (8 inner steps), int8 all-reduce");
-    expect(describeContribution({ roundsDone: 4, samplesDone: 96 }, 384)).toBe("4 rounds, 96 samples (25.0% of all 384 samples so far)");
-    expect(describeContribution({ roundsDone: 0, samplesDone: 0 }, 0)).toBe("0 rounds, 0 samples");
+    expect(describeContribution({ roundsDone: 4, samplesCommitted: 96 }, 384)).toBe("4 rounds, 96 samples (25.0% of all 384 samples so far)");
+    expect(describeContribution({ roundsDone: 0, samplesCommitted: 0 }, undefined)).toBe("0 rounds, 0 samples");
   });
 
   it("explains a page without WebGPU for want of https, with the https address", () => {

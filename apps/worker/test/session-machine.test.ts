@@ -81,7 +81,7 @@ describe("SessionMachine", () => {
     expect(afterExport).toContainEqual({ type: "upload-state", round: 1, bytes, auth: { peerId: "w-a", sessionToken: IDENTITY.sessionToken } });
     expect(Drive.tasks(afterExport)).toEqual([{ kind: "commit", attempt: 7, round: 1 }]);
     d.result({ kind: "committed", attempt: 7, round: 1, hash: HASH(1), uploadMs: 0 });
-    expect(d.machine.status).toMatchObject({ phase: "waiting", round: 1, roundsDone: 1, committed: [[1, HASH(1)]], samplesDone: 4 });
+    expect(d.machine.status).toMatchObject({ phase: "waiting", round: 1, roundsDone: 1, committed: [[1, HASH(1)]], samplesDone: 4, samplesCommitted: 4 });
     expect(d.machine.task).toBeUndefined();
   });
 
@@ -115,6 +115,9 @@ describe("SessionMachine", () => {
     d.result({ kind: "synced", round: 3, hash: HASH(3) });
     expect(d.sent("ready").at(-1)).toEqual({ type: "ready", round: 3, hash: HASH(3) });
     expect(Drive.tasks(d.in({ type: "commit", attempt: 4, round: 1, hash: HASH(1) }))).toEqual([]);
+    // Computed and averaged, but never part of the model: not counted as contributed.
+    expect(d.machine.status.samplesDone).toBeGreaterThan(0);
+    expect(d.machine.status).toMatchObject({ roundsDone: 0, samplesCommitted: 0 });
   });
 
   it("a dropped connection voids what was in flight and skips the old connection's queued rounds", () => {

@@ -30,10 +30,10 @@ export function describeProgress(summary: Summary): { fraction: number | undefin
   return { fraction, text: `${state}: ${rounds}${epochs}${fraction === undefined ? "" : ` (${(fraction * 100).toFixed(0)}%)`}` };
 }
 
-/** What this tab gave: its rounds and samples, and their share of every sample the job has used. */
-export function describeContribution(mine: { roundsDone: number; samplesDone: number }, samplesSeen: number): string {
-  const share = samplesSeen > 0 ? ` (${((Math.min(mine.samplesDone, samplesSeen) / samplesSeen) * 100).toFixed(1)}% of all ${samplesSeen} samples so far)` : "";
-  return `${mine.roundsDone} rounds, ${mine.samplesDone} samples${share}`;
+/** What this tab gave: its committed rounds and their samples, and their share of every sample the job has used. */
+export function describeContribution(mine: { roundsDone: number; samplesCommitted: number }, samplesSeen: number | undefined): string {
+  const share = samplesSeen !== undefined && samplesSeen > 0 ? ` (${((Math.min(mine.samplesCommitted, samplesSeen) / samplesSeen) * 100).toFixed(1)}% of all ${samplesSeen} samples so far)` : "";
+  return `${mine.roundsDone} rounds, ${mine.samplesCommitted} samples${share}`;
 }
 
 /**

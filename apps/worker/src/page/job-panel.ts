@@ -10,7 +10,7 @@ const SUMMARY_TIMEOUT_MS = 5_000;
 const SPARK_WIDTH = 160;
 const SPARK_HEIGHT = 32;
 
-export type Mine = { peerId: string | undefined; roundsDone: number; samplesDone: number };
+export type Mine = { peerId: string | undefined; roundsDone: number; samplesCommitted: number };
 
 const byId = <T extends Element>(id: string): T => {
   const element = document.getElementById(id);
@@ -18,16 +18,26 @@ const byId = <T extends Element>(id: string): T => {
   return element as unknown as T;
 };
 
-/** Starts polling; the returned stop() ends it (the page owns the panel for its lifetime). */
-export function startJobPanel(mine: () => Mine): { stop(): void } {
+/**
+ * Starts polling; stop() ends it (the page owns the panel for its lifetime). showContribution()
+ * redraws this tab's part at once (on every status change), against the last total the server gave.
+ */
+export function startJobPanel(mine: () => Mine): { stop(): void; showContribution(): void } {
   let timer: ReturnType<typeof setTimeout> | undefined;
   let stopped = false;
+  let samplesSeen: number | undefined;
+  const showContribution = (): void => {
+    byId("contribution").textContent = describeContribution(mine(), samplesSeen);
+  };
   const poll = async (): Promise<void> => {
     const me = mine();
     try {
       const response = await fetch(`/api/summary${me.peerId === undefined ? "" : `?peer=${encodeURIComponent(me.peerId)}`}`, { signal: AbortSignal.timeout(SUMMARY_TIMEOUT_MS) });
       if (!response.ok) throw new Error(`GET /api/summary answered ${response.status}`);
-      render(parseSummary(await response.json()), me);
+      const summary = parseSummary(await response.json());
+      samplesSeen = summary.samplesSeen;
+      render(summary);
+      showContribution();
       byId("job-error").textContent = "";
     } catch (error) {
       // Shown, not fatal: the server may be restarting; the next poll tries again.
@@ -41,10 +51,11 @@ export function startJobPanel(mine: () => Mine): { stop(): void } {
       stopped = true;
       clearTimeout(timer);
     },
+    showContribution,
   };
 }
 
-function render(summary: Summary, me: Mine): void {
+function render(summary: Summary): void {
   byId("job-name").textContent = `Job: ${summary.job.name}`;
   byId("job-what").textContent = `${describeJob(summary.job)}; ${summary.members} ${summary.members === 1 ? "tab" : "tabs"} training now.`;
   const progress = describeProgress(summary);
@@ -58,5 +69,4 @@ function render(summary: Summary, me: Mine): void {
   const accuracy = summary.accuracy.at(-1);
   byId("job-curve-text").textContent =
     (last === undefined ? "no rounds yet" : `loss ${last[1].toFixed(3)} at round ${last[0]}`) + (accuracy === undefined ? "" : `; test accuracy ${(accuracy[1] * 100).toFixed(1)}% at round ${accuracy[0]}`);
-  byId("contribution").textContent = describeContribution(me, summary.samplesSeen);
 }

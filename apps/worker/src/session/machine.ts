@@ -68,7 +68,7 @@ export class SessionMachine {
   private readonly aborted = new Set<number>();
   private running: Running | undefined;
   /** Reported and waiting for the coordinator's commit or abort. */
-  private pending: { attempt: number; round: number; timings: RoundTimings; startedAt: number; commitHash?: string } | undefined;
+  private pending: { attempt: number; round: number; samples: number; timings: RoundTimings; startedAt: number; commitHash?: string } | undefined;
   /** What we sent into recent all-reduces, by attempt: a spot check asks for it after the commit. */
   private readonly contributions = new Map<number, Float32Array>();
   /** The job's codec drops what it does not send (topk): the residual it adds back next time. */
@@ -311,7 +311,7 @@ export class SessionMachine {
     const { message, grad, reduced, allReduceMs } = running;
     if (grad === undefined || reduced === undefined || allReduceMs === undefined) return;
     const timings = { computeMs: grad.computeMs, readbackMs: grad.readbackMs, allReduceMs, updateMs: result.updateMs };
-    this.pending = { attempt: message.attempt, round: message.round, timings, startedAt: running.startedAt };
+    this.pending = { attempt: message.attempt, round: message.round, samples: grad.samples, timings, startedAt: running.startedAt };
     this.publish({
       lastTimings: timings,
       samplesPerSecond: leaseSpeed(grad.samples, computeTimeMs(grad)),
@@ -356,6 +356,7 @@ export class SessionMachine {
       phase: "waiting",
       round: pending.round,
       roundsDone: this.status.roundsDone + 1,
+      samplesCommitted: this.status.samplesCommitted + pending.samples,
       committed: [...this.status.committed, [pending.round, result.hash] as [number, string]].slice(-COMMITTED_HISTORY),
       rounds: [...this.status.rounds, split].slice(-COMMITTED_HISTORY),
     });

@@ -10,8 +10,12 @@ export type SessionStatus = {
   backendReasons: string[];
   /** Committed round this tab holds. */
   round: number;
+  /** Rounds this tab took part in that committed. */
   roundsDone: number;
+  /** Samples this tab computed and averaged (a round aborted after its all-reduce counts too). */
   samplesDone: number;
+  /** Samples of the rounds that committed: what this tab contributed to the model. */
+  samplesCommitted: number;
   samplesPerSecond: number | undefined;
   /** This tab's share of the last global batch. */
   share: number | undefined;
@@ -34,6 +38,7 @@ export const initialStatus = (): SessionStatus => ({
   round: 0,
   roundsDone: 0,
   samplesDone: 0,
+  samplesCommitted: 0,
   samplesPerSecond: undefined,
   share: undefined,
   lastTimings: undefined,
