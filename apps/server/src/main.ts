@@ -5,6 +5,7 @@ import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { parseFlags, UsageError, USAGE, type Flags } from "./cli/flags.ts";
 import { TrustProxyError } from "./http/client-address.ts";
+import { createLogger } from "./log/logger.ts";
 import { fingerprint, loadTlsFiles, selfSignedTls, TlsConfigError, type TlsCredentials } from "./http/tls.ts";
 import { IceConfigError } from "./ice.ts";
 import { TurnConfigError } from "./signalling/turn.ts";
@@ -124,6 +125,7 @@ async function main(): Promise<void> {
     tls: tls?.credentials,
     trustProxy: flags.trustProxy,
     turn: flags.turn,
+    logger: createLogger({ format: flags.logFormat, level: flags.logLevel, write: (line) => console.log(line) }),
     iceTransportPolicy: flags.iceTransportPolicy,
     lab: flags.lab,
     allowedOrigins: flags.allowOrigins,

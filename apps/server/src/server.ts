@@ -12,6 +12,7 @@ import type { OriginPolicy } from "./http/origin.ts";
 import type { TlsCredentials } from "./http/tls.ts";
 import { ICE_SERVERS_ENV, parseIceServers, validateIceServers, type IceServer } from "./ice.ts";
 import { IdentityRegistry } from "./identity/registry.ts";
+import { createLogger, type Logger } from "./log/logger.ts";
 import { configRoute } from "./signalling/config-route.ts";
 import { mountPeerServer, PEER_PATH } from "./signalling/peer-server.ts";
 import { checkTurnOptions, TurnConfigError, type TurnOptions } from "./signalling/turn.ts";
@@ -54,6 +55,8 @@ export interface ServerOptions {
   allowedOrigins?: string[];
   /** Serve HTTPS and WSS with this certificate (browsers give WebGPU only to secure pages). Default: plain HTTP. */
   tls?: TlsCredentials;
+  /** The server's log: cluster events and the server's warnings. Default: only the warnings, as text on stderr. */
+  logger?: Logger;
   /** The operator's TURN server, whose credentials the server mints per worker. Default none. */
   turn?: TurnOptions;
   /** "relay": peers connect only through TURN (no volunteer learns another's address). Default "all". */
@@ -85,7 +88,8 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   const routes: UpgradeRoutes = new Map();
   const identities = new IdentityRegistry();
   const origins: OriginPolicy = { allowed: options.allowedOrigins ?? [] };
-  const log = (text: string): void => console.error(`[server] ${text}`);
+  const warnings = options.logger ?? createLogger({ format: "text", level: "warn", write: (line) => console.error(line) });
+  const log = (text: string): void => warnings.log({ at: Date.now(), level: "warn", kind: "server", text });
 
   app.get("/api/health", (_req, res) => {
     res.json({ ok: true });
@@ -101,7 +105,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   routes.set(peers.path, peers.route);
   let training: TrainingService | undefined;
   try {
-    training = options.training === undefined ? undefined : await startTraining(options.training, { identities, origins, clientAddress });
+    training = options.training === undefined ? undefined : await startTraining(options.training, { identities, origins, clientAddress, logger: options.logger });
   } catch (error) {
     // A refused job (too big, no dataset, a bad checkpoint): peer's timers already run; stop them.
     await shutdown(server, routes, timers, undefined);

@@ -36,4 +36,12 @@ describe("server flags", () => {
     expect(parse(["--ice-transport-policy", "relay"]).iceTransportPolicy).toBe("relay");
     expect(() => parse(["--ice-transport-policy", "none"])).toThrow(/all or relay/);
   });
+
+  it("log text at info by default; json and a level from flags or the environment; anything else refused", () => {
+    expect(parse([])).toMatchObject({ logFormat: "text", logLevel: "info" });
+    expect(parse(["--log-format", "json", "--log-level=warn"])).toMatchObject({ logFormat: "json", logLevel: "warn" });
+    expect(parse([], { CROWDTRAIN_LOG_FORMAT: "json", CROWDTRAIN_LOG_LEVEL: "debug" })).toMatchObject({ logFormat: "json", logLevel: "debug" });
+    expect(() => parse(["--log-format", "xml"])).toThrow(/--log-format must be one of text, json/);
+    expect(() => parse(["--log-level", "verbose"])).toThrow(UsageError);
+  });
 });

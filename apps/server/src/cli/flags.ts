@@ -2,6 +2,7 @@
 import { join, resolve } from "node:path";
 import { ADMIN_TOKEN_ENV, AdminTokenError, validateAdminToken } from "../admin/token.ts";
 import { DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_HELLOS_PER_SECOND, DEFAULT_MAX_MEMBERS } from "../cluster/hub.ts";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../log/logger.ts";
 import { DEFAULT_JOB_FILE } from "../training/job-file.ts";
 import { DEFAULT_CHECKPOINT_EVERY } from "../training/service.ts";
 
@@ -16,6 +17,7 @@ export const USAGE = `usage: crowdtrain-server [--port N] [--host ADDRESS] [--jo
                          [--allow-origin ORIGIN,...] [--max-members N] [--hellos-per-second N] [--ban-minutes N] [--lab]
                          [--tls-cert FILE --tls-key FILE | --tls-self-signed] [--trust-proxy ADDRESSES]
                          [--turn-url URL,... --turn-secret SECRET] [--ice-transport-policy all|relay]
+                         [--log-format text|json] [--log-level debug|info|warn|error]
   --port N         port to listen on, 0 picks a free one (env CROWDTRAIN_PORT, default ${DEFAULT_PORT})
   --host ADDRESS   address to bind (env CROWDTRAIN_HOST, default ${DEFAULT_HOST}: all interfaces)
   --job FILE       training job (env CROWDTRAIN_JOB, default apps/server/jobs/mnist-mlp.json)
@@ -41,6 +43,8 @@ export const USAGE = `usage: crowdtrain-server [--port N] [--host ADDRESS] [--jo
                    --turn-secret S: each worker gets its own credentials, valid 24 h (env CROWDTRAIN_TURN_URL, CROWDTRAIN_TURN_SECRET)
   --ice-transport-policy P  all (default) or relay: peers connect only through TURN, so no volunteer learns
                    another's address (env CROWDTRAIN_ICE_TRANSPORT_POLICY)
+  --log-format F   cluster events on stdout as text (default) or json lines (env CROWDTRAIN_LOG_FORMAT)
+  --log-level L    the least level logged: debug, info (default), warn, error (env CROWDTRAIN_LOG_LEVEL)
   CROWDTRAIN_ICE_SERVERS='[{"urls":"stun:stun.example.org:3478"}]' adds your own STUN/TURN servers`;
 
 export class UsageError extends Error {}
@@ -66,6 +70,8 @@ export interface Flags {
   trustProxy: string[];
   turn: { urls: string[]; secret: string } | undefined;
   iceTransportPolicy: "all" | "relay";
+  logFormat: LogFormat;
+  logLevel: LogLevel;
 }
 
 const FLAG_NAMES = [
@@ -89,6 +95,8 @@ const FLAG_NAMES = [
   "--turn-url",
   "--turn-secret",
   "--ice-transport-policy",
+  "--log-format",
+  "--log-level",
 ] as const;
 type FlagName = (typeof FLAG_NAMES)[number];
 
@@ -114,6 +122,8 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "hel
     "--turn-url": env.CROWDTRAIN_TURN_URL === "" ? undefined : env.CROWDTRAIN_TURN_URL,
     "--turn-secret": env.CROWDTRAIN_TURN_SECRET === "" ? undefined : env.CROWDTRAIN_TURN_SECRET,
     "--ice-transport-policy": env.CROWDTRAIN_ICE_TRANSPORT_POLICY === "" ? undefined : env.CROWDTRAIN_ICE_TRANSPORT_POLICY,
+    "--log-format": env.CROWDTRAIN_LOG_FORMAT === "" ? undefined : env.CROWDTRAIN_LOG_FORMAT,
+    "--log-level": env.CROWDTRAIN_LOG_LEVEL === "" ? undefined : env.CROWDTRAIN_LOG_LEVEL,
   };
   let lab = false;
   let selfSigned = false;
@@ -154,6 +164,8 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "hel
     trustProxy: listFlag(values["--trust-proxy"]),
     turn: turnFlags(values["--turn-url"], values["--turn-secret"]),
     iceTransportPolicy: policyFlag(values["--ice-transport-policy"]),
+    logFormat: oneOf("--log-format", LOG_FORMATS, values["--log-format"] ?? "text"),
+    logLevel: oneOf("--log-level", LOG_LEVELS, values["--log-level"] ?? "info"),
   };
 }
 
@@ -161,6 +173,11 @@ function turnFlags(url: string | undefined, secret: string | undefined): Flags["
   if (url === undefined && secret === undefined) return undefined;
   if (url === undefined || secret === undefined) throw new UsageError("--turn-url and --turn-secret go together: your TURN server and the secret it shares with this server");
   return { urls: listFlag(url), secret };
+}
+
+function oneOf<T extends string>(flag: string, allowed: readonly T[], value: string): T {
+  if ((allowed as readonly string[]).includes(value)) return value as T;
+  throw new UsageError(`${flag} must be one of ${allowed.join(", ")}, got ${JSON.stringify(value)}`);
 }
 
 function policyFlag(value: string | undefined): Flags["iceTransportPolicy"] {

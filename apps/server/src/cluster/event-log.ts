@@ -3,10 +3,15 @@ export type ClusterEvent = { at: number; kind: string; text: string };
 
 export class EventLog {
   private readonly events: ClusterEvent[] = [];
-  constructor(private readonly capacity = 500) {}
+  /** `onAdd`: each event as it is added (the server's log on stdout). */
+  constructor(
+    private readonly capacity = 500,
+    private readonly onAdd?: (event: ClusterEvent) => void,
+  ) {}
 
   add(event: ClusterEvent): void {
     this.events.push(event);
+    this.onAdd?.(event);
     if (this.events.length > this.capacity) this.events.splice(0, this.events.length - this.capacity);
   }
 

@@ -10,7 +10,7 @@ import type { BanList } from "../identity/bans.ts";
 import type { IdentityRegistry } from "../identity/registry.ts";
 import { CLOSE_POLICY_VIOLATION, closeReason } from "../close-reason.ts";
 import type { UpgradeRoute } from "../upgrade.ts";
-import { EventLog } from "./event-log.ts";
+import { EventLog, type ClusterEvent } from "./event-log.ts";
 import { RateLimiter } from "./rate-limit.ts";
 
 /** A socket must say hello this soon after connecting, or it is closed. */
@@ -65,6 +65,8 @@ export type HubOptions = {
   hellosPerSecond?: number;
   heartbeatTimeoutMs?: number;
   onCommitted?: (commit: CommittedRound) => void;
+  /** Every event as it enters the event log (the server's log on stdout). */
+  onEvent?: (event: ClusterEvent) => void;
   /** The open round was aborted, with the coordinator's fixed cause. */
   onAborted?: (effect: Extract<CoordinatorEffect, { type: "aborted" }>) => void;
   /** A socket or handshake was refused (each refusal once). */
@@ -87,7 +89,7 @@ export type HubOptions = {
  */
 export class ClusterHub {
   readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_WORKER_MESSAGE_BYTES });
-  readonly log = new EventLog();
+  readonly log: EventLog;
   readonly route: UpgradeRoute;
   private readonly sockets = new Map<string, WebSocket>();
   private readonly lastPong = new Map<WebSocket, number>();
@@ -102,6 +104,7 @@ export class ClusterHub {
     private readonly options: HubOptions,
     private readonly now: () => number = Date.now,
   ) {
+    this.log = new EventLog(undefined, options.onEvent);
     this.maxMembers = options.maxMembers ?? DEFAULT_MAX_MEMBERS;
     this.hellos = new RateLimiter(options.hellosPerSecond ?? DEFAULT_HELLOS_PER_SECOND, 1_000, now);
     this.wss.on("connection", (ws: WebSocket, req: http.IncomingMessage) => this.accept(ws, this.options.clientAddress(req)));

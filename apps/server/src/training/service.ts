@@ -13,6 +13,7 @@ import { HttpError, sendError } from "../http/errors.ts";
 import type { OriginPolicy } from "../http/origin.ts";
 import { parseRoundQuery } from "../http/query.ts";
 import { BanList, DEFAULT_BAN_MS } from "../identity/bans.ts";
+import { levelOfKind, type Logger } from "../log/logger.ts";
 import type { IdentityRegistry } from "../identity/registry.ts";
 import { StatusStream } from "../dashboard/events.ts";
 import { PeerRoster } from "../dashboard/roster.ts";
@@ -70,6 +71,8 @@ export type TrainingDeps = {
   origins: OriginPolicy;
   /** Default: the socket's peer (no proxy trusted). */
   clientAddress?: ClientAddress;
+  /** Where cluster events go besides the dashboard's event log. Default: nowhere. */
+  logger?: Logger;
 };
 
 /**
@@ -235,6 +238,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     identities: deps.identities,
     origins: deps.origins,
     clientAddress: deps.clientAddress ?? clientAddressOf([]),
+    onEvent: deps.logger === undefined ? undefined : (event) => deps.logger?.log({ ...event, level: levelOfKind(event.kind) }),
     bans,
     joinToken: options.joinToken,
     maxMembers: options.maxMembers,
