@@ -1,5 +1,5 @@
 /** A bounded log of what happened in the cluster, newest last, for the dashboard and /api/status. */
-export type ClusterEvent = { at: number; kind: string; text: string };
+import type { ClusterEvent } from "@crowdtrain/protocol";
 
 export class EventLog {
   private readonly events: ClusterEvent[] = [];

@@ -1,7 +1,7 @@
 import type http from "node:http";
 import type { Duplex } from "node:stream";
 import type { CommittedRound, Coordinator, CoordinatorEffect, CoordinatorEvent } from "@crowdtrain/coordination";
-import { parseWorkerMessage, PROTOCOL_VERSION, type CoordinatorMessage, type Job, type WorkerMessage } from "@crowdtrain/protocol";
+import { parseWorkerMessage, PROTOCOL_VERSION, type ClusterEvent, type CoordinatorMessage, type Job, type WorkerMessage } from "@crowdtrain/protocol";
 import { WebSocketServer, type WebSocket } from "ws";
 import { tokenMatches } from "../admin/token.ts";
 import type { ClientAddress } from "../http/client-address.ts";
@@ -10,7 +10,7 @@ import type { BanList } from "../identity/bans.ts";
 import type { IdentityRegistry } from "../identity/registry.ts";
 import { CLOSE_POLICY_VIOLATION, closeReason } from "../close-reason.ts";
 import type { UpgradeRoute } from "../upgrade.ts";
-import { EventLog, type ClusterEvent } from "./event-log.ts";
+import { EventLog } from "./event-log.ts";
 import { RateLimiter } from "./rate-limit.ts";
 
 /** A socket must say hello this soon after connecting, or it is closed. */

@@ -1,5 +1,5 @@
 import { Gauge, type Registry } from "prom-client";
-import type { EvalPoint } from "../training/evaluator.ts";
+import type { EvalPoint } from "@crowdtrain/protocol";
 import { METRIC_PREFIX } from "./registry.ts";
 
 /**

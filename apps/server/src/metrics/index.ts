@@ -1,6 +1,6 @@
 import type { Member } from "@crowdtrain/coordination";
 import type express from "express";
-import type { EvalPoint } from "../training/evaluator.ts";
+import type { EvalPoint } from "@crowdtrain/protocol";
 import { CheckpointMetrics } from "./checkpoints.ts";
 import { registerEvaluationGauges } from "./evaluation.ts";
 import { registerPeerGauge } from "./peers.ts";

@@ -2,10 +2,8 @@ import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import * as v from "valibot";
 import type { CoordinatorSnapshot } from "@crowdtrain/coordination";
-import { MAX_ATTEMPT, StateHashSchema, type Job } from "@crowdtrain/protocol";
+import { MAX_ATTEMPT, StateHashSchema, type EvalPoint, type Job, type RoundPoint } from "@crowdtrain/protocol";
 import { decodeState, stateProblem, type ModelState } from "@crowdtrain/training";
-import type { EvalPoint } from "./evaluator.ts";
-import type { RoundPoint } from "./metrics.ts";
 
 /**
  * Checkpoints: everything a restarted server needs to carry on where a committed round left off —

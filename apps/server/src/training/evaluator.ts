@@ -1,11 +1,10 @@
 import * as tf from "@tensorflow/tfjs";
-import type { Job } from "@crowdtrain/protocol";
+import type { EvalPoint, Job } from "@crowdtrain/protocol";
 import { buildModel, evaluate, writeWeights, type Dataset, type DatasetManifest, type ModelState } from "@crowdtrain/training";
 
 /** Test-set batches on the server's CPU backend: big enough to amortise, small enough to stay responsive. */
 const EVAL_BATCH = 500;
 
-export type EvalPoint = { round: number; accuracy: number; loss: number; ms: number };
 
 /**
  * Evaluates committed states on the held-out split, one at a time, on the TF.js CPU backend.

@@ -1,23 +1,5 @@
 import type { CommittedRound } from "@crowdtrain/coordination";
-import { planMembers } from "@crowdtrain/protocol";
-import type { EvalPoint } from "./evaluator.ts";
-
-/** One committed round as the dashboard and /api/status show it. */
-export type RoundPoint = {
-  round: number;
-  epoch: number;
-  at: number;
-  loss: number;
-  samples: number;
-  ringSize: number;
-  roundMs: number;
-  /** Slowest member's split of the round, in ms. */
-  computeMs: number;
-  readbackMs: number;
-  allReduceMs: number;
-  updateMs: number;
-  hash: string;
-};
+import { planMembers, type EvalPoint, type RoundPoint } from "@crowdtrain/protocol";
 
 /** How many rounds of history to keep in memory (and in checkpoints). */
 const HISTORY_LIMIT = 5_000;
