@@ -1,34 +1,48 @@
 import { resolve } from "node:path";
 import react from "@vitejs/plugin-react";
-import { defineConfig } from "vitest/config";
+import { defineConfig, type ViteUserConfig } from "vitest/config";
 
 const root = import.meta.dirname;
+const shared = { root: resolve(root, "apps"), plugins: [react()], worker: { format: "es" as const } };
 
-// One Vite build for every page a browser opens, into dist/web: one folder per app (worker/index.html,
-// worker/lab.html, dashboard/index.html) sharing /assets. The server maps them to their URLs
-// (apps/server/src/server.ts WEB_PAGES): the worker page at /, the lab page (primitives for e2e
-// tests and benchmarks) at /lab.html, the dashboard at /dashboard.
-export default defineConfig({
-  root: resolve(root, "apps"),
-  publicDir: resolve(root, "public"),
-  plugins: [react()],
-  build: {
-    outDir: resolve(root, "dist/web"),
-    emptyOutDir: true,
-    target: "es2022",
-    chunkSizeWarningLimit: 4096,
-    rollupOptions: {
-      input: {
-        worker: resolve(root, "apps/worker/index.html"),
-        lab: resolve(root, "apps/worker/lab.html"),
-        dashboard: resolve(root, "apps/dashboard/index.html"),
+// Two Vite builds. The product (`vite build`, `npm run build`) is every page a volunteer or operator
+// opens, into dist/web: one folder per app (worker/index.html, dashboard/index.html) sharing /assets.
+// The lab (`vite build --mode lab`, `npm run build:lab`) is the page of primitives that e2e tests and
+// benchmarks drive, into dist/lab under its own base /lab/: the product build holds none of it, and
+// only a server started with --lab serves it. apps/server/src/server.ts maps both to their URLs.
+export default defineConfig(({ mode }): ViteUserConfig =>
+  mode === "lab"
+    ? {
+        ...shared,
+        base: "/lab/",
+        publicDir: false,
+        build: {
+          outDir: resolve(root, "dist/lab"),
+          emptyOutDir: true,
+          target: "es2022",
+          chunkSizeWarningLimit: 4096,
+          rollupOptions: { input: { lab: resolve(root, "apps/worker/lab.html") } },
+        },
+      }
+    : {
+        ...shared,
+        publicDir: resolve(root, "public"),
+        build: {
+          outDir: resolve(root, "dist/web"),
+          emptyOutDir: true,
+          target: "es2022",
+          chunkSizeWarningLimit: 4096,
+          rollupOptions: {
+            input: {
+              worker: resolve(root, "apps/worker/index.html"),
+              dashboard: resolve(root, "apps/dashboard/index.html"),
+            },
+          },
+        },
+        test: {
+          root,
+          include: ["packages/*/test/**/*.test.ts", "apps/*/test/**/*.test.ts"],
+          testTimeout: 30_000,
+        },
       },
-    },
-  },
-  worker: { format: "es" },
-  test: {
-    root,
-    include: ["packages/*/test/**/*.test.ts", "apps/*/test/**/*.test.ts"],
-    testTimeout: 30_000,
-  },
-});
+);

@@ -34,9 +34,11 @@ export const WEB_PAGES: Readonly<Record<string, string>> = {
 };
 /**
  * The lab page: primitives for e2e tests and benchmarks (raw data channels, all-reduce on chosen
- * data). Served only with `lab: true` (`--lab`), never by a default server: it hands out identities
- * without joining the job.
+ * data), built apart by `npm run build:lab` (base /lab/, so its assets are /lab/assets/*). Served
+ * only with `lab: true` (`--lab`), never by a default server: it hands out identities without
+ * joining the job.
  */
+export const DEFAULT_LAB_DIR = resolve(import.meta.dirname, "../../../dist/lab");
 export const LAB_PAGES: Readonly<Record<string, string>> = { "/lab.html": "worker/lab.html" };
 
 export interface ServerOptions {
@@ -45,6 +47,8 @@ export interface ServerOptions {
   /** Default 127.0.0.1: exposing the server to the network is the CLI's explicit choice. */
   host?: string;
   webDir?: string;
+  /** The lab build (`npm run build:lab`), served only with `lab`. Default dist/lab. */
+  labDir?: string;
   /** Default: CROWDTRAIN_ICE_SERVERS if set, else none (never a public STUN/TURN host). */
   iceServers?: IceServer[];
   /** The job to run, with its coordinator at /ws. Without it the server only signals and serves pages. */
@@ -116,7 +120,8 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
     routes.set("/ws", training.hub.route);
   }
   if (options.lab === true) mountLab(app, identities, clientAddress);
-  mountWebApp(app, options.webDir ?? DEFAULT_WEB_DIR, options.lab === true ? { ...WEB_PAGES, ...LAB_PAGES } : WEB_PAGES);
+  if (options.lab === true) mountPages(app, options.labDir ?? DEFAULT_LAB_DIR, LAB_PAGES, "/lab/assets", "npm run build:lab");
+  mountWebApp(app, options.webDir ?? DEFAULT_WEB_DIR);
   app.use(notFoundHandler());
   app.use(errorHandler({ onLog: log }));
   server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => routeUpgrade(routes, req, socket, head));
@@ -151,26 +156,33 @@ function resolveIceServers(fromOptions: IceServer[] | undefined): IceServer[] {
 }
 
 /**
- * The pages at their URLs (`pages`), never cached, so a rebuilt app is picked up on reload; their
- * hashed assets under /assets cached for good; other built files as they are, except pages not in
- * `pages` (the lab's HTML is not reachable by its file name on a default server).
+ * The product's pages and files: the pages at their URLs, then other built files as they are
+ * (public/'s icon and robots.txt) except HTML, which is reachable only at its page's URL.
  */
-function mountWebApp(app: express.Express, webDir: string, pages: Readonly<Record<string, string>>): void {
-  for (const [path, file] of Object.entries(pages)) {
-    app.get(path, (_req, res) => {
-      res.sendFile(join(webDir, file), { headers: { "cache-control": "no-cache" } }, (error) => {
-        if (error === undefined || res.headersSent) return;
-        res.status(404).json({ error: `${path} is not built (${file} is missing): run npm run build` });
-      });
-    });
-  }
-  app.use("/assets", express.static(join(webDir, "assets"), { immutable: true, maxAge: "1y", index: false }));
-  const served = new Set(Object.values(pages).map((file) => `/${file}`));
+function mountWebApp(app: express.Express, webDir: string): void {
+  mountPages(app, webDir, WEB_PAGES, "/assets", "npm run build");
+  const served = new Set(Object.values(WEB_PAGES).map((file) => `/${file}`));
   const files = express.static(webDir, { index: false });
   app.use((req, res, next) => {
     if (req.path.endsWith(".html") && !served.has(req.path)) return next();
     files(req, res, next);
   });
+}
+
+/**
+ * Pages of one build at their URLs, never cached, so a rebuilt app is picked up on reload; the build's
+ * hashed assets at `assetsPath`, cached for good.
+ */
+function mountPages(app: express.Express, dir: string, pages: Readonly<Record<string, string>>, assetsPath: string, build: string): void {
+  for (const [path, file] of Object.entries(pages)) {
+    app.get(path, (_req, res) => {
+      res.sendFile(join(dir, file), { headers: { "cache-control": "no-cache" } }, (error) => {
+        if (error === undefined || res.headersSent) return;
+        res.status(404).json({ error: `${path} is not built (${file} is missing): run ${build}` });
+      });
+    });
+  }
+  app.use(assetsPath, express.static(join(dir, "assets"), { immutable: true, maxAge: "1y", index: false }));
 }
 
 function listen(server: http.Server | https.Server, port: number, host: string): Promise<number> {

@@ -1,4 +1,7 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import WebSocket from "ws";
 import { startServer, type ServerHandle } from "../src/server.ts";
@@ -111,6 +114,28 @@ describe("startServer", () => {
     expect((await fetch(`${plain.url}/api/lab/identity`, { method: "POST" })).status).toBe(404);
     expect((await fetch(`${plain.url}/lab.html`)).status).toBe(404);
     expect((await fetch(`${plain.url}/worker/lab.html`)).status).toBe(404);
+  });
+
+  it("serves the lab build (its page and its /lab/assets) only with lab: true, and nothing of it from the product build", async () => {
+    const root = mkdtempSync(join(tmpdir(), "crowdtrain-builds-"));
+    try {
+      const write = (file: string, text: string): void => {
+        mkdirSync(join(root, file, ".."), { recursive: true });
+        writeFileSync(join(root, file), text);
+      };
+      write("web/worker/index.html", "worker page");
+      write("lab/worker/lab.html", "lab page");
+      write("lab/assets/lab-1234.js", "lab script");
+      const dirs = { webDir: join(root, "web"), labDir: join(root, "lab") };
+      const lab = await start({ lab: true, ...dirs });
+      expect(await (await fetch(`${lab.url}/lab.html`)).text()).toBe("lab page");
+      expect(await (await fetch(`${lab.url}/lab/assets/lab-1234.js`)).text()).toBe("lab script");
+      const plain = await start(dirs);
+      expect(await (await fetch(`${plain.url}/`)).text()).toBe("worker page");
+      for (const path of ["/lab.html", "/lab/assets/lab-1234.js", "/assets/lab-1234.js", "/lab/worker/lab.html"]) expect((await fetch(`${plain.url}${path}`)).status, path).toBe(404);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 
   it("refuses WebSocket upgrades on paths nobody serves", async () => {
