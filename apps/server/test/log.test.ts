@@ -12,6 +12,8 @@ import { ScriptedWorker } from "./support/scripted-worker.ts";
 /** Every wait on the server in this file. */
 const WAIT_MS = 10_000;
 const AT = Date.UTC(2026, 11, 1, 12, 0, 0);
+const JOB = parseJob({ name: "log-test", dataset: "mnist", model: { kind: "mlp", hidden: [4] }, optimizer: { kind: "sgd", learningRate: 0.1 }, batchSize: 20, rounds: 2, spotCheck: 0 });
+const kinds = (lines: string[]): string[] => lines.map((line) => (JSON.parse(line) as { kind: string }).kind);
 
 describe("the server's log", () => {
   it("writes one JSON object per line with time, level, kind and message", () => {
@@ -42,14 +44,32 @@ describe("the server's log", () => {
     await tf.setBackend("cpu");
     const datasets = mkdtempSync(join(tmpdir(), "crowdtrain-datasets-"));
     await buildMnistDataset(join(datasets, "mnist"));
-    const job = parseJob({ name: "log-test", dataset: "mnist", model: { kind: "mlp", hidden: [4] }, optimizer: { kind: "sgd", learningRate: 0.1 }, batchSize: 20, rounds: 2, spotCheck: 0 });
     const lines: string[] = [];
-    const server = await startServer({ port: 0, training: { job, datasetsDir: datasets, minWorkers: 2 }, logger: createLogger({ format: "json", level: "info", write: (line) => lines.push(line) }) });
+    const server = await startServer({ port: 0, training: { job: JOB, datasetsDir: datasets, minWorkers: 2 }, logger: createLogger({ format: "json", level: "info", write: (line) => lines.push(line) }) });
     try {
       const worker = await new ScriptedWorker(server.url).join();
       const joined = (): unknown => lines.map((line) => JSON.parse(line) as { kind: string; msg: string }).find((entry) => entry.kind === "joined");
       await expect.poll(joined, { timeout: WAIT_MS }).toMatchObject({ level: "info", msg: expect.stringContaining(worker.peerId) });
       worker.close();
+      await expect.poll(() => kinds(lines), { timeout: WAIT_MS }).toContain("left");
+    } finally {
+      await server.close();
+      rmSync(datasets, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it("records no departures while the server itself stops (they would fail pending spot checks and roll rounds back)", async () => {
+    await tf.setBackend("cpu");
+    const datasets = mkdtempSync(join(tmpdir(), "crowdtrain-datasets-"));
+    await buildMnistDataset(join(datasets, "mnist"));
+    const lines: string[] = [];
+    const server = await startServer({ port: 0, training: { job: JOB, datasetsDir: datasets, minWorkers: 2 }, logger: createLogger({ format: "json", level: "info", write: (line) => lines.push(line) }) });
+    try {
+      const workers = await Promise.all([new ScriptedWorker(server.url).join(), new ScriptedWorker(server.url).join()]);
+      await expect.poll(() => kinds(lines).filter((kind) => kind === "joined").length, { timeout: WAIT_MS }).toBe(2);
+      await server.close();
+      await Promise.all(workers.map((worker) => worker.closedBy()));
+      expect(kinds(lines)).not.toContain("left");
     } finally {
       await server.close();
       rmSync(datasets, { recursive: true, force: true });

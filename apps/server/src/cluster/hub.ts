@@ -93,6 +93,8 @@ export class ClusterHub {
   readonly route: UpgradeRoute;
   private readonly sockets = new Map<string, WebSocket>();
   private readonly lastPong = new Map<WebSocket, number>();
+  /** close() was called: the coordinator's state is final, nothing more is dispatched. */
+  private closing = false;
   private readonly hellos: RateLimiter;
   private readonly ticker: NodeJS.Timeout;
   private readonly heartbeat: NodeJS.Timeout;
@@ -155,6 +157,9 @@ export class ClusterHub {
 
   /** Feeds an event to the coordinator and carries out what it decides; tells onChanged once. */
   dispatch(event: CoordinatorEvent): void {
+    // Stopping: the sockets close because the server does, not because members left. Feeding those
+    // departures to the coordinator would fail pending spot checks and roll back rounds on the way out.
+    if (this.closing) return;
     const effects = this.coordinator.handle(event);
     for (const effect of effects) this.carryOut(effect);
     if (event.type !== "tick" || effects.length > 0) this.options.onChanged?.();
@@ -295,8 +300,9 @@ export class ClusterHub {
     return this.wss.clients.size;
   }
 
-  /** Stops the ticker and closes every worker socket. */
+  /** Stops the ticker and the coordinator's input, then closes every worker socket. */
   async close(): Promise<void> {
+    this.closing = true;
     clearInterval(this.ticker);
     clearInterval(this.heartbeat);
     for (const ws of this.wss.clients) ws.terminate();

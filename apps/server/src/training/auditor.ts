@@ -48,7 +48,9 @@ export class Auditor {
     return next;
   }
 
-  dispose(): void {
+  /** Waits for the recomputation in progress (a disposed model would fail it), then frees the model. */
+  async close(): Promise<void> {
+    await this.running;
     this.model?.dispose();
     this.model = undefined;
   }

@@ -58,7 +58,9 @@ export class Evaluator {
     };
   }
 
-  dispose(): void {
+  /** Waits for the evaluation or export in progress (a disposed model would fail it), then frees the model. */
+  async close(): Promise<void> {
+    await this.running;
     this.model.dispose();
   }
 }

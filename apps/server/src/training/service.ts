@@ -362,8 +362,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
       stream.close();
       store.close();
       await hub.close();
-      evaluator.dispose();
-      auditor.dispose();
+      await Promise.all([evaluator.close(), auditor.close()]);
     },
   };
 }
