@@ -145,6 +145,18 @@ describe("SessionMachine", () => {
     expect(d.sent("hello")).toHaveLength(2);
   });
 
+  it("runs a round whose attempt id an older connection saw aborted (a restarted server counts on from its checkpoint)", () => {
+    const d = Drive.ready();
+    d.in(Drive.round(43));
+    d.record(d.machine.handle({ type: "down", reason: "connection to the server closed (1006)", retryInMs: 500, now: 50 }));
+    d.result({ kind: "done" });
+    d.record(d.machine.handle({ type: "open", now: 60 }));
+    d.in({ type: "welcome", protocol: PROTOCOL_VERSION, identity: { ...IDENTITY, peerId: "w-b" }, job: JOB, round: 0 });
+    d.result({ kind: "synced", round: 0, hash: HASH(0) });
+    expect(Drive.tasks(d.in(Drive.round(43)))).toEqual([{ kind: "compute", attempt: 43, lease: [0, 1, 2, 3] }]);
+    expect(Drive.tasks(d.result({ kind: "computed", attempt: 43, report: { ...REPORT, gradient: REPORT.gradient.slice() } }))[0]).toMatchObject({ kind: "reduce", attempt: 43 });
+  });
+
   it("reports a first-hand all-reduce failure with its suspect", () => {
     const d = Drive.ready();
     d.in(Drive.round(2));

@@ -31,10 +31,30 @@ type Queued = { message: CoordinatorMessage; generation: number } | { discard: n
 
 type Reduced = Extract<TaskResult, { kind: "reduced" }>;
 
+/**
+ * Attempts the coordinator aborted (or that we lost with a connection), per connection: an attempt id
+ * names one attempt only within one coordinator session.
+ */
+class AbortedAttempts {
+  private readonly ids = new Set<string>();
+  add(generation: number, attempt: number): void {
+    this.ids.add(`${generation}:${attempt}`);
+  }
+  has(generation: number, attempt: number): boolean {
+    return this.ids.has(`${generation}:${attempt}`);
+  }
+  /** Forgets the attempts of older connections. */
+  keepOnly(generation: number): void {
+    for (const id of this.ids) if (!id.startsWith(`${generation}:`)) this.ids.delete(id);
+  }
+}
+
 /** The round being computed and reduced, from its `round` message to our report (and upload). */
 type Running = {
   message: RoundMessage;
   startedAt: number;
+  /** The connection it came on. */
+  generation: number;
   grad?: { computeMs: number; readbackMs: number; samples: number; loss: number };
   reduceStartedAt?: number;
   allReduceMs?: number;
@@ -65,7 +85,7 @@ export class SessionMachine {
   private busy: Task | undefined;
   /** The connection generation the task in flight started in. */
   private busyGeneration = 0;
-  private readonly aborted = new Set<number>();
+  private readonly aborted = new AbortedAttempts();
   private running: Running | undefined;
   /** Reported and waiting for the coordinator's commit or abort. */
   private pending: { attempt: number; round: number; samples: number; timings: RoundTimings; startedAt: number; commitHash?: string } | undefined;
@@ -134,18 +154,18 @@ export class SessionMachine {
     }
     if (message.type === "abort") {
       // Cut the running all-reduce short now; the queued handler then discards the pending update.
-      this.aborted.add(message.attempt);
+      this.aborted.add(this.generation, message.attempt);
       out.push({ type: "abort-reduce", attempt: message.attempt, reason: `coordinator aborted attempt ${message.attempt}: ${message.reason}` });
     }
     this.inbox.push({ message, generation: this.generation });
   }
 
   private onDown(reason: string, retryInMs: number, out: Command[]): void {
-    this.generation++;
+    const dropped = this.generation++;
     // Whatever was in flight is void: the coordinator aborted it when this connection dropped.
     for (const attempt of [this.running?.message.attempt, this.pending?.attempt]) {
       if (attempt === undefined) continue;
-      this.aborted.add(attempt);
+      this.aborted.add(dropped, attempt);
       out.push({ type: "abort-reduce", attempt, reason });
     }
     // The server revokes this connection's identity and its PeerJS registration; the next welcome
@@ -175,6 +195,9 @@ export class SessionMachine {
   private dispatch(message: CoordinatorMessage, now: number, out: Command[]): void {
     switch (message.type) {
       case "welcome":
+        // A new coordinator session: its attempt ids may repeat an older one's (a restarted server
+        // counts on from its checkpoint), so older connections' aborts must not shadow them.
+        this.aborted.keepOnly(this.generation);
         this.identity = message.identity;
         this.batchSize = roundSamples(message.job);
         this.usesErrorFeedback = message.job.codec === "topk";
@@ -183,9 +206,9 @@ export class SessionMachine {
         this.run({ kind: "welcome", identity: message.identity, job: message.job, round: message.round }, out);
         return;
       case "round": {
-        if (this.aborted.has(message.attempt)) return;
+        if (this.aborted.has(this.generation, message.attempt)) return;
         const ahead = this.takeComputedAhead(message.lease);
-        this.running = { message, startedAt: now };
+        this.running = { message, startedAt: now, generation: this.generation };
         this.publish({ phase: "training", share: undefined });
         if (ahead !== undefined) this.onComputed({ kind: "computed", attempt: message.attempt, report: ahead }, now, out);
         else this.run({ kind: "compute", attempt: message.attempt, lease: message.lease }, out);
@@ -279,7 +302,7 @@ export class SessionMachine {
 
   private onComputed(result: Extract<TaskResult, { kind: "computed" }>, now: number, out: Command[]): void {
     const running = this.running;
-    if (running?.message.attempt !== result.attempt || this.aborted.has(result.attempt)) {
+    if (running?.message.attempt !== result.attempt || this.aborted.has(running.generation, result.attempt)) {
       this.running = undefined;
       return;
     }
@@ -364,12 +387,12 @@ export class SessionMachine {
 
   /** Starts the computation of a lease ahead, unless its base update is gone (aborted, dropped). */
   private computeAhead(ahead: { attempt: number; lease: number[] }, out: Command[]): void {
-    if (this.pending?.attempt !== ahead.attempt || this.aborted.has(ahead.attempt)) return;
+    if (this.pending?.attempt !== ahead.attempt || this.aborted.has(this.generation, ahead.attempt)) return;
     this.run({ kind: "compute", attempt: ahead.attempt, lease: ahead.lease, ahead: true }, out);
   }
 
   private keepComputedAhead(result: Extract<TaskResult, { kind: "computed" }>, task: Task | undefined): void {
-    if (task?.kind !== "compute" || this.aborted.has(result.attempt) || this.busyGeneration !== this.generation) return;
+    if (task?.kind !== "compute" || this.aborted.has(this.busyGeneration, result.attempt) || this.busyGeneration !== this.generation) return;
     this.computedAhead = { base: result.attempt, lease: task.lease, report: result.report };
   }
 
