@@ -1,7 +1,7 @@
 // Playwright configuration. Run it through e2e/scripts/run-e2e.mjs, which picks the browser
 // (CHROMIUM_PATH) and the network namespace; `npm run test:e2e` and `npm run bench:<name>` do.
-import { existsSync } from "node:fs";
 import { defineConfig } from "@playwright/test";
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from "./support/chromium-args.ts";
 
 /** One e2e test: SwiftShader WebGPU compiles shaders slowly, and WebRTC tests open several tabs. */
 const TEST_TIMEOUT_MS = 90_000;
@@ -11,22 +11,6 @@ const BENCH_TIMEOUT_MS = 600_000;
 const EXPECT_TIMEOUT_MS = 20_000;
 const NAVIGATION_TIMEOUT_MS = 30_000;
 const ACTION_TIMEOUT_MS = 15_000;
-
-// run-e2e.mjs always sets CHROMIUM_PATH; when Playwright is run by hand, prefer Debian's Chromium
-// and otherwise let Playwright use its own download.
-const executablePath = process.env.CHROMIUM_PATH ?? (existsSync("/usr/bin/chromium") ? "/usr/bin/chromium" : undefined);
-
-/** Measured with Debian Chromium 156 (see e2e/README.md); WebGPU here is SwiftShader, in a secure context only. */
-const CHROMIUM_ARGS = [
-  "--enable-unsafe-webgpu",
-  "--no-sandbox",
-  // Host candidates as plain IPs: mDNS names would need multicast, which the namespace has not got.
-  "--disable-features=WebRtcHideLocalIpsWithMdns",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-];
 
 export default defineConfig({
   outputDir: "test-results",
@@ -41,7 +25,7 @@ export default defineConfig({
   use: {
     browserName: "chromium",
     headless: true,
-    launchOptions: { executablePath, args: CHROMIUM_ARGS },
+    launchOptions: { executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS },
     navigationTimeout: NAVIGATION_TIMEOUT_MS,
     actionTimeout: ACTION_TIMEOUT_MS,
     trace: "retain-on-failure",

@@ -1,0 +1,146 @@
+// A tab that Chromium really treats as a background tab: hidden, its timers throttled, as when a
+// volunteer switches to another tab.
+//
+// Pages of Playwright's own browser cannot be: Playwright turns on focus emulation for every page,
+// and Chromium keeps such a page visible whatever covers it (measured with Chromium 156: behind a
+// newer tab of its window, or with the window minimized, `document.visibilityState` stays
+// "visible" and a 100 ms interval keeps ticking 10 times a second). So the test starts a Chromium of
+// its own and attaches over CDP with `noDefaults`, which leaves the default context's pages alone;
+// opening a tab in front of one then hides it, and it is throttled like any background tab.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { chromium, type Browser, type BrowserContext, type Page } from "@playwright/test";
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from "./chromium-args.ts";
+
+/** Chromium prints its DevTools address this soon after it starts, or the launch fails. */
+const DEVTOOLS_READY_TIMEOUT_MS = 30_000;
+/** A tab in front of the page hides it this soon, or sendToBackground fails. */
+const HIDE_TIMEOUT_MS = 10_000;
+/** Closing: the browser process gets this long to exit after SIGTERM before SIGKILL. */
+const EXIT_TIMEOUT_MS = 5_000;
+/**
+ * Chromium's intensive wake-up throttling (timers of a hidden page wake at most once a minute)
+ * normally starts after 5 minutes hidden; this browser starts it after 10 s, so a test of a few
+ * minutes meets it. (A page with an open RTCDataChannel is exempt, as a training tab has.)
+ */
+export const INTENSIVE_THROTTLING_GRACE_S = 10;
+
+/** A headless Chromium of the test's own, attached over CDP without Playwright's page defaults. */
+export class UnmanagedChromium {
+  private constructor(
+    readonly browser: Browser,
+    /** The default context: the one whose pages Playwright leaves alone. */
+    readonly context: BrowserContext,
+    private readonly child: ChildProcess,
+    private readonly profileDir: string,
+  ) {}
+
+  static async launch(): Promise<UnmanagedChromium> {
+    const profileDir = mkdtempSync(join(tmpdir(), "crowdtrain-chromium-"));
+    const args = [
+      ...CHROMIUM_ARGS,
+      "--headless",
+      "--remote-debugging-port=0",
+      `--user-data-dir=${profileDir}`,
+      `--enable-features=IntensiveWakeUpThrottling:grace_period_seconds/${INTENSIVE_THROTTLING_GRACE_S}`,
+      "about:blank",
+    ];
+    const child = spawn(CHROMIUM_PATH ?? chromium.executablePath(), args, { stdio: ["ignore", "ignore", "pipe"] });
+    try {
+      const endpoint = await devtoolsEndpoint(child);
+      const browser = await chromium.connectOverCDP(endpoint, { noDefaults: true });
+      const context = browser.contexts()[0];
+      if (context === undefined) throw new Error("the attached Chromium has no default context");
+      return new UnmanagedChromium(browser, context, child, profileDir);
+    } catch (error) {
+      await stop(child);
+      rmSync(profileDir, { recursive: true, force: true });
+      throw error;
+    }
+  }
+
+  /** The window's first tab (Chromium opened it at about:blank). */
+  async firstPage(): Promise<Page> {
+    return this.context.pages()[0] ?? (await this.context.newPage());
+  }
+
+  async close(): Promise<void> {
+    await this.browser.close().catch((error: unknown) => console.error(`closing the CDP connection: ${String(error)}`));
+    await stop(this.child);
+    rmSync(this.profileDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Opens a blank tab in front of `page` (in its window, as a volunteer opening another site does)
+ * and waits until `page` reports itself hidden. Returns the new tab; `page.bringToFront()` undoes it.
+ */
+export async function sendToBackground(page: Page): Promise<Page> {
+  const opened = page.context().waitForEvent("page", { timeout: HIDE_TIMEOUT_MS });
+  await page.evaluate(() => void window.open("about:blank", "_blank"));
+  const front = await opened;
+  await page.waitForFunction(() => document.visibilityState === "hidden", undefined, { timeout: HIDE_TIMEOUT_MS });
+  return front;
+}
+
+/** How often a 50 ms interval actually ran on `page` over `windowMs`, per second: 20 in a visible tab. */
+export async function timerWakeupsPerSecond(page: Page, windowMs: number): Promise<number> {
+  const ticks = await page.evaluate(
+    (ms) =>
+      new Promise<number>((resolve) => {
+        let count = 0;
+        const interval = setInterval(() => count++, 50);
+        // A plain wait outside the page would do too; a page timer is throttled like the interval, so
+        // the window is measured with the page's own clock.
+        const started = performance.now();
+        const check = (): void => {
+          if (performance.now() - started < ms) return void setTimeout(check, 50);
+          clearInterval(interval);
+          resolve(count / ((performance.now() - started) / 1000));
+        };
+        check();
+      }),
+    windowMs,
+  );
+  return ticks;
+}
+
+async function devtoolsEndpoint(child: ChildProcess): Promise<string> {
+  if (child.stderr === null) throw new Error("no stderr to read Chromium's DevTools address from");
+  const lines = createInterface({ input: child.stderr });
+  const seen: string[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`Chromium printed no DevTools address within ${DEVTOOLS_READY_TIMEOUT_MS} ms:\n${seen.join("\n")}`)), DEVTOOLS_READY_TIMEOUT_MS);
+      lines.on("line", (line) => {
+        const match = /DevTools listening on (ws:\/\/\S+)/.exec(line);
+        if (match?.[1] !== undefined) resolve(match[1]);
+        else if (seen.length < 50) seen.push(line);
+      });
+      child.once("exit", (code, signal) => reject(new Error(`Chromium exited (${signal ?? code}) before it listened:\n${seen.join("\n")}`)));
+      child.once("error", reject);
+    });
+  } finally {
+    clearTimeout(timer);
+    // Keep draining stderr (a full pipe would block the browser), without keeping the lines.
+    lines.removeAllListeners("line");
+    lines.on("line", () => undefined);
+  }
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill("SIGTERM");
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), EXIT_TIMEOUT_MS)));
+  if ((await Promise.race([exited, late])) === "late") {
+    child.kill("SIGKILL");
+    await exited;
+  }
+  clearTimeout(timer);
+}
