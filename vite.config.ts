@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
 import react from "@vitejs/plugin-react";
 import { defineConfig, type ViteUserConfig } from "vitest/config";
@@ -43,6 +44,9 @@ export default defineConfig(({ mode }): ViteUserConfig =>
           root,
           include: ["packages/*/test/**/*.test.ts", "apps/*/test/**/*.test.ts"],
           testTimeout: 30_000,
+          // Most test time is waiting (sockets, timers, child processes), so two files run side by side
+          // even on two cores (vitest's default there is one): 91 s instead of 148 s for the suite.
+          maxWorkers: Math.max(2, availableParallelism() - 1),
         },
       },
 );

@@ -7,12 +7,14 @@
 // "visible" and a 100 ms interval keeps ticking 10 times a second). So the test starts a Chromium of
 // its own and attaches over CDP with `noDefaults`, which leaves the default context's pages alone;
 // opening a tab in front of one then hides it, and it is throttled like any background tab.
+// robust.spec.ts trains with one honest tab in the background this way.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { chromium, type Browser, type BrowserContext, type Page } from "@playwright/test";
+import type {} from "../../apps/worker/src/worker-api.ts";
 import { CHROMIUM_ARGS, CHROMIUM_PATH } from "./chromium-args.ts";
 
 /** Chromium prints its DevTools address this soon after it starts, or the launch fails. */
@@ -106,6 +108,34 @@ export async function timerWakeupsPerSecond(page: Page, windowMs: number): Promi
     windowMs,
   );
   return ticks;
+}
+
+/** What `watchBackground` saw at each slice: the page's visibility and the rounds it had committed. */
+export type BackgroundSample = { visibility: string; roundsDone: number };
+
+/**
+ * Samples `page` every `sliceMs` (its visibility and `window.crowdtrainWorker`'s committed rounds)
+ * beside whatever the test does meanwhile, until `stop()`, which returns the samples (`count()`: how
+ * many so far; a sample lands when the page answers, late in a throttled tab). A failed read is
+ * recorded as the visibility "unreadable: <error>".
+ */
+export function watchBackground(page: Page, sliceMs: number): { count(): number; stop(): BackgroundSample[] } {
+  const samples: BackgroundSample[] = [];
+  const read = (): void => {
+    page.evaluate(() => ({ visibility: document.visibilityState as string, roundsDone: window.crowdtrainWorker?.status().roundsDone ?? 0 })).then(
+      (sample) => samples.push(sample),
+      (error: unknown) => samples.push({ visibility: `unreadable: ${String(error)}`, roundsDone: -1 }),
+    );
+  };
+  read();
+  const timer = setInterval(read, sliceMs);
+  return {
+    count: () => samples.length,
+    stop() {
+      clearInterval(timer);
+      return [...samples];
+    },
+  };
 }
 
 async function devtoolsEndpoint(child: ChildProcess): Promise<string> {
