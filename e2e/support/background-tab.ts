@@ -50,7 +50,8 @@ export class UnmanagedChromium {
       `--enable-features=IntensiveWakeUpThrottling:grace_period_seconds/${INTENSIVE_THROTTLING_GRACE_S}`,
       "about:blank",
     ];
-    const child = spawn(CHROMIUM_PATH ?? chromium.executablePath(), args, { stdio: ["ignore", "ignore", "pipe"] });
+    // Its own process group, so closing stops its helper processes too (they write to the profile).
+    const child = spawn(CHROMIUM_PATH ?? chromium.executablePath(), args, { stdio: ["ignore", "ignore", "pipe"], detached: true });
     try {
       const endpoint = await devtoolsEndpoint(child);
       const browser = await chromium.connectOverCDP(endpoint, { noDefaults: true });
@@ -59,7 +60,7 @@ export class UnmanagedChromium {
       return new UnmanagedChromium(browser, context, child, profileDir);
     } catch (error) {
       await stop(child);
-      rmSync(profileDir, { recursive: true, force: true });
+      removeProfile(profileDir);
       throw error;
     }
   }
@@ -72,7 +73,7 @@ export class UnmanagedChromium {
   async close(): Promise<void> {
     await this.browser.close().catch((error: unknown) => console.error(`closing the CDP connection: ${String(error)}`));
     await stop(this.child);
-    rmSync(this.profileDir, { recursive: true, force: true });
+    removeProfile(this.profileDir);
   }
 }
 
@@ -162,15 +163,32 @@ async function devtoolsEndpoint(child: ChildProcess): Promise<string> {
   }
 }
 
+/** Stops the browser's whole process group: SIGTERM, then SIGKILL after EXIT_TIMEOUT_MS. */
 async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.kill("SIGTERM");
+  const group = (signal: NodeJS.Signals): void => {
+    if (child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, signal);
+    } catch (error) {
+      // ESRCH: the group is gone already, which is what we want.
+      if ((error as NodeJS.ErrnoException).code !== "ESRCH") throw error;
+    }
+  };
+  const running = child.exitCode === null && child.signalCode === null;
+  const exited = running ? new Promise<void>((resolve) => child.once("exit", () => resolve())) : Promise.resolve();
+  group("SIGTERM");
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), EXIT_TIMEOUT_MS)));
   if ((await Promise.race([exited, late])) === "late") {
-    child.kill("SIGKILL");
+    group("SIGKILL");
     await exited;
   }
   clearTimeout(timer);
+  // Helpers that outlived the browser (crashpad, utility processes) go too.
+  group("SIGKILL");
+}
+
+/** A helper may still be finishing a write as the group dies: retry the removal briefly. */
+function removeProfile(dir: string): void {
+  rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
 }
