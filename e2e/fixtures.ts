@@ -5,6 +5,7 @@ import { test as base, expect, type BrowserContext, type Page } from "@playwrigh
 import type { CrowdtrainLab } from "../apps/worker/src/lab-api.ts";
 import { RequestGuard } from "./support/guard.ts";
 import { startServerProcess, type ServerProcess } from "./support/server-process.ts";
+import { describeWorkers } from "./support/worker-status.ts";
 
 export { expect };
 export type { CrowdtrainLab, ServerProcess };
@@ -71,6 +72,7 @@ export const test = base.extend<TestFixtures, WorkerFixtures>({
 
   openWorkers: async ({ browser, server, guard }, use, testInfo) => {
     const contexts: BrowserContext[] = [];
+    const pages: { label: string; page: Page }[] = [];
     const consoleErrors: string[] = [];
     let opened = 0;
     const openOne = async (worker: number, path: string, on: ServerProcess): Promise<Page> => {
@@ -78,6 +80,7 @@ export const test = base.extend<TestFixtures, WorkerFixtures>({
       contexts.push(context);
       await guard.install(context, worker);
       const page = await context.newPage();
+      pages.push({ label: `worker ${worker}`, page });
       page.on("console", (message) => {
         if (message.type() === "error") consoleErrors.push(`worker ${worker}: ${message.text()}`);
       });
@@ -86,6 +89,9 @@ export const test = base.extend<TestFixtures, WorkerFixtures>({
       return page;
     };
     await use((count, path = "/lab.html", on = server) => Promise.all(Array.from({ length: count }, () => openOne(opened++, path, on))));
+    if (testInfo.status !== testInfo.expectedStatus && pages.length > 0) {
+      await testInfo.attach("worker-status", { body: await describeWorkers(pages), contentType: "text/plain" });
+    }
     await Promise.all(contexts.map((context) => context.close()));
     if (consoleErrors.length > 0) {
       await testInfo.attach("console-errors", { body: consoleErrors.join("\n"), contentType: "text/plain" });

@@ -33,8 +33,10 @@ function exited(child: ChildProcess): Promise<void> {
 async function spawnServer(host: string, port: number, args: readonly string[]): Promise<{ child: ChildProcess; url: string; port: number }> {
   // `node --import tsx` rather than `npx tsx`: one process, so signals reach the server itself.
   // --lab: e2e tests and benchmarks use the lab page, which a default server does not serve.
-  // --log-level warn: strikes, evictions and errors reach the test's output, not every join and commit (a later flag wins).
-  const child = spawn(process.execPath, ["--import", "tsx", "apps/server/src/main.ts", "--port", String(port), "--host", host, "--lab", "--log-level", "warn", ...args], {
+  // --log-level warn: strikes, evictions and errors reach the test's output, not every join and
+  // commit (a later flag wins); CROWDTRAIN_E2E_LOG_LEVEL=info shows them all, to diagnose a failing run.
+  const logLevel = process.env.CROWDTRAIN_E2E_LOG_LEVEL ?? "warn";
+  const child = spawn(process.execPath, ["--import", "tsx", "apps/server/src/main.ts", "--port", String(port), "--host", host, "--lab", "--log-level", logLevel, ...args], {
     cwd: REPO_ROOT,
     stdio: ["ignore", "pipe", "pipe"],
   });

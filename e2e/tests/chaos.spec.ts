@@ -22,6 +22,8 @@ const POLL = { intervals: [500, 1_000] };
 /** The job's rounds (e2e/jobs/chaos.json); a spot-check rollback moves the target (status.targetRounds). */
 const TARGET_ROUNDS = 80;
 const ACCURACY_THRESHOLD = 0.85;
+/** How long a tab may take to apply the last commit after the server reports the job done. */
+const COMMIT_APPLIED_TIMEOUT_MS = 15_000;
 
 test("chaos: tabs closed, opened and crashed, server killed and restarted; no sample lost, weights equal", async ({ launchServer, openWorkers }) => {
   test.setTimeout(RUN_TIMEOUT_MS + 60_000);
@@ -92,11 +94,14 @@ test("chaos: tabs closed, opened and crashed, server killed and restarted; no sa
     expect(target).toBeGreaterThanOrEqual(TARGET_ROUNDS);
     expect(status.round).toBe(target);
 
-    // Every live tab that took part in the last round holds the committed weights.
-    const finals = await Promise.all(live.map((p) => p.evaluate(() => window.crowdtrainWorker?.status().committed.at(-1))));
-    const atEnd = finals.filter((f): f is [number, string] => f !== undefined && f[0] === target);
-    expect(atEnd.length).toBeGreaterThanOrEqual(2);
-    for (const [, hash] of atEnd) expect(hash).toBe(status.recentRounds.at(-1)?.hash);
+    // Every live tab that took part in the last round holds the committed weights. A tab records a
+    // commit once it has applied it, which may be just after the server reports the job done.
+    const finalsOfLiveTabs = () => Promise.all(live.map((p) => p.evaluate(() => window.crowdtrainWorker?.status().committed.at(-1))));
+    const atTarget = (finals: ([number, string] | undefined)[]) => finals.filter((f): f is [number, string] => f !== undefined && f[0] === target);
+    await expect
+      .poll(async () => atTarget(await finalsOfLiveTabs()).length, { timeout: COMMIT_APPLIED_TIMEOUT_MS, message: `live tabs holding round ${target}`, intervals: [250] })
+      .toBeGreaterThanOrEqual(2);
+    for (const [, hash] of atTarget(await finalsOfLiveTabs())) expect(hash).toBe(status.recentRounds.at(-1)?.hash);
 
     // Each finished epoch used every training sample exactly once, across aborts, departures and the restart.
     expect(status.coverage.length).toBeGreaterThanOrEqual(1);

@@ -4,6 +4,7 @@ import type {} from "../../apps/worker/src/worker-api.ts";
 import { expect, test } from "../fixtures.ts";
 import { INTENSIVE_THROTTLING_GRACE_S, sendToBackground, timerWakeupsPerSecond, UnmanagedChromium, watchBackground } from "../support/background-tab.ts";
 import { fetchStatus, latestAccuracy } from "../support/status.ts";
+import { describeWorkers } from "../support/worker-status.ts";
 
 /**
  * One dishonest tab among three honest ones, on a job that aggregates with CenteredClip over a
@@ -33,7 +34,7 @@ const MAX_BACKGROUND_WAKEUPS_PER_S = 3;
 const roundsDone = (page: Page): Promise<number> => page.evaluate(() => window.crowdtrainWorker?.status().roundsDone ?? 0);
 const peerIdOf = (page: Page): Promise<string | undefined> => page.evaluate(() => window.crowdtrainWorker?.status().peerId);
 
-test("a tab flipping its gradient's sign fails a spot check, is evicted and rolled back; honest tabs, one in the background for two minutes, pass every audit and are never dropped; training reaches its accuracy", async ({ launchServer, openWorkers, guard }) => {
+test("a tab flipping its gradient's sign fails a spot check, is evicted and rolled back; honest tabs, one in the background for two minutes, pass every audit and are never dropped; training reaches its accuracy", async ({ launchServer, openWorkers, guard }, testInfo) => {
   test.setTimeout(RUN_TIMEOUT_MS + 60_000);
   const server = await launchServer(["--min-workers", "4", "--job", JOB]);
   const chrome = await UnmanagedChromium.launch();
@@ -54,6 +55,7 @@ test("a tab flipping its gradient's sign fails a spot check, is evicted and roll
     await expect.poll(() => roundsDone(background), { timeout: 90_000, intervals: [500] }).toBeGreaterThanOrEqual(1);
     const backgroundId = await peerIdOf(background);
     expect(backgroundId).toMatch(/^w-/);
+    console.log(`robust: background (webgpu) ${backgroundId}, cpu ${(await Promise.all(honest.slice(1).map(peerIdOf))).join(", ")}, attacker ${attacker}`);
     const front = await sendToBackground(background);
     const wakeups = await timerWakeupsPerSecond(background, 3_000);
     expect(wakeups).toBeLessThanOrEqual(MAX_BACKGROUND_WAKEUPS_PER_S);
@@ -109,6 +111,10 @@ test("a tab flipping its gradient's sign fails a spot check, is evicted and roll
       expect(final.events.filter((e) => e.text.startsWith(id!) && /^(evicted|strike)$/.test(e.kind)).map((e) => e.text), `honest ${id}`).toEqual([]);
     }
     console.log(`robust: attacker evicted at round ${atEviction.round}; ${latestAccuracy(final)} test accuracy at round ${final.round}`);
+  } catch (error) {
+    // The other tabs' status is attached by openWorkers; this one lives in a browser of its own.
+    await testInfo.attach("background-tab-status", { body: await describeWorkers([{ label: "background tab", page: await chrome.firstPage() }]), contentType: "text/plain" });
+    throw error;
   } finally {
     await chrome.close();
   }
