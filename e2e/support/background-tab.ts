@@ -112,10 +112,10 @@ export async function timerWakeupsPerSecond(page: Page, windowMs: number): Promi
 }
 
 /** What `watchBackground` saw at each slice: the page's visibility and the rounds it had committed. */
-export type BackgroundSample = { visibility: string; roundsDone: number };
+export type BackgroundSample = { visibility: string; roundsDone: number; phase?: string; task?: string };
 
 /**
- * Samples `page` every `sliceMs` (its visibility and `window.crowdtrainWorker`'s committed rounds)
+ * Samples `page` every `sliceMs` (its visibility, and `window.crowdtrainWorker`'s committed rounds, phase and task in flight)
  * beside whatever the test does meanwhile, until `stop()`, which returns the samples (`count()`: how
  * many so far; a sample lands when the page answers, late in a throttled tab). A failed read is
  * recorded as the visibility "unreadable: <error>".
@@ -123,7 +123,14 @@ export type BackgroundSample = { visibility: string; roundsDone: number };
 export function watchBackground(page: Page, sliceMs: number): { count(): number; stop(): BackgroundSample[] } {
   const samples: BackgroundSample[] = [];
   const read = (): void => {
-    page.evaluate(() => ({ visibility: document.visibilityState as string, roundsDone: window.crowdtrainWorker?.status().roundsDone ?? 0 })).then(
+    page
+      .evaluate(() => {
+        const status = window.crowdtrainWorker?.status();
+        // The phase and the task in flight say what a tab that commits nothing is stuck on.
+        const task = status?.task === undefined ? undefined : `${status.task.kind} for ${Math.round(performance.now() - status.task.since)} ms`;
+        return { visibility: document.visibilityState as string, roundsDone: status?.roundsDone ?? 0, phase: status?.phase, task };
+      })
+      .then(
       (sample) => samples.push(sample),
       (error: unknown) => samples.push({ visibility: `unreadable: ${String(error)}`, roundsDone: -1 }),
     );

@@ -79,7 +79,7 @@ test("a tab flipping its gradient's sign fails a spot check, is evicted and roll
     expect(Date.now() - hiddenAt).toBeGreaterThanOrEqual(HIDDEN_MS);
     console.log(`robust: background tab, a 50 ms interval ran ${wakeups.toFixed(1)} times a second; rounds committed per ${SLICE_MS / 1000} s hidden (intensive throttling from ${INTENSIVE_THROTTLING_GRACE_S} s): ${samples.slice(1).map((s, i) => s.roundsDone - samples[i]!.roundsDone).join(", ")}`);
     expect(samples.map((s) => s.visibility)).toEqual(samples.map(() => "hidden"));
-    for (let i = 1; i < samples.length; i++) expect(samples[i]!.roundsDone, `rounds the background tab committed by ${(i * SLICE_MS) / 1000} s hidden`).toBeGreaterThan(samples[i - 1]!.roundsDone);
+    for (let i = 1; i < samples.length; i++) expect(samples[i]!.roundsDone, `rounds the background tab committed by ${(i * SLICE_MS) / 1000} s hidden (samples: ${JSON.stringify(samples)})`).toBeGreaterThan(samples[i - 1]!.roundsDone);
     // Never dropped meanwhile: the same identity, and no departure, eviction or strike of it on
     // record before the job ended (when it ends, every member is told to stop and leaves).
     expect(await peerIdOf(background)).toBe(backgroundId);

@@ -63,8 +63,12 @@ describe("SessionMachine", () => {
     expect(d.sent("hello")[0]).toMatchObject({ protocol: PROTOCOL_VERSION, backend: "cpu", name: "test" });
     expect(d.sent("ready")).toEqual([{ type: "ready", round: 0, hash: HASH(0) }]);
 
+    expect(d.machine.status.task).toBeUndefined();
+    d.now = 40;
     expect(Drive.tasks(d.in(Drive.round(7, true)))).toEqual([{ kind: "compute", attempt: 7, lease: [0, 1, 2, 3] }]);
     expect(d.machine.status.phase).toBe("training");
+    // The status names the task in flight and since when (a stuck tab says what it is stuck on).
+    expect(d.machine.status.task).toEqual({ kind: "compute", since: 40 });
     // Computed: it commits to the digest of what it is about to send, then reduces.
     const afterCompute = d.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient: REPORT.gradient.slice() } });
     expect(d.sent("phase")).toEqual([{ type: "phase", attempt: 7, phase: "reducing", digest: contributionDigest(REPORT.gradient) }]);

@@ -100,6 +100,9 @@ export class SessionMachine {
   /** The next round's lease, computed ahead on the update pending for `base` (used if `base` commits). */
   private computedAhead: { base: number; lease: readonly number[]; report: GradientReport } | undefined;
 
+  /** The clock of the input being handled (inputs carry it, so the machine stays pure). */
+  private now = 0;
+
   constructor(private readonly config: SessionConfig) {
     this.status.backend = config.backend;
   }
@@ -116,6 +119,7 @@ export class SessionMachine {
   handle(input: SessionInput): Command[] {
     const out: Command[] = [];
     if (this.stopped) return out;
+    this.now = input.now;
     switch (input.type) {
       case "open": {
         this.publish({ phase: "connecting" });
@@ -260,6 +264,7 @@ export class SessionMachine {
   private onResult(result: TaskResult, now: number, out: Command[]): void {
     const task = this.busy;
     this.busy = undefined;
+    this.publish({ task: undefined });
     switch (result.kind) {
       case "failed":
         this.fail(`${result.task}: ${result.error}`, out);
@@ -419,6 +424,7 @@ export class SessionMachine {
   private run(task: Task, out: Command[]): void {
     this.busy = task;
     this.busyGeneration = this.generation;
+    this.publish({ task: { kind: task.kind, since: this.now } });
     out.push({ type: "run", task });
   }
 

@@ -22,6 +22,8 @@ export type SessionStatus = {
   lastTimings: RoundTimings | undefined;
   lastError: string | undefined;
   stopReason: string | undefined;
+  /** The task in flight and when it started (the session's clock): a task that never ends shows here. */
+  task: { kind: string; since: number } | undefined;
   /** Weights hash of every committed round this tab took part in (the latest COMMITTED_HISTORY). */
   committed: [round: number, hash: string][];
   /** Split of recent rounds this tab computed (the latest COMMITTED_HISTORY), upload = weights to the device. */
@@ -44,6 +46,7 @@ export const initialStatus = (): SessionStatus => ({
   lastTimings: undefined,
   lastError: undefined,
   stopReason: undefined,
+  task: undefined,
   committed: [],
   rounds: [],
 });
