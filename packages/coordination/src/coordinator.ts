@@ -2,6 +2,7 @@ import { leaseSpeed, MAX_ATTEMPT, type CoordinatorMessage } from "@crowdtrain/pr
 import { Accusations } from "./accusations.ts";
 import { LeasesAhead } from "./ahead.ts";
 import { Audits, type PendingAudit } from "./audits.ts";
+import { StateCustody } from "./custody.ts";
 import { Lineage, type RollbackTarget } from "./lineage.ts";
 import { mulberry32 } from "./permutation.ts";
 import { splitBatch } from "./leases.ts";
@@ -94,10 +95,8 @@ export class Coordinator {
   private readonly recent = new Map<number, ReadonlySet<string>>();
   /** The next round's leases, handed out with the last committed one (overlap). */
   private readonly ahead = new LeasesAhead();
-  /** The committed state the server still lacks, and whom it asked for it. */
-  private stateWanted: { round: number; hash: string; asked: string | undefined; askedAt: number; tried: Set<string> } | undefined;
-  /** The job is done; its members are told to stop once the final state is stored (or `until`). */
-  private stopping: { reason: string; until: number } | undefined;
+  /** The committed state the server still lacks, whom it asked for it, and the finished job's stop. */
+  private readonly custody = new StateCustody();
 
   constructor(
     readonly config: CoordinatorConfig,
@@ -165,8 +164,7 @@ export class Coordinator {
         break;
       case "state-stored":
         this.lineage.markStored(event.round);
-        if (this.stateWanted !== undefined && this.stateWanted.round <= event.round) this.stateWanted = undefined;
-        if (this.stateWanted === undefined) this.stopMembers(effects);
+        if (this.custody.stored(event.round)) this.stopMembers(effects);
         break;
       case "tick":
         this.onTick(now, effects);
@@ -296,7 +294,7 @@ export class Coordinator {
     this.ahead.keep(round.round, round.next, round.reportedAt);
     this.lineage.push({ round: round.round, hash, epoch: round.epoch, members: round.members, samples: round.plan.members.flatMap((p) => round.leases.get(p) ?? []) });
     // The uploader sent its pending state already; if it is a dissenter (or it never arrives), ask another.
-    this.stateWanted = { round: round.round, hash, asked: round.uploader, askedAt: now, tried: new Set([round.uploader]) };
+    this.custody.want(round.round, hash, round.uploader, now);
     if (dissenters.includes(round.uploader)) this.askNextUploader(now, effects);
     if (this.maxRounds !== undefined && this.committedRound >= this.maxRounds) this.finish(`reached ${this.maxRounds} rounds`, now, effects);
     // Drawn after the commit, so a member cannot know while it computes whether it will be checked.
@@ -364,7 +362,7 @@ export class Coordinator {
     this.committedRound++;
     this.committedHash = target.to.hash;
     this.disputes = 0;
-    this.stateWanted = undefined;
+    this.custody.forget();
     this.audits.dropAfter(target.to.round);
     this.lineage.truncateAfter(target.to.round);
     this.lineage.push({ round: this.committedRound, hash: target.to.hash, epoch: this.sampler.epoch, members: new Set(), samples: [] });
@@ -411,7 +409,7 @@ export class Coordinator {
     this.accusations.confirmByDeparture(peerId);
     this.accusations.forgetAccuser(peerId);
     if (this.current?.members.has(peerId)) this.abort("departure", reason, now, effects);
-    if (this.stateWanted?.asked === peerId) this.askNextUploader(now, effects);
+    if (this.custody.isAsked(peerId)) this.askNextUploader(now, effects);
     // Leaving is how a member would dodge a spot check it knows it fails: unanswered means failed.
     for (const audit of this.audits.abandon(peerId)) this.auditFailed(audit, `it left before answering (${reason})`, undefined, now, effects);
   }
@@ -429,11 +427,11 @@ export class Coordinator {
       this.tryCommit(round, now, effects);
       return;
     }
-    const wanted = this.stateWanted;
+    const wanted = this.custody.lacking;
     if (event.problem === undefined || wanted === undefined || wanted.round !== event.round) return;
     if (event.hash === wanted.hash) {
       // The committed bits themselves fail the check (every member agreed on them): the job diverged.
-      this.stateWanted = undefined;
+      this.custody.forget();
       this.finish(`the committed state of round ${event.round} fails the server's check: ${event.problem}`, now, effects);
       return;
     }
@@ -455,8 +453,9 @@ export class Coordinator {
       if (this.membership.get(accusation.accuser) === undefined || this.membership.get(accusation.suspect) === undefined) continue;
       this.strike(accusation.accuser, `nobody confirmed its accusation of ${accusation.suspect} within ${this.config.accusationWindowMs} ms`, now, effects);
     }
-    if (this.stateWanted !== undefined && now - this.stateWanted.askedAt > this.config.stateUploadTimeoutMs) this.askNextUploader(now, effects);
-    if (this.stopping !== undefined && now >= this.stopping.until) {
+    if (this.custody.overdue(now, this.config.stateUploadTimeoutMs)) this.askNextUploader(now, effects);
+    const stopDeadline = this.custody.stopDeadline;
+    if (stopDeadline !== undefined && now >= stopDeadline) {
       effects.push({ type: "log", kind: "upload", text: `the final state of round ${this.committedRound} never reached the server; stopping the members anyway` });
       this.stopMembers(effects);
     }
@@ -522,25 +521,17 @@ export class Coordinator {
 
   /** Asks the next member holding the committed state to upload it, since the server still lacks it. */
   private askNextUploader(now: number, effects: CoordinatorEffect[]): void {
-    const wanted = this.stateWanted;
+    const wanted = this.custody.lacking;
     if (wanted === undefined) return;
-    const holders = [...this.membership.values()].filter((m) => m.holds === wanted.round && m.lastHash === wanted.hash);
-    let next = holders.find((m) => !wanted.tried.has(m.peerId));
-    if (next === undefined && holders.length > 0) {
-      // Everyone was asked once: start over (a slow uploader may have recovered).
-      wanted.tried.clear();
-      next = holders[0];
-    }
-    wanted.askedAt = now;
-    wanted.asked = next?.peerId;
+    const holders = [...this.membership.values()].filter((m) => m.holds === wanted.round && m.lastHash === wanted.hash).map((m) => m.peerId);
+    const next = this.custody.askNext(holders, now);
     if (next === undefined) {
       // Nobody holds it any more: waiting cannot bring it.
       this.stopMembers(effects);
       return;
     }
-    wanted.tried.add(next.peerId);
-    effects.push({ type: "log", kind: "upload", text: `asked ${next.peerId} for the state of round ${wanted.round}` });
-    this.send(next.peerId, { type: "upload", round: wanted.round }, effects);
+    effects.push({ type: "log", kind: "upload", text: `asked ${next} for the state of round ${wanted.round}` });
+    this.send(next, { type: "upload", round: wanted.round }, effects);
   }
 
   private maybeOpenRound(now: number, effects: CoordinatorEffect[]): void {
@@ -649,15 +640,14 @@ export class Coordinator {
     effects.push({ type: "log", kind: "done", text: `training finished: ${reason}` });
     // The members hold the final state the server may still lack (its upload can fail or be late):
     // they stop once it is stored, or once nobody is left to send it, or past a bounded wait.
-    this.stopping = { reason, until: now + this.config.stateUploadTimeoutMs * FINAL_STATE_ASKS };
-    if (this.stateWanted === undefined) this.stopMembers(effects);
+    this.custody.finishing(reason, now + this.config.stateUploadTimeoutMs * FINAL_STATE_ASKS);
+    if (this.custody.lacking === undefined) this.stopMembers(effects);
   }
 
   private stopMembers(effects: CoordinatorEffect[]): void {
-    const stopping = this.stopping;
-    if (stopping === undefined) return;
-    this.stopping = undefined;
-    for (const member of this.membership.values()) this.send(member.peerId, { type: "stop", reason: stopping.reason }, effects);
+    const reason = this.custody.takeStop();
+    if (reason === undefined) return;
+    for (const member of this.membership.values()) this.send(member.peerId, { type: "stop", reason }, effects);
   }
 
   /** The member holds a stale state: it fetches the committed one, and the next round waits for it briefly. */
@@ -744,8 +734,8 @@ export class Coordinator {
     const slots: UploadSlot[] = [];
     const round = this.current;
     if (round?.uploader === peerId) slots.push({ kind: "pending", round: round.round, attempt: round.attempt });
-    const wanted = this.stateWanted;
-    if (wanted?.asked === peerId) slots.push({ kind: "committed", round: wanted.round, hash: wanted.hash });
+    const wanted = this.custody.lacking;
+    if (wanted !== undefined && this.custody.isAsked(peerId)) slots.push({ kind: "committed", round: wanted.round, hash: wanted.hash });
     return slots;
   }
 
@@ -764,7 +754,7 @@ export class Coordinator {
       const grace = this.membership.graceEndsAt(this.config.joinGraceMs);
       if (grace !== undefined) times.push(grace);
     }
-    for (const expiry of [this.accusations.nextExpiryAt(), this.audits.nextExpiryAt(), this.stopping?.until]) if (expiry !== undefined) times.push(expiry);
+    for (const expiry of [this.accusations.nextExpiryAt(), this.audits.nextExpiryAt(), this.custody.stopDeadline]) if (expiry !== undefined) times.push(expiry);
     return times.length === 0 ? undefined : Math.min(...times);
   }
 
