@@ -12,6 +12,7 @@ import { CLOSE_POLICY_VIOLATION, closeReason } from "../close-reason.ts";
 import type { UpgradeRoute } from "../upgrade.ts";
 import { EventLog } from "./event-log.ts";
 import { RateLimiter } from "./rate-limit.ts";
+import { MessageEncoder } from "./encode.ts";
 
 /** A socket must say hello this soon after connecting, or it is closed. */
 const HELLO_TIMEOUT_MS = 10_000;
@@ -93,6 +94,8 @@ export class ClusterHub {
   readonly route: UpgradeRoute;
   private readonly sockets = new Map<string, WebSocket>();
   private readonly lastPong = new Map<WebSocket, number>();
+  /** Serializes a round's plan once for all its members. */
+  private readonly encoder = new MessageEncoder();
   /** close() was called: the coordinator's state is final, nothing more is dispatched. */
   private closing = false;
   private readonly hellos: RateLimiter;
@@ -257,7 +260,7 @@ export class ClusterHub {
       case "send": {
         const ws = this.sockets.get(effect.to);
         // A peer that vanished between the decision and now: its close event brings the leave.
-        if (ws !== undefined && ws.readyState === ws.OPEN) ws.send(JSON.stringify(effect.message));
+        if (ws !== undefined && ws.readyState === ws.OPEN) ws.send(this.encoder.encode(effect.message));
         return;
       }
       case "log":
