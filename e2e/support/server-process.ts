@@ -16,6 +16,8 @@ const REPO_ROOT = resolve(import.meta.dirname, "../..");
 export interface ServerProcess {
   /** Base URL without trailing slash; the same across restart(). */
   readonly url: string;
+  /** The running server's process id (a benchmark reads its CPU time and memory from /proc). */
+  readonly pid: number | undefined;
   /** Sends `signal` and waits for the exit. Kills for good after SERVER_EXIT_TIMEOUT_MS. */
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** Stops the server if running and starts it again on the same port. */
@@ -109,6 +111,9 @@ export async function startServerProcess(host: string, extraArgs: readonly strin
   const kill = (signal: NodeJS.Signals = "SIGTERM") => stop(current.child, signal);
   return {
     url,
+    get pid() {
+      return current.child.pid;
+    },
     kill,
     async dispose() {
       await kill();

@@ -1,0 +1,206 @@
+// What the coordinator costs with a crowd (npm run bench:load): N scripted workers over real
+// WebSockets on 127.0.0.1 train full rounds against the server started as the CLI starts it, in a
+// process of its own, so its CPU time and memory are its own (read from /proc). Each round every
+// worker gets its round message, enters the all-reduce (phase), reports the hash of the state the
+// round's update leads to (computed once here: the update depends only on the round), the uploader
+// uploads that state, and every worker waits for the commit. No browsers and no all-reduce: what is
+// measured is the server. Prints a table and writes e2e/results/load.json.
+import { readFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { committedOptimizer, parseCoordinatorMessage, parseJob, PROTOCOL_VERSION, type CoordinatorMessage, type Identity, type Job } from "@crowdtrain/protocol";
+import { createOptimizer, decodeState, encodeState, hashState, type ModelState } from "@crowdtrain/training";
+import { buildMnistDataset } from "@crowdtrain/training/node";
+import WebSocket from "ws";
+import { median, table, updateResults } from "../../../e2e/bench/report.ts";
+import { startServerProcess, type ServerProcess } from "../../../e2e/support/server-process.ts";
+
+const CROWDS = (process.env.BENCH_LOAD_WORKERS ?? "100,1000").split(",").map(Number);
+/** Rounds timed after WARMUP_ROUNDS untimed ones (sockets, JIT, first states). */
+const ROUNDS = Number(process.env.BENCH_LOAD_ROUNDS ?? 10);
+const WARMUP_ROUNDS = 2;
+/** Workers opening their sockets at once. */
+const JOIN_BATCH = 100;
+/** Every wait of the benchmark: joining, a round's messages, the commit. */
+const JOIN_TIMEOUT_MS = 60_000;
+const ROUND_TIMEOUT_MS = 60_000;
+/** Linux's clock ticks per second for /proc/<pid>/stat's utime and stime. */
+const CLOCK_TICKS = 100;
+
+/**
+ * A small model, so a state upload is ~50 KB and the update here costs nothing; one sample per
+ * worker per round, so every worker is in every round (MNIST's 8,000 split evenly into epochs).
+ */
+const jobFor = (workers: number): Job =>
+  parseJob({
+    name: "bench-load",
+    dataset: "mnist",
+    model: { kind: "mlp", hidden: [8] },
+    optimizer: { kind: "sgd", learningRate: 0.1, momentum: 0 },
+    batchSize: workers,
+    rounds: 100_000,
+    evalEveryRounds: 100_000,
+    // The workers apply made-up updates: a spot check would (rightly) fail them.
+    spotCheck: 0,
+  });
+
+type Worker = { ws: WebSocket; identity: Identity; inbox: CoordinatorMessage[]; roundBytes: number; wake: () => void };
+
+function cpuMs(pid: number): number {
+  // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return ((Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS) * 1000;
+}
+
+function rssMiB(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:"));
+  return Number(line?.split(/\s+/)[1] ?? Number.NaN) / 1024;
+}
+
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<never>((_, fail) => (timer = setTimeout(() => fail(new Error(`${what}: not within ${ms} ms`)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function joinWorker(url: string): Promise<Worker> {
+  return new Promise<Worker>((done, fail) => {
+    const ws = new WebSocket(`${url.replace(/^http/, "ws")}/ws`);
+    let worker: Worker | undefined;
+    ws.on("open", () => ws.send(JSON.stringify({ type: "hello", protocol: PROTOCOL_VERSION, backend: "cpu" })));
+    ws.on("message", (data: Buffer) => {
+      const message = parseCoordinatorMessage(data.toString());
+      if (worker === undefined) {
+        if (message.type !== "welcome") return fail(new Error(`expected welcome, got ${message.type}`));
+        worker = { ws, identity: message.identity, inbox: [], roundBytes: 0, wake: () => undefined };
+        return done(worker);
+      }
+      if (message.type === "round") worker.roundBytes = data.byteLength;
+      worker.inbox.push(message);
+      worker.wake();
+    });
+    ws.on("close", (code, reason) => fail(new Error(`socket closed: ${code} ${reason.toString()}`)));
+    ws.on("error", fail);
+  });
+}
+
+function next<T extends CoordinatorMessage["type"]>(worker: Worker, type: T): Promise<Extract<CoordinatorMessage, { type: T }>> {
+  return new Promise((done) => {
+    const look = (): void => {
+      const at = worker.inbox.findIndex((m) => m.type === type);
+      if (at < 0) return void (worker.wake = look);
+      worker.wake = () => undefined;
+      done(worker.inbox.splice(at, 1)[0] as Extract<CoordinatorMessage, { type: T }>);
+    };
+    look();
+  });
+}
+
+/** The state round `round`'s made-up update leads to from `base` (every worker computes the same). */
+function stepFrom(job: Job, base: ModelState, round: number): ModelState {
+  const optimizer = createOptimizer(committedOptimizer(job), base.weights.length);
+  optimizer.restore(base.optimizer);
+  const weights = base.weights.slice();
+  optimizer.step(weights, new Float32Array(weights.length).fill(round / 1000));
+  const state = optimizer.state();
+  return { round, hash: hashState(weights, state), weights, optimizer: state };
+}
+
+async function upload(url: string, worker: Worker, state: ModelState): Promise<void> {
+  const response = await fetch(`${url}/api/state/${state.round}`, {
+    method: "PUT",
+    headers: { "content-type": "application/octet-stream", "x-crowdtrain-peer": worker.identity.peerId, authorization: `Bearer ${worker.identity.sessionToken}` },
+    body: encodeState(state),
+    signal: AbortSignal.timeout(ROUND_TIMEOUT_MS),
+  });
+  if (response.status !== 204) throw new Error(`upload of round ${state.round}: ${response.status} ${await response.text()}`);
+}
+
+type Row = { workers: number; rounds: number; serverCpuMsPerRound: number; commitMs: number; nextRoundMs: number; roundMessageBytes: number; statusBytes: number; rssMiB: number };
+
+async function measure(n: number, dir: string): Promise<Row> {
+  const job = jobFor(n);
+  const jobFile = join(dir, `job-${n}.json`);
+  writeFileSync(jobFile, JSON.stringify(job));
+  const datasets = join(dir, "datasets");
+  const server: ServerProcess = await startServerProcess("127.0.0.1", [
+    "--job", jobFile, "--datasets", datasets, "--min-workers", String(n), "--max-members", String(2 * n),
+    "--hellos-per-second", "100000", "--heartbeat-timeout-ms", "60000", "--checkpoint-every", "100000",
+  ]);
+  const crowd: Worker[] = [];
+  try {
+    const pid = server.pid;
+    if (pid === undefined) throw new Error("the server has no process id");
+    for (let k = 0; k < n; k += JOIN_BATCH) {
+      crowd.push(...(await within(Promise.all(Array.from({ length: Math.min(JOIN_BATCH, n - k) }, () => joinWorker(server.url))), JOIN_TIMEOUT_MS, "joining")));
+    }
+    let state = decodeState(new Uint8Array(await (await fetch(`${server.url}/api/state`, { signal: AbortSignal.timeout(ROUND_TIMEOUT_MS) })).arrayBuffer()));
+    for (const w of crowd) w.ws.send(JSON.stringify({ type: "ready", round: state.round, hash: state.hash }));
+
+    const commitMs: number[] = [];
+    const nextRoundMs: number[] = [];
+    let cpuAtStart = 0;
+    let committedAt = performance.now();
+    for (let r = 0; r < WARMUP_ROUNDS + ROUNDS; r++) {
+      if (r === WARMUP_ROUNDS) cpuAtStart = cpuMs(pid);
+      const rounds = await within(Promise.all(crowd.map((w) => next(w, "round"))), ROUND_TIMEOUT_MS, `round messages of round ${r + 1}`);
+      if (r > 0) nextRoundMs.push(performance.now() - committedAt);
+      const round = rounds[0]!;
+      const after = stepFrom(job, state, round.round);
+      for (const [k, w] of crowd.entries()) {
+        const message = rounds[k]!;
+        w.ws.send(JSON.stringify({ type: "phase", attempt: message.attempt, phase: "reducing" }));
+        w.ws.send(JSON.stringify({ type: "result", attempt: message.attempt, hash: after.hash, samples: message.lease.length, loss: 1, timings: { computeMs: 5, readbackMs: 1, allReduceMs: 2, updateMs: 1 }, bytesSent: 100, bytesReceived: 100 }));
+      }
+      const reported = performance.now();
+      const uploader = crowd.find((_, k) => rounds[k]!.upload);
+      const uploaded = uploader === undefined ? Promise.resolve() : upload(server.url, uploader, after);
+      const commits = await within(Promise.all(crowd.map((w) => next(w, "commit"))), ROUND_TIMEOUT_MS, `commits of round ${round.round}`);
+      committedAt = performance.now();
+      if (commits.some((c) => c.hash !== after.hash)) throw new Error(`round ${round.round} committed another hash`);
+      commitMs.push(committedAt - reported);
+      await uploaded;
+      state = after;
+    }
+    const serverCpuMsPerRound = (cpuMs(pid) - cpuAtStart) / ROUNDS;
+    const statusBytes = (await (await fetch(`${server.url}/api/status`, { signal: AbortSignal.timeout(ROUND_TIMEOUT_MS) })).arrayBuffer()).byteLength;
+    return {
+      workers: n,
+      rounds: ROUNDS,
+      serverCpuMsPerRound,
+      commitMs: median(commitMs.slice(WARMUP_ROUNDS)),
+      nextRoundMs: median(nextRoundMs.slice(WARMUP_ROUNDS)),
+      roundMessageBytes: median(crowd.map((w) => w.roundBytes)),
+      statusBytes,
+      rssMiB: rssMiB(pid),
+    };
+  } finally {
+    for (const w of crowd) w.ws.terminate();
+    await server.dispose();
+  }
+}
+
+const dir = mkdtempSync(join(tmpdir(), "crowdtrain-bench-load-"));
+try {
+  await buildMnistDataset(join(dir, "datasets", "mnist"));
+  const rows: Row[] = [];
+  for (const n of CROWDS) {
+    const row = await measure(n, dir);
+    rows.push(row);
+    updateResults("load", `n${n}`, row);
+    console.log(`${n} workers: ${row.serverCpuMsPerRound.toFixed(1)} ms server CPU per round`);
+  }
+  console.log(
+    `\n${table(
+      ["workers", "server CPU ms/round", "last result -> commit ms", "commit -> next round ms", "round message B", "status B", "server RSS MiB"],
+      rows.map((r) => [String(r.workers), r.serverCpuMsPerRound.toFixed(1), r.commitMs.toFixed(1), r.nextRoundMs.toFixed(1), String(r.roundMessageBytes), String(r.statusBytes), r.rssMiB.toFixed(0)]),
+    )}`,
+  );
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
