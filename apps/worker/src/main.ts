@@ -28,9 +28,22 @@ const panel = startJobPanel(() => {
   const status = volunteer?.status();
   return { peerId: status?.peerId, roundsDone: status?.roundsDone ?? 0, samplesCommitted: status?.samplesCommitted ?? 0 };
 });
+/**
+ * The page draws the latest status once a frame at most: a round brings a dozen changes, and each
+ * redraw costs the tab (and, with SwiftShader, the GPU process its compute shares). A hidden tab
+ * draws nothing until it is shown again, then the latest.
+ */
+let unshown: Parameters<typeof renderStatus>[0] | undefined;
 const onStatus: typeof renderStatus = (status) => {
-  renderStatus(status);
-  panel.showContribution();
+  if (unshown === undefined) {
+    requestAnimationFrame(() => {
+      const latest = unshown ?? {};
+      unshown = undefined;
+      renderStatus(latest);
+      panel.showContribution();
+    });
+  }
+  unshown = { ...unshown, ...status };
 };
 
 startButton.addEventListener("click", () => {

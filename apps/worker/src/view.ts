@@ -12,7 +12,8 @@ const PHASE_TEXT: Record<SessionStatus["phase"], string> = {
 const text = (id: string, value: string): void => {
   const element = document.getElementById(id);
   // textContent, never innerHTML: reasons and errors may carry text from elsewhere.
-  if (element) element.textContent = value;
+  // Unchanged text is left alone: a write would still make the page lay out and paint again.
+  if (element && element.textContent !== value) element.textContent = value;
 };
 
 /** Shows a (partial) status on the page. */

@@ -27,7 +27,9 @@ export function startJobPanel(mine: () => Mine): { stop(): void; showContributio
   let stopped = false;
   let samplesSeen: number | undefined;
   const showContribution = (): void => {
-    byId("contribution").textContent = describeContribution(mine(), samplesSeen);
+    const text = describeContribution(mine(), samplesSeen);
+    const row = byId("contribution");
+    if (row.textContent !== text) row.textContent = text;
   };
   const poll = async (): Promise<void> => {
     const me = mine();
