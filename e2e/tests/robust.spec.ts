@@ -15,17 +15,17 @@ import { describeWorkers } from "../support/worker-status.ts";
  * backend) pass every audit, which measures the real spread between those backends and the
  * server's CPU backend against the tolerance; the job still reaches its accuracy.
  *
- * Once the attacker is gone, the WebGPU tab spends the rest of the run in the background, as a
- * volunteer's tab does when they switch to another (support/background-tab.ts: hidden, its timers
- * throttled by Chromium): for two minutes it keeps committing rounds, passes its audits, and is never
- * dropped. (One test for both: each needs minutes of training, and CI has 15.) It is hidden after the
- * rollback, not during it: a tab hidden within a second or two of the rollback's re-sync sat idle
- * with the next round's message unhandled for 30 s (twice in six full runs here, once for the whole
- * two minutes), a stall whose cause is not yet separated (README, Known limits).
+ * The WebGPU tab spends the run in the background, as a volunteer's tab does when they switch to
+ * another (support/background-tab.ts: hidden, its timers throttled by Chromium): for two minutes it
+ * keeps committing rounds, passes its audits, and is never dropped. (One test for both: each needs
+ * minutes of training, and CI has 15.) Its browser keeps Chromium's timer throttling but not the
+ * lower OS priority of background renderers, which starved the hidden tab on these two saturated
+ * cores (support/background-tab.ts).
  */
 const JOB = "e2e/jobs/robust.json";
 const ACCURACY = 0.85;
 const RUN_TIMEOUT_MS = 6 * 60_000;
+const ADMIN_TOKEN = "e2e-robust-admin";
 const POLL = { intervals: [500, 1_000] };
 /** The issue's bar: a volunteer who switches tabs for two minutes still trains. */
 const HIDDEN_MS = 125_000;
@@ -39,7 +39,7 @@ const peerIdOf = (page: Page): Promise<string | undefined> => page.evaluate(() =
 
 test("a tab flipping its gradient's sign fails a spot check, is evicted and rolled back; honest tabs, one in the background for two minutes, pass every audit and are never dropped; training reaches its accuracy", async ({ launchServer, openWorkers, guard }, testInfo) => {
   test.setTimeout(RUN_TIMEOUT_MS + 60_000);
-  const server = await launchServer(["--min-workers", "4", "--job", JOB]);
+  const server = await launchServer(["--min-workers", "4", "--job", JOB, "--admin-token", ADMIN_TOKEN]);
   const chrome = await UnmanagedChromium.launch();
   try {
     await guard.install(chrome.context, 100);
@@ -54,6 +54,17 @@ test("a tab flipping its gradient's sign fails a spot check, is evicted and roll
     await expect.poll(dishonestId, { timeout: 60_000 }).toMatch(/^w-/);
     const attacker = (await dishonestId()) as string;
 
+    // The WebGPU tab goes to the background once it trains: really hidden, its timers throttled.
+    await expect.poll(() => roundsDone(background), { timeout: 90_000, intervals: [500] }).toBeGreaterThanOrEqual(1);
+    const backgroundId = await peerIdOf(background);
+    expect(backgroundId).toMatch(/^w-/);
+    console.log(`robust: background (webgpu) ${backgroundId}, cpu ${(await Promise.all(honest.slice(1).map(peerIdOf))).join(", ")}, attacker ${attacker}`);
+    const front = await sendToBackground(background);
+    const wakeups = await timerWakeupsPerSecond(background, 3_000);
+    expect(wakeups).toBeLessThanOrEqual(MAX_BACKGROUND_WAKEUPS_PER_S);
+    const hiddenAt = Date.now();
+    const watch = watchBackground(background, SLICE_MS);
+
     // Caught by a spot check (each of its rounds is audited with probability 1/2), evicted, told why.
     await expect.poll(async () => (await fetchStatus(server.url)).peers.find((p) => p.id === attacker)?.leftBecause ?? "", { timeout: 2 * 60_000, ...POLL }).toMatch(/failed the spot check/);
     const atEviction = await fetchStatus(server.url);
@@ -63,19 +74,6 @@ test("a tab flipping its gradient's sign fails a spot check, is evicted and roll
     // Its rounds were undone: the model went back to before its first round.
     expect(atEviction.events.filter((e) => e.kind === "rollback").map((e) => e.text).join("\n")).toMatch(/restarts from the state of round 0/);
     await expect.poll(() => lab!.evaluate(() => window.crowdtrainLab.labDishonestStatus()?.phase), { timeout: 30_000 }).toBe("stopped");
-
-    // Then the WebGPU tab goes to the background once it trains again from the rolled-back state:
-    // really hidden, its timers throttled. (After the rollback, not during it: see the note above.)
-    const atRollback = await roundsDone(background);
-    await expect.poll(() => roundsDone(background), { timeout: 90_000, intervals: [500] }).toBeGreaterThan(atRollback);
-    const backgroundId = await peerIdOf(background);
-    expect(backgroundId).toMatch(/^w-/);
-    console.log(`robust: background (webgpu) ${backgroundId}, cpu ${(await Promise.all(honest.slice(1).map(peerIdOf))).join(", ")}, attacker ${attacker}`);
-    const front = await sendToBackground(background);
-    const wakeups = await timerWakeupsPerSecond(background, 3_000);
-    expect(wakeups).toBeLessThanOrEqual(MAX_BACKGROUND_WAKEUPS_PER_S);
-    const hiddenAt = Date.now();
-    const watch = watchBackground(background, SLICE_MS);
 
     // Two minutes in the background: hidden at every look, committing in every slice.
     const slices = Math.ceil(HIDDEN_MS / SLICE_MS);
@@ -94,6 +92,16 @@ test("a tab flipping its gradient's sign fails a spot check, is evicted and roll
     expect(afterHidden.events.filter((e) => e.at < endedAt && e.text.startsWith(backgroundId!) && /^(left|evicted|strike)$/.test(e.kind)).map((e) => e.text)).toEqual([]);
     await background.bringToFront();
     await front.close();
+    // What the rest of the job would train adds nothing this test checks: it ends at the next round
+    // (CI has 15 minutes).
+    const target = await fetch(`${server.url}/api/admin/target`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+      body: JSON.stringify({ rounds: (await fetchStatus(server.url)).round + 1 }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    // 409: the job had already finished on its own.
+    expect([200, 409]).toContain(target.status);
 
     await expect.poll(async () => (await fetchStatus(server.url)).status, { timeout: RUN_TIMEOUT_MS, ...POLL }).toBe("done");
     const final = await fetchStatus(server.url);
