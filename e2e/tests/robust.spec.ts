@@ -2,6 +2,7 @@ import type { Page } from "@playwright/test";
 import type {} from "../../apps/worker/src/lab-api.ts";
 import type {} from "../../apps/worker/src/worker-api.ts";
 import { expect, test } from "../fixtures.ts";
+import { expectCaughtAndRolledBack, expectHonestAuditsPassed, startSignFlipper } from "../support/robust-checks.ts";
 import { fetchStatus, latestAccuracy } from "../support/status.ts";
 
 /**
@@ -24,37 +25,15 @@ test("a tab flipping its gradient's sign fails a spot check, is evicted and roll
   const honest = [...(await openWorkers(1, "/?backends=webgpu", server)), ...(await openWorkers(2, "/?backends=cpu", server))];
   const [lab] = await openWorkers(1, "/lab.html", server);
   for (const page of honest) await page.click("#start");
-  await lab!.evaluate(() => window.crowdtrainLab.labDishonest({ attack: "sign-flip", backends: ["cpu"] }));
-
-  const dishonestId = async (): Promise<string | undefined> => (await lab!.evaluate(() => window.crowdtrainLab.labDishonestStatus()))?.peerId;
-  await expect.poll(dishonestId, { timeout: 60_000 }).toMatch(/^w-/);
-  const attacker = (await dishonestId()) as string;
+  const attacker = await startSignFlipper(lab!);
 
   // Caught by a spot check (each of its rounds is audited with probability 1/2), evicted, told why.
-  await expect.poll(async () => (await fetchStatus(server.url)).peers.find((p) => p.id === attacker)?.leftBecause ?? "", { timeout: 2 * 60_000, ...POLL }).toMatch(/failed the spot check/);
-  const atEviction = await fetchStatus(server.url);
-  const failed = atEviction.audits?.recent.filter((a) => a.outcome === "failed") ?? [];
-  expect(failed.map((a) => a.peer)).toEqual([attacker]);
-  expect(failed[0]?.detail).toMatch(/from the CPU recomputation of its lease, above the tolerance/);
-  // Its rounds were undone: the model went back to before its first round.
-  expect(atEviction.events.filter((e) => e.kind === "rollback").map((e) => e.text).join("\n")).toMatch(/restarts from the state of round 0/);
-  await expect.poll(() => lab!.evaluate(() => window.crowdtrainLab.labDishonestStatus()?.phase), { timeout: 30_000 }).toBe("stopped");
+  const atEviction = await expectCaughtAndRolledBack(server.url, lab!, attacker);
 
   await expect.poll(async () => (await fetchStatus(server.url)).status, { timeout: RUN_TIMEOUT_MS, ...POLL }).toBe("done");
   const final = await fetchStatus(server.url);
   expect(latestAccuracy(final)).toBeGreaterThanOrEqual(ACCURACY);
   const honestIds = await Promise.all(honest.map((page: Page) => page.evaluate(() => window.crowdtrainWorker?.status().peerId)));
-  const honestAudits = (final.audits?.recent ?? []).filter((a) => honestIds.includes(a.peer));
-  const spread = (backend: string) => {
-    const ids = final.peers.filter((p) => p.backend === backend && honestIds.includes(p.id)).map((p) => p.id);
-    return Math.max(0, ...honestAudits.filter((a) => ids.includes(a.peer)).map((a) => a.relativeError ?? 0));
-  };
-  console.log(`robust: ${honestAudits.length} honest audits; largest relative error webgpu ${spread("webgpu").toExponential(2)}, cpu ${spread("cpu").toExponential(2)} (tolerance ${final.audits?.tolerance})`);
-  expect(honestAudits.length).toBeGreaterThan(10);
-  expect(honestAudits.filter((a) => a.outcome !== "passed").map((a) => a.detail)).toEqual([]);
-  for (const id of honestIds) {
-    const row = final.peers.find((p) => p.id === id);
-    expect(row?.leftBecause ?? "", `honest ${id}`).not.toMatch(/evicted|spot check/);
-  }
+  expectHonestAuditsPassed(final, honestIds);
   console.log(`robust: attacker evicted at round ${atEviction.round}; ${latestAccuracy(final)} test accuracy at round ${final.round}`);
 });
