@@ -7,7 +7,7 @@
 // "visible" and a 100 ms interval keeps ticking 10 times a second). So the test starts a Chromium of
 // its own and attaches over CDP with `noDefaults`, which leaves the default context's pages alone;
 // opening a tab in front of one then hides it, and it is throttled like any background tab.
-// robust.spec.ts trains with one honest tab in the background this way.
+// background/robust-background.spec.ts trains with one honest tab in the background this way.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -51,9 +51,9 @@ export class UnmanagedChromium {
       // Besides throttling timers, Chromium "backgrounds" a hidden tab's renderer (a lower scheduling
       // priority). On this machine's two cores, saturated by the other tabs, SwiftShader and the
       // server's audits, hidden tabs sat for 30 s to minutes with messages unhandled (an audit
-      // unanswered, a round timed out naming the tab) in full e2e runs. Suspected, not proven: the
-      // renderer's nice value read 0 before and after hiding, with and without this flag. The test
-      // is of the tab's code under timer throttling, which this flag leaves on.
+      // unanswered, a round timed out naming the tab) in full e2e runs. Turning backgrounding off
+      // did not cure that (and the renderer's nice value read 0 before and after hiding either way);
+      // it stays off so the test is of the tab's code under timer throttling alone.
       "--disable-renderer-backgrounding",
       "about:blank",
     ];
