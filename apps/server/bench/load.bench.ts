@@ -16,9 +16,17 @@ import WebSocket from "ws";
 import { median, table, updateResults } from "../../../e2e/bench/report.ts";
 import { startServerProcess, type ServerProcess } from "../../../e2e/support/server-process.ts";
 
-const CROWDS = (process.env.BENCH_LOAD_WORKERS ?? "100,1000").split(",").map(Number);
+/** Positive integers (comma-separated) from the environment, or a clear error naming the variable. */
+function positiveInts(name: string, fallback: string): number[] {
+  const text = process.env[name] ?? fallback;
+  const values = text.split(",").map(Number);
+  if (values.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`${name} must be positive integers separated by commas, got "${text}"`);
+  return values;
+}
+
+const CROWDS = positiveInts("BENCH_LOAD_WORKERS", "100,1000");
 /** Rounds timed after WARMUP_ROUNDS untimed ones (sockets, JIT, first states). */
-const ROUNDS = Number(process.env.BENCH_LOAD_ROUNDS ?? 10);
+const [ROUNDS = 10] = positiveInts("BENCH_LOAD_ROUNDS", "10");
 const WARMUP_ROUNDS = 2;
 /** Workers opening their sockets at once. */
 const JOIN_BATCH = 100;
