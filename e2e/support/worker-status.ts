@@ -18,9 +18,9 @@ async function describeOne(page: Page): Promise<string> {
   const read = page.evaluate(() => {
     const status = window.crowdtrainWorker?.status();
     if (status === undefined) return "no worker session on this page";
-    const { peerId, phase, backend, round, roundsDone, task, stopReason, lastError } = status;
+    const { peerId, phase, backend, round, roundsDone, task, stopReason, lastError, trace } = status;
     const running = task === undefined ? undefined : `${task.kind} for ${Math.round(performance.now() - task.since)} ms`;
-    return JSON.stringify({ peerId, phase, backend, round, roundsDone, task: running, stopReason, lastError: lastError?.slice(0, 160) });
+    return JSON.stringify({ peerId, phase, backend, round, roundsDone, task: running, stopReason, lastError: lastError?.slice(0, 160), now: Math.round(performance.now()), trace });
   });
   const timeout = new Promise<string>((done) => setTimeout(() => done(`no answer within ${STATUS_TIMEOUT_MS} ms`), STATUS_TIMEOUT_MS));
   return Promise.race([read.catch((error: unknown) => `unreadable: ${error instanceof Error ? error.message : String(error)}`), timeout]);

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { PROTOCOL_VERSION, type CoordinatorMessage, type Job, type WorkerMessage } from "@crowdtrain/protocol";
 import { contributionDigest } from "@crowdtrain/training";
 import { SessionMachine } from "../src/session/machine.ts";
+import { TRACE_LENGTH } from "../src/session/status.ts";
 import type { Command, Task, TaskResult } from "../src/session/tasks.ts";
 
 const JOB = { name: "t", dataset: "mnist", model: { kind: "mlp", hidden: [4] }, optimizer: { kind: "sgd", learningRate: 0.1, momentum: 0 }, batchSize: 8, rounds: 10, evalEveryRounds: 10, seed: 1, aggregation: "mean", spotCheck: 0.1 } as Job;
@@ -122,6 +123,40 @@ describe("SessionMachine", () => {
     // Computed and averaged, but never part of the model: not counted as contributed.
     expect(d.machine.status.samplesDone).toBeGreaterThan(0);
     expect(d.machine.status).toMatchObject({ roundsDone: 0, samplesCommitted: 0 });
+  });
+
+  it("a rollback reaching the uploader mid-export (abort, then sync) discards, syncs and says ready; its trace tells the story, bounded", () => {
+    const d = Drive.ready();
+    d.now = 100;
+    d.reported(4, true); // the uploader: export-state of attempt 4 is in flight
+    expect(d.machine.status.task?.kind).toBe("export-state");
+    expect(Drive.tasks(d.in({ type: "abort", attempt: 4, reason: "rolling back" }))).toEqual([]);
+    expect(Drive.tasks(d.in({ type: "sync", round: 6 }))).toEqual([]);
+    // The export ends; its upload is refused (the round is gone), which is shown and not fatal.
+    d.result({ kind: "exported", round: 1, bytes: new ArrayBuffer(8) });
+    d.record(d.machine.handle({ type: "upload-failed", error: "uploading the state of round 1 failed: 409", now: d.now }));
+    expect(d.machine.status.task?.kind).toBe("discard");
+    expect(Drive.tasks(d.result({ kind: "done" }))).toEqual([{ kind: "sync", round: 6 }]);
+    d.result({ kind: "synced", round: 6, hash: HASH(6) });
+    expect(d.sent("ready").at(-1)).toEqual({ type: "ready", round: 6, hash: HASH(6) });
+    expect(d.machine.status).toMatchObject({ phase: "waiting", round: 6, task: undefined });
+    const story = d.machine.status.trace.map((entry) => entry.replace(/^\d+ /, ""));
+    expect(story.slice(-9)).toEqual([
+      "run export-state a4",
+      "heard abort a4",
+      "heard sync r6",
+      "ended export-state: exported",
+      "run discard a4",
+      "upload failed: uploading the state of round 1 failed: 409",
+      "ended discard: done",
+      "run sync",
+      "ended sync: synced",
+    ]);
+    // Each entry starts with the input's clock; the trace keeps the latest TRACE_LENGTH only.
+    expect(d.machine.status.trace.at(-1)).toMatch(new RegExp(`^${d.now} `));
+    for (let k = 0; k < TRACE_LENGTH; k++) d.in({ type: "upload", round: 99 });
+    expect(d.machine.status.trace).toHaveLength(TRACE_LENGTH);
+    expect(d.machine.status.trace.every((entry) => entry.endsWith("heard upload r99"))).toBe(true);
   });
 
   it("a dropped connection voids what was in flight and skips the old connection's queued rounds", () => {

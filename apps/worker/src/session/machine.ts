@@ -1,7 +1,7 @@
 import { computeTimeMs, leaseSpeed, parseCoordinatorMessage, roundSamples, PROTOCOL_VERSION, type Backend, type CoordinatorMessage, type Identity, type RoundTimings } from "@crowdtrain/protocol";
 import { ErrorFeedback } from "@crowdtrain/allreduce";
 import { contributionDigest } from "@crowdtrain/training";
-import { COMMITTED_HISTORY, initialStatus, type SessionStatus } from "./status.ts";
+import { COMMITTED_HISTORY, initialStatus, TRACE_LENGTH, type SessionStatus } from "./status.ts";
 import type { GradientReport } from "../trainer/api.ts";
 import type { Command, Task, TaskResult } from "./tasks.ts";
 
@@ -122,12 +122,14 @@ export class SessionMachine {
     this.now = input.now;
     switch (input.type) {
       case "open": {
+        this.trace("socket open");
         this.publish({ phase: "connecting" });
         const { backend, name, adapter, joinToken } = this.config;
         this.send(out, { type: "hello", protocol: PROTOCOL_VERSION, name, backend, adapter, joinToken });
         break;
       }
       case "down":
+        this.trace(`socket down: ${input.reason}`);
         this.onDown(input.reason, input.retryInMs, out);
         break;
       case "message":
@@ -140,6 +142,7 @@ export class SessionMachine {
         this.onResult(input.result, input.now, out);
         break;
       case "upload-failed":
+        this.trace(`upload failed: ${input.error.slice(0, 80)}`);
         this.publish({ lastError: input.error });
         break;
     }
@@ -156,6 +159,7 @@ export class SessionMachine {
       this.fail(String(error), out);
       return;
     }
+    this.trace(`heard ${message.type}${"attempt" in message ? ` a${message.attempt}` : ""}${"round" in message ? ` r${message.round}` : ""}`);
     if (message.type === "abort") {
       // Cut the running all-reduce short now; the queued handler then discards the pending update.
       this.aborted.add(this.generation, message.attempt);
@@ -265,6 +269,7 @@ export class SessionMachine {
     const task = this.busy;
     this.busy = undefined;
     this.publish({ task: undefined });
+    this.trace(`ended ${task?.kind ?? "nothing"}: ${result.kind}`);
     switch (result.kind) {
       case "failed":
         this.fail(`${result.task}: ${result.error}`, out);
@@ -425,7 +430,13 @@ export class SessionMachine {
     this.busy = task;
     this.busyGeneration = this.generation;
     this.publish({ task: { kind: task.kind, since: this.now } });
+    this.trace(`run ${task.kind}${"attempt" in task && task.attempt !== undefined ? ` a${task.attempt}` : ""}`);
     out.push({ type: "run", task });
+  }
+
+  /** Appends to the status's trace (a new array: published statuses are shallow copies). */
+  private trace(entry: string): void {
+    this.status.trace = [...this.status.trace.slice(1 - TRACE_LENGTH), `${Math.round(this.now)} ${entry}`];
   }
 
   private send(out: Command[], message: Extract<Command, { type: "send" }>["message"]): void {

@@ -24,6 +24,11 @@ export type SessionStatus = {
   stopReason: string | undefined;
   /** The task in flight and when it started (the session's clock): a task that never ends shows here. */
   task: { kind: string; since: number } | undefined;
+  /**
+   * The latest TRACE_LENGTH things the session heard and did, oldest first ("12034 heard abort
+   * a7 r3", "12040 run discard", "12051 ended done"): a tab that stalls says what it last saw.
+   */
+  trace: string[];
   /** Weights hash of every committed round this tab took part in (the latest COMMITTED_HISTORY). */
   committed: [round: number, hash: string][];
   /** Split of recent rounds this tab computed (the latest COMMITTED_HISTORY), upload = weights to the device. */
@@ -31,6 +36,7 @@ export type SessionStatus = {
 };
 
 export const COMMITTED_HISTORY = 1_000;
+export const TRACE_LENGTH = 24;
 
 export const initialStatus = (): SessionStatus => ({
   phase: "starting",
@@ -47,6 +53,7 @@ export const initialStatus = (): SessionStatus => ({
   lastError: undefined,
   stopReason: undefined,
   task: undefined,
+  trace: [],
   committed: [],
   rounds: [],
 });
