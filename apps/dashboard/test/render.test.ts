@@ -41,6 +41,29 @@ describe("the dashboard page", () => {
     expect(html.indexOf('data-ring-index="0"')).toBeLessThan(html.indexOf('data-ring-index="63"'));
   });
 
+  it("a swarm larger than its status: totals on the tile, the rows shown and where the rest are, the ring's size and slowest links instead of a drawing", () => {
+    const status = fakeStatus(64);
+    const ring = status.lastRing as NonNullable<Status["lastRing"]>;
+    const large: Status = {
+      ...status,
+      ring: [],
+      openRound: undefined,
+      peerTotals: { live: 1000, training: 990, gone: 7 },
+      lastRing: { ...ring, ringSize: 1000, links: ring.links.slice(0, 12) },
+    };
+    const html = render(large);
+    expect(html).toMatch(/data-testid="tile-peers"[^]*?>1000<[^]*?990 training · 7 gone/);
+    expect(html).toContain(`showing the ${status.peers.length} needing attention most`);
+    expect(html).toContain('href="/api/peers"');
+    expect(html).toContain('data-testid="ring-partial"');
+    expect(html).toContain("Ring of 1,000 peers");
+    expect(count(html, /class="ring-node"/)).toBe(0);
+    // Ten slowest links listed, in the order the server sent them (slowest first).
+    expect(count(html, /<li title="[^"]+ → [^"]+">/)).toBe(10);
+    // A swarm the status carries whole shows no such note.
+    expect(render(status)).not.toContain("needing attention most");
+  });
+
   it("renders a hostile peer name as text, in the table and on the ring", () => {
     const status = fakeStatus(3);
     const evil = "<b>bold</b><img src=x onerror=alert(1)>";

@@ -12,6 +12,7 @@ import { StatusStream } from "../src/dashboard/events.ts";
 import { ringLinks } from "../src/dashboard/links.ts";
 import { GONE_KEEP_MAX, GONE_KEEP_MS, PeerRoster } from "../src/dashboard/roster.ts";
 import { startServer, type ServerHandle } from "../src/server.ts";
+import { peerRowsShown, peerTotals, STATUS_PEER_ROWS } from "../src/training/status.ts";
 import { runFixture } from "./fixtures/run-fixture.ts";
 
 /** Every wait on a server in this file. */
@@ -104,6 +105,39 @@ async function until(check: () => boolean | Promise<boolean>, what: string): Pro
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
 }
+
+describe("peer rows of a large swarm", () => {
+  const row = (k: number, patch: Partial<PeerStatus> = {}): PeerStatus => ({ id: `w-${k.toString(16).padStart(4, "0")}`, backend: "cpu", state: "ready", share: 0, bytesSent: 0, bytesReceived: 0, samplesPerSecond: 1000 + k, ...patch });
+
+  it(`shows every row of a swarm up to ${STATUS_PEER_ROWS}, in the roster's order`, () => {
+    const rows = [...Array.from({ length: STATUS_PEER_ROWS - 1 }, (_, k) => row(k)), row(9999, { state: "gone" })];
+    expect(peerRowsShown(rows)).toEqual(rows);
+    expect(peerTotals(rows)).toEqual({ live: STATUS_PEER_ROWS - 1, training: 0, gone: 1 });
+  });
+
+  it(`of a larger one, ${STATUS_PEER_ROWS} rows: struck and failed-audit peers, then the slowest, in join order, then the newest departures`, () => {
+    const live = Array.from({ length: 1000 }, (_, k) => row(k, { state: k % 2 === 0 ? "training" : "ready" }));
+    live[700] = row(700, { strikes: 2 });
+    live[900] = row(900, { audits: { passed: 3, failed: 1 } });
+    live[999] = row(999, { samplesPerSecond: 1 }); // the slowest measured
+    live[998] = row(998, { samplesPerSecond: undefined }); // new: unmeasured, last
+    const gone = Array.from({ length: 50 }, (_, k) => row(5000 + k, { state: "gone" }));
+    const shown = peerRowsShown([...live, ...gone]);
+    expect(shown).toHaveLength(STATUS_PEER_ROWS);
+    const ids = shown.map((r) => r.id);
+    for (const k of [700, 900, 999]) expect(ids).toContain(row(k).id);
+    expect(ids).not.toContain(row(998).id);
+    // The slowest of the rest: the lowest k (samplesPerSecond 1000 + k).
+    expect(ids).toContain(row(0).id);
+    expect(ids).not.toContain(row(990).id);
+    // Live rows in join order, then departures in the roster's order, the newest first.
+    const liveShown = shown.filter((r) => r.state !== "gone");
+    expect(liveShown.map((r) => r.id)).toEqual([...liveShown.map((r) => r.id)].sort());
+    expect(shown.slice(liveShown.length).map((r) => r.id)).toEqual(gone.slice(0, shown.length - liveShown.length).map((r) => r.id));
+    expect(shown.length - liveShown.length).toBeGreaterThan(0);
+    expect(peerTotals([...live, ...gone])).toEqual({ live: 1000, training: 497, gone: 50 }); // 700, 900 and 998 were made "ready"
+  });
+});
 
 describe("StatusStream", () => {
   let server: http.Server;
@@ -246,6 +280,40 @@ describe("the training server's dashboard side", () => {
     expect(gone?.leftAt).toBeGreaterThan(0);
     expect((await status()).events.map((e) => e.kind)).toEqual(expect.arrayContaining(["joined", "left"]));
     await until(() => server.training?.stream.size === 0, "the dashboard connection is freed");
+  });
+
+  it("pages every peer row at /api/peers, and answers a bad offset or limit with a 400 that names it", async () => {
+    const sockets = await Promise.all(
+      [0, 1, 2].map(
+        (k) =>
+          new Promise<WebSocket>((resolve, reject) => {
+            const ws = new WebSocket(`${server.url.replace("http", "ws")}/ws`);
+            ws.once("open", () => {
+              ws.send(JSON.stringify({ type: "hello", protocol: PROTOCOL_VERSION, name: `p${k}`, backend: "cpu" }));
+              resolve(ws);
+            });
+            ws.once("error", reject);
+          }),
+      ),
+    );
+    try {
+      await until(async () => (await status()).peerTotals?.live === 3, "three live peers");
+      const page = async (query: string) => (await fetch(`${server.url}/api/peers${query}`)).json() as Promise<{ total: number; offset: number; peers: PeerStatus[] }>;
+      const all = await page("");
+      expect(all.total).toBeGreaterThanOrEqual(3);
+      expect(all.peers.filter((p) => p.state !== "gone").map((p) => p.name)).toEqual(["p0", "p1", "p2"]);
+      const second = await page("?offset=1&limit=1");
+      expect(second).toMatchObject({ total: all.total, offset: 1 });
+      expect(second.peers).toEqual([all.peers[1]]);
+      expect((await page(`?offset=${all.total}`)).peers).toEqual([]);
+      for (const [query, named] of [["?limit=501", "limit"], ["?offset=-1", "offset"], ["?limit=1e3", "limit"], ["?offset=1&offset=2", "offset"]] as const) {
+        const answer = await fetch(`${server.url}/api/peers${query}`);
+        expect(answer.status, query).toBe(400);
+        expect(((await answer.json()) as { error: string }).error, query).toMatch(new RegExp(`^${named} must be decimal digits`));
+      }
+    } finally {
+      for (const ws of sockets) ws.close();
+    }
   });
 
   it("refuses operator actions without the right token and carries them out with it", async () => {

@@ -58,10 +58,14 @@ export const RingLinkSchema = v.object({
 });
 export type RingLink = v.InferOutput<typeof RingLinkSchema>;
 
-export const LastRingSchema = v.object({ round: Count, ring: v.array(v.string()), links: v.array(RingLinkSchema) });
+/**
+ * A ring of more members than a status carries (the server's STATUS_RING_MEMBERS): `ring` holds its
+ * first members, `ringSize` the whole count, and `links` the slowest links only.
+ */
+export const LastRingSchema = v.object({ round: Count, ring: v.array(v.string()), ringSize: v.optional(Count), links: v.array(RingLinkSchema) });
 export type LastRing = v.InferOutput<typeof LastRingSchema>;
 
-export const OpenRoundStatusSchema = v.object({ round: Count, attempt: Count, ring: v.array(v.string()), openedAt: v.number() });
+export const OpenRoundStatusSchema = v.object({ round: Count, attempt: Count, ring: v.array(v.string()), ringSize: v.optional(Count), openedAt: v.number() });
 
 export const RoundPointSchema = v.object({
   round: Count,
@@ -118,13 +122,18 @@ export const StatusSchema = v.object({
   samplesSeen: Count,
   epochProgress: v.object({ used: Count, total: Count }),
   coverage: v.array(CoverageSchema),
-  /** Ring of the round in progress; empty between rounds (see lastRing). */
+  /** Ring of the round in progress (its first members, as openRound.ring); empty between rounds (see lastRing). */
   ring: v.array(v.string()),
   openRound: v.optional(OpenRoundStatusSchema),
   /** Ring of the last committed round with each link's measured throughput. */
   lastRing: v.optional(LastRingSchema),
-  /** Members in join order, then recently departed peers (state "gone"), newest departure first. */
+  /**
+   * Members in join order, then recently departed peers (state "gone"), newest departure first. A
+   * large swarm's status carries only some rows (those needing attention; `peerTotals` counts all,
+   * GET /api/peers pages through every row).
+   */
   peers: v.array(PeerStatusSchema),
+  peerTotals: v.optional(v.object({ live: Count, training: Count, gone: Count })),
   loss: v.array(v.tuple([Count, Real])),
   accuracy: v.array(EvalPointSchema),
   recentRounds: v.array(RoundPointSchema),

@@ -67,8 +67,16 @@ export function Dashboard({ feed, origin, controls }: DashboardProps) {
 
 function Body({ status, origin, controls }: { status: Status; origin: string; controls: ReactNode }) {
   const live = status.peers.filter((p) => p.state !== "gone");
+  // A large swarm's status carries only some rows; its totals count every peer.
+  const totals = status.peerTotals ?? {
+    live: live.length,
+    training: live.filter((p) => p.state === "training" || p.state === "reducing").length,
+    gone: status.peers.length - live.length,
+  };
+  const allRows = totals.live + totals.gone;
   const ring = status.ring.length > 0 ? status.ring : (status.lastRing?.ring ?? []);
   const ringRound = status.openRound?.round ?? status.lastRing?.round;
+  const ringSize = status.ring.length > 0 ? status.openRound?.ringSize : status.lastRing?.ringSize;
   const firstLoss = status.loss.find(([, loss]) => Number.isFinite(loss));
   const lastLoss = status.loss.at(-1);
   const lastEval = status.accuracy.at(-1);
@@ -102,8 +110,8 @@ function Body({ status, origin, controls }: { status: Status; origin: string; co
             ? `first eval at round ${status.job.evalEveryRounds}`
             : `round ${lastEval.round}${status.job.targetAccuracy === undefined ? "" : ` · target ${formatPercent(status.job.targetAccuracy, 0)}`}`}
         </Tile>
-        <Tile label="Peers" testId="tile-peers" value={String(live.length)}>
-          {`${live.filter((p) => p.state === "training" || p.state === "reducing").length} training${status.peers.length > live.length ? ` · ${status.peers.length - live.length} gone` : ""}`}
+        <Tile label="Peers" testId="tile-peers" value={String(totals.live)}>
+          {`${totals.training} training${totals.gone > 0 ? ` · ${totals.gone} gone` : ""}`}
         </Tile>
       </section>
 
@@ -156,7 +164,7 @@ function Body({ status, origin, controls }: { status: Status; origin: string; co
         <h2>
           Ring <span className="muted">all-reduce order and link throughput</span>
         </h2>
-        <RingGraph ring={ring} round={ringRound} inProgress={status.openRound !== undefined} peers={status.peers} lastRing={status.lastRing} minWorkers={status.minWorkers} />
+        <RingGraph ring={ring} round={ringRound} inProgress={status.openRound !== undefined} peers={status.peers} lastRing={status.lastRing} minWorkers={status.minWorkers} ringSize={ringSize} />
       </section>
       <section className="card span-7">
         <h2>
@@ -171,7 +179,13 @@ function Body({ status, origin, controls }: { status: Status; origin: string; co
 
       <section className="card span-12">
         <h2>
-          Peers <span className="muted">{status.peers.length}</span>
+          Peers <span className="muted">{allRows}</span>
+          {status.peers.length < allRows && (
+            <span className="muted" data-testid="peers-partial">
+              {" "}
+              · showing the {status.peers.length} needing attention most (struck, failed checks, slowest) · every peer: <a href="/api/peers">/api/peers</a>
+            </span>
+          )}
         </h2>
         {status.peers.length === 0 ? <p className="muted empty">No peer has joined yet.</p> : <PeersTable peers={status.peers} ring={ring} lastRing={status.lastRing} />}
       </section>

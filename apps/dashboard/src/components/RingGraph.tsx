@@ -13,12 +13,16 @@ export type RingGraphProps = {
   peers: readonly PeerStatus[];
   lastRing: LastRing | undefined;
   minWorkers: number;
+  /** Members of the whole ring, when the status carries only its first ones (a large swarm). */
+  ringSize?: number | undefined;
 };
 
 /** Names in the caption are cut to this many characters (the full ones are in the table and the tooltips). */
 const CAPTION_NAME_MAX = 20;
 /** Rings longer than this list their order in a collapsed block under the drawing. */
 const ORDER_OPEN_MAX = 16;
+/** A ring the status names only in part lists this many of its slowest links instead of a drawing. */
+const SLOWEST_LINKS_SHOWN = 10;
 
 /** Link colour by throughput relative to the ring's fastest link: the ring goes as fast as its slowest. */
 function linkColor(relative: number | undefined): string {
@@ -28,7 +32,7 @@ function linkColor(relative: number | undefined): string {
   return "#d64545";
 }
 
-export function RingGraph({ ring, round, inProgress, peers, lastRing, minWorkers }: RingGraphProps) {
+export function RingGraph({ ring, round, inProgress, peers, lastRing, minWorkers, ringSize }: RingGraphProps) {
   if (ring.length === 0) {
     return (
       <p className="muted empty">
@@ -37,6 +41,7 @@ export function RingGraph({ ring, round, inProgress, peers, lastRing, minWorkers
     );
   }
   const byId = new Map(peers.map((p) => [p.id, p]));
+  if (ringSize !== undefined && ringSize > ring.length) return <PartialRing ringSize={ringSize} round={round} lastRing={lastRing} label={(id) => peerLabel(byId.get(id), id)} />;
   const links = (lastRing?.links ?? []).map((link) => ({ ...link, text: link.bytesPerSecond === undefined ? undefined : formatRate(link.bytesPerSecond) }));
   const layout = layoutRing(
     ring.map((id) => ({ id, label: peerLabel(byId.get(id), id) })),
@@ -141,6 +146,28 @@ export function RingGraph({ ring, round, inProgress, peers, lastRing, minWorkers
           <summary>Ring order ({ring.length} peers)</summary>
           {order}
         </details>
+      )}
+    </div>
+  );
+}
+
+/** A ring too large to draw (the status names only its first members): its size and slowest links. */
+function PartialRing({ ringSize, round, lastRing, label }: { ringSize: number; round: number | undefined; lastRing: LastRing | undefined; label: (id: string) => string }) {
+  const slowest = (lastRing?.links ?? []).slice(0, SLOWEST_LINKS_SHOWN);
+  return (
+    <div className="ring" data-testid="ring-partial">
+      <p>
+        Ring of {ringSize.toLocaleString("en-US")} peers{round === undefined ? "" : ` (round ${round})`}: too many to draw.
+        {slowest.length > 0 && ` Its slowest links in round ${lastRing?.round ?? "?"}, which the all-reduce waits for:`}
+      </p>
+      {slowest.length > 0 && (
+        <ol className="ring-order">
+          {slowest.map((link) => (
+            <li key={link.from} title={`${link.from} → ${link.to}`}>
+              {`${label(link.from)} → ${label(link.to)}: ${link.bytesPerSecond === undefined ? "not measured" : formatRate(link.bytesPerSecond)}`}
+            </li>
+          ))}
+        </ol>
       )}
     </div>
   );

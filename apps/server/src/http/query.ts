@@ -23,6 +23,19 @@ export function parseRoundQuery(value: unknown): number | undefined {
   throw new HttpError(400, `round must be decimal digits from 0 to ${MAX_ROUND}, got ${describe(value)}`);
 }
 
+/**
+ * A count from the query string (`?offset=`, `?limit=`), the same strict way: undefined gives
+ * `fallback`; plain decimal digits up to `max` give their value; anything else is a 400 naming it.
+ */
+export function parseCountQuery(name: string, value: unknown, max: number, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value === "string" && /^[0-9]{1,10}$/.test(value)) {
+    const count = Number(value);
+    if (count <= max) return count;
+  }
+  throw new HttpError(400, `${name} must be decimal digits from 0 to ${max}, got ${describe(value)}`);
+}
+
 function describe(value: unknown): string {
   if (typeof value === "string") {
     return value === "" ? "an empty value" : JSON.stringify(value.length > MAX_ECHOED_CHARS ? `${value.slice(0, MAX_ECHOED_CHARS)}...` : value);

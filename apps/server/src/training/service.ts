@@ -11,7 +11,7 @@ import { ClusterHub } from "../cluster/hub.ts";
 import { clientAddressOf, type ClientAddress } from "../http/client-address.ts";
 import { HttpError, sendError } from "../http/errors.ts";
 import type { OriginPolicy } from "../http/origin.ts";
-import { parseRoundQuery } from "../http/query.ts";
+import { parseCountQuery, parseRoundQuery } from "../http/query.ts";
 import { BanList, DEFAULT_BAN_MS } from "../identity/bans.ts";
 import { levelOfKind, type Logger } from "../log/logger.ts";
 import type { IdentityRegistry } from "../identity/registry.ts";
@@ -25,7 +25,7 @@ import { Evaluator } from "./evaluator.ts";
 import { Metrics } from "./metrics.ts";
 import { ModelStore } from "./model-store.ts";
 import { DEFAULT_ROUND_DEADLINE_MS } from "./round-deadline.ts";
-import { buildStatus, memberRow, type Status } from "./status.ts";
+import { buildStatus, livePeers, memberRow, type Status } from "./status.ts";
 import { buildSummary } from "./summary.ts";
 import { createContributionHandler } from "./contributions.ts";
 import { createUploadHandler } from "./uploads.ts";
@@ -84,6 +84,10 @@ export type TrainingDeps = {
 const FINAL_STATE_WAIT_MS = 3_000;
 /** A worker id as the registry issues them (`w-` and hex). */
 const PEER_ID = /^w-[0-9a-f]{1,64}$/;
+/** GET /api/peers: rows per page at most (and by default). */
+export const PEERS_PAGE_MAX = 500;
+/** GET /api/peers: no swarm is this large; a larger offset is a typo, answered 400. */
+const MAX_PEERS_OFFSET = 1_000_000;
 
 /** Departures and joins within this window are one re-plan (a mass disconnect is not N re-rings). */
 const REPLAN_DELAY_MS = 200;
@@ -284,6 +288,20 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
   const router = express.Router();
   router.get("/api/status", (_req, res) => {
     res.json(status());
+  });
+  // Every peer row, a page at a time: /api/status carries at most STATUS_PEER_ROWS of a large swarm.
+  router.get("/api/peers", (req, res, next) => {
+    let offset: number;
+    let limit: number;
+    try {
+      offset = parseCountQuery("offset", req.query.offset, MAX_PEERS_OFFSET, 0);
+      limit = parseCountQuery("limit", req.query.limit, PEERS_PAGE_MAX, PEERS_PAGE_MAX);
+    } catch (error) {
+      if (error instanceof HttpError) return sendError(res, error.status, error.message);
+      return next(error);
+    }
+    const rows = roster.rows(livePeers(coordinator.state.members, job, (id) => coordinator.isReducing(id)), Date.now());
+    res.json({ total: rows.length, offset, peers: rows.slice(offset, offset + limit) });
   });
   router.get("/api/summary", (req, res) => {
     const peer = req.query.peer;

@@ -12,6 +12,15 @@ export type { PeerStatus, Status } from "@crowdtrain/protocol";
 /** How many recent rounds and events /api/status carries; the full curves come as compact pairs. */
 const RECENT_ROUNDS = 50;
 const RECENT_EVENTS = 100;
+/**
+ * At most this many peer rows and ring members go into /api/status and every SSE snapshot. A
+ * swarm of 1,000 sent them all (532 KB a snapshot, measured with `npm run bench:load`); the
+ * dashboard shows the peers needing attention, the totals, and pages the rest (GET /api/peers).
+ */
+export const STATUS_PEER_ROWS = 200;
+export const STATUS_RING_MEMBERS = 200;
+/** Departed peers among the STATUS_PEER_ROWS when the swarm is larger (the newest departures). */
+const STATUS_GONE_ROWS = 20;
 
 export type StatusInput = {
   job: Job;
@@ -61,6 +70,8 @@ export function buildStatus(input: StatusInput): Status {
   const { job, coordinator, metrics, log, lastCommit, now } = input;
   const s = coordinator.state;
   const open = s.current;
+  const openRing = open === undefined ? [] : planMembers(open.plan);
+  const rows = input.roster.rows(livePeers(s.members, job, input.isReducing), now);
   return {
     now,
     job,
@@ -72,10 +83,11 @@ export function buildStatus(input: StatusInput): Status {
     samplesSeen: metrics.samplesSeen,
     epochProgress: s.epochProgress,
     coverage: [...s.finishedEpochs],
-    ring: open === undefined ? [] : [...planMembers(open.plan)],
-    openRound: open === undefined ? undefined : { round: open.round, attempt: open.attempt, ring: [...planMembers(open.plan)], openedAt: open.openedAt },
+    ring: openRing.slice(0, STATUS_RING_MEMBERS),
+    openRound: open === undefined ? undefined : { round: open.round, attempt: open.attempt, ring: openRing.slice(0, STATUS_RING_MEMBERS), ringSize: openRing.length, openedAt: open.openedAt },
     lastRing: lastCommit === undefined ? undefined : lastRing(lastCommit),
-    peers: input.roster.rows(livePeers(s.members, job, input.isReducing), now),
+    peers: peerRowsShown(rows),
+    peerTotals: peerTotals(rows),
     loss: metrics.rounds.map((r) => [r.round, r.loss]),
     accuracy: metrics.evals,
     recentRounds: metrics.rounds.slice(-RECENT_ROUNDS),
@@ -86,7 +98,42 @@ export function buildStatus(input: StatusInput): Status {
   };
 }
 
+/** The last committed ring: its first STATUS_RING_MEMBERS members and, of a larger ring, its slowest links. */
 function lastRing(commit: CommittedRound): NonNullable<Status["lastRing"]> {
-  const ring = [...planMembers(commit.plan)];
-  return { round: commit.round, ring, links: ringLinks(ring, commit.reports) };
+  const ring = planMembers(commit.plan);
+  const links = ringLinks(ring, commit.reports);
+  if (ring.length <= STATUS_RING_MEMBERS) return { round: commit.round, ring: [...ring], links };
+  const slowest = links.sort((a, b) => (a.bytesPerSecond ?? Infinity) - (b.bytesPerSecond ?? Infinity)).slice(0, STATUS_RING_MEMBERS);
+  return { round: commit.round, ring: ring.slice(0, STATUS_RING_MEMBERS), ringSize: ring.length, links: slowest };
 }
+
+/** Live, training and departed peers: the counts a dashboard shows even when it shows only some rows. */
+export function peerTotals(rows: readonly PeerStatus[]): NonNullable<Status["peerTotals"]> {
+  const totals = { live: 0, training: 0, gone: 0 };
+  for (const row of rows) {
+    if (row.state === "gone") totals.gone++;
+    else totals.live++;
+    if (row.state === "training" || row.state === "reducing") totals.training++;
+  }
+  return totals;
+}
+
+/**
+ * All rows of a swarm up to STATUS_PEER_ROWS; of a larger one, the live peers needing attention most
+ * (struck, failed spot checks, then the slowest: the ones a round waits for), in join order, then
+ * the newest departures. Every row stays reachable through GET /api/peers.
+ */
+export function peerRowsShown(rows: readonly PeerStatus[]): PeerStatus[] {
+  if (rows.length <= STATUS_PEER_ROWS) return [...rows];
+  const gone = rows.filter((row) => row.state === "gone").slice(0, STATUS_GONE_ROWS);
+  const live = rows.filter((row) => row.state !== "gone");
+  const attention = live
+    .map((row, joinOrder) => ({ row, joinOrder }))
+    .sort((a, b) => (b.row.strikes ?? 0) - (a.row.strikes ?? 0) || (b.row.audits?.failed ?? 0) - (a.row.audits?.failed ?? 0) || speed(a.row) - speed(b.row) || a.joinOrder - b.joinOrder)
+    .slice(0, STATUS_PEER_ROWS - gone.length)
+    .sort((a, b) => a.joinOrder - b.joinOrder);
+  return [...attention.map((a) => a.row), ...gone];
+}
+
+/** Unmeasured peers (new) sort after every measured one: a slow measured peer needs attention first. */
+const speed = (row: PeerStatus): number => row.samplesPerSecond ?? Number.MAX_VALUE;
