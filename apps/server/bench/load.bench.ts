@@ -9,7 +9,7 @@ import { readFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { committedOptimizer, parseCoordinatorMessage, parseJob, PROTOCOL_VERSION, type CoordinatorMessage, type Identity, type Job } from "@crowdtrain/protocol";
+import { committedOptimizer, parseCoordinatorMessage, parseJob, PROTOCOL_VERSION, PlanBook, type Identity, type Job, type ResolvedCoordinatorMessage } from "@crowdtrain/protocol";
 import { createOptimizer, decodeState, encodeState, hashState, type ModelState } from "@crowdtrain/training";
 import { buildMnistDataset } from "@crowdtrain/training/node";
 import WebSocket from "ws";
@@ -53,7 +53,8 @@ const jobFor = (workers: number): Job =>
     spotCheck: 0,
   });
 
-type Worker = { ws: WebSocket; identity: Identity; inbox: CoordinatorMessage[]; roundBytes: number; wake: () => void };
+/** `firstRoundBytes`: the first round message (its plan in full); `roundBytes`: the latest (the plan by number while unchanged). */
+type Worker = { ws: WebSocket; identity: Identity; inbox: ResolvedCoordinatorMessage[]; plans: PlanBook; firstRoundBytes: number; roundBytes: number; wake: () => void };
 
 function cpuMs(pid: number): number {
   // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
@@ -82,13 +83,19 @@ function joinWorker(url: string): Promise<Worker> {
     let worker: Worker | undefined;
     ws.on("open", () => ws.send(JSON.stringify({ type: "hello", protocol: PROTOCOL_VERSION, backend: "cpu" })));
     ws.on("message", (data: Buffer) => {
-      const message = parseCoordinatorMessage(data.toString());
+      const parsed = parseCoordinatorMessage(data.toString());
       if (worker === undefined) {
+        const message = parsed;
         if (message.type !== "welcome") return fail(new Error(`expected welcome, got ${message.type}`));
-        worker = { ws, identity: message.identity, inbox: [], roundBytes: 0, wake: () => undefined };
+        worker = { ws, identity: message.identity, inbox: [], plans: new PlanBook(), firstRoundBytes: 0, roundBytes: 0, wake: () => undefined };
         return done(worker);
       }
-      if (message.type === "round") worker.roundBytes = data.byteLength;
+      // Resolved like a real worker does: a plan named by a number this socket never got fails the run.
+      const message = parsed.type === "round" ? worker.plans.resolve(parsed) : parsed;
+      if (message.type === "round") {
+        worker.roundBytes = data.byteLength;
+        if (worker.firstRoundBytes === 0) worker.firstRoundBytes = data.byteLength;
+      }
       worker.inbox.push(message);
       worker.wake();
     });
@@ -97,13 +104,13 @@ function joinWorker(url: string): Promise<Worker> {
   });
 }
 
-function next<T extends CoordinatorMessage["type"]>(worker: Worker, type: T): Promise<Extract<CoordinatorMessage, { type: T }>> {
+function next<T extends ResolvedCoordinatorMessage["type"]>(worker: Worker, type: T): Promise<Extract<ResolvedCoordinatorMessage, { type: T }>> {
   return new Promise((done) => {
     const look = (): void => {
       const at = worker.inbox.findIndex((m) => m.type === type);
       if (at < 0) return void (worker.wake = look);
       worker.wake = () => undefined;
-      done(worker.inbox.splice(at, 1)[0] as Extract<CoordinatorMessage, { type: T }>);
+      done(worker.inbox.splice(at, 1)[0] as Extract<ResolvedCoordinatorMessage, { type: T }>);
     };
     look();
   });
@@ -129,7 +136,7 @@ async function upload(url: string, worker: Worker, state: ModelState): Promise<v
   if (response.status !== 204) throw new Error(`upload of round ${state.round}: ${response.status} ${await response.text()}`);
 }
 
-type Row = { workers: number; rounds: number; serverCpuMsPerRound: number; commitMs: number; nextRoundMs: number; roundMessageBytes: number; statusBytes: number; rssMiB: number };
+type Row = { workers: number; rounds: number; serverCpuMsPerRound: number; commitMs: number; nextRoundMs: number; firstRoundMessageBytes: number; roundMessageBytes: number; statusBytes: number; rssMiB: number };
 
 async function measure(n: number, dir: string): Promise<Row> {
   const job = jobFor(n);
@@ -183,6 +190,7 @@ async function measure(n: number, dir: string): Promise<Row> {
       serverCpuMsPerRound,
       commitMs: median(commitMs.slice(WARMUP_ROUNDS)),
       nextRoundMs: median(nextRoundMs.slice(WARMUP_ROUNDS)),
+      firstRoundMessageBytes: median(crowd.map((w) => w.firstRoundBytes)),
       roundMessageBytes: median(crowd.map((w) => w.roundBytes)),
       statusBytes,
       rssMiB: rssMiB(pid),
@@ -205,8 +213,8 @@ try {
   }
   console.log(
     `\n${table(
-      ["workers", "server CPU ms/round", "last result -> commit ms", "commit -> next round ms", "round message B", "status B", "server RSS MiB"],
-      rows.map((r) => [String(r.workers), r.serverCpuMsPerRound.toFixed(1), r.commitMs.toFixed(1), r.nextRoundMs.toFixed(1), String(r.roundMessageBytes), String(r.statusBytes), r.rssMiB.toFixed(0)]),
+      ["workers", "server CPU ms/round", "last result -> commit ms", "commit -> next round ms", "first round message B", "round message B", "status B", "server RSS MiB"],
+      rows.map((r) => [String(r.workers), r.serverCpuMsPerRound.toFixed(1), r.commitMs.toFixed(1), r.nextRoundMs.toFixed(1), String(r.firstRoundMessageBytes), String(r.roundMessageBytes), String(r.statusBytes), r.rssMiB.toFixed(0)]),
     )}`,
   );
 } finally {

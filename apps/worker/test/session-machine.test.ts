@@ -159,6 +159,30 @@ describe("SessionMachine", () => {
     expect(d.machine.status.trace.every((entry) => entry.endsWith("heard upload r99"))).toBe(true);
   });
 
+  it("runs a round that names its unchanged plan by number; stops on a plan number it never received; forgets plans on a reconnect", () => {
+    const d = Drive.ready();
+    const plan = { kind: "ring" as const, members: ["w-a", "w-b"] };
+    const { plan: _full, ...byNumber } = Drive.round(5) as Extract<CoordinatorMessage, { type: "round" }>;
+    d.reported(4); // plan in full, without a number
+    d.in({ ...(Drive.round(6) as object), planId: 2 } as CoordinatorMessage);
+    d.result({ kind: "computed", attempt: 6, report: { ...REPORT, gradient: REPORT.gradient.slice() } });
+    expect(d.commands.flatMap((c) => (c.type === "run" && c.task.kind === "reduce" ? [c.task.plan] : [])).at(-1)).toEqual(plan);
+    d.result({ kind: "reduce-failed", attempt: 6, code: "aborted", suspect: undefined, message: "test" });
+    // Named by number: the plan kept under it.
+    expect(Drive.tasks(d.in({ ...byNumber, attempt: 7, planId: 2 } as CoordinatorMessage))).toEqual([{ kind: "compute", attempt: 7, lease: [0, 1, 2, 3] }]);
+    d.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient: REPORT.gradient.slice() } });
+    expect(d.commands.flatMap((c) => (c.type === "run" && c.task.kind === "reduce" ? [c.task.plan] : [])).at(-1)).toEqual(plan);
+    d.result({ kind: "reduce-failed", attempt: 7, code: "aborted", suspect: undefined, message: "test" });
+    // A reconnect: the new connection's numbers start over, so plan 2 is unknown on it.
+    d.record(d.machine.handle({ type: "down", reason: "test", retryInMs: 10, now: d.now }));
+    d.record(d.machine.handle({ type: "open", now: d.now }));
+    d.in({ type: "welcome", protocol: PROTOCOL_VERSION, identity: IDENTITY, job: JOB, round: 0 });
+    d.result({ kind: "synced", round: 0, hash: HASH(0) });
+    const out = d.in({ ...byNumber, attempt: 8, planId: 2 } as CoordinatorMessage);
+    expect(out.at(-1)).toMatchObject({ type: "stop" });
+    expect(d.machine.status.stopReason).toMatch(/names plan 2, which this connection never received/);
+  });
+
   it("a dropped connection voids what was in flight and skips the old connection's queued rounds", () => {
     const d = Drive.ready();
     d.reported(4);

@@ -1,4 +1,4 @@
-import type { Aggregation, AuditRecord, Backend, CoordinatorMessage, MemberRole, Plan, RoundTimings } from "@crowdtrain/protocol";
+import type { Aggregation, AuditRecord, Backend, MemberRole, Plan, ResolvedCoordinatorMessage, RoundTimings } from "@crowdtrain/protocol";
 
 export type CoordinatorConfig = {
   /** Training samples in the dataset; indices 0..trainCount-1 are leased. */
@@ -205,7 +205,7 @@ export type AuditOutcome = AuditRecord["outcome"];
 export type AuditVerdict = Omit<AuditRecord, "at">;
 
 export type CoordinatorEffect =
-  | { type: "send"; to: string; message: CoordinatorMessage }
+  | { type: "send"; to: string; message: ResolvedCoordinatorMessage }
   | { type: "log"; kind: LogKind; text: string }
   | { type: "committed"; commit: CommittedRound }
   /** The open round was aborted (its leases went back to the queue); the log effect says why in words. */

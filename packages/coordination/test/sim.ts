@@ -1,4 +1,4 @@
-import type { CoordinatorMessage } from "@crowdtrain/protocol";
+import type { ResolvedCoordinatorMessage } from "@crowdtrain/protocol";
 import { Coordinator, type CoordinatorConfig, type CoordinatorEffect, type Member } from "../src/index.ts";
 
 export const CONFIG: CoordinatorConfig = {
@@ -46,10 +46,10 @@ export class Harness {
   }
 
   /** The last message of a type sent to a peer. */
-  lastTo<T extends CoordinatorMessage["type"]>(peer: string, type: T): Extract<CoordinatorMessage, { type: T }> | undefined {
+  lastTo<T extends ResolvedCoordinatorMessage["type"]>(peer: string, type: T): Extract<ResolvedCoordinatorMessage, { type: T }> | undefined {
     for (let k = this.effects.length - 1; k >= 0; k--) {
       const e = this.effects[k];
-      if (e?.type === "send" && e.to === peer && e.message.type === type) return e.message as Extract<CoordinatorMessage, { type: T }>;
+      if (e?.type === "send" && e.to === peer && e.message.type === type) return e.message as Extract<ResolvedCoordinatorMessage, { type: T }>;
     }
     return undefined;
   }

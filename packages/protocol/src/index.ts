@@ -8,3 +8,4 @@ export * from "./admin.ts";
 export * from "./config.ts";
 export * from "./random.ts";
 export * from "./summary.ts";
+export * from "./plan-book.ts";

@@ -1,24 +1,46 @@
-import type { CoordinatorMessage } from "@crowdtrain/protocol";
+import type { CoordinatorMessage, Plan } from "@crowdtrain/protocol";
+
+/** A plan as sent: its text (serialized once for all members) and its number. */
+type EncodedPlan = { json: string; id: number };
 
 /**
- * Coordinator messages as JSON text. A round's plan is the same object in every member's round
- * message and lists every member, so with N members it is serialized once per round instead of N
- * times (measured with `npm run bench:load` at 1,000 workers: stringifying it per member was the
- * server's largest cost after the socket writes). Key order differs from JSON.stringify's; parsers
- * do not care.
+ * Coordinator messages as JSON text, per recipient. A round's plan lists every member, so at N
+ * members it is the bulk of every round message (29 KB per member at 1,000 workers, measured with
+ * `npm run bench:load`): it is serialized once per round, not N times, and a recipient gets it in
+ * full only when it differs from the last plan sent to that recipient; otherwise the message names
+ * it by number (`planId`) and the worker uses the plan it kept (the protocol's OpenRoundSchema).
+ *
+ * Invariants: plan numbers only grow; an unchanged plan (same text) keeps its number from round to
+ * round; a recipient is a connection, so a reconnected worker (a new recipient) gets the next plan in
+ * full. Key order differs from JSON.stringify's; parsers do not care.
  */
 export class MessageEncoder {
-  private readonly plans = new WeakMap<object, string>();
+  /** Each plan object's encoding: the coordinator makes one plan object per round for all members. */
+  private readonly plans = new WeakMap<Plan, EncodedPlan>();
+  /** The plan encoded last: a new plan object with the same text keeps its number. */
+  private latest: EncodedPlan | undefined;
+  private nextId = 0;
+  /** The plan number each recipient last received in full. */
+  private readonly sentTo = new WeakMap<object, number>();
 
-  encode(message: CoordinatorMessage): string {
-    if (message.type !== "round") return JSON.stringify(message);
-    const { plan, ...rest } = message;
-    let planJson = this.plans.get(plan);
-    if (planJson === undefined) {
-      planJson = JSON.stringify(plan);
-      this.plans.set(plan, planJson);
-    }
+  encode(message: CoordinatorMessage, recipient: object): string {
+    if (message.type !== "round" || message.plan === undefined) return JSON.stringify(message);
+    const { plan, planId: _ignored, ...rest } = message;
+    const encoded = this.encodePlan(plan);
     // `rest` always holds `type`, so its text is "{...}" with at least one key after the brace.
-    return `{"plan":${planJson},${JSON.stringify(rest).slice(1)}`;
+    const tail = JSON.stringify(rest).slice(1);
+    if (this.sentTo.get(recipient) === encoded.id) return `{"planId":${encoded.id},${tail}`;
+    this.sentTo.set(recipient, encoded.id);
+    return `{"planId":${encoded.id},"plan":${encoded.json},${tail}`;
+  }
+
+  private encodePlan(plan: Plan): EncodedPlan {
+    const cached = this.plans.get(plan);
+    if (cached !== undefined) return cached;
+    const json = JSON.stringify(plan);
+    const encoded = this.latest?.json === json ? this.latest : { json, id: this.nextId++ };
+    this.plans.set(plan, encoded);
+    this.latest = encoded;
+    return encoded;
   }
 }

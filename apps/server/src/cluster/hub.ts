@@ -260,7 +260,7 @@ export class ClusterHub {
       case "send": {
         const ws = this.sockets.get(effect.to);
         // A peer that vanished between the decision and now: its close event brings the leave.
-        if (ws !== undefined && ws.readyState === ws.OPEN) ws.send(this.encoder.encode(effect.message));
+        if (ws !== undefined && ws.readyState === ws.OPEN) ws.send(this.encoder.encode(effect.message, ws));
         return;
       }
       case "log":

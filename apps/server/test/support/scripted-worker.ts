@@ -2,7 +2,7 @@
 // made-up gradient with the real optimizer, so the server's identities, state checks, commits and
 // uploads are exercised for real. Used by the training, fuzz and load tests.
 import { contributionDigest, createOptimizer, decodeState, encodeState, hashState, type ModelState } from "@crowdtrain/training";
-import { committedOptimizer, parseCoordinatorMessage, PROTOCOL_VERSION, type CoordinatorMessage, type Identity, type Job, type WorkerMessage } from "@crowdtrain/protocol";
+import { committedOptimizer, parseCoordinatorMessage, PlanBook, PROTOCOL_VERSION, type Identity, type Job, type ResolvedCoordinatorMessage, type RoundMessage, type WorkerMessage } from "@crowdtrain/protocol";
 import WebSocket from "ws";
 
 /** Every wait of a scripted worker. */
@@ -17,7 +17,9 @@ export type ScriptedOptions = {
 };
 
 export class ScriptedWorker {
-  readonly inbox: CoordinatorMessage[] = [];
+  readonly inbox: ResolvedCoordinatorMessage[] = [];
+  /** Round messages name an unchanged plan by number: resolved on receipt, like a real worker. */
+  private readonly plans = new PlanBook();
   readonly ws: WebSocket;
   identity: Identity | undefined;
   job: Job | undefined;
@@ -38,7 +40,8 @@ export class ScriptedWorker {
   ) {
     this.ws = new WebSocket(`${url.replace(/^http/, "ws")}/ws`, { headers: options.headers, autoPong: options.autoPong ?? true });
     this.ws.on("message", (data: Buffer) => {
-      const message = parseCoordinatorMessage(data.toString());
+      const parsed = parseCoordinatorMessage(data.toString());
+      const message = parsed.type === "round" ? this.plans.resolve(parsed) : parsed;
       // Like a real worker: the server lacks a committed state we hold, so we send it.
       // (A commit and an upload request arrive together; the test may not have adopted the commit yet.)
       if (message.type === "upload" && (this.state?.round === message.round || this.pending?.state.round === message.round)) {
@@ -93,11 +96,11 @@ export class ScriptedWorker {
     this.ws.send(JSON.stringify(message));
   }
 
-  async next<T extends CoordinatorMessage["type"]>(type: T, waitMs = SCRIPTED_WAIT_MS): Promise<Extract<CoordinatorMessage, { type: T }>> {
+  async next<T extends ResolvedCoordinatorMessage["type"]>(type: T, waitMs = SCRIPTED_WAIT_MS): Promise<Extract<ResolvedCoordinatorMessage, { type: T }>> {
     const deadline = Date.now() + waitMs;
     for (;;) {
       const index = this.inbox.findIndex((m) => m.type === type);
-      if (index >= 0) return this.inbox.splice(index, 1)[0] as Extract<CoordinatorMessage, { type: T }>;
+      if (index >= 0) return this.inbox.splice(index, 1)[0] as Extract<ResolvedCoordinatorMessage, { type: T }>;
       if (this.closed !== undefined) throw new Error(`socket closed (${this.closed.code} ${this.closed.reason}) while waiting for ${type}`);
       if (Date.now() > deadline) throw new Error(`no ${type} within ${waitMs} ms`);
       await new Promise<void>((resolve) => {
@@ -134,7 +137,7 @@ export class ScriptedWorker {
    * member computes the same update), reports the hash, and keeps the result pending. `tamper`
    * changes what is reported.
    */
-  step(round: Extract<CoordinatorMessage, { type: "round" }>, tamper: { samples?: number; hash?: string } = {}, update?: Float32Array): ModelState {
+  step(round: RoundMessage, tamper: { samples?: number; hash?: string } = {}, update?: Float32Array): ModelState {
     const base = this.need();
     const optimizer = createOptimizer(committedOptimizer(this.job!), base.weights.length);
     optimizer.restore(base.optimizer);
@@ -160,7 +163,7 @@ export class ScriptedWorker {
    * Enters the all-reduce of `round` committing to `committed` (its digest goes with the phase
    * message); a later spot check uploads `uploaded`, which an honest worker leaves equal.
    */
-  contribute(round: Extract<CoordinatorMessage, { type: "round" }>, committed: Float32Array, uploaded: Float32Array = committed): void {
+  contribute(round: RoundMessage, committed: Float32Array, uploaded: Float32Array = committed): void {
     this.contributions.set(round.attempt, uploaded);
     this.send({ type: "phase", attempt: round.attempt, phase: "reducing", digest: contributionDigest(committed) });
   }
@@ -185,7 +188,7 @@ export class ScriptedWorker {
   }
 
   /** The round commits: the pending state becomes ours. */
-  adopt(commit: Extract<CoordinatorMessage, { type: "commit" }>): void {
+  adopt(commit: Extract<ResolvedCoordinatorMessage, { type: "commit" }>): void {
     const pending = this.pending;
     if (pending?.attempt !== commit.attempt) throw new Error(`commit of ${commit.attempt}, pending ${pending?.attempt}`);
     if (pending.state.hash !== commit.hash) throw new Error(`committed ${commit.hash}, ours ${pending.state.hash}`);
@@ -194,12 +197,12 @@ export class ScriptedWorker {
   }
 
   /** One whole round as an honest member: compute, report, upload if asked, adopt the commit. */
-  async honestRound(): Promise<Extract<CoordinatorMessage, { type: "commit" }>> {
+  async honestRound(): Promise<Extract<ResolvedCoordinatorMessage, { type: "commit" }>> {
     return this.finishRound(await this.next("round"));
   }
 
   /** The rest of a round already received, as an honest member. */
-  async finishRound(round: Extract<CoordinatorMessage, { type: "round" }>): Promise<Extract<CoordinatorMessage, { type: "commit" }>> {
+  async finishRound(round: RoundMessage): Promise<Extract<ResolvedCoordinatorMessage, { type: "commit" }>> {
     this.step(round);
     if (round.upload) {
       const put = await this.upload(round.round);

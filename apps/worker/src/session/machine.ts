@@ -1,4 +1,4 @@
-import { computeTimeMs, leaseSpeed, parseCoordinatorMessage, roundSamples, PROTOCOL_VERSION, type Backend, type CoordinatorMessage, type Identity, type RoundTimings } from "@crowdtrain/protocol";
+import { computeTimeMs, leaseSpeed, parseCoordinatorMessage, roundSamples, PROTOCOL_VERSION, type Backend, type CoordinatorMessage, type Identity, type RoundTimings, type ResolvedCoordinatorMessage, type RoundWithPlan, PlanBook } from "@crowdtrain/protocol";
 import { ErrorFeedback } from "@crowdtrain/allreduce";
 import { contributionDigest } from "@crowdtrain/training";
 import { COMMITTED_HISTORY, initialStatus, TRACE_LENGTH, type SessionStatus } from "./status.ts";
@@ -8,7 +8,6 @@ import type { Command, Task, TaskResult } from "./tasks.ts";
 /** Contributions kept for a spot check: the latest attempts' (an audit arrives right after its commit). */
 const KEPT_CONTRIBUTIONS = 2;
 
-type RoundMessage = Extract<CoordinatorMessage, { type: "round" }>;
 
 /** What the session hears: the connection, the coordinator, the volunteer, and its own tasks ending. */
 export type SessionInput =
@@ -27,7 +26,7 @@ export type SessionConfig = { backend: Backend; name?: string | undefined; adapt
  * Work queued behind the task in flight: coordinator messages, a discard owed after a drop, and the
  * next round's lease to compute ahead while the commit of `attempt` is awaited.
  */
-type Queued = { message: CoordinatorMessage; generation: number } | { discard: number } | { ahead: { attempt: number; lease: number[] } };
+type Queued = { message: ResolvedCoordinatorMessage; generation: number } | { discard: number } | { ahead: { attempt: number; lease: number[] } };
 
 type Reduced = Extract<TaskResult, { kind: "reduced" }>;
 
@@ -51,7 +50,7 @@ class AbortedAttempts {
 
 /** The round being computed and reduced, from its `round` message to our report (and upload). */
 type Running = {
-  message: RoundMessage;
+  message: RoundWithPlan;
   startedAt: number;
   /** The connection it came on. */
   generation: number;
@@ -99,6 +98,9 @@ export class SessionMachine {
   private lastCommitted: number | undefined;
   /** The next round's lease, computed ahead on the update pending for `base` (used if `base` commits). */
   private computedAhead: { base: number; lease: readonly number[]; report: GradientReport } | undefined;
+
+  /** Plans this connection received, by number: a round whose plan is unchanged names it only. */
+  private readonly plans = new PlanBook();
 
   /** The clock of the input being handled (inputs carry it, so the machine stays pure). */
   private now = 0;
@@ -151,10 +153,10 @@ export class SessionMachine {
   }
 
   private onMessage(data: unknown, out: Command[]): void {
-    let message: CoordinatorMessage;
+    let message: ResolvedCoordinatorMessage;
     try {
       if (typeof data !== "string") throw new Error("binary message from the coordinator");
-      message = parseCoordinatorMessage(data);
+      message = this.withPlan(parseCoordinatorMessage(data));
     } catch (error) {
       this.fail(String(error), out);
       return;
@@ -168,8 +170,14 @@ export class SessionMachine {
     this.inbox.push({ message, generation: this.generation });
   }
 
+  /** A coordinator message with its round's plan resolved (a plan comes in full only when it changed). */
+  private withPlan(message: CoordinatorMessage): ResolvedCoordinatorMessage {
+    return message.type === "round" ? this.plans.resolve(message) : message;
+  }
+
   private onDown(reason: string, retryInMs: number, out: Command[]): void {
     const dropped = this.generation++;
+    this.plans.forget();
     // Whatever was in flight is void: the coordinator aborted it when this connection dropped.
     for (const attempt of [this.running?.message.attempt, this.pending?.attempt]) {
       if (attempt === undefined) continue;
@@ -200,7 +208,7 @@ export class SessionMachine {
     }
   }
 
-  private dispatch(message: CoordinatorMessage, now: number, out: Command[]): void {
+  private dispatch(message: ResolvedCoordinatorMessage, now: number, out: Command[]): void {
     switch (message.type) {
       case "welcome":
         // A new coordinator session: its attempt ids may repeat an older one's (a restarted server
