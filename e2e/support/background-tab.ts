@@ -119,7 +119,8 @@ export async function timerWakeupsPerSecond(page: Page, windowMs: number): Promi
 }
 
 /** What `watchBackground` saw at each slice: the page's visibility and the rounds it had committed. */
-export type BackgroundSample = { visibility: string; roundsDone: number; phase?: string; task?: string };
+/** `trace`: the session's latest entries ("<ms> what"), with `now` on the same clock, when the tab made no progress. */
+export type BackgroundSample = { visibility: string; roundsDone: number; phase?: string; task?: string; now?: number; trace?: string[] };
 
 /**
  * Samples `page` every `sliceMs` (its visibility, and `window.crowdtrainWorker`'s committed rounds, phase and task in flight)
@@ -135,10 +136,14 @@ export function watchBackground(page: Page, sliceMs: number): { count(): number;
         const status = window.crowdtrainWorker?.status();
         // The phase and the task in flight say what a tab that commits nothing is stuck on.
         const task = status?.task === undefined ? undefined : `${status.task.kind} for ${Math.round(performance.now() - status.task.since)} ms`;
-        return { visibility: document.visibilityState as string, roundsDone: status?.roundsDone ?? 0, phase: status?.phase, task };
+        return { visibility: document.visibilityState as string, roundsDone: status?.roundsDone ?? 0, phase: status?.phase, task, now: Math.round(performance.now()), trace: status?.trace };
       })
       .then(
-      (sample) => samples.push(sample),
+      (sample) => {
+        // What a tab that committed nothing since the last look heard and did is the one trace worth keeping.
+        const stalled = samples.length > 0 && samples.at(-1)?.roundsDone === sample.roundsDone;
+        samples.push(stalled ? sample : { ...sample, trace: undefined });
+      },
       (error: unknown) => samples.push({ visibility: `unreadable: ${String(error)}`, roundsDone: -1 }),
     );
   };

@@ -1,8 +1,9 @@
-import { leaseSpeed, MAX_ATTEMPT, type CoordinatorMessage } from "@crowdtrain/protocol";
+import { leaseSpeed, MAX_ATTEMPT, type ResolvedCoordinatorMessage } from "@crowdtrain/protocol";
 import { Accusations } from "./accusations.ts";
 import { LeasesAhead } from "./ahead.ts";
 import { Audits, type PendingAudit } from "./audits.ts";
 import { StateCustody } from "./custody.ts";
+import { UploaderChoice } from "./uploaders.ts";
 import { Lineage, type RollbackTarget } from "./lineage.ts";
 import { mulberry32 } from "./permutation.ts";
 import { splitBatch } from "./leases.ts";
@@ -97,6 +98,8 @@ export class Coordinator {
   private readonly ahead = new LeasesAhead();
   /** The committed state the server still lacks, whom it asked for it, and the finished job's stop. */
   private readonly custody = new StateCustody();
+  /** Picks each round's uploader by how soon its last upload landed (uploaders.ts). */
+  private readonly uploaders = new UploaderChoice();
 
   constructor(
     readonly config: CoordinatorConfig,
@@ -215,6 +218,7 @@ export class Coordinator {
     });
     if (!round.reducingAt.has(event.peerId)) round.reducingAt.set(event.peerId, now);
     round.reportedAt.set(event.peerId, now);
+    this.uploaders.reported(round.round, event.peerId, now);
     this.tryCommit(round, now, effects);
   }
 
@@ -295,6 +299,7 @@ export class Coordinator {
     this.lineage.push({ round: round.round, hash, epoch: round.epoch, members: round.members, samples: round.plan.members.flatMap((p) => round.leases.get(p) ?? []) });
     // The uploader sent its pending state already; if it is a dissenter (or it never arrives), ask another.
     this.custody.want(round.round, hash, round.uploader, now);
+    this.uploaders.committed(round.round);
     if (dissenters.includes(round.uploader)) this.askNextUploader(now, effects);
     if (this.maxRounds !== undefined && this.committedRound >= this.maxRounds) this.finish(`reached ${this.maxRounds} rounds`, now, effects);
     // Drawn after the commit, so a member cannot know while it computes whether it will be checked.
@@ -399,6 +404,7 @@ export class Coordinator {
 
   private onLeave(peerId: string, reason: string, now: number, effects: CoordinatorEffect[]): void {
     const member = this.membership.remove(peerId);
+    this.uploaders.forget(peerId);
     if (member === undefined) return;
     effects.push({ type: "log", kind: "left", text: `${peerId} left: ${reason}` });
     effects.push({ type: "departed", member, reason });
@@ -424,10 +430,12 @@ export class Coordinator {
         return;
       }
       round.verifiedHash = event.hash;
+      this.uploaders.landed(round.round, event.peerId, now);
       this.tryCommit(round, now, effects);
       return;
     }
     const wanted = this.custody.lacking;
+    if (event.problem === undefined) this.uploaders.landed(event.round, event.peerId, now);
     if (event.problem === undefined || wanted === undefined || wanted.round !== event.round) return;
     if (event.hash === wanted.hash) {
       // The committed bits themselves fail the check (every member agreed on them): the job diverged.
@@ -498,6 +506,7 @@ export class Coordinator {
   /** Removes the member for good: it is told why, its connection closed, its address banned. */
   private evict(peerId: string, reason: string, now: number, effects: CoordinatorEffect[]): void {
     const member = this.membership.remove(peerId);
+    this.uploaders.forget(peerId);
     if (member === undefined) return;
     this.send(peerId, { type: "stop", reason }, effects);
     effects.push({ type: "log", kind: "evicted", text: `${peerId} ${reason}` });
@@ -572,7 +581,7 @@ export class Coordinator {
       leases.set(peer, [...lease]);
       startedAt.set(peer, ahead?.since.get(peer) ?? now);
     }
-    const uploader = order[0] as string;
+    const uploader = this.uploaders.choose(this.committedRound + 1, order);
     const aggregation = this.config.aggregation ?? "mean";
     const round: OpenRound = {
       attempt: this.nextAttempt++,
@@ -656,7 +665,7 @@ export class Coordinator {
     this.send(member.peerId, { type: "sync", round: this.committedRound }, effects);
   }
 
-  private send(to: string, message: CoordinatorMessage, effects: CoordinatorEffect[]): void {
+  private send(to: string, message: ResolvedCoordinatorMessage, effects: CoordinatorEffect[]): void {
     effects.push({ type: "send", to, message });
   }
 

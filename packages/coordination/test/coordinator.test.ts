@@ -192,6 +192,29 @@ describe("coordinator rounds", () => {
     expect(h.lastTo("c", "stop")!.reason).toMatch(/1 rounds/);
   });
 
+  it("the state upload moves off a member whose upload never lands to one whose upload does", () => {
+    const h = Harness.create({ minWorkers: 3, maxRounds: 10 });
+    ["a", "b", "c"].forEach((p) => h.join(p));
+    const uploaderOf = (): string => h.coordinator.state.current!.uploader;
+    const rounds: string[] = [];
+    for (let r = 1; r <= 5; r++) {
+      const round = h.coordinator.state.current!;
+      rounds.push(round.uploader);
+      // The uploader reports first and uploads its pending state at once: "a" never does; the
+      // uploads of "b" and "c" land 5 ms and 50 ms after their reports, before the others report.
+      h.report(round.uploader, HASH(r));
+      if (round.uploader !== "a") {
+        h.now += round.uploader === "b" ? 5 : 50;
+        h.verify(round.uploader, HASH(r));
+      }
+      for (const peer of round.members) if (peer !== round.uploader) h.report(peer, HASH(r));
+      expect(h.coordinator.state.committedRound).toBe(r);
+    }
+    // Each member is tried once ("a" is passed over while its upload is still due, then ranks last), then the fastest keeps it.
+    expect(rounds).toEqual(["a", "b", "c", "b", "b"]);
+    expect(uploaderOf()).toBe("b");
+  });
+
   it("a resumed snapshot keeps the operator's target", () => {
     const h = Harness.create({ maxRounds: 5 });
     h.join("a");
