@@ -32,8 +32,6 @@ export default defineConfig({
   },
   projects: [
     { name: "e2e", testDir: "tests", testMatch: /.*\.spec\.ts$/ },
-    // A tab in the background for minutes, on its own Chromium (npm run test:background): not in `test`.
-    { name: "background", testDir: "background", testMatch: /.*\.spec\.ts$/ },
     // Benchmarks are excluded from `test`; run-e2e.mjs `bench <name>` selects this project.
     { name: "bench", testDir: "bench", testMatch: /.*\.bench\.ts$/, timeout: BENCH_TIMEOUT_MS },
   ],

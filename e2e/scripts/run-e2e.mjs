@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 // Entry point of every e2e run: resolves the browser, isolates the network, then runs Playwright.
 //   node e2e/scripts/run-e2e.mjs test [playwright args...]
-//   node e2e/scripts/run-e2e.mjs background [playwright args...]   (e2e/background/*.spec.ts, not in `test`)
 //   node e2e/scripts/run-e2e.mjs bench <name> [playwright args...]   (runs e2e/bench/<name>.bench.ts)
 //   CROWDTRAIN_LINK=thin node e2e/scripts/run-e2e.mjs test   (caps every link of the run: lan, thin, bad)
 import { spawn, spawnSync } from "node:child_process";
@@ -28,7 +27,7 @@ const NETNS_SETUP = [
 ];
 /** Link profile for the whole run (lan, thin, bad: see e2e/support/link-profiles.mjs); needs the namespace. */
 const LINK_ENV = "CROWDTRAIN_LINK";
-const USAGE = "usage: run-e2e.mjs test [playwright args...] | background [playwright args...] | bench <name> [playwright args...]";
+const USAGE = "usage: run-e2e.mjs test [playwright args...] | bench <name> [playwright args...]";
 
 function fail(message, code = 1) {
   console.error(`run-e2e: ${message}`);
@@ -67,7 +66,6 @@ async function resolveChromium() {
 function playwrightArgs(argv) {
   const [mode, ...rest] = argv;
   if (mode === "test") return ["test", "-c", CONFIG, "--project=e2e", ...rest];
-  if (mode === "background") return ["test", "-c", CONFIG, "--project=background", ...rest];
   if (mode === "bench") {
     const [name, ...extra] = rest;
     if (!name || name.startsWith("-")) fail(`bench needs a name\n${USAGE}`, 2);

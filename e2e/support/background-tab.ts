@@ -7,7 +7,7 @@
 // "visible" and a 100 ms interval keeps ticking 10 times a second). So the test starts a Chromium of
 // its own and attaches over CDP with `noDefaults`, which leaves the default context's pages alone;
 // opening a tab in front of one then hides it, and it is throttled like any background tab.
-// background/robust-background.spec.ts trains with one honest tab in the background this way.
+// tests/robust.spec.ts trains with one honest tab in the background this way.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
