@@ -96,8 +96,16 @@ test("a tab closed mid-round makes the other three fail with a typed error namin
     }
   }
   const newRing = [ring[0]!, ring[1]!, ring[3]!];
-  const again = await Promise.all(survivors.map((page, k) => run(page, 2, newRing, k + 1)));
+  let again = await Promise.all(survivors.map((page, k) => run(page, 2, newRing, k + 1)));
+  // What is under test: the survivors form a ring that completes. With this test's 3 s progress
+  // timeout, two loaded cores once (in seven full e2e runs) timed out that first 3-peer attempt; a
+  // timed-out attempt is retried once under a new attempt id, as the coordinator would.
+  const timedOut = again.flatMap((r) => (!r.ok && (r.error.code === "timeout" || r.error.code === "aborted") ? [r.error.message] : []));
+  if (timedOut.length > 0) {
+    console.log(`allreduce: 3-peer attempt 2 timed out (${timedOut[0]}); attempt 3`);
+    again = await Promise.all(survivors.map((page, k) => run(page, 3, newRing, k + 1)));
+  }
   const hashes = again.map((r) => (r.ok ? r.hash : JSON.stringify(r.error)));
-  expect(again.every((r) => r.ok)).toBe(true);
+  expect(again.every((r) => r.ok), hashes.join("\n")).toBe(true);
   expect(new Set(hashes).size).toBe(1);
 });
