@@ -91,7 +91,7 @@ function joinWorker(url: string): Promise<Worker> {
         return done(worker);
       }
       // Resolved like a real worker does: a plan named by a number this socket never got fails the run.
-      const message = parsed.type === "round" ? worker.plans.resolve(parsed) : parsed;
+      const message = worker.plans.resolve(parsed);
       if (message.type === "round") {
         worker.roundBytes = data.byteLength;
         if (worker.firstRoundBytes === 0) worker.firstRoundBytes = data.byteLength;

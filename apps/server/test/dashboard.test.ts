@@ -4,7 +4,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import express from "express";
-import { parseJob, parseStatus, PROTOCOL_VERSION, type PeerStatus, type Status } from "@crowdtrain/protocol";
+import { parseJob, parseStatus, peerTotals, PROTOCOL_VERSION, type PeerStatus, type Status } from "@crowdtrain/protocol";
 import { buildMnistDataset } from "@crowdtrain/training/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
@@ -12,7 +12,7 @@ import { StatusStream } from "../src/dashboard/events.ts";
 import { ringLinks } from "../src/dashboard/links.ts";
 import { GONE_KEEP_MAX, GONE_KEEP_MS, PeerRoster } from "../src/dashboard/roster.ts";
 import { startServer, type ServerHandle } from "../src/server.ts";
-import { peerRowsShown, peerTotals, STATUS_PEER_ROWS } from "../src/training/status.ts";
+import { peerRowsShown, STATUS_PEER_ROWS } from "../src/training/status.ts";
 import { runFixture } from "./fixtures/run-fixture.ts";
 
 /** Every wait on a server in this file. */

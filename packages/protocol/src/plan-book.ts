@@ -14,8 +14,14 @@ export type RoundWithPlan = RoundMessage & { plan: Plan };
 export class PlanBook {
   private known: { id: number; plan: Plan } | undefined;
 
-  /** The message with its plan; throws MessageError if it names a plan this connection never received. */
-  resolve(message: RoundMessage): RoundWithPlan {
+  /**
+   * The message with its plan (any other message as it is); throws MessageError if it names a plan
+   * this connection never received.
+   */
+  resolve(message: RoundMessage): RoundWithPlan;
+  resolve(message: CoordinatorMessage): ResolvedCoordinatorMessage;
+  resolve(message: CoordinatorMessage): ResolvedCoordinatorMessage {
+    if (message.type !== "round") return message;
     const { plan, planId } = message;
     if (plan !== undefined) {
       if (planId !== undefined) this.known = { id: planId, plan };

@@ -146,6 +146,20 @@ export const StatusSchema = v.object({
 });
 export type Status = v.InferOutput<typeof StatusSchema>;
 
+/**
+ * Live, training and departed peers among `rows`: what a status's `peerTotals` holds (the server
+ * counts every peer; a dashboard facing a server without the field counts the rows it got).
+ */
+export function peerTotals(rows: readonly Pick<PeerStatus, "state">[]): NonNullable<Status["peerTotals"]> {
+  const totals = { live: 0, training: 0, gone: 0 };
+  for (const row of rows) {
+    if (row.state === "gone") totals.gone++;
+    else totals.live++;
+    if (row.state === "training" || row.state === "reducing") totals.training++;
+  }
+  return totals;
+}
+
 /** Parses an untrusted, JSON-decoded status; throws MessageError with every problem summarised. */
 export function parseStatus(input: unknown): Status {
   const result = v.safeParse(StatusSchema, input);

@@ -1,5 +1,5 @@
 import type { ReactNode } from "react";
-import { roundSamples, type Status } from "@crowdtrain/protocol";
+import { peerTotals, roundSamples, type Status } from "@crowdtrain/protocol";
 import type { FeedState } from "../feed.ts";
 import { estimateEta, msPerRound } from "../logic/eta.ts";
 import { describeAlgorithm, describeModel, describeOptimizer, formatClock, formatCount, formatDuration, formatLoss, formatPercent } from "../logic/format.ts";
@@ -66,13 +66,8 @@ export function Dashboard({ feed, origin, controls }: DashboardProps) {
 }
 
 function Body({ status, origin, controls }: { status: Status; origin: string; controls: ReactNode }) {
-  const live = status.peers.filter((p) => p.state !== "gone");
   // A large swarm's status carries only some rows; its totals count every peer.
-  const totals = status.peerTotals ?? {
-    live: live.length,
-    training: live.filter((p) => p.state === "training" || p.state === "reducing").length,
-    gone: status.peers.length - live.length,
-  };
+  const totals = status.peerTotals ?? peerTotals(status.peers);
   const allRows = totals.live + totals.gone;
   const ring = status.ring.length > 0 ? status.ring : (status.lastRing?.ring ?? []);
   const ringRound = status.openRound?.round ?? status.lastRing?.round;
@@ -82,7 +77,7 @@ function Body({ status, origin, controls }: { status: Status; origin: string; co
   const lastEval = status.accuracy.at(-1);
   return (
     <main className="grid">
-      {live.length === 0 && (
+      {totals.live === 0 && (
         <section className="card span-12 join-hint" data-testid="join-hint">
           <h2>No worker yet</h2>
           <p>

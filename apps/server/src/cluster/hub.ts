@@ -96,8 +96,6 @@ export class ClusterHub {
   private readonly lastPong = new Map<WebSocket, number>();
   /** Serializes a round's plan once for all its members. */
   private readonly encoder = new MessageEncoder();
-  /** Sockets written to while a dispatch's effects are carried out: corked until the last effect. */
-  private corked: Set<WebSocket> | undefined;
   /** close() was called: the coordinator's state is final, nothing more is dispatched. */
   private closing = false;
   private readonly hellos: RateLimiter;
@@ -169,11 +167,9 @@ export class ClusterHub {
     // A commit and the next round's message to the same member leave in one write, not two: at
     // 1,000 members the socket writes were the largest share of the server's CPU per round.
     const corked = new Set<WebSocket>();
-    this.corked = corked;
     try {
-      for (const effect of effects) this.carryOut(effect);
+      for (const effect of effects) this.carryOut(effect, corked);
     } finally {
-      this.corked = undefined;
       for (const ws of corked) tcpOf(ws)?.uncork();
     }
     if (event.type !== "tick" || effects.length > 0) this.options.onChanged?.();
@@ -266,15 +262,16 @@ export class ClusterHub {
     }
   }
 
-  private carryOut(effect: CoordinatorEffect): void {
+  /** Carries out one effect; a socket written to is corked and added to `corked` (uncorked by the caller). */
+  private carryOut(effect: CoordinatorEffect, corked: Set<WebSocket>): void {
     switch (effect.type) {
       case "send": {
         const ws = this.sockets.get(effect.to);
         // A peer that vanished between the decision and now: its close event brings the leave.
         if (ws === undefined || ws.readyState !== ws.OPEN) return;
-        if (this.corked !== undefined && !this.corked.has(ws)) {
+        if (!corked.has(ws)) {
           tcpOf(ws)?.cork();
-          this.corked.add(ws);
+          corked.add(ws);
         }
         ws.send(this.encoder.encode(effect.message, ws));
         return;

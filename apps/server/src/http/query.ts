@@ -14,13 +14,7 @@ const MAX_ECHOED_CHARS = 40;
 
 /** undefined (no `round`: the latest state), a round number, or throws HttpError 400. */
 export function parseRoundQuery(value: unknown): number | undefined {
-  if (value === undefined) return undefined;
-  // At most 10 digits before Number(): a long digit string must not round to a float.
-  if (typeof value === "string" && /^[0-9]{1,10}$/.test(value)) {
-    const round = Number(value);
-    if (round <= MAX_ROUND) return round;
-  }
-  throw new HttpError(400, `round must be decimal digits from 0 to ${MAX_ROUND}, got ${describe(value)}`);
+  return value === undefined ? undefined : parseCountQuery("round", value, MAX_ROUND, 0);
 }
 
 /**
@@ -29,6 +23,7 @@ export function parseRoundQuery(value: unknown): number | undefined {
  */
 export function parseCountQuery(name: string, value: unknown, max: number, fallback: number): number {
   if (value === undefined) return fallback;
+  // At most 10 digits before Number(): a long digit string must not round to a float.
   if (typeof value === "string" && /^[0-9]{1,10}$/.test(value)) {
     const count = Number(value);
     if (count <= max) return count;

@@ -1,5 +1,5 @@
 import type { CommittedRound, Coordinator, Member } from "@crowdtrain/coordination";
-import { planMembers, roundSamples, type Job, type PeerStatus, type Status } from "@crowdtrain/protocol";
+import { peerTotals, planMembers, roundSamples, type Job, type PeerStatus, type Status } from "@crowdtrain/protocol";
 import type { EventLog } from "../cluster/event-log.ts";
 import type { Ban } from "../identity/bans.ts";
 import { ringLinks } from "../dashboard/links.ts";
@@ -105,17 +105,6 @@ function lastRing(commit: CommittedRound): NonNullable<Status["lastRing"]> {
   if (ring.length <= STATUS_RING_MEMBERS) return { round: commit.round, ring: [...ring], links };
   const slowest = links.sort((a, b) => (a.bytesPerSecond ?? Infinity) - (b.bytesPerSecond ?? Infinity)).slice(0, STATUS_RING_MEMBERS);
   return { round: commit.round, ring: ring.slice(0, STATUS_RING_MEMBERS), ringSize: ring.length, links: slowest };
-}
-
-/** Live, training and departed peers: the counts a dashboard shows even when it shows only some rows. */
-export function peerTotals(rows: readonly PeerStatus[]): NonNullable<Status["peerTotals"]> {
-  const totals = { live: 0, training: 0, gone: 0 };
-  for (const row of rows) {
-    if (row.state === "gone") totals.gone++;
-    else totals.live++;
-    if (row.state === "training" || row.state === "reducing") totals.training++;
-  }
-  return totals;
 }
 
 /**

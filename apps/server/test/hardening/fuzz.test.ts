@@ -315,7 +315,7 @@ type HttpInput = { method: string; path: string; headers: Record<string, string>
 function randomQuery(): string {
   const parts: string[] = [];
   for (let k = 1 + fuzz.int(3); k > 0; k--) {
-    const key = fuzz.pick(["round", "round", "round[]", "round[a]", "Round", "r", "", "%", "round%5B%5D", enc(fuzz.string(6))]);
+    const key = fuzz.pick(["round", "round", "round[]", "round[a]", "Round", "r", "", "%", "round%5B%5D", "offset", "limit", "limit[]", "peer", enc(fuzz.string(6))]);
     const value = fuzz.pick(["", "0", "00", "0x0", "-1", "1e3", " 0", "%200", "99999999999", "4294967296", "NaN", "%ff", "%", "€", fuzz.string(12), String(fuzz.int(3))]);
     parts.push(fuzz.chance(0.1) ? key : `${key}=${value.includes("%") ? value : enc(value)}`);
   }
@@ -404,7 +404,7 @@ function httpInput(target: string, identity: LabIdentity, k: number): HttpInput 
     case "events":
       return { method: k < METHODS.length || fuzz.chance(0.3) ? method : "GET", path: `/api/events${fuzz.chance(0.5) ? `?${randomQuery()}` : ""}`, headers: fuzz.chance(0.3) ? { "last-event-id": fuzz.string(20).replace(/[^\x20-\x7e]/g, "") } : {}, note: "/api/events" };
     case "endpoints": {
-      const path = fuzz.pick(["/api/config", "/api/model/model.json", "/api/model/weights.bin", "/api/health", "/api/status", "/api/lab/identity", "/", "/dashboard", "/data/mnist/manifest.json", "/peerjs", "/peerjs/", `/peerjs/${identity.peerKey}/id`, "/peerjs/peerjs/peers"]);
+      const path = fuzz.pick(["/api/config", "/api/model/model.json", "/api/model/weights.bin", "/api/health", "/api/status", "/api/peers", "/api/summary", "/api/lab/identity", "/", "/dashboard", "/data/mnist/manifest.json", "/peerjs", "/peerjs/", `/peerjs/${identity.peerKey}/id`, "/peerjs/peerjs/peers"]);
       const m = k < METHODS.length || fuzz.chance(0.4) ? method : "GET";
       return { method: m, path: `${path}${fuzz.chance(0.4) ? `?${randomQuery()}` : ""}`, headers: fuzz.chance(0.4) ? randomHeaders(identity) : {}, body: withBody(m) && fuzz.chance(0.5) ? randomBody() : undefined, note: "a known endpoint" };
     }

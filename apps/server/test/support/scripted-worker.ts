@@ -40,8 +40,7 @@ export class ScriptedWorker {
   ) {
     this.ws = new WebSocket(`${url.replace(/^http/, "ws")}/ws`, { headers: options.headers, autoPong: options.autoPong ?? true });
     this.ws.on("message", (data: Buffer) => {
-      const parsed = parseCoordinatorMessage(data.toString());
-      const message = parsed.type === "round" ? this.plans.resolve(parsed) : parsed;
+      const message = this.plans.resolve(parseCoordinatorMessage(data.toString()));
       // Like a real worker: the server lacks a committed state we hold, so we send it.
       // (A commit and an upload request arrive together; the test may not have adopted the commit yet.)
       if (message.type === "upload" && (this.state?.round === message.round || this.pending?.state.round === message.round)) {

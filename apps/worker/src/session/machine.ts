@@ -1,4 +1,4 @@
-import { computeTimeMs, leaseSpeed, parseCoordinatorMessage, roundSamples, PROTOCOL_VERSION, type Backend, type CoordinatorMessage, type Identity, type RoundTimings, type ResolvedCoordinatorMessage, type RoundWithPlan, PlanBook } from "@crowdtrain/protocol";
+import { computeTimeMs, leaseSpeed, parseCoordinatorMessage, roundSamples, PROTOCOL_VERSION, type Backend, type Identity, type RoundTimings, type ResolvedCoordinatorMessage, type RoundWithPlan, PlanBook } from "@crowdtrain/protocol";
 import { ErrorFeedback } from "@crowdtrain/allreduce";
 import { contributionDigest } from "@crowdtrain/training";
 import { COMMITTED_HISTORY, initialStatus, TRACE_LENGTH, type SessionStatus } from "./status.ts";
@@ -7,7 +7,6 @@ import type { Command, Task, TaskResult } from "./tasks.ts";
 
 /** Contributions kept for a spot check: the latest attempts' (an audit arrives right after its commit). */
 const KEPT_CONTRIBUTIONS = 2;
-
 
 /** What the session hears: the connection, the coordinator, the volunteer, and its own tasks ending. */
 export type SessionInput =
@@ -156,7 +155,8 @@ export class SessionMachine {
     let message: ResolvedCoordinatorMessage;
     try {
       if (typeof data !== "string") throw new Error("binary message from the coordinator");
-      message = this.withPlan(parseCoordinatorMessage(data));
+      // A round's plan comes in full only when it changed; the book holds the last one.
+      message = this.plans.resolve(parseCoordinatorMessage(data));
     } catch (error) {
       this.fail(String(error), out);
       return;
@@ -168,11 +168,6 @@ export class SessionMachine {
       out.push({ type: "abort-reduce", attempt: message.attempt, reason: `coordinator aborted attempt ${message.attempt}: ${message.reason}` });
     }
     this.inbox.push({ message, generation: this.generation });
-  }
-
-  /** A coordinator message with its round's plan resolved (a plan comes in full only when it changed). */
-  private withPlan(message: CoordinatorMessage): ResolvedCoordinatorMessage {
-    return message.type === "round" ? this.plans.resolve(message) : message;
   }
 
   private onDown(reason: string, retryInMs: number, out: Command[]): void {
