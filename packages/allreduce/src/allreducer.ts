@@ -4,7 +4,8 @@ import { AllReduceError } from "./errors.ts";
 import { resolveOptions, type AllReduceOptions } from "./options.ts";
 import { MAX_SAMPLES } from "./reduce.ts";
 import { createRoundHost, type AllReducerCounters } from "./host.ts";
-import { RoundRun, type RoundArgs, type RoundResult } from "./round.ts";
+import { flatRingSpec, RoundRun, type RoundArgs, type RoundResult } from "./round.ts";
+import { TorusRun, type TorusRoundArgs } from "./torus.ts";
 import type { PeerId, Transport } from "./transport.ts";
 
 export type { AllReducerCounters };
@@ -12,6 +13,8 @@ export type { AllReducerCounters };
 export interface AllReducer {
   /** Runs one round. Rejects with AllReduceError; never resolves with a partial result. */
   allReduce(args: RoundArgs): Promise<RoundResult>;
+  /** Runs one round as a 2D torus (torus.ts): the same result contract as `allReduce`. */
+  allReduceTorus(args: TorusRoundArgs): Promise<RoundResult>;
   counters(): AllReducerCounters;
   /**
    * Fails the running round (if it is `round`) with code "aborted", without telling peers: used when
@@ -29,7 +32,10 @@ export type AllReducerDeps = {
   options?: Partial<AllReduceOptions>;
 };
 
-/** The ring all-reducer: round isolation from the shared host (host.ts), each round a RoundRun. */
+/**
+ * The ring all-reducer: round isolation from the shared host (host.ts), each round a RoundRun, or a
+ * TorusRun of three rings. Both speak ring frames, so one reducer on one transport runs either.
+ */
 export function createAllReducer(deps: AllReducerDeps): AllReducer {
   const { transport } = deps;
   const clock = deps.clock ?? systemClock();
@@ -41,7 +47,15 @@ export function createAllReducer(deps: AllReducerDeps): AllReducer {
       validateRing(args.ring, transport.self);
       if (args.frameBytes !== undefined) resolveOptions({ ...options, frameBytes: args.frameBytes });
       if (args.topkFraction !== undefined && !(args.topkFraction > 0 && args.topkFraction <= 1)) throw new RangeError(`topkFraction must be in (0, 1], got ${args.topkFraction}`);
-      return host.run(new RoundRun(args, transport, clock, options), checkInput(args));
+      const spec = flatRingSpec(args, args.frameBytes ?? options.frameBytes, transport.self);
+      return host.run(new RoundRun(spec, transport, clock, options), checkInput(args));
+    },
+    async allReduceTorus(args) {
+      host.checkCanStart(args.attempt);
+      validateGrid(args.rows, transport.self);
+      if (args.frameBytes !== undefined) resolveOptions({ ...options, frameBytes: args.frameBytes });
+      if ((args.codec as string | undefined) === "topk") throw new RangeError("a torus sums along its rings; topk does not (use a flat ring)");
+      return host.run(new TorusRun(args, transport, clock, options), checkInput(args));
     },
     counters: () => host.counters(),
     abortRound: (attempt, reason) => host.abortRound(attempt, reason),
@@ -55,7 +69,15 @@ function validateRing(ring: readonly PeerId[], self: PeerId): void {
   if (!ring.includes(self)) throw new RangeError(`ring ${ring.join(",")} does not contain this peer ${self}`);
 }
 
-function checkInput(args: RoundArgs): string | undefined {
+function validateGrid(rows: readonly (readonly PeerId[])[], self: PeerId): void {
+  const width = rows[0]?.length ?? 0;
+  if (width === 0) throw new RangeError("torus has no rows, or an empty first row");
+  const ragged = rows.findIndex((row) => row.length !== width);
+  if (ragged >= 0) throw new RangeError(`torus row ${ragged} has ${rows[ragged]?.length} members, row 0 has ${width}: every row must be as long`);
+  validateRing(rows.flat(), self);
+}
+
+function checkInput(args: Pick<RoundArgs, "samples" | "gradient">): string | undefined {
   if (!Number.isInteger(args.samples) || args.samples < 0 || args.samples > MAX_SAMPLES) {
     return `samples must be an integer in [0, ${MAX_SAMPLES}], got ${args.samples}`;
   }

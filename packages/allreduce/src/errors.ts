@@ -21,9 +21,10 @@ export class AllReduceError extends Error {
     readonly code: AllReduceErrorCode,
     readonly attempt: number,
     readonly suspect: PeerId | undefined,
-    message: string,
+    /** What happened, without the attempt and code prefix of `message`. */
+    readonly detail: string,
   ) {
-    super(`all-reduce attempt ${attempt} failed (${code}${suspect === undefined ? "" : `, suspect ${suspect}`}): ${message}`);
+    super(`all-reduce attempt ${attempt} failed (${code}${suspect === undefined ? "" : `, suspect ${suspect}`}): ${detail}`);
   }
 
   /** Plain data, for crossing a page/worker boundary or a log line. */

@@ -4,6 +4,7 @@ export { DEFAULT_OPTIONS, MAX_FRAME_PAYLOAD_BYTES, resolveOptions, type AllReduc
 export { chunkCount, chunkOffsets, partition, type Span } from "./partition.ts";
 export { receiveSegment, sendSegment, stepsPerPhase, type Phase } from "./schedule.ts";
 export type { RoundArgs, RoundResult, RoundStats } from "./round.ts";
+export type { TorusRoundArgs } from "./torus.ts";
 export { MAX_SAMPLES } from "./reduce.ts";
 export * from "./codecs/index.ts";
 export { systemClock, type Clock, type TimerHandle } from "./clock.ts";

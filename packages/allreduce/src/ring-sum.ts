@@ -7,8 +7,8 @@ import type { PartialSums, RingWork, WorkResult } from "./ring-work.ts";
 type Chunk = { start: number; length: number; withTail: boolean };
 
 /**
- * The summing ring's data (dense, fp16, int8): the contribution [samples·g, samples] is cut into N
- * segments of `chunkUnit`-element chunks. Reduce-scatter: a received running sum is decoded, this
+ * The summing ring's data (dense, fp16, int8): a vector (a member's contribution [samples·g, samples],
+ * or, in a torus, a partial sum of it) is cut into N segments of `chunkUnit`-element chunks. Reduce-scatter: a received running sum is decoded, this
  * member's contribution added in float32 (addInto), and re-encoded when sent on. The owner of a
  * segment encodes each final chunk once and adopts decode(encode(final)) itself; the all-gather then
  * carries those bytes unchanged (RoundRun forwards them), so every member decodes the same bytes.
@@ -22,16 +22,25 @@ export class SumWork implements RingWork {
   private readonly sums: Float32Array;
   private readonly spans: Span[];
 
+  /** A member's contribution [samples·g, samples]: its last element is the sample count (the tail). */
+  static contribution(gradient: Float32Array, samples: number, n: number, codec: ChunkCodec, frameBytes: number): SumWork {
+    return new SumWork(weightedContribution(gradient, samples), n, codec, frameBytes, true);
+  }
+
+  /**
+   * @param vector taken over (summed into in place): this member's values.
+   * @param hasTail whether the vector's last element is the sample count, which travels exact.
+   */
   constructor(
-    gradient: Float32Array,
-    samples: number,
+    vector: Float32Array,
     n: number,
     private readonly codec: ChunkCodec,
     frameBytes: number,
+    private readonly hasTail: boolean,
   ) {
     this.chunkUnit = ringChunkElements(codec, frameBytes);
     if (this.chunkUnit === 0) throw new RangeError(`frameBytes=${frameBytes} cannot hold one ${codec.name} element with the sample count`);
-    this.acc = weightedContribution(gradient, samples);
+    this.acc = vector;
     this.spans = partition(this.acc.length, n);
     this.sums = new Float32Array(this.acc.length);
     this.partials = {
@@ -64,7 +73,19 @@ export class SumWork implements RingWork {
     return undefined;
   }
 
+  /** After a reduce-scatter alone: the segment's sums as this member accumulated them (a view). */
+  accumulated(segment: number): Float32Array {
+    const { start, length } = this.span(segment);
+    return this.acc.subarray(start, start + length);
+  }
+
+  /** After an all-gather: the final sums of the whole vector, as every member decoded them (a view). */
+  finalSums(): Float32Array {
+    return this.sums;
+  }
+
   result(): WorkResult | { noSamples: true } {
+    if (!this.hasTail) throw new Error("a vector without the sample count has no mean");
     const totalSamples = this.sums[this.sums.length - 1] as number;
     // Every member sees the same zero total, so all fail alike.
     if (totalSamples === 0) return { noSamples: true };
@@ -88,7 +109,7 @@ export class SumWork implements RingWork {
     const span = this.span(segment);
     const start = span.start + offset;
     const length = Math.min(this.chunkUnit, span.length - offset);
-    return { start, length, withTail: start + length === this.acc.length };
+    return { start, length, withTail: this.hasTail && start + length === this.acc.length };
   }
 
   private span(segment: number): Span {

@@ -1,11 +1,12 @@
-import { DEFAULT_TOPK_FRACTION, encodeAbortFrame, encodeCodedFrame, FrameKind, type Codec, type DataFrame, type Frame } from "@crowdtrain/protocol";
+import { DEFAULT_TOPK_FRACTION, encodeAbortFrame, encodeCodedFrame, FrameKind, RingStage, type Codec, type DataFrame, type Frame } from "@crowdtrain/protocol";
 import type { Clock, TimerHandle } from "./clock.ts";
 import { CHUNK_CODECS } from "./codecs/ring-chunks.ts";
+import type { ChunkCodec } from "./codecs/types.ts";
 import { AllReduceError, type AllReduceErrorCode } from "./errors.ts";
 import type { AllReduceOptions } from "./options.ts";
 import { SumWork } from "./ring-sum.ts";
 import { TopkWork } from "./ring-topk.ts";
-import type { PartialSums, RingWork } from "./ring-work.ts";
+import type { PartialSums, RingWork, WorkResult } from "./ring-work.ts";
 import { leftOf, receiveSegment, rightOf, sendSegment, stepsPerPhase, type Phase } from "./schedule.ts";
 import type { PeerId, Transport } from "./transport.ts";
 
@@ -60,31 +61,77 @@ type Outgoing = { kind: RingKind; step: number; segment: number; offset: number;
 const phaseOf = (kind: RingKind): Phase => (kind === FrameKind.ReduceScatter ? "reduce-scatter" : "all-gather");
 const frameKindName = (kind: number): string => Object.entries(FrameKind).find(([, value]) => value === kind)?.[0] ?? `kind-${kind}`;
 
-/** The work of a round's codec; throws RangeError when the codec's arguments do not fit. */
-function workFor(args: RoundArgs, n: number, position: number, frameBytes: number): RingWork {
+/** The work of a flat ring round's codec; throws RangeError when the codec's arguments do not fit. */
+export function workFor(args: RoundArgs, n: number, position: number, frameBytes: number): RingWork {
   const codec = args.codec ?? "dense";
   if (codec === "topk") return new TopkWork(args.gradient, args.samples, n, position, args.topkFraction ?? DEFAULT_TOPK_FRACTION, frameBytes);
-  const chunkCodec = CHUNK_CODECS[codec] as (typeof CHUNK_CODECS)[typeof codec] | undefined;
+  return SumWork.contribution(args.gradient, args.samples, n, chunkCodecOf(codec), frameBytes);
+}
+
+export function chunkCodecOf(codec: Exclude<Codec, "topk">): ChunkCodec {
+  const chunkCodec = CHUNK_CODECS[codec] as ChunkCodec | undefined;
   if (chunkCodec === undefined) throw new RangeError(`unknown codec ${String(codec)}`);
-  return new SumWork(args.gradient, args.samples, n, chunkCodec, frameBytes);
+  return chunkCodec;
 }
 
 /**
- * One all-reduce attempt on one peer: owns its send queue and its two timers, and its work (the
+ * One ring of one attempt: the flat ring's whole round, or one of a torus's three rings
+ * (torus.ts). `phases` is what this ring runs: both (the flat ring, a torus column), the
+ * reduce-scatter alone (a torus row first: each member keeps the sums of its own segment), or the
+ * all-gather alone (topk; a torus row last: each member starts with its own segment final).
+ */
+export type RingSpec<O> = {
+  attempt: number;
+  ring: readonly PeerId[];
+  stage: RingStage;
+  codec: Codec;
+  work: RingWork;
+  phases: readonly Phase[];
+  /** Elements of the gradient this attempt reduces (for stats). */
+  elements: number;
+  /** Every chunk is in: what the round yields, or that nobody contributed a sample. */
+  complete: () => O | { noSamples: true };
+  /**
+   * Whether this ring tells its neighbours when it fails, and obeys their abort frames. A torus's
+   * rings do not: the torus run owns failure for the whole attempt and tells all its neighbours.
+   */
+  ownsFailure: boolean;
+};
+
+/** A flat ring round: both phases (topk: the all-gather alone), stage 0, the mean as result. */
+export function flatRingSpec(args: RoundArgs, frameBytes: number, self: PeerId): RingSpec<WorkResult> {
+  const work = workFor(args, args.ring.length, args.ring.indexOf(self), frameBytes);
+  return {
+    attempt: args.attempt,
+    ring: args.ring,
+    stage: RingStage.Ring,
+    codec: args.codec ?? "dense",
+    work,
+    phases: work.partials === undefined ? ["all-gather"] : ["reduce-scatter", "all-gather"],
+    elements: args.gradient.length,
+    complete: () => work.result(),
+    ownsFailure: true,
+  };
+}
+
+/**
+ * One ring attempt on one peer: owns its send queue and its two timers, and its work (the
  * vectors and codec, ring-work.ts). Every received chunk is validated, applied, and (when a later
  * step needs it) queued for the right neighbour straight away, so chunks stream around the ring
  * instead of waiting for whole segments. All-gather chunks are forwarded as the bytes that arrived.
  */
-export class RoundRun {
+export class RoundRun<O = WorkResult> {
   readonly attempt: number;
-  readonly result: Promise<RoundResult>;
+  readonly result: Promise<O & { stats: RoundStats }>;
   private readonly ring: readonly PeerId[];
   private readonly n: number;
   private readonly position: number;
   private readonly left: PeerId;
   private readonly right: PeerId;
   private readonly codec: Codec;
+  private readonly stage: RingStage;
   private readonly work: RingWork;
+  private readonly phases: readonly Phase[];
   /** One flag per chunk per (phase, step): rejects duplicates and tells when a phase is complete. */
   private readonly seen: Record<Phase, Uint8Array[]>;
   private expectedFrames = 0;
@@ -98,31 +145,33 @@ export class RoundRun {
   private roundTimer: TimerHandle | undefined;
   private readonly startedAt: number;
   private readonly stats: Omit<RoundStats, "ms">;
-  private resolve!: (result: RoundResult) => void;
+  private resolve!: (result: O & { stats: RoundStats }) => void;
   private reject!: (error: AllReduceError) => void;
   /** Sends of abort notices that failed (the neighbour is usually the one that died); kept for diagnosis. */
   readonly abortDeliveryFailures: string[] = [];
 
   constructor(
-    args: RoundArgs,
+    private readonly spec: RingSpec<O>,
     private readonly transport: Transport,
     private readonly clock: Clock,
     private readonly options: AllReduceOptions,
   ) {
-    this.result = new Promise<RoundResult>((resolve, reject) => {
+    this.result = new Promise<O & { stats: RoundStats }>((resolve, reject) => {
       this.resolve = resolve;
       this.reject = reject;
     });
-    this.attempt = args.attempt;
-    this.ring = args.ring;
-    this.n = args.ring.length;
-    this.position = args.ring.indexOf(transport.self);
-    this.left = args.ring[leftOf(this.position, this.n)] as PeerId;
-    this.right = args.ring[rightOf(this.position, this.n)] as PeerId;
-    this.codec = args.codec ?? "dense";
-    this.work = workFor(args, this.n, this.position, args.frameBytes ?? options.frameBytes);
+    this.attempt = spec.attempt;
+    this.ring = spec.ring;
+    this.n = spec.ring.length;
+    this.position = spec.ring.indexOf(transport.self);
+    this.left = spec.ring[leftOf(this.position, this.n)] as PeerId;
+    this.right = spec.ring[rightOf(this.position, this.n)] as PeerId;
+    this.codec = spec.codec;
+    this.stage = spec.stage;
+    this.work = spec.work;
+    this.phases = spec.phases;
     this.seen = { "reduce-scatter": [], "all-gather": [] };
-    for (const phase of this.phases()) {
+    for (const phase of this.phases) {
       for (let step = 0; step < stepsPerPhase(this.n); step++) {
         const chunks = this.work.chunkCount(receiveSegment(phase, step, this.position, this.n));
         this.seen[phase].push(new Uint8Array(chunks));
@@ -130,7 +179,7 @@ export class RoundRun {
       }
     }
     this.startedAt = clock.now();
-    this.stats = { attempt: args.attempt, n: this.n, elements: args.gradient.length, codec: this.codec, framesSent: 0, bytesSent: 0, framesReceived: 0, bytesReceived: 0 };
+    this.stats = { attempt: spec.attempt, n: this.n, elements: spec.elements, codec: this.codec, framesSent: 0, bytesSent: 0, framesReceived: 0, bytesReceived: 0 };
   }
 
   start(): void {
@@ -141,8 +190,8 @@ export class RoundRun {
       );
       this.armProgressTimer();
     }
-    if (this.work.partials === undefined || this.n === 1) {
-      // Nothing to sum first (topk, or a ring of one): this member's own segment is final already.
+    if (this.phases[0] === "all-gather" || this.n === 1) {
+      // Nothing to sum first (an all-gather alone, or a ring of one): this member's own segment is final already.
       for (const offset of this.offsets(this.position)) this.own(this.position, offset);
     } else {
       const first = sendSegment("reduce-scatter", 0, this.position, this.n);
@@ -154,7 +203,8 @@ export class RoundRun {
   handleFrame(from: PeerId, frame: Frame, bytes: number): void {
     if (this.finished) return;
     if (frame.kind === FrameKind.Abort) {
-      if (!this.ring.includes(from)) return; // only members may abort; a stranger's abort is ignored, not obeyed
+      // A torus's run reads abort frames itself; only a ring that owns its failure obeys them.
+      if (!this.spec.ownsFailure || !this.ring.includes(from)) return; // only members may abort; a stranger's abort is ignored, not obeyed
       this.fail("aborted", frame.suspect, `peer ${from} aborted the round: ${frame.reason}`, true, from);
       return;
     }
@@ -167,7 +217,7 @@ export class RoundRun {
     this.stats.bytesReceived += bytes;
     const phase = phaseOf(frame.kind);
     const last = frame.step === stepsPerPhase(this.n) - 1;
-    if (phase !== this.phases()[0] || last) this.ringStarted = true;
+    if (phase !== this.phases[0] || last) this.ringStarted = true;
     this.armProgressTimer();
     (this.seen[phase][frame.step] as Uint8Array)[frame.offset / this.work.chunkUnit] = 1;
     this.expectedFrames--;
@@ -197,18 +247,14 @@ export class RoundRun {
     this.fail(code, suspect, message, notifyPeers);
   }
 
-  /** The phases this round runs: topk has no reduce-scatter. */
-  private phases(): Phase[] {
-    return this.work.partials === undefined ? ["all-gather"] : ["reduce-scatter", "all-gather"];
-  }
-
   private validate(from: PeerId, frame: DataFrame): string | undefined {
     // Other kinds of data frame belong to other plans (a direct plan's scatter and gather).
     if (frame.kind !== FrameKind.ReduceScatter && frame.kind !== FrameKind.AllGather) return `a ring does not take ${frameKindName(frame.kind)} frames`;
     if (from !== this.left) return `data frame from ${from}, but only the left neighbour ${this.left} sends data to this peer`;
+    if (frame.stage !== this.stage) return `a stage ${frame.stage} frame in a stage ${this.stage} ring`;
     if (frame.codec !== this.codec) return `${frame.codec} frame in a ${this.codec} round`;
     const phase = phaseOf(frame.kind);
-    if (!this.phases().includes(phase)) return `a ${this.codec} round has no ${phase} phase`;
+    if (!this.phases.includes(phase)) return `this ${this.codec} ring has no ${phase} phase`;
     if (frame.step >= stepsPerPhase(this.n)) return `${phase} step ${frame.step} does not exist in a ring of ${this.n}`;
     const expected = receiveSegment(phase, frame.step, this.position, this.n);
     if (frame.segment !== expected) return `${phase} step ${frame.step} carried segment ${frame.segment}, expected ${expected}`;
@@ -228,8 +274,9 @@ export class RoundRun {
     return problem === undefined ? undefined : `${phase} step ${frame.step} chunk at offset ${frame.offset} of segment ${frame.segment}: ${problem}`;
   }
 
-  /** A chunk of this peer's own segment is final: its encoding starts the all-gather. */
+  /** A chunk of this peer's own segment is final: its encoding starts the all-gather (if this ring runs one). */
   private own(segment: number, offset: number): void {
+    if (!this.phases.includes("all-gather")) return; // a reduce-scatter alone: the sums stay in the work
     const final = this.work.finalize(segment, offset);
     if ("problem" in final) {
       this.fail("bad-input", this.transport.self, final.problem, true);
@@ -254,7 +301,7 @@ export class RoundRun {
       const item = this.queue[this.queueHead++] as Outgoing;
       const payload = item.payload ?? this.partials().encode(item.segment, item.offset);
       item.payload = undefined;
-      const bytes = encodeCodedFrame({ kind: item.kind, attempt: this.attempt, step: item.step, segment: item.segment, offset: item.offset, codec: this.codec }, payload);
+      const bytes = encodeCodedFrame({ kind: item.kind, attempt: this.attempt, step: item.step, segment: item.segment, offset: item.offset, codec: this.codec, stage: this.stage }, payload);
       this.stats.framesSent++;
       this.stats.bytesSent += bytes.byteLength;
       try {
@@ -269,14 +316,14 @@ export class RoundRun {
 
   private maybeComplete(): void {
     if (this.finished || this.expectedFrames > 0 || this.pumping || this.queueHead < this.queue.length) return;
-    const outcome = this.work.result();
-    if ("noSamples" in outcome) {
+    const outcome = this.spec.complete();
+    if (typeof outcome === "object" && outcome !== null && "noSamples" in outcome) {
       // Every member sees the same zero total, so all fail alike and nobody needs to be told.
       this.fail("no-samples", undefined, "every peer contributed zero samples", false);
       return;
     }
     this.finish();
-    this.resolve({ ...outcome, stats: { ...this.stats, ms: this.clock.now() - this.startedAt } });
+    this.resolve({ ...(outcome as O), stats: { ...this.stats, ms: this.clock.now() - this.startedAt } });
   }
 
   private armProgressTimer(): void {
@@ -290,7 +337,7 @@ export class RoundRun {
   private fail(code: AllReduceErrorCode, suspect: PeerId | undefined, message: string, notifyPeers: boolean, skip?: PeerId): void {
     if (this.finished) return;
     this.finish();
-    if (notifyPeers && this.n > 1) {
+    if (notifyPeers && this.spec.ownsFailure && this.n > 1) {
       const abort = encodeAbortFrame({ attempt: this.attempt, suspect: suspect ?? "", reason: `${code}: ${message}` });
       for (const peer of new Set([this.left, this.right])) {
         if (peer === skip || peer === this.transport.self) continue;

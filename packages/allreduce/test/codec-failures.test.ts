@@ -71,7 +71,7 @@ describe("compressed frames that are refused with bad-frame naming the sender", 
     { name: "a topk non-finite value", codec: "topk", frames: () => [ag(0, patched(encodeTopkChunk(block(GOOD), 0, 7), (v) => v.setFloat32(4 + 8 * 2 + 4, Number.NaN, true)))], pattern: /non-finite value NaN at index 11/ },
     { name: "a topk sample count beyond MAX_SAMPLES", codec: "topk", frames: () => [ag(0, encodeTopkChunk(block(GOOD, MAX_SAMPLES + 1), 0, 7))], pattern: /sample count 16777217 exceeds 16777216/ },
     { name: "a truncated topk chunk", codec: "topk", frames: () => [ag(7, encodeTopkChunk(block(GOOD), 1, 7).subarray(0, 20))], pattern: /has 20 payload bytes, expected 24 \(3 pairs, topk\)/ },
-    { name: "a reduce-scatter frame in a topk round", codec: "topk", frames: () => [encodeCodedFrame({ kind: FrameKind.ReduceScatter, attempt: 1, step: 0, segment: 2, offset: 0, codec: "topk" }, new Uint8Array(8))], pattern: /a topk round has no reduce-scatter phase/ },
+    { name: "a reduce-scatter frame in a topk round", codec: "topk", frames: () => [encodeCodedFrame({ kind: FrameKind.ReduceScatter, attempt: 1, step: 0, segment: 2, offset: 0, codec: "topk" }, new Uint8Array(8))], pattern: /this topk ring has no reduce-scatter phase/ },
     { name: "a topk offset that is not a chunk start", codec: "topk", frames: () => [ag(3, encodeTopkChunk(block(GOOD), 1, 7))], pattern: /offset 3 is not a chunk start inside segment 0 \(2 chunks of 7\)/ },
   ];
   for (const { name, codec, frames, pattern } of cases) {

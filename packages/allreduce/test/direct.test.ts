@@ -1,4 +1,4 @@
-import { encodeAbortFrame, encodeDataFrame, FRAME_CODEC_IDS, FRAME_HEADER_BYTES, FrameKind, type Aggregation } from "@crowdtrain/protocol";
+import { encodeAbortFrame, encodeDataFrame, FRAME_CODEC_IDS, FRAME_HEADER_BYTES, FRAME_VERSION, FrameKind, type Aggregation } from "@crowdtrain/protocol";
 import { describe, expect, it } from "vitest";
 import {
   AllReduceError,
@@ -332,7 +332,7 @@ describe("bad frames are rejected with an error naming the sender", () => {
     { name: "NaN", frames: () => [scatter(1, 16, new Float32Array(16).fill(Number.NaN))], pattern: /non-finite value NaN at element 16/ },
     { name: "Infinity in a gather frame", frames: () => [gather(0, 0, new Float32Array(16).fill(-Infinity))], pattern: /non-finite/ },
     { name: "undecodable bytes", frames: () => [new Uint8Array([9, 9, 9])], pattern: /shorter than/ },
-    { name: "a direct frame with a step", frames: () => [Uint8Array.from([2, 4, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, FRAME_CODEC_IDS.dense, 0, 0, 0])], pattern: /reserved/ },
+    { name: "a direct frame with a step", frames: () => [Uint8Array.from([FRAME_VERSION, 4, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, FRAME_CODEC_IDS.dense, 0, 0, 0])], pattern: /reserved/ },
     { name: "a direct frame with a compressed codec", frames: () => [withCodecByte(scatter(1, 0, new Float32Array(16)), FRAME_CODEC_IDS.fp16)], pattern: /codec fp16; the direct layout is float32 \(dense\) only/ },
     { name: "a direct frame with an unknown codec", frames: () => [withCodecByte(gather(0, 0, new Float32Array(16)), 77)], pattern: /unknown codec 77/ },
     { name: "a sender not in the plan", from: "mallory", frames: () => [scatter(1, 0, new Float32Array(16))], pattern: /mallory, which is not a member/ },

@@ -13,7 +13,8 @@
  *   8      4    segment   segment index in the ring partition; shard index for direct kinds
  *   12     4    offset    chunk offset inside the segment (shard): elements, or pairs for "topk"
  *   16     1    codec     FRAME_CODEC_IDS of the payload (data kinds); 0 for abort
- *   17     3    reserved, must be 0
+ *   17     1    stage     RingStage of a ring data frame: which ring of a plan it travels (0 otherwise)
+ *   18     2    reserved, must be 0
  *   20     ...  payload   the codec's bytes (data kinds) or ASCII JSON (abort)
  *
  * Version 2 added the codec byte: a ring round may carry its chunks compressed ("fp16", "int8",
@@ -23,6 +24,11 @@
  * rather than a silent reinterpretation. The codec byte sits after the old header rather than in the
  * reserved step of direct frames so both layouts read it at one place; 3 reserved bytes keep the
  * payload 4-byte aligned. A version-1 frame is refused by its version byte.
+ *
+ * Version 3 added the stage byte: a torus plan runs three rings in one attempt (its row's
+ * reduce-scatter, its column's all-reduce, its row's all-gather; packages/allreduce/src/torus.ts), and
+ * the stage says which ring a chunk belongs to, since step, segment and offset restart in each. A flat
+ * ring's frames are stage 0; direct and abort frames must carry 0.
  *
  * Kinds: the ring's reduce-scatter (1) and all-gather (2), the abort notice (3), and the direct
  * (BTARD-style) layout's scatter (4: a member's contribution to shard `segment`, sent to the shard's
@@ -40,7 +46,7 @@
 import * as v from "valibot";
 import type { Codec } from "./job.ts";
 
-export const FRAME_VERSION = 2;
+export const FRAME_VERSION = 3;
 export const FRAME_HEADER_BYTES = 20;
 /** Chromium's SCTP stack refuses data-channel messages above 256 KiB (and closes the channel). */
 export const SCTP_MESSAGE_LIMIT_BYTES = 256 * 1024;
@@ -58,6 +64,15 @@ export const FrameKind = {
 } as const;
 export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
 
+/** Which ring of a plan a ring data frame travels: the flat ring's one, or a torus's row or column ring. */
+export const RingStage = {
+  Ring: 0,
+  TorusRow: 1,
+  TorusColumn: 2,
+} as const;
+export type RingStage = (typeof RingStage)[keyof typeof RingStage];
+const STAGES = new Set<number>(Object.values(RingStage));
+
 /** The codec byte of a data frame. 0 is no codec (abort frames), so a zeroed header is refused. */
 export const FRAME_CODEC_IDS: Readonly<Record<Codec, number>> = { dense: 1, fp16: 2, int8: 3, topk: 4 };
 const CODEC_BY_ID = new Map<number, Codec>(Object.entries(FRAME_CODEC_IDS).map(([name, id]) => [id, name as Codec]));
@@ -70,12 +85,14 @@ export type DataFrame = {
   segment: number;
   offset: number;
   codec: Codec;
+  /** The ring of the plan this chunk travels (RingStage); step, segment and offset are that ring's. */
+  stage: RingStage;
   /** A view into the frame's bytes; copy it if you keep it beyond the handler. */
   payload: Uint8Array;
 };
 
-/** The header fields of a ring data frame. */
-export type DataFrameHeader = Omit<DataFrame, "codec" | "payload">;
+/** The header fields of a ring data frame; `stage` defaults to RingStage.Ring. */
+export type DataFrameHeader = Omit<DataFrame, "codec" | "payload" | "stage"> & { stage?: RingStage };
 
 export type AbortFrame = {
   kind: typeof FrameKind.Abort;
@@ -112,6 +129,7 @@ export class FrameDecodeError extends Error {
 const U16_MAX = 0xffff;
 const U32_MAX = 0xffffffff;
 const CODEC_BYTE = 16;
+const STAGE_BYTE = 17;
 
 function checkField(name: string, value: number, max: number): void {
   if (!Number.isInteger(value) || value < 0 || value > max) {
@@ -119,16 +137,18 @@ function checkField(name: string, value: number, max: number): void {
   }
 }
 
-type HeaderFields = { kind: FrameKind; attempt: number; step: number; segment: number; offset: number; codecId: number };
+type HeaderFields = { kind: FrameKind; attempt: number; step: number; segment: number; offset: number; codecId: number; stage?: number };
 
 /** A zeroed frame of `payloadBytes` with its header written; refuses out-of-range fields and oversize frames. */
 function frameWithHeader(fields: HeaderFields, payloadBytes: number): Uint8Array<ArrayBuffer> {
   const { kind, attempt, step, segment, offset, codecId } = fields;
+  const stage = fields.stage ?? RingStage.Ring;
   checkField("attempt", attempt, U32_MAX);
   checkField("step", step, U16_MAX);
   checkField("segment", segment, U32_MAX);
   checkField("offset", offset, U32_MAX);
   if (isDirectKind(kind) && step !== 0) throw new RangeError(`direct frame kind ${kind} has no steps: step must be 0, got ${step}`);
+  if (!STAGES.has(stage) || (stage !== RingStage.Ring && !isRingKind(kind))) throw new RangeError(`frame kind ${kind} cannot carry stage ${stage}`);
   const bytes = new Uint8Array(FRAME_HEADER_BYTES + payloadBytes);
   if (bytes.byteLength > MAX_FRAME_BYTES) {
     throw new RangeError(`frame of ${bytes.byteLength} bytes exceeds MAX_FRAME_BYTES=${MAX_FRAME_BYTES}`);
@@ -141,6 +161,7 @@ function frameWithHeader(fields: HeaderFields, payloadBytes: number): Uint8Array
   view.setUint32(8, segment, true);
   view.setUint32(12, offset, true);
   view.setUint8(CODEC_BYTE, codecId);
+  view.setUint8(STAGE_BYTE, stage);
   return bytes;
 }
 
@@ -217,7 +238,10 @@ export function decodeAnyFrame(bytes: Uint8Array): Frame | DirectFrame {
   const segment = view.getUint32(8, true);
   const offset = view.getUint32(12, true);
   const codecId = view.getUint8(CODEC_BYTE);
-  for (let at = CODEC_BYTE + 1; at < FRAME_HEADER_BYTES; at++) {
+  const stage = view.getUint8(STAGE_BYTE);
+  if (!STAGES.has(stage)) throw new FrameDecodeError(`frame carries unknown stage ${stage}`);
+  if (stage !== RingStage.Ring && !isRingKind(kind)) throw new FrameDecodeError(`frame kind ${kind} carries stage ${stage}; only ring data frames have stages`);
+  for (let at = STAGE_BYTE + 1; at < FRAME_HEADER_BYTES; at++) {
     if (view.getUint8(at) !== 0) throw new FrameDecodeError(`reserved header byte ${at} is ${view.getUint8(at)}; it must be 0`);
   }
   const body = bytes.subarray(FRAME_HEADER_BYTES);
@@ -226,7 +250,7 @@ export function decodeAnyFrame(bytes: Uint8Array): Frame | DirectFrame {
     case FrameKind.AllGather: {
       const codec = codecOf(codecId, kind);
       if (codec === "dense") checkWholeFloats(body);
-      return { kind, attempt, step, segment, offset, codec, payload: body };
+      return { kind, attempt, step, segment, offset, codec, stage: stage as RingStage, payload: body };
     }
     case FrameKind.DirectScatter:
     case FrameKind.DirectGather: {
@@ -263,6 +287,10 @@ function float32View(body: Uint8Array): Float32Array {
 
 function isDirectKind(kind: number): boolean {
   return kind === FrameKind.DirectScatter || kind === FrameKind.DirectGather;
+}
+
+function isRingKind(kind: number): boolean {
+  return kind === FrameKind.ReduceScatter || kind === FrameKind.AllGather;
 }
 
 function isDirectFrame(frame: Frame | DirectFrame): frame is DirectDataFrame {

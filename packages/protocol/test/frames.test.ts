@@ -18,6 +18,7 @@ import {
   FrameDecodeError,
   FrameKind,
   MAX_FRAME_BYTES,
+  RingStage,
 } from "../src/index.ts";
 
 /** A frame of the current version: header bytes after version and kind, then the payload. */
@@ -129,16 +130,23 @@ describe("frame codec", () => {
     expect(decodeFrame(abort)).toEqual(decodeDirectFrame(abort));
   });
 
-  it("pins the kinds' and codecs' wire values and the version-2 header layout", () => {
+  it("pins the kinds' and codecs' wire values and the version-3 header layout", () => {
     expect([FrameKind.ReduceScatter, FrameKind.AllGather, FrameKind.Abort, FrameKind.DirectScatter, FrameKind.DirectGather]).toEqual([1, 2, 3, 4, 5]);
     expect(FRAME_CODEC_IDS).toEqual({ dense: 1, fp16: 2, int8: 3, topk: 4 });
-    expect([FRAME_VERSION, FRAME_HEADER_BYTES, FRAME_HEADER_BYTES % 4]).toEqual([2, 20, 0]);
+    expect([FRAME_VERSION, FRAME_HEADER_BYTES, FRAME_HEADER_BYTES % 4]).toEqual([3, 20, 0]);
+    expect(RingStage).toEqual({ Ring: 0, TorusRow: 1, TorusColumn: 2 });
     const bytes = encodeDataFrame({ kind: FrameKind.ReduceScatter, attempt: 0x01020304, step: 0x0506, segment: 0x0708090a, offset: 0x0b0c0d0e }, Float32Array.from([1]));
-    expect(Array.from(bytes.subarray(0, FRAME_HEADER_BYTES))).toEqual([2, 1, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x0a, 0x09, 0x08, 0x07, 0x0e, 0x0d, 0x0c, 0x0b, 1, 0, 0, 0]);
-    const coded = encodeCodedFrame({ kind: FrameKind.AllGather, attempt: 0x01020304, step: 0x0506, segment: 0x0708090a, offset: 0x0b0c0d0e, codec: "topk" }, new Uint8Array(8));
-    expect(Array.from(coded.subarray(0, FRAME_HEADER_BYTES))).toEqual([2, 2, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x0a, 0x09, 0x08, 0x07, 0x0e, 0x0d, 0x0c, 0x0b, 4, 0, 0, 0]);
+    expect(Array.from(bytes.subarray(0, FRAME_HEADER_BYTES))).toEqual([3, 1, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x0a, 0x09, 0x08, 0x07, 0x0e, 0x0d, 0x0c, 0x0b, 1, 0, 0, 0]);
+    const coded = encodeCodedFrame({ kind: FrameKind.AllGather, attempt: 0x01020304, step: 0x0506, segment: 0x0708090a, offset: 0x0b0c0d0e, codec: "topk", stage: RingStage.TorusColumn }, new Uint8Array(8));
+    expect(Array.from(coded.subarray(0, FRAME_HEADER_BYTES))).toEqual([3, 2, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x0a, 0x09, 0x08, 0x07, 0x0e, 0x0d, 0x0c, 0x0b, 4, 2, 0, 0]);
+    expect(decodeFrame(coded)).toMatchObject({ kind: FrameKind.AllGather, stage: RingStage.TorusColumn, codec: "topk" });
     const abort = encodeAbortFrame({ attempt: 9, suspect: "", reason: "" });
-    expect(Array.from(abort.subarray(0, FRAME_HEADER_BYTES))).toEqual([2, 3, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    expect(Array.from(abort.subarray(0, FRAME_HEADER_BYTES))).toEqual([3, 3, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+  });
+
+  it("refuses to encode a stage on anything but a ring data frame, or an unknown stage", () => {
+    expect(() => encodeDataFrame({ kind: FrameKind.DirectGather, attempt: 1, step: 0, segment: 0, offset: 0, stage: RingStage.TorusRow }, new Float32Array(1))).toThrow(/cannot carry stage 1/);
+    expect(() => encodeCodedFrame({ kind: FrameKind.ReduceScatter, attempt: 1, step: 0, segment: 0, offset: 0, codec: "dense", stage: 3 as RingStage }, new Float32Array(1))).toThrow(/cannot carry stage 3/);
   });
 
   it("refuses to encode a direct frame with a step (the field is reserved)", () => {
@@ -153,9 +161,9 @@ describe("frame codec", () => {
 
   const bad: [string, Uint8Array, RegExp][] = [
     ["short", new Uint8Array(4), /shorter than/],
-    ["a version-1 (16-byte header) frame", Uint8Array.from([1, 1, ...new Array<number>(14).fill(0), 0, 0, 0x80, 0x3f]), /version 1, expected 2/],
+    ["a version-1 (16-byte header) frame", Uint8Array.from([1, 1, ...new Array<number>(14).fill(0), 0, 0, 0x80, 0x3f]), /version 1, expected 3/],
     ["oversize", new Uint8Array(MAX_FRAME_BYTES + 4), /exceeds/],
-    ["version", Uint8Array.from([3, 1, ...withCodec(DENSE), 0, 0, 0]), /version 3/],
+    ["version", Uint8Array.from([2, 1, ...withCodec(DENSE), 0, 0, 0]), /version 2/],
     ["kind", raw(42, withCodec(DENSE)), /unknown frame kind 42/],
     ["ragged payload", raw(1, withCodec(DENSE), [1, 2, 3]), /whole number of float32/],
     ["ragged direct payload", raw(4, withCodec(DENSE), [1, 2]), /whole number of float32/],
@@ -170,6 +178,9 @@ describe("frame codec", () => {
     ["direct gather with codec int8", raw(5, withCodec(FRAME_CODEC_IDS.int8), [0, 0, 0, 0]), /codec int8/],
     ["direct gather with codec topk", raw(5, withCodec(FRAME_CODEC_IDS.topk), [0, 0, 0, 0, 0, 0, 0, 0]), /codec topk/],
     ["a non-zero reserved byte", raw(1, [...withCodec(DENSE), 0, 7]), /reserved header byte 18 is 7/],
+    ["an unknown stage", raw(1, [...withCodec(DENSE), 3]), /unknown stage 3/],
+    ["a direct frame with a stage", raw(4, [...withCodec(DENSE), RingStage.TorusRow]), /kind 4 carries stage 1/],
+    ["an abort frame with a stage", raw(3, [...withCodec(0), RingStage.TorusColumn], Array.from('{"suspect":"p","reason":"r"}', (c) => c.charCodeAt(0))), /kind 3 carries stage 2/],
     ["abort with a codec byte", raw(3, withCodec(DENSE), Array.from('{"suspect":"p","reason":"r"}', (c) => c.charCodeAt(0))), /abort frame carries codec byte 1/],
     ["abort body not JSON", raw(3, [], [123]), /not ASCII JSON/],
     ["abort body wrong shape", raw(3, [], Array.from('{"suspect":1}', (c) => c.charCodeAt(0))), /abort frame body/],
