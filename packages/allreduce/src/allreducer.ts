@@ -6,6 +6,7 @@ import { MAX_SAMPLES } from "./reduce.ts";
 import { createRoundHost, type AllReducerCounters } from "./host.ts";
 import { flatRingSpec, RoundRun, type RoundArgs, type RoundResult } from "./round.ts";
 import { TorusRun, type TorusRoundArgs } from "./torus.ts";
+import { AttachedRun } from "./torus-attach.ts";
 import type { PeerId, Transport } from "./transport.ts";
 
 export type { AllReducerCounters };
@@ -52,10 +53,11 @@ export function createAllReducer(deps: AllReducerDeps): AllReducer {
     },
     async allReduceTorus(args) {
       host.checkCanStart(args.attempt);
-      validateGrid(args.rows, transport.self);
+      validateGrid(args.rows, args.attached ?? [], transport.self);
       if (args.frameBytes !== undefined) resolveOptions({ ...options, frameBytes: args.frameBytes });
       if ((args.codec as string | undefined) === "topk") throw new RangeError("a torus sums along its rings; topk does not (use a flat ring)");
-      return host.run(new TorusRun(args, transport, clock, options), checkInput(args));
+      const run = args.attached?.includes(transport.self) === true ? new AttachedRun(args, transport, clock, options) : new TorusRun(args, transport, clock, options);
+      return host.run(run, checkInput(args));
     },
     counters: () => host.counters(),
     abortRound: (attempt, reason) => host.abortRound(attempt, reason),
@@ -69,12 +71,13 @@ function validateRing(ring: readonly PeerId[], self: PeerId): void {
   if (!ring.includes(self)) throw new RangeError(`ring ${ring.join(",")} does not contain this peer ${self}`);
 }
 
-function validateGrid(rows: readonly (readonly PeerId[])[], self: PeerId): void {
+function validateGrid(rows: readonly (readonly PeerId[])[], attached: readonly PeerId[], self: PeerId): void {
   const width = rows[0]?.length ?? 0;
   if (width === 0) throw new RangeError("torus has no rows, or an empty first row");
   const ragged = rows.findIndex((row) => row.length !== width);
   if (ragged >= 0) throw new RangeError(`torus row ${ragged} has ${rows[ragged]?.length} members, row 0 has ${width}: every row must be as long`);
-  validateRing(rows.flat(), self);
+  if (attached.length > rows.length) throw new RangeError(`torus attaches ${attached.length} members to ${rows.length} rows: at most one per row`);
+  validateRing([...rows.flat(), ...attached], self);
 }
 
 function checkInput(args: Pick<RoundArgs, "samples" | "gradient">): string | undefined {

@@ -4,7 +4,9 @@ import { AllReduceError, type AllReduceErrorCode } from "./errors.ts";
 import type { HostedRun } from "./host.ts";
 import type { AllReduceOptions } from "./options.ts";
 import { partition, type Span } from "./partition.ts";
+import { addInto, weightedContribution } from "./reduce.ts";
 import { SumWork } from "./ring-sum.ts";
+import { attachFrames, VectorReceiver } from "./torus-attach.ts";
 import type { WorkResult } from "./ring-work.ts";
 import { chunkCodecOf, RoundRun, type RingSpec, type RoundResult, type RoundStats } from "./round.ts";
 import { leftOf, rightOf } from "./schedule.ts";
@@ -15,6 +17,8 @@ export type TorusRoundArgs = {
   attempt: number;
   /** The grid, row by row, the same on every member: every row the same length, each member once. */
   rows: readonly (readonly PeerId[])[];
+  /** Members attached to the grid, at most one per row: the i-th to the first member of row i (torus-attach.ts). */
+  attached?: readonly PeerId[];
   /** This peer's gradient; not modified. All members must pass the same length. */
   gradient: Float32Array;
   /** Samples the gradient was averaged over: its weight in the mean. */
@@ -23,6 +27,17 @@ export type TorusRoundArgs = {
   /** A summing codec (topk's sparse blocks are not summed on the way, so they gain nothing from a torus). */
   codec?: Exclude<Codec, "topk">;
 };
+
+/**
+ * How long a host waits for its attached member's first chunk. Its row neighbours wait
+ * ringStartTimeoutMs for the host's first frame, which cannot leave before that contribution is in:
+ * the host must name a silent guest first, or they would name the host. progressTimeoutMs earlier
+ * leaves its abort time to arrive (so ringStartTimeoutMs should be at least twice progressTimeoutMs;
+ * with the defaults, 25 s against 30 s).
+ */
+export function guestStartMs(options: Pick<AllReduceOptions, "ringStartTimeoutMs" | "progressTimeoutMs">): number {
+  return Math.max(options.progressTimeoutMs, options.ringStartTimeoutMs - options.progressTimeoutMs);
+}
 
 /** The three rings of a torus attempt, in the order they run. */
 const STAGES = ["row-scatter", "column", "row-gather"] as const;
@@ -64,6 +79,10 @@ export class TorusRun implements HostedRun<Frame, RoundResult> {
   private readonly frameBytes: number;
   /** The contribution's cut into the row's X segments (its last element is the sample count). */
   private readonly segments: Span[];
+  /** The member attached to this one (the first of its row), if any. */
+  private readonly guest: PeerId | undefined;
+  private readonly guestUpload: VectorReceiver | undefined;
+  private guestTimer: TimerHandle | undefined;
   private current: { stage: Stage; run: AnyRun } | undefined;
   private readonly held: Record<Stage, Held[]> = { "row-scatter": [], column: [], "row-gather": [] };
   private heldBytes = 0;
@@ -87,13 +106,15 @@ export class TorusRun implements HostedRun<Frame, RoundResult> {
     });
     this.attempt = args.attempt;
     const self = transport.self;
-    this.members = new Set(args.rows.flat());
+    this.members = new Set([...args.rows.flat(), ...(args.attached ?? [])]);
     const rowIndex = args.rows.findIndex((row) => row.includes(self));
     this.row = args.rows[rowIndex] as readonly PeerId[];
     this.columnIndex = this.row.indexOf(self);
     this.column = args.rows.map((row) => row[this.columnIndex] as PeerId);
     this.codec = args.codec ?? "dense";
     this.frameBytes = args.frameBytes ?? options.frameBytes;
+    this.guest = this.columnIndex === 0 ? args.attached?.[rowIndex] : undefined;
+    this.guestUpload = this.guest === undefined ? undefined : new VectorReceiver(args.gradient.length + 1, this.frameBytes, FrameKind.ReduceScatter);
     this.segments = partition(args.gradient.length + 1, this.row.length);
     this.startedAt = clock.now();
     this.stats = { attempt: args.attempt, n: this.members.size, elements: args.gradient.length, codec: this.codec, framesSent: 0, bytesSent: 0, framesReceived: 0, bytesReceived: 0 };
@@ -101,7 +122,13 @@ export class TorusRun implements HostedRun<Frame, RoundResult> {
 
   start(): void {
     this.roundTimer = this.clock.setTimeout(() => this.fail("timeout", undefined, `torus round exceeded roundTimeoutMs=${this.options.roundTimeoutMs}`, true), this.options.roundTimeoutMs);
-    const work = SumWork.contribution(this.args.gradient, this.args.samples, this.row.length, chunkCodecOf(this.codec), this.frameBytes);
+    const own = weightedContribution(this.args.gradient, this.args.samples);
+    if (this.guestUpload === undefined) this.beginRowScatter(own);
+    else this.armGuestTimer("ringStartTimeoutMs - progressTimeoutMs", guestStartMs(this.options));
+  }
+
+  private beginRowScatter(contribution: Float32Array): void {
+    const work = new SumWork(contribution, this.row.length, chunkCodecOf(this.codec), this.frameBytes, true);
     this.begin("row-scatter", this.spec(this.row, RingStage.TorusRow, work, ["reduce-scatter"], () => ({ owned: work.accumulated(this.columnIndex) })), ({ owned }) => this.beginColumn(owned));
   }
 
@@ -114,6 +141,10 @@ export class TorusRun implements HostedRun<Frame, RoundResult> {
     }
     if (frame.stage === RingStage.Ring) {
       this.fail("bad-frame", from, "a flat ring frame (stage 0) in a torus round", true);
+      return;
+    }
+    if (frame.stage === RingStage.TorusAttach) {
+      this.handleGuestFrame(from, frame, bytes);
       return;
     }
     const stage: Stage = frame.stage === RingStage.TorusColumn ? "column" : frame.kind === FrameKind.ReduceScatter ? "row-scatter" : "row-gather";
@@ -138,6 +169,47 @@ export class TorusRun implements HostedRun<Frame, RoundResult> {
     this.fail(code, suspect, message, notifyPeers);
   }
 
+  /** A chunk of the attached member's contribution: once all are in, it joins this member's and the row's reduce-scatter starts. */
+  private handleGuestFrame(from: PeerId, frame: DataFrame, bytes: number): void {
+    if (from !== this.guest || this.guestUpload === undefined) {
+      this.fail("bad-frame", from, `an attach frame from ${from}, which is not attached to this member`, true);
+      return;
+    }
+    const problem = this.guestUpload.accept(frame);
+    if (problem !== undefined) {
+      this.fail("bad-frame", from, problem, true);
+      return;
+    }
+    this.stats.framesReceived++;
+    this.stats.bytesReceived += bytes;
+    if (!this.guestUpload.complete) {
+      this.armGuestTimer("progressTimeoutMs", this.options.progressTimeoutMs);
+      return;
+    }
+    this.clearGuestTimer();
+    const own = weightedContribution(this.args.gradient, this.args.samples);
+    const theirs = this.guestUpload.values;
+    for (let e = 0; e < own.length; e++) {
+      if (!Number.isFinite(Math.fround((own[e] as number) + (theirs[e] as number)))) {
+        this.fail("bad-frame", from, `adding its contribution to this member's overflows float32 at element ${e}`, true);
+        return;
+      }
+    }
+    addInto(own, 0, theirs);
+    this.beginRowScatter(own);
+  }
+
+  private armGuestTimer(name: string, ms: number): void {
+    this.clearGuestTimer();
+    const guest = this.guest as PeerId;
+    this.guestTimer = this.clock.setTimeout(() => this.fail("timeout", guest, `nothing from attached member ${guest} for ${name}=${ms}`, true), ms);
+  }
+
+  private clearGuestTimer(): void {
+    if (this.guestTimer !== undefined) this.clock.clearTimeout(this.guestTimer);
+    this.guestTimer = undefined;
+  }
+
   private beginColumn(owned: Float32Array): void {
     const segment = this.segments[this.columnIndex] as Span;
     const hasTail = segment.length > 0 && segment.start + segment.length === this.args.gradient.length + 1;
@@ -149,7 +221,13 @@ export class TorusRun implements HostedRun<Frame, RoundResult> {
     const vector = new Float32Array(this.args.gradient.length + 1);
     vector.set(sums, segment.start);
     const work = new SumWork(vector, this.row.length, chunkCodecOf(this.codec), this.frameBytes, true);
-    this.begin("row-gather", this.spec(this.row, RingStage.TorusRow, work, ["all-gather"], () => work.result()), (outcome: WorkResult) => this.complete(outcome));
+    // The final sums, before result() divides them in place: what an attached member is sent.
+    const complete = (): (WorkResult & { sums: Float32Array | undefined }) | { noSamples: true } => {
+      const sums = this.guest === undefined ? undefined : work.finalSums().slice();
+      const outcome = work.result();
+      return "noSamples" in outcome ? outcome : { ...outcome, sums };
+    };
+    this.begin("row-gather", this.spec(this.row, RingStage.TorusRow, work, ["all-gather"], complete), (outcome) => void this.complete(outcome));
   }
 
   private spec<O>(ring: readonly PeerId[], stage: RingStage, work: SumWork, phases: RingSpec<O>["phases"], complete: () => O | { noSamples: true }): RingSpec<O> {
@@ -177,7 +255,22 @@ export class TorusRun implements HostedRun<Frame, RoundResult> {
     }
   }
 
-  private complete(outcome: WorkResult): void {
+  /** Sends the attached member its result (if any), then resolves: the attempt is done for this member only once its guest has it. */
+  private async complete({ sums, ...outcome }: WorkResult & { sums: Float32Array | undefined }): Promise<void> {
+    if (sums !== undefined && this.guest !== undefined) {
+      for (const frame of attachFrames(this.attempt, FrameKind.AllGather, sums, this.frameBytes)) {
+        if (this.finished) return;
+        this.stats.framesSent++;
+        this.stats.bytesSent += frame.byteLength;
+        try {
+          await this.transport.send(this.guest, frame);
+        } catch (error) {
+          this.fail("peer-gone", this.guest, `send to attached member ${this.guest} failed: ${String(error)}`, true, this.guest);
+          return;
+        }
+      }
+    }
+    if (this.finished) return;
     this.finish();
     this.resolve({ ...outcome, stats: { ...this.stats, ms: this.clock.now() - this.startedAt } });
   }
@@ -188,7 +281,7 @@ export class TorusRun implements HostedRun<Frame, RoundResult> {
       this.fail("bad-input", this.transport.self, `the ${stage} ring threw: ${String(error)}`, true);
       return;
     }
-    // Every member sees the same zero total, so all fail alike and nobody needs to be told.
+    // Every grid member sees the same zero total, so all fail alike and only an attached member needs telling.
     this.fail(error.code, error.suspect, `${stage} ring: ${error.detail}`, error.code !== "no-samples");
   }
 
@@ -209,7 +302,7 @@ export class TorusRun implements HostedRun<Frame, RoundResult> {
     this.stats.bytesReceived += stats.bytesReceived;
   }
 
-  /** The grid neighbours an abort goes to: left and right in the row, above and below in the column. */
+  /** The neighbours an abort goes to: left and right in the row, above and below in the column, and an attached member. */
   private neighbours(): Set<PeerId> {
     const x = this.row.length;
     const y = this.column.length;
@@ -219,6 +312,7 @@ export class TorusRun implements HostedRun<Frame, RoundResult> {
       this.row[rightOf(this.columnIndex, x)] as PeerId,
       this.column[leftOf(rowAt, y)] as PeerId,
       this.column[rightOf(rowAt, y)] as PeerId,
+      ...(this.guest === undefined ? [] : [this.guest]),
     ]);
   }
 
@@ -226,9 +320,11 @@ export class TorusRun implements HostedRun<Frame, RoundResult> {
     if (this.finished) return;
     this.finish();
     this.current?.run.abortLocally("aborted", suspect, message, false);
-    if (notifyPeers) {
+    // An attached member hears of the grid only through this one: it is told even when the grid is not.
+    const told = notifyPeers ? this.neighbours() : new Set(this.guest === undefined ? [] : [this.guest]);
+    if (told.size > 0) {
       const abort = encodeAbortFrame({ attempt: this.attempt, suspect: suspect ?? "", reason: `${code}: ${message}` });
-      for (const peer of this.neighbours()) {
+      for (const peer of told) {
         if (peer === skip || peer === this.transport.self) continue;
         this.transport.send(peer, abort).catch((error: unknown) => {
           this.abortDeliveryFailures.push(`abort to ${peer}: ${String(error)}`);
@@ -242,6 +338,7 @@ export class TorusRun implements HostedRun<Frame, RoundResult> {
     this.finished = true;
     if (this.roundTimer !== undefined) this.clock.clearTimeout(this.roundTimer);
     this.roundTimer = undefined;
+    this.clearGuestTimer();
     for (const stage of STAGES) this.held[stage].length = 0;
     this.heldBytes = 0;
   }

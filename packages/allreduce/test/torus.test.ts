@@ -5,6 +5,9 @@ import { closeAll, makeCluster, reference, sameBits, type Cluster, type Peer } f
 
 const FAST: Partial<AllReduceOptions> = { frameBytes: 64, progressTimeoutMs: 150, ringStartTimeoutMs: 150, roundTimeoutMs: 3_000 };
 
+/** A float32 chunk of an attached member's contribution (stage TorusAttach, reduce-scatter kind). */
+const attachChunk = (values: Float32Array): Uint8Array<ArrayBuffer> => encodeDataFrame({ kind: FrameKind.ReduceScatter, attempt: 1, step: 0, segment: 0, offset: 0, stage: RingStage.TorusAttach }, values);
+
 /** The cluster's peers as a grid of `columns` members per row, in ring order. */
 function gridOf(ids: readonly string[], columns: number): string[][] {
   const rows: string[][] = [];
@@ -100,6 +103,31 @@ describe("torus all-reduce: the mean, bit-identical on every member", () => {
     });
   }
 
+  // [columns, rows, attached]: members beyond the grid attached to its rows' first members.
+  const withAttached: [number, number, number][] = [[2, 2, 1], [2, 2, 2], [3, 2, 1], [4, 4, 3], [1, 2, 2]];
+  for (const [columns, rows, attachedCount] of withAttached) {
+    for (const codec of ["dense", "int8"] as const) {
+      it(`${columns}x${rows} with ${attachedCount} attached, ${codec}: every member, attached ones included, gets the same bits and the exact total`, async () => {
+        const n = columns * rows + attachedCount;
+        const cluster = makeCluster(n, 300, 31 * n, { frameBytes: 128 });
+        const grid = gridOf(cluster.ring.slice(0, columns * rows), columns);
+        const attached = cluster.ring.slice(columns * rows);
+        const results = valuesOf(await torusAll(cluster, 1, grid, cluster.peers, { attached, codec }));
+        for (const result of results) expect(sameBits(result.mean, results[0]!.mean)).toBe(true);
+        expect(results[0]!.totalSamples).toBe(cluster.peers.reduce((sum, p) => sum + p.samples, 0));
+        if (codec === "dense") {
+          const { mean, bound } = reference(cluster.peers);
+          for (let e = 0; e < 300; e++) expect(Math.abs(results[0]!.mean[e]! - mean[e]!)).toBeLessThanOrEqual(bound[e]!);
+        }
+        // An attached member sends its contribution and receives the sums: one vector each way.
+        const index = cluster.peers.findIndex((p) => p.id === attached[0]);
+        expect(results[index]!.stats.bytesSent - FRAME_HEADER_BYTES * results[index]!.stats.framesSent).toBe(4 * 301);
+        expect(results[index]!.stats.bytesReceived - FRAME_HEADER_BYTES * results[index]!.stats.framesReceived).toBe(4 * 301);
+        closeAll(cluster);
+      });
+    }
+  }
+
   it("ring and torus rounds alternate on one reducer; a torus frame of an earlier attempt is stale", async () => {
     const cluster = makeCluster(6, 50, 4, FAST);
     const grid = gridOf(cluster.ring, 3);
@@ -174,6 +202,42 @@ describe("torus all-reduce: failures are all or nothing for the whole grid", () 
     }, 60_000);
   }
 
+  for (const who of ["attached", "host"] as const) {
+    it(`3x3 with 2 attached: the ${who} member dying after every frame count: every survivor fails typed (or has the whole mean)`, async () => {
+      const run = async (killAfter: number | undefined): Promise<{ settled: PromiseSettledResult<RoundResult>[]; victim: string; framesSent: number }> => {
+        // The host names a silent guest progressTimeoutMs before its row would name the host.
+        const cluster = makeCluster(11, 200, 12, { ...FAST, progressTimeoutMs: 100, ringStartTimeoutMs: 400 });
+        const grid = gridOf(cluster.ring.slice(0, 9), 3);
+        const attached = cluster.ring.slice(9);
+        const victim = who === "attached" ? attached[1]! : grid[1]![0]!;
+        if (killAfter !== undefined) cluster.network.killAfterFrames(victim, killAfter);
+        const rounds = cluster.peers.map((p) => ({ id: p.id, round: p.reducer.allReduceTorus({ attempt: 1, rows: grid, attached, gradient: p.gradient, samples: p.samples }) }));
+        const victimRound = rounds.find((r) => r.id === victim)!.round.catch((error: unknown) => error);
+        const settled = await Promise.allSettled(rounds.filter((r) => r.id !== victim).map((r) => r.round));
+        cluster.peers.find((p) => p.id === victim)!.reducer.close();
+        await victimRound;
+        const framesSent = cluster.network.framesSent(victim);
+        closeAll(cluster);
+        return { settled, victim, framesSent };
+      };
+      const clean = await run(undefined);
+      const whole = valuesOf(clean.settled)[0]!.mean;
+      for (let k = 0; k <= clean.framesSent; k++) {
+        const { settled, victim } = await run(k);
+        for (const s of settled) {
+          if (s.status === "fulfilled") expect(sameBits(s.value.mean, whole)).toBe(true);
+          else {
+            const error = s.reason as AllReduceError;
+            expect(error).toBeInstanceOf(AllReduceError);
+            expect(["peer-gone", "aborted", "timeout"]).toContain(error.code);
+            expect(error.suspect, `${error.message} (k=${k})`).toBe(victim);
+          }
+        }
+        expect(settled.some((s) => s.status === "rejected") || k === clean.framesSent).toBe(true);
+      }
+    }, 30_000);
+  }
+
   it("a hung member (silent, link open): every survivor fails within the timeouts, and it is named", async () => {
     const cluster = makeCluster(9, 200, 3, FAST);
     const grid = gridOf(cluster.ring, 3);
@@ -221,6 +285,30 @@ describe("torus all-reduce: failures are all or nothing for the whole grid", () 
       });
     }
 
+    const attachCases: { name: string; from: "guest" | "other"; frame: () => Uint8Array<ArrayBuffer>; pattern: RegExp }[] = [
+      { name: "an attach frame from a member not attached to the target", from: "other", frame: () => attachChunk(new Float32Array(32)), pattern: /not attached to this member/ },
+      { name: "a NaN in an attached contribution", from: "guest", frame: () => attachChunk(new Float32Array(32).fill(Number.NaN)), pattern: /non-finite value NaN at element 0 of the contribution/ },
+      { name: "an attached contribution's chunk of the wrong length", from: "guest", frame: () => attachChunk(new Float32Array(3)), pattern: /a chunk of 12 bytes at offset 0, expected 128/ },
+      { name: "an attached contribution sent as int8", from: "guest", frame: () => encodeCodedFrame({ kind: FrameKind.ReduceScatter, attempt: 1, step: 0, segment: 0, offset: 0, codec: "int8", stage: RingStage.TorusAttach }, new Uint8Array(8)), pattern: /int8 attach frame; the attach hop is float32/ },
+    ];
+    for (const { name, from, frame, pattern } of attachCases) {
+      it(name, async () => {
+        const cluster = makeCluster(5, 100, 23, { ...FAST, frameBytes: 128 });
+        const grid = gridOf(cluster.ring.slice(0, 4), 2);
+        const attached = [cluster.ring[4]!];
+        const [host, sender] = [grid[0]![0]!, from === "guest" ? attached[0]! : grid[1]![1]!];
+        // The guest's own chunks vanish, so the forged one is the first (else it may be a duplicate).
+        if (from === "guest") cluster.network.silence(sender);
+        cluster.network.inject(sender, host, frame());
+        const settled = await torusAll(cluster, 1, grid, cluster.peers, { attached });
+        const error = errorsOf([settled[cluster.peers.findIndex((p) => p.id === host)]!])[0]!;
+        expect(error.code).toBe("bad-frame");
+        expect(error.suspect).toBe(sender);
+        expect(error.message, error.message).toMatch(pattern);
+        closeAll(cluster);
+      });
+    }
+
     it("more frames ahead of this member than maxBufferedFutureBytes", async () => {
       const cluster = makeCluster(4, 100, 22, { ...FAST, maxBufferedFutureBytes: 1024 });
       const grid = gridOf(cluster.ring, 2);
@@ -252,6 +340,8 @@ describe("torus all-reduce: failures are all or nothing for the whole grid", () 
     await expect(run([[b, c], [d, b]])).rejects.toThrow(/repeated peer|does not contain/);
     await expect(run([[b], [c]])).rejects.toThrow(/does not contain this peer/);
     await expect(run([[a, b], [c, d]], "topk")).rejects.toThrow(/topk/);
+    await expect(peer.reducer.allReduceTorus({ attempt: 1, rows: [[a], [b]], attached: [c, d, "e"], gradient: peer.gradient, samples: 1 })).rejects.toThrow(/at most one per row/);
+    await expect(peer.reducer.allReduceTorus({ attempt: 1, rows: [[a, b]], attached: [b], gradient: peer.gradient, samples: 1 })).rejects.toThrow(/repeated peer/);
     await expect(run([])).rejects.toThrow(/no rows/);
     closeAll(cluster);
   });

@@ -27,8 +27,10 @@
  *
  * Version 3 added the stage byte: a torus plan runs three rings in one attempt (its row's
  * reduce-scatter, its column's all-reduce, its row's all-gather; packages/allreduce/src/torus.ts), and
- * the stage says which ring a chunk belongs to, since step, segment and offset restart in each. A flat
- * ring's frames are stage 0; direct and abort frames must carry 0.
+ * the stage says which ring a chunk belongs to, since step, segment and offset restart in each; stage
+ * 3 is the hop to and from a member attached to a row (a contribution up as reduce-scatter frames,
+ * the final sums down as all-gather frames, float32, segment 0). A flat ring's frames are stage 0;
+ * direct and abort frames must carry 0.
  *
  * Kinds: the ring's reduce-scatter (1) and all-gather (2), the abort notice (3), and the direct
  * (BTARD-style) layout's scatter (4: a member's contribution to shard `segment`, sent to the shard's
@@ -69,6 +71,8 @@ export const RingStage = {
   Ring: 0,
   TorusRow: 1,
   TorusColumn: 2,
+  /** The hop between a torus member and the member attached to it (a float32 vector each way). */
+  TorusAttach: 3,
 } as const;
 export type RingStage = (typeof RingStage)[keyof typeof RingStage];
 const STAGES = new Set<number>(Object.values(RingStage));

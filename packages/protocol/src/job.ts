@@ -99,6 +99,18 @@ export const AlgorithmSchema = v.variant("kind", [
  * Codecs other than "dense" need `aggregation: "mean"` (a robust owner needs exact contributions).
  */
 export const CodecSchema = v.picklist(["dense", "fp16", "int8", "topk"]);
+
+/**
+ * The shape of a mean's all-reduce (packages/coordination plans.ts):
+ * - "auto": a flat ring below 16 members, a 2D torus from 16 when the members fill a grid (at most
+ *   2% of them sitting a round out);
+ * - "ring": always the flat ring (2(N−1) steps);
+ * - "torus": a torus whenever 4 or more members can form one (2(X−1) + 2(Y−1) steps).
+ * Robust aggregation runs its direct plan and topk its ring whatever this says; "torus" with either
+ * is refused.
+ */
+export const TopologySchema = v.picklist(["auto", "ring", "torus"]);
+export type Topology = v.InferOutput<typeof TopologySchema>;
 export const DEFAULT_TOPK_FRACTION = 0.002;
 
 export const JobSchema = v.pipe(
@@ -139,9 +151,12 @@ export const JobSchema = v.pipe(
     codec: v.optional(CodecSchema, "dense"),
     /** Share of the vector a "topk" member sends each round. */
     topkFraction: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(0.5)), DEFAULT_TOPK_FRACTION),
+    /** The all-reduce's shape for a mean (see TopologySchema). */
+    topology: v.optional(TopologySchema, "auto"),
   }),
   v.check((job) => job.epochs !== undefined || job.rounds !== undefined, "give epochs or rounds (or both)"),
   v.check((job) => job.codec === "dense" || job.aggregation === "mean", "codec other than dense needs aggregation \"mean\""),
+  v.check((job) => job.topology !== "torus" || (job.aggregation === "mean" && job.codec !== "topk"), "topology \"torus\" needs aggregation \"mean\" and a codec other than topk"),
   v.check((job) => roundSamples(job) <= MAX_ROUND_SAMPLES, `batchSize x inner steps must be at most ${MAX_ROUND_SAMPLES}`),
 );
 

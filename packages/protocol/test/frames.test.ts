@@ -4,6 +4,8 @@ import {
   DirectPlanSchema,
   planMembers,
   PlanSchema,
+  torusAttached,
+  torusRows,
   type Codec,
   type DirectPlan,
   decodeAnyFrame,
@@ -134,7 +136,7 @@ describe("frame codec", () => {
     expect([FrameKind.ReduceScatter, FrameKind.AllGather, FrameKind.Abort, FrameKind.DirectScatter, FrameKind.DirectGather]).toEqual([1, 2, 3, 4, 5]);
     expect(FRAME_CODEC_IDS).toEqual({ dense: 1, fp16: 2, int8: 3, topk: 4 });
     expect([FRAME_VERSION, FRAME_HEADER_BYTES, FRAME_HEADER_BYTES % 4]).toEqual([3, 20, 0]);
-    expect(RingStage).toEqual({ Ring: 0, TorusRow: 1, TorusColumn: 2 });
+    expect(RingStage).toEqual({ Ring: 0, TorusRow: 1, TorusColumn: 2, TorusAttach: 3 });
     const bytes = encodeDataFrame({ kind: FrameKind.ReduceScatter, attempt: 0x01020304, step: 0x0506, segment: 0x0708090a, offset: 0x0b0c0d0e }, Float32Array.from([1]));
     expect(Array.from(bytes.subarray(0, FRAME_HEADER_BYTES))).toEqual([3, 1, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x0a, 0x09, 0x08, 0x07, 0x0e, 0x0d, 0x0c, 0x0b, 1, 0, 0, 0]);
     const coded = encodeCodedFrame({ kind: FrameKind.AllGather, attempt: 0x01020304, step: 0x0506, segment: 0x0708090a, offset: 0x0b0c0d0e, codec: "topk", stage: RingStage.TorusColumn }, new Uint8Array(8));
@@ -145,8 +147,8 @@ describe("frame codec", () => {
   });
 
   it("refuses to encode a stage on anything but a ring data frame, or an unknown stage", () => {
-    expect(() => encodeDataFrame({ kind: FrameKind.DirectGather, attempt: 1, step: 0, segment: 0, offset: 0, stage: RingStage.TorusRow }, new Float32Array(1))).toThrow(/cannot carry stage 1/);
-    expect(() => encodeCodedFrame({ kind: FrameKind.ReduceScatter, attempt: 1, step: 0, segment: 0, offset: 0, codec: "dense", stage: 3 as RingStage }, new Float32Array(1))).toThrow(/cannot carry stage 3/);
+    expect(() => encodeDataFrame({ kind: FrameKind.DirectGather, attempt: 1, step: 0, segment: 0, offset: 0, stage: RingStage.TorusRow } as never, new Float32Array(1))).toThrow(/cannot carry stage 1/);
+    expect(() => encodeCodedFrame({ kind: FrameKind.ReduceScatter, attempt: 1, step: 0, segment: 0, offset: 0, codec: "dense", stage: 4 as RingStage }, new Uint8Array(4))).toThrow(/cannot carry stage 4/);
   });
 
   it("refuses to encode a direct frame with a step (the field is reserved)", () => {
@@ -178,7 +180,7 @@ describe("frame codec", () => {
     ["direct gather with codec int8", raw(5, withCodec(FRAME_CODEC_IDS.int8), [0, 0, 0, 0]), /codec int8/],
     ["direct gather with codec topk", raw(5, withCodec(FRAME_CODEC_IDS.topk), [0, 0, 0, 0, 0, 0, 0, 0]), /codec topk/],
     ["a non-zero reserved byte", raw(1, [...withCodec(DENSE), 0, 7]), /reserved header byte 18 is 7/],
-    ["an unknown stage", raw(1, [...withCodec(DENSE), 3]), /unknown stage 3/],
+    ["an unknown stage", raw(1, [...withCodec(DENSE), 4]), /unknown stage 4/],
     ["a direct frame with a stage", raw(4, [...withCodec(DENSE), RingStage.TorusRow]), /kind 4 carries stage 1/],
     ["an abort frame with a stage", raw(3, [...withCodec(0), RingStage.TorusColumn], Array.from('{"suspect":"p","reason":"r"}', (c) => c.charCodeAt(0))), /kind 3 carries stage 2/],
     ["abort with a codec byte", raw(3, withCodec(DENSE), Array.from('{"suspect":"p","reason":"r"}', (c) => c.charCodeAt(0))), /abort frame carries codec byte 1/],
@@ -212,5 +214,21 @@ describe("communication plans", () => {
     expect(v.safeParse(PlanSchema, { kind: "direct", members: ["a"] }).success).toBe(false);
     expect(v.safeParse(PlanSchema, { ...plan, weights: [1, 2] }).success).toBe(false);
     expect(v.safeParse(PlanSchema, { ...plan, members: [] }).success).toBe(false);
+  });
+
+  it("a torus plan: a grid row by row, then at most one attached member per row", () => {
+    const plan = v.parse(PlanSchema, { kind: "torus", members: ["a", "b", "c", "d", "e", "f", "g"], columns: 3, rows: 2 });
+    if (plan.kind !== "torus") throw new Error("not a torus");
+    expect(torusRows(plan)).toEqual([["a", "b", "c"], ["d", "e", "f"]]);
+    expect(torusAttached(plan)).toEqual(["g"]);
+    expect(planMembers(plan)).toEqual(["a", "b", "c", "d", "e", "f", "g"]);
+    const torus = { kind: "torus", members: ["a", "b", "c", "d"], columns: 2, rows: 2 };
+    expect(v.safeParse(PlanSchema, torus).success).toBe(true);
+    expect(v.safeParse(PlanSchema, { ...torus, columns: 3 }).issues?.[0]?.message).toMatch(/needs that many members/);
+    expect(v.safeParse(PlanSchema, { ...torus, columns: 1, rows: 1 }).issues?.[0]?.message).toMatch(/at most one member per row/);
+    expect(v.safeParse(PlanSchema, { ...torus, members: ["a", "b", "a", "d"] }).issues?.[0]?.message).toMatch(/each member once/);
+    for (const columns of [0, 1.5, -2, "2"]) expect(v.safeParse(PlanSchema, { ...torus, columns }).success).toBe(false);
+    expect(v.safeParse(PlanSchema, { ...torus, rows: undefined }).success).toBe(false);
+    expect(v.safeParse(PlanSchema, { ...torus, extra: 2 }).success).toBe(false);
   });
 });
