@@ -1,11 +1,13 @@
-// npm run bench:allreduce — ring all-reduce in real tabs over WebRTC against the point-to-point
-// link between two of the same tabs, same frame size, same run; then the same through a coturn TURN
+// npm run bench:allreduce — ring all-reduce (and, from 4 tabs, the torus the coordinator would plan
+// for them) in real tabs over WebRTC against the point-to-point link between two of the same tabs,
+// same frame size, same run; then the same through a coturn TURN
 // relay (relay-only ICE) inside the e2e namespace. Writes e2e/results/allreduce.json.
 import { spawnSync } from "node:child_process";
 import type { Page } from "@playwright/test";
 import { expect, test } from "../fixtures.ts";
 import { startCoturn } from "../support/coturn.ts";
 import { insideE2eNamespace } from "../support/link-profile.ts";
+import { torusShape } from "../../packages/coordination/src/plans.ts";
 import { mb, median, table, writeResults } from "./report.ts";
 
 /** Overridable for a quick look at one case, e.g. BENCH_PEERS=4 BENCH_SIZES=4194304 BENCH_FRAME_BYTES=262124. */
@@ -28,6 +30,8 @@ const TURN_PORT = 3478;
 type Row = {
   /** direct: WebRTC between the tabs; relay: every byte through a coturn TURN relay. */
   path: "direct" | "relay";
+  /** "ring", or "torus XxY" (+A attached): the plan the coordinator would give these tabs with topology "torus". */
+  layout: string;
   n: number;
   bytes: number;
   frameBytes: number;
@@ -67,35 +71,45 @@ async function linkBandwidth(pages: Page[], ids: string[], pairs: [number, numbe
 let attempt = 0;
 
 /** Rounds of each size over `pages` (already opened on one server), then the links, as rows. */
+/** Median round time and mean bytes sent per tab of ROUNDS rounds (after a warm-up), as a ring or (columns set) a torus. */
+async function rounds(pages: Page[], ring: string[], length: number, columns: number | undefined): Promise<{ roundMs: number; sentBytesPerPeer: number }> {
+  const times: number[] = [];
+  const sent: number[] = [];
+  for (let k = 0; k <= ROUNDS; k++) {
+    attempt++;
+    const startAt = Date.now() + START_DELAY_MS;
+    const runs = await Promise.all(pages.map((p, i) => p.evaluate((args) => window.crowdtrainLab.arRun(args), { attempt, ring, seed: i + 1, length, samples: 1, startAt, ...(columns === undefined ? {} : { columns }) })));
+    const hashes = new Set(runs.map((r) => (r.ok ? r.hash : `failed: ${JSON.stringify(r.error)}`)));
+    expect(hashes.size, [...hashes].join("\n")).toBe(1);
+    if (k === 0) continue; // warm-up: first use of these buffers and frame sizes
+    times.push(Math.max(...runs.map((r) => r.ms)));
+    sent.push(...runs.map((r) => (r.ok ? r.bytesSent : 0)));
+  }
+  return { roundMs: median(times), sentBytesPerPeer: sent.reduce((a, b) => a + b, 0) / sent.length };
+}
+
 async function measure(pages: Page[], path: Row["path"], sizes: number[], rows: Row[]): Promise<void> {
   const n = pages.length;
   const ring = await Promise.all(pages.map((p) => p.evaluate((frameBytes) => window.crowdtrainLab.arOpen({ frameBytes, roundTimeoutMs: 600_000, progressTimeoutMs: 60_000, ringStartTimeoutMs: 60_000 }), FRAME_BYTES)));
   await Promise.all(pages.map((p) => p.evaluate((ids) => window.crowdtrainLab.arConnect(ids), ring)));
+  // The torus these tabs would get with topology "torus" (none below 4), measured on the same tabs.
+  const shape = path === "direct" ? torusShape(n) : undefined;
+  const layouts: [string, number | undefined][] = [["ring", undefined], ...(shape === undefined ? [] : [[`torus ${shape.columns}x${shape.rows}${shape.attached > 0 ? `+${shape.attached}` : ""}`, shape.columns] as [string, number]])];
   for (const bytes of sizes) {
     const length = bytes / 4;
-    const times: number[] = [];
-    const sent: number[] = [];
-    for (let k = 0; k <= ROUNDS; k++) {
-      attempt++;
-      const startAt = Date.now() + START_DELAY_MS;
-      const runs = await Promise.all(pages.map((p, i) => p.evaluate((args) => window.crowdtrainLab.arRun(args), { attempt, ring, seed: i + 1, length, samples: 1, startAt })));
-      const hashes = new Set(runs.map((r) => (r.ok ? r.hash : `failed: ${JSON.stringify(r.error)}`)));
-      expect(hashes.size, [...hashes].join("\n")).toBe(1);
-      if (k === 0) continue; // warm-up: first use of these buffers and frame sizes
-      times.push(Math.max(...runs.map((r) => r.ms)));
-      sent.push(...runs.map((r) => (r.ok ? r.bytesSent : 0)));
-    }
+    const measured = [];
+    for (const [layout, columns] of layouts) measured.push({ layout, ...(await rounds(pages, ring, length, columns)) });
     const ideal = (2 * (n - 1) * bytes) / n;
-    const roundMs = median(times);
-    const sentBytesPerPeer = sent.reduce((a, b) => a + b, 0) / sent.length;
-    const algbw = bytes / (roundMs / 1000);
-    const busbw = (algbw * 2 * (n - 1)) / n;
     const blastBytes = Math.ceil(ideal);
     const linkBw = await linkBandwidth(pages, ring, [[0, 1]], blastBytes);
     const ringPairs = pages.map((_, i) => [i, (i + 1) % n] as [number, number]);
     const ringLinksBw = await linkBandwidth(pages, ring, ringPairs, blastBytes);
+    for (const { layout, roundMs, sentBytesPerPeer } of measured) {
+    const algbw = bytes / (roundMs / 1000);
+    const busbw = (algbw * 2 * (n - 1)) / n;
     const row: Row = {
       path,
+      layout,
       n,
       bytes,
       frameBytes: FRAME_BYTES,
@@ -112,7 +126,8 @@ async function measure(pages: Page[], path: Row["path"], sizes: number[], rows: 
     };
     rows.push(row);
     writeResults(process.env.BENCH_OUT ?? "allreduce", rows); // after every row, so an interrupted run keeps what it measured
-    console.log(`${path} n=${n} S=${bytes}: round ${roundMs.toFixed(0)} ms, busbw ${mb(busbw)} MB/s, link ${mb(linkBw)} MB/s, ring links at once ${mb(ringLinksBw)} MB/s`);
+    console.log(`${path} ${layout} n=${n} S=${bytes}: round ${roundMs.toFixed(0)} ms, busbw ${mb(busbw)} MB/s, link ${mb(linkBw)} MB/s, ring links at once ${mb(ringLinksBw)} MB/s`);
+    }
   }
 }
 
@@ -143,9 +158,10 @@ test("ring all-reduce vs point-to-point link, direct and through a TURN relay", 
   const file = writeResults(process.env.BENCH_OUT ?? "allreduce", rows);
   console.log(
     `\n${table(
-      ["path", "N", "S (KiB)", "round ms", "sent/peer (KiB)", "bytesRatio", "algbw MB/s", "busbw MB/s", "link MB/s", "busbw/link", "ring links MB/s", "busbw/ring links"],
+      ["path", "layout", "N", "S (KiB)", "round ms", "sent/peer (KiB)", "bytesRatio", "algbw MB/s", "busbw MB/s", "link MB/s", "busbw/link", "ring links MB/s", "busbw/ring links"],
       rows.map((r) => [
         r.path,
+        r.layout,
         String(r.n),
         String(r.bytes / 1024),
         r.roundMs.toFixed(0),

@@ -29,11 +29,11 @@ async function openRing(pages: Page[]): Promise<string[]> {
   return ids;
 }
 
-function run(page: Page, attempt: number, ring: string[], seed: number, length = LENGTH) {
-  return page.evaluate((args) => window.crowdtrainLab.arRun(args), { attempt, ring, seed, length, samples: seed });
+function run(page: Page, attempt: number, ring: string[], seed: number, length = LENGTH, columns?: number) {
+  return page.evaluate((args) => window.crowdtrainLab.arRun(args), { attempt, ring, seed, length, samples: seed, ...(columns === undefined ? {} : { columns }) });
 }
 
-test("4 tabs all-reduce 1 MiB over WebRTC and agree bit for bit, on the sample-weighted mean", async ({ openWorkers }) => {
+test("4 tabs all-reduce 1 MiB over WebRTC and agree bit for bit, on the sample-weighted mean, as a ring and as tori", async ({ openWorkers }) => {
   const pages = await openWorkers(4, "/lab.html");
   const ring = await openRing(pages);
   const seeds = [1, 2, 3, 4];
@@ -54,6 +54,20 @@ test("4 tabs all-reduce 1 MiB over WebRTC and agree bit for bit, on the sample-w
   // Bandwidth-optimal: each tab sends 2(N-1)/N of the vector (plus the count and 20-byte headers).
   const ideal = (2 * 3 * (LENGTH + 1) * 4) / 4;
   expect(first.bytesSent / ideal).toBeLessThan(1.01);
+
+  // The same tabs as a 2x2 torus, then as a row of 3 with the fourth attached: again one set of bits,
+  // the same mean within float32 rounding, and (the 2x2) the flat ring's bytes.
+  for (const [attempt, columns] of [[2, 2], [3, 3]] as const) {
+    const torus = await Promise.all(pages.map((page, k) => run(page, attempt, ring, seeds[k]!, LENGTH, columns)));
+    const results = torus.map((r) => {
+      if (!r.ok) throw new Error(`torus ${columns} columns: tab failed: ${JSON.stringify(r.error)}`);
+      return r;
+    });
+    expect(new Set(results.map((r) => r.hash)).size).toBe(1);
+    expect(results[0]!.totalSamples).toBe(10);
+    results[0]!.head.forEach((value, i) => expect(Math.abs(value - first.head[i]!)).toBeLessThan(1e-5 * (1 + Math.abs(first.head[i]!))));
+    if (columns === 2) expect(results[0]!.bytesSent / ideal).toBeLessThan(1.01);
+  }
 });
 
 test("a tab closed mid-round makes the other three fail with a typed error naming it, then a 3-peer ring succeeds", async ({ openWorkers }) => {

@@ -7,8 +7,10 @@ import { expect, test, type ServerProcess } from "../fixtures.ts";
 import { fetchStatus, latestAccuracy, type Status } from "../support/status.ts";
 
 /**
- * Volunteers come and go: 4 tabs train for 100 rounds while the test closes a random tab about every
- * 10 rounds and opens a new one, crashes one tab's renderer, and kill -9s and restarts the server.
+ * Volunteers come and go: 4 tabs train for 80 rounds (as a 2x2 torus: the job's topology is "torus";
+ * three, between a departure and its replacement, as a ring) while the test closes a random tab
+ * about every 10 rounds and opens a new one, crashes one tab's renderer, and kill -9s and restarts
+ * the server.
  * The CPU backend keeps rounds short on this machine; the invariants do not depend on the backend.
  * Spot checks are off (the job's spotCheck 0): a tab the test closes while it is audited dodges the
  * audit, which rolls back every round since its last passed one (tens, measured), so the run's length
@@ -102,6 +104,9 @@ test("chaos: tabs closed, opened and crashed, server killed and restarted; no sa
       .poll(async () => atTarget(await finalsOfLiveTabs()).length, { timeout: COMMIT_APPLIED_TIMEOUT_MS, message: `live tabs holding round ${target}`, intervals: [250] })
       .toBeGreaterThanOrEqual(2);
     for (const [, hash] of atTarget(await finalsOfLiveTabs())) expect(hash).toBe(status.recentRounds.at(-1)?.hash);
+
+    // The job's topology is "torus": four tabs ran 2x2 tori (three, after a departure, a ring).
+    expect(status.recentRounds.filter((r) => r.ringSize === TABS).map((r) => r.plan)).toContain("torus");
 
     // Each finished epoch used every training sample exactly once, across aborts, departures and the restart.
     expect(status.coverage.length).toBeGreaterThanOrEqual(1);

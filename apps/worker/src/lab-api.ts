@@ -45,6 +45,17 @@ export interface ReceiveReport {
 }
 
 /** One all-reduce round as a page saw it; failures are data, not exceptions. */
+export type ArRunArgs = {
+  attempt: number;
+  ring: string[];
+  seed: number;
+  length: number;
+  samples: number;
+  startAt?: number;
+  /** Run a torus instead of the flat ring: `ring` row by row, `columns` a row, the rest attached (one per row). */
+  columns?: number;
+};
+
 export type AllReduceRun =
   | { ok: true; ms: number; hash: string; head: number[]; totalSamples: number; bytesSent: number; framesSent: number }
   | { ok: false; ms: number; error: { code: string; attempt: number; suspect: string | undefined; message: string } };
@@ -112,7 +123,7 @@ export interface CrowdtrainLab {
   arOpen(options?: AllReduceLabOptions): Promise<string>;
   /** Opens the data connections to these peers ahead of a round. */
   arConnect(peers: string[]): Promise<void>;
-  arRun(args: { attempt: number; ring: string[]; seed: number; length: number; samples: number; startAt?: number }): Promise<AllReduceRun>;
+  arRun(args: ArRunArgs): Promise<AllReduceRun>;
   arBlast(to: string, bytes: number, frameBytes: number): Promise<void>;
   /** Starts counting blast bytes from `from`; call before the sender starts. */
   arListenBlast(from: string, bytes: number, timeoutMs: number): void;

@@ -7,6 +7,7 @@ import { UploaderChoice } from "./uploaders.ts";
 import { Lineage, type RollbackTarget } from "./lineage.ts";
 import { mulberry32 } from "./permutation.ts";
 import { splitBatch } from "./leases.ts";
+import { buildPlan, type PlanSettings } from "./plans.ts";
 import { Membership } from "./membership.ts";
 import { disputeBackoffMs, outliers, separateAccused, tally } from "./rounds.ts";
 import { Sampler } from "./sampler.ts";
@@ -582,12 +583,11 @@ export class Coordinator {
       startedAt.set(peer, ahead?.since.get(peer) ?? now);
     }
     const uploader = this.uploaders.choose(this.committedRound + 1, order);
-    const aggregation = this.config.aggregation ?? "mean";
     const round: OpenRound = {
       attempt: this.nextAttempt++,
       round: this.committedRound + 1,
       epoch: this.sampler.epoch,
-      plan: aggregation === "mean" ? { kind: "ring", members: order } : { kind: "direct", members: order, aggregation },
+      plan: buildPlan(order, this.planSettings()),
       members: new Set(order),
       leases,
       reports: new Map(),
@@ -619,6 +619,10 @@ export class Coordinator {
         upload: member.peerId === uploader,
       }, effects);
     }
+  }
+
+  private planSettings(): PlanSettings {
+    return { aggregation: this.config.aggregation ?? "mean", codec: this.config.codec ?? "dense", topology: this.config.topology ?? "auto" };
   }
 
   /**

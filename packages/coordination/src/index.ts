@@ -6,5 +6,6 @@ export { apportion, splitBatch } from "./leases.ts";
 export { Membership } from "./membership.ts";
 export { epochOrder, mulberry32 } from "./permutation.ts";
 export { disputeBackoffMs, MIN_OUTLIER_PLAN, outliers, separateAccused, tally, type Tally } from "./rounds.ts";
+export { buildPlan, torusFor, torusShape, TORUS_AUTO_ATTACH_MIN_MEMBERS, TORUS_AUTO_MIN_MEMBERS, type PlanSettings, type TorusShape } from "./plans.ts";
 export { Sampler, type SamplerSnapshot } from "./sampler.ts";
 export type * from "./types.ts";

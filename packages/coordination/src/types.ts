@@ -1,4 +1,4 @@
-import type { Aggregation, AuditRecord, Backend, MemberRole, Plan, ResolvedCoordinatorMessage, RoundTimings } from "@crowdtrain/protocol";
+import type { Aggregation, AuditRecord, Codec, Topology, Backend, MemberRole, Plan, ResolvedCoordinatorMessage, RoundTimings } from "@crowdtrain/protocol";
 
 export type CoordinatorConfig = {
   /** Training samples in the dataset; indices 0..trainCount-1 are leased. */
@@ -16,6 +16,10 @@ export type CoordinatorConfig = {
    * owners see (and clip) every contribution. Default "mean".
    */
   aggregation?: Aggregation;
+  /** The all-reduce's wire format (the job's codec): topk runs on a flat ring. Default "dense". */
+  codec?: Codec;
+  /** The shape of a mean's all-reduce (the job's topology, plans.ts). Default "auto". */
+  topology?: Topology;
   /** A round not committed this long after it opened is aborted; its silent members are suspected. */
   roundDeadlineMs: number;
   /** All-reduce frame payload size, the same for the whole plan. */

@@ -74,6 +74,8 @@ export const RoundPointSchema = v.object({
   loss: Real,
   samples: Count,
   ringSize: Count,
+  /** The kind of the round's plan (absent in rounds recorded before plans had kinds other than ring and direct). */
+  plan: v.optional(v.picklist(["ring", "torus", "direct"])),
   roundMs: Ms,
   /** Slowest member's split of the round, in ms. */
   computeMs: Ms,

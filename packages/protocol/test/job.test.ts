@@ -60,6 +60,17 @@ describe("job files", () => {
     expect(problemsOf({ ...good, codec: "int8", aggregation: "trimmed-mean" }).join()).toMatch(/codec other than dense needs aggregation "mean"/);
   });
 
+  it("topology defaults to auto; torus needs a mean and a summing codec", () => {
+    expect(parseJob(good).topology).toBe("auto");
+    expect(parseJob({ ...good, topology: "torus", codec: "int8" }).topology).toBe("torus");
+    expect(parseJob({ ...good, topology: "ring" }).topology).toBe("ring");
+    expect(problemsOf({ ...good, topology: "mesh" })[0]).toMatch(/^topology: /);
+    expect(problemsOf({ ...good, topology: "torus", codec: "topk" }).join()).toMatch(/topology "torus" needs aggregation "mean" and a codec other than topk/);
+    expect(problemsOf({ ...good, topology: "torus", aggregation: "centered-clip" }).join()).toMatch(/topology "torus" needs/);
+    // auto falls back to what a job can run: no problem with topk or robust aggregation.
+    expect(problemsOf({ ...good, codec: "topk" })).toEqual([]);
+  });
+
   /** The problems parseJob lists for `input`, or [] when it parses. */
   function problemsOf(input: unknown): string[] {
     try {

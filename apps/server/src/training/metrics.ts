@@ -20,6 +20,7 @@ export class Metrics {
       loss: commit.loss,
       samples: commit.samples,
       ringSize: planMembers(commit.plan).length,
+      plan: commit.plan.kind,
       roundMs: commit.roundMs,
       computeMs: slowest((r) => r.timings.computeMs),
       readbackMs: slowest((r) => r.timings.readbackMs),

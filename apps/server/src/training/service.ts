@@ -165,6 +165,8 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     // Round 0's hash, built here from the job's seed; a resumed snapshot brings its committed hash instead.
     initialHash: store.state.hash,
     aggregation: job.aggregation,
+    codec: job.codec,
+    topology: job.topology,
     roundDeadlineMs: options.roundDeadlineMs ?? DEFAULT_ROUND_DEADLINE_MS,
     frameBytes: options.frameBytes ?? 64 * 1024,
     maxStrikes: 3,

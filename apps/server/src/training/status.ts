@@ -98,10 +98,14 @@ export function buildStatus(input: StatusInput): Status {
   };
 }
 
-/** The last committed ring: its first STATUS_RING_MEMBERS members and, of a larger ring, its slowest links. */
+/**
+ * The last committed ring: its first STATUS_RING_MEMBERS members and, of a larger ring, its slowest
+ * links. Only a flat ring has one outgoing link per member; a torus (rows, columns, attached members)
+ * and a direct plan send to several, so their members are listed without per-link throughput.
+ */
 function lastRing(commit: CommittedRound): NonNullable<Status["lastRing"]> {
   const ring = planMembers(commit.plan);
-  const links = ringLinks(ring, commit.reports);
+  const links = commit.plan.kind === "ring" ? ringLinks(ring, commit.reports) : [];
   if (ring.length <= STATUS_RING_MEMBERS) return { round: commit.round, ring: [...ring], links };
   const slowest = links.sort((a, b) => (a.bytesPerSecond ?? Infinity) - (b.bytesPerSecond ?? Infinity)).slice(0, STATUS_RING_MEMBERS);
   return { round: commit.round, ring: ring.slice(0, STATUS_RING_MEMBERS), ringSize: ring.length, links: slowest };

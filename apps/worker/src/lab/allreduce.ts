@@ -7,7 +7,7 @@ import { AllReduceError, createAllReducer, resolveOptions, type AllReducer, type
 import { createPeerTransport, resolvePeerTransportOptions, type PeerTransport, type PeerTransportOptions } from "@crowdtrain/p2p";
 import { openLabPeer } from "./identity.ts";
 import type { Peer } from "peerjs";
-import type { AllReduceRun, BlastReport } from "../lab-api.ts";
+import type { AllReduceRun, ArRunArgs, BlastReport } from "../lab-api.ts";
 import { labInput } from "./input.ts";
 import { withTimeout } from "./wait.ts";
 
@@ -41,19 +41,30 @@ export async function arConnect(peers: string[]): Promise<void> {
   await need().transport.connect(peers);
 }
 
+/** The grid and attached members of a torus of `members` with `columns` a row, as the coordinator's plans lay them out. */
+function torusOf(members: string[], columns: number): { rows: string[][]; attached: string[] } {
+  const rows: string[][] = [];
+  const full = Math.floor(members.length / columns);
+  for (let r = 0; r < full; r++) rows.push(members.slice(r * columns, (r + 1) * columns));
+  return { rows, attached: members.slice(full * columns) };
+}
+
 /**
  * Runs one all-reduce round on labInput(seed, length) weighted by `samples`. Waits until
  * `startAt` (Date.now() of this machine, shared by every tab) so all tabs start together, and
  * times the round from there. Failures come back as data, with the error's code and suspect.
  */
-export async function arRun(args: { attempt: number; ring: string[]; seed: number; length: number; samples: number; startAt?: number }): Promise<AllReduceRun> {
+export async function arRun(args: ArRunArgs): Promise<AllReduceRun> {
   const { reducer } = need();
   const gradient = labInput(args.seed, args.length);
   const wait = (args.startAt ?? 0) - Date.now();
   if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
   const started = performance.now();
   try {
-    const result = await reducer.allReduce({ attempt: args.attempt, ring: args.ring, gradient, samples: args.samples });
+    const result =
+      args.columns === undefined
+        ? await reducer.allReduce({ attempt: args.attempt, ring: args.ring, gradient, samples: args.samples })
+        : await reducer.allReduceTorus({ attempt: args.attempt, ...torusOf(args.ring, args.columns), gradient, samples: args.samples });
     const mean = result.mean;
     return {
       ok: true,

@@ -1,0 +1,69 @@
+import { describe, expect, it } from "vitest";
+import { buildPlan, torusFor, torusShape, TORUS_AUTO_ATTACH_MIN_MEMBERS, TORUS_AUTO_MIN_MEMBERS, type PlanSettings } from "../src/index.ts";
+import { Harness } from "./sim.ts";
+
+const MEAN: PlanSettings = { aggregation: "mean", codec: "dense", topology: "auto" };
+const ids = (n: number): string[] => Array.from({ length: n }, (_, k) => `p${k}`);
+const steps = (columns: number, rows: number): number => 2 * (columns - 1) + 2 * (rows - 1);
+
+describe("torusShape", () => {
+  it("fills the grid when the count factors, squarest first; attaches the rest otherwise (at most one per row)", () => {
+    expect(torusShape(3)).toBeUndefined();
+    expect(torusShape(4)).toEqual({ columns: 2, rows: 2, attached: 0 });
+    expect(torusShape(5)).toEqual({ columns: 2, rows: 2, attached: 1 });
+    expect(torusShape(16)).toEqual({ columns: 4, rows: 4, attached: 0 });
+    expect(torusShape(1000)).toEqual({ columns: 25, rows: 40, attached: 0 });
+    // A prime: 996 = 12 x 83 is too oblong, so 31 x 32 with five attached (one per row at most).
+    expect(torusShape(997)).toEqual({ columns: 31, rows: 32, attached: 5 });
+    for (let n = 4; n <= 1200; n++) {
+      const shape = torusShape(n)!;
+      expect(shape.columns * shape.rows + shape.attached).toBe(n);
+      expect(shape.attached).toBeLessThanOrEqual(shape.rows);
+      expect(shape.columns).toBeLessThanOrEqual(shape.rows);
+      expect(shape.rows).toBeLessThanOrEqual(4 * shape.columns);
+      // Far fewer steps than the flat ring's 2(n-1) once n is large.
+      if (n >= 100) expect(steps(shape.columns, shape.rows)).toBeLessThan((2 * (n - 1)) / 4);
+    }
+  });
+});
+
+describe("buildPlan", () => {
+  it("auto: a ring below 16 members; a full torus from 16; attached members only from 64", () => {
+    expect(buildPlan(ids(15), MEAN)).toEqual({ kind: "ring", members: ids(15) });
+    expect(buildPlan(ids(TORUS_AUTO_MIN_MEMBERS), MEAN)).toEqual({ kind: "torus", members: ids(16), columns: 4, rows: 4 });
+    expect(buildPlan(ids(20), MEAN)).toEqual({ kind: "torus", members: ids(20), columns: 4, rows: 5 });
+    expect(buildPlan(ids(17), MEAN).kind).toBe("ring"); // 4x4 would need an attached member
+    expect(torusFor(TORUS_AUTO_ATTACH_MIN_MEMBERS - 3, MEAN)).toBeUndefined(); // 61, a prime
+    expect(torusFor(TORUS_AUTO_ATTACH_MIN_MEMBERS + 3, MEAN)).toEqual({ columns: 6, rows: 11, attached: 1 });
+    expect(buildPlan(ids(67), MEAN)).toEqual({ kind: "torus", members: ids(67), columns: 6, rows: 11 });
+  });
+
+  it("torus: from 4 members, attaching the rest; ring: never; robust jobs run direct plans and topk a ring whatever the topology", () => {
+    expect(buildPlan(ids(5), { ...MEAN, topology: "torus" })).toEqual({ kind: "torus", members: ids(5), columns: 2, rows: 2 });
+    expect(buildPlan(ids(3), { ...MEAN, topology: "torus" }).kind).toBe("ring");
+    expect(buildPlan(ids(100), { ...MEAN, topology: "ring" }).kind).toBe("ring");
+    expect(buildPlan(ids(100), { ...MEAN, codec: "topk" }).kind).toBe("ring");
+    expect(buildPlan(ids(100), { ...MEAN, aggregation: "centered-clip" })).toEqual({ kind: "direct", members: ids(100), aggregation: "centered-clip" });
+    expect(buildPlan(ids(100), { ...MEAN, codec: "int8" })).toMatchObject({ kind: "torus", columns: 10, rows: 10 });
+  });
+});
+
+describe("the coordinator plans tori", () => {
+  it("sends a torus plan with every ready member (one attached), commits it like a ring, and plans the next round alike", () => {
+    const h = Harness.create({ minWorkers: 5, topology: "torus" });
+    for (const peer of ids(5)) h.join(peer);
+    const round = h.lastTo("p0", "round")!;
+    expect(round.plan).toMatchObject({ kind: "torus", columns: 2, rows: 2 });
+    expect([...(round.plan?.members ?? [])].sort()).toEqual(ids(5));
+    h.reportAll();
+    expect(h.coordinator.state.committedRound).toBe(1);
+    expect(h.coordinator.state.current!.plan).toMatchObject({ kind: "torus", columns: 2, rows: 2 });
+    expect(h.coordinator.state.current!.members).toHaveLength(5);
+  });
+
+  it("auto: 20 ready members get a 4x5 torus; the default config (no topology) is auto", () => {
+    const h = Harness.create({ minWorkers: 20, batchSize: 40 });
+    for (const peer of ids(20)) h.join(peer);
+    expect(h.coordinator.state.current!.plan).toMatchObject({ kind: "torus", columns: 4, rows: 5 });
+  });
+});
