@@ -1,0 +1,95 @@
+// npm run sim — the real coordinator and all-reduce on simulated volunteers in virtual time: for each
+// swarm size, plan, algorithm and codec, the scaling efficiency, where a round's time goes and the
+// bytes a peer sends. Writes e2e/results/sim.json. SIM_PEERS=8,32 SIM_ROUNDS=2 narrows a run.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Codec, Topology } from "@crowdtrain/protocol";
+import { DEFAULT_POPULATION, Swarm, VirtualClock, type SwarmConfig, type SwarmResult } from "../index.ts";
+
+const list = (name: string, fallback: string[]): string[] => process.env[name]?.split(",").filter((s) => s !== "") ?? fallback;
+const PEERS = list("SIM_PEERS", ["8", "32", "128", "512", "1000"]).map(Number);
+const PLANS = list("SIM_PLANS", ["ring", "torus"]) as Topology[];
+const INNER_STEPS = list("SIM_INNER_STEPS", ["1", "8"]).map(Number);
+const CODECS = list("SIM_CODECS", ["dense", "int8"]) as Exclude<Codec, "topk">[];
+const ROUNDS = Number(process.env.SIM_ROUNDS ?? 3);
+/** A flat ring of hundreds costs O(N²) simulated frames a round: fewer rounds there keep the run in minutes. */
+const BIG_RING_ROUNDS = 1;
+const BIG_RING = 256;
+/** The default job's MLP (784 → 128 → 10, with biases): 101,770 parameters. */
+const MODEL_PARAMS = 101_770;
+const SIMULATED_PARAMS = 4_096;
+const DEPARTURES_PER_MINUTE = Number(process.env.SIM_DEPARTURES_PER_MINUTE ?? 0);
+
+const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+type Row = Omit<SwarmResult, "rounds"> & {
+  peers: number;
+  plan: string;
+  innerSteps: number;
+  codec: string;
+  roundMs: number;
+  computeMs: number;
+  allReduceMs: number;
+  realMs: number;
+};
+
+const median = (values: number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted.length === 0 ? Number.NaN : (sorted[Math.floor((sorted.length - 1) / 2)] as number);
+};
+
+async function one(peers: number, topology: Topology, innerSteps: number, codec: Exclude<Codec, "topk">): Promise<Row> {
+  const config: SwarmConfig = {
+    peers,
+    topology,
+    codec,
+    innerSteps,
+    perPeerBatch: 64,
+    modelParams: MODEL_PARAMS,
+    simulatedParams: SIMULATED_PARAMS,
+    stateBytes: MODEL_PARAMS * 12,
+    population: DEFAULT_POPULATION,
+    departuresPerMinute: DEPARTURES_PER_MINUTE,
+    joinsPerMinute: DEPARTURES_PER_MINUTE,
+    rounds: topology === "ring" && peers > BIG_RING ? Math.min(ROUNDS, BIG_RING_ROUNDS) : ROUNDS,
+    maxVirtualMs: 6 * 3_600_000,
+    seed: 1,
+  };
+  const started = Date.now();
+  const result = await new Swarm(config, new VirtualClock(settle)).run();
+  const { rounds, ...rest } = result;
+  const plan = rounds[0]?.plan ?? topology;
+  return {
+    peers,
+    plan,
+    innerSteps,
+    codec,
+    roundMs: median(rounds.map((r) => r.roundMs)),
+    computeMs: median(rounds.map((r) => r.computeMs)),
+    allReduceMs: median(rounds.map((r) => r.allReduceMs)),
+    realMs: Date.now() - started,
+    ...rest,
+  };
+}
+
+const rows: Row[] = [];
+const here = dirname(fileURLToPath(import.meta.url));
+const out = join(here, "../../../../e2e/results/sim.json");
+mkdirSync(dirname(out), { recursive: true });
+for (const peers of PEERS) {
+  for (const topology of PLANS) {
+    for (const innerSteps of INNER_STEPS) {
+      for (const codec of CODECS) {
+        const row = await one(peers, topology, innerSteps, codec);
+        rows.push(row);
+        writeFileSync(out, `${JSON.stringify({ population: DEFAULT_POPULATION, modelParams: MODEL_PARAMS, perPeerBatch: 64, rows }, null, 2)}\n`);
+        const algorithm = innerSteps === 1 ? "sync" : `diloco H=${innerSteps}`;
+        console.log(
+          `N=${String(peers).padStart(4)} ${row.plan.padEnd(12)} ${algorithm.padEnd(12)} ${codec.padEnd(5)} efficiency ${row.scalingEfficiency.toFixed(3)}  round ${(row.roundMs / 1000).toFixed(2)} s (compute ${(row.computeMs / 1000).toFixed(2)}, all-reduce ${(row.allReduceMs / 1000).toFixed(2)})  ${(row.bytesPerPeerPerRound / 1024).toFixed(0)} KiB/peer  aborted ${row.aborted}  [${(row.realMs / 1000).toFixed(1)} s real, ${row.events} events]`,
+        );
+      }
+    }
+  }
+}
+console.log(`written to ${out}`);

@@ -1,0 +1,330 @@
+import { AllReduceError, createAllReducer, DEFAULT_OPTIONS, type AllReducer } from "@crowdtrain/allreduce";
+import { Coordinator, type CommittedRound, type CoordinatorEffect, type CoordinatorEvent } from "@crowdtrain/coordination";
+import { torusAttached, torusRows, type Codec, type ResolvedCoordinatorMessage, type Topology } from "@crowdtrain/protocol";
+import { Draws, type Population, type Volunteer } from "./models.ts";
+import { SimNetwork } from "./network.ts";
+import type { VirtualClock } from "./virtual-clock.ts";
+
+/** One simulated run: a swarm training with the real coordinator and all-reduce, in virtual time. */
+export type SwarmConfig = {
+  peers: number;
+  topology: Topology;
+  codec: Exclude<Codec, "topk">;
+  /** 1: sync (an all-reduce per batch); H > 1: DiLoCo, H local batches per all-reduce. */
+  innerSteps: number;
+  /** Samples each peer computes per step (weak scaling: the global batch grows with the swarm). */
+  perPeerBatch: number;
+  /** Parameters of the modelled model: what the links are charged for. */
+  modelParams: number;
+  /** Elements the simulator really reduces (the links charge modelParams / simulatedParams per element). */
+  simulatedParams: number;
+  /** Bytes of the committed state a joiner downloads (weights and optimizer state). */
+  stateBytes: number;
+  population: Population;
+  /** Poisson departures and joins per minute of virtual time. */
+  departuresPerMinute: number;
+  joinsPerMinute: number;
+  /** Committed rounds to measure, after a first one that is not counted (it includes the start). */
+  rounds: number;
+  /** Give up after this much virtual time. */
+  maxVirtualMs: number;
+  seed: number;
+};
+
+export type RoundFigures = { round: number; plan: string; members: number; roundMs: number; computeMs: number; allReduceMs: number; samples: number; idealSamplesPerSecond: number };
+
+export type SwarmResult = {
+  rounds: RoundFigures[];
+  /** Committed samples per second over the measured rounds. */
+  samplesPerSecond: number;
+  /** samplesPerSecond over what the members compute alone (Σ of their speeds): 1 is perfect. */
+  scalingEfficiency: number;
+  /** Mean wire bytes a member sent per measured round (payloads scaled to the modelled model). */
+  bytesPerPeerPerRound: number;
+  /** Attempts aborted (departures mid-round, mostly). */
+  aborted: number;
+  departures: number;
+  joins: number;
+  virtualMs: number;
+  /** Timers the virtual clock ran: the simulator's own work. */
+  events: number;
+};
+
+/** How often the server ticks the coordinator (deadlines, accusation windows). */
+const TICK_MS = 1_000;
+/** The sample queue holds this many rounds' worth beyond the run's: no epoch ends during a run. */
+const SPARE_ROUNDS = 20;
+
+type SimPeer = {
+  id: string;
+  volunteer: Volunteer;
+  reducer: AllReducer;
+  gradient: Float32Array;
+  alive: boolean;
+  /** The attempt the coordinator last aborted for it: one still computing must not start its all-reduce. */
+  abortedUpTo: number;
+};
+
+/**
+ * Drives a swarm: each peer is a real all-reducer (packages/allreduce) on the simulated network, the
+ * server is the real Coordinator (packages/coordination), and a peer's work is modelled: it computes
+ * its lease at its drawn speed, then all-reduces a short stand-in vector (the links charge for the
+ * modelled one), and reports the mean's hash. Messages between server and peers take the peer's
+ * one-way latency. Leases ahead are off: a peer computes only once its round message arrives.
+ */
+export class Swarm {
+  private readonly network: SimNetwork;
+  private readonly coordinator: Coordinator;
+  private readonly draws: Draws;
+  private readonly peers = new Map<string, SimPeer>();
+  private readonly commits: { commit: CommittedRound; at: number; ideal: number }[] = [];
+  private aborted = 0;
+  private departures = 0;
+  private joins = 0;
+  private nextId = 0;
+  private stopped = false;
+  /** A failure of the simulator itself (not of a simulated peer): the run rejects with it. */
+  private fatal: unknown;
+
+  constructor(
+    private readonly config: SwarmConfig,
+    private readonly clock: VirtualClock,
+  ) {
+    const scale = config.modelParams / config.simulatedParams;
+    this.network = new SimNetwork(clock, { payloadScale: scale, goneAfterMs: 1_000 });
+    this.draws = new Draws(config.seed);
+    const batch = config.peers * config.perPeerBatch * config.innerSteps;
+    this.coordinator = new Coordinator({
+      // Only committed rounds use samples (an aborted one returns its own to the queue).
+      trainCount: batch * (config.rounds + SPARE_ROUNDS),
+      batchSize: batch,
+      seed: config.seed,
+      maxRounds: undefined,
+      maxEpochs: undefined,
+      minWorkers: config.peers,
+      initialHash: "0".repeat(64),
+      topology: config.topology,
+      codec: config.codec,
+      roundDeadlineMs: 30 * 60_000,
+      // A real frame carries at most 64 KiB: the stand-in's frames are cut so each stands for one.
+      frameBytes: Math.max(4, 4 * Math.floor(64 * 1024 / scale / 4)),
+      joinGraceMs: 5_000,
+      replanDelayMs: 1_000,
+      maxStrikes: 3,
+      strikeDecayRounds: 100,
+      accusationWindowMs: 10_000,
+      stateUploadTimeoutMs: 60_000,
+      leaseAhead: false,
+      spotCheck: 0,
+    });
+  }
+
+  async run(): Promise<SwarmResult> {
+    for (let k = 0; k < this.config.peers; k++) this.join();
+    this.scheduleChurn();
+    const tick = (): void => {
+      if (this.stopped) return;
+      this.apply({ type: "tick", now: this.clock.now() });
+      this.clock.setTimeout(tick, TICK_MS);
+    };
+    this.clock.setTimeout(tick, TICK_MS);
+    const startBytes = new Map<string, number>();
+    await this.clock.run(() => this.fatal !== undefined || this.commits.length >= 1, this.config.maxVirtualMs);
+    for (const id of this.peers.keys()) startBytes.set(id, this.network.bytesSent(id));
+    await this.clock.run(() => this.fatal !== undefined || this.commits.length >= this.config.rounds + 1, this.config.maxVirtualMs);
+    this.stopped = true;
+    for (const peer of this.peers.values()) peer.reducer.close();
+    if (this.fatal !== undefined) throw this.fatal;
+    return this.result(startBytes);
+  }
+
+  private result(startBytes: Map<string, number>): SwarmResult {
+    const measured = this.commits.slice(1);
+    const rounds = measured.map(({ commit, ideal }) => {
+      const reports = Object.values(commit.reports);
+      return {
+        round: commit.round,
+        plan: commit.plan.kind === "torus" ? `torus ${commit.plan.columns}x${commit.plan.rows}${commit.plan.members.length > commit.plan.columns * commit.plan.rows ? `+${commit.plan.members.length - commit.plan.columns * commit.plan.rows}` : ""}` : commit.plan.kind,
+        members: commit.plan.members.length,
+        roundMs: commit.roundMs,
+        computeMs: Math.max(...reports.map((r) => r.timings.computeMs)),
+        allReduceMs: Math.max(...reports.map((r) => r.timings.allReduceMs)),
+        samples: commit.samples,
+        idealSamplesPerSecond: ideal,
+      };
+    });
+    const first = this.commits[0];
+    const last = this.commits.at(-1);
+    const elapsedMs = first !== undefined && last !== undefined && measured.length > 0 ? last.at - first.at : Number.NaN;
+    const samples = rounds.reduce((sum, r) => sum + r.samples, 0);
+    const samplesPerSecond = samples / (elapsedMs / 1000);
+    const ideal = rounds.reduce((sum, r) => sum + r.idealSamplesPerSecond, 0) / Math.max(1, rounds.length);
+    let bytes = 0;
+    for (const [id, at] of startBytes) bytes += this.network.bytesSent(id) - at;
+    const memberRounds = rounds.reduce((sum, r) => sum + r.members, 0);
+    return {
+      rounds,
+      samplesPerSecond,
+      scalingEfficiency: samplesPerSecond / ideal,
+      bytesPerPeerPerRound: memberRounds === 0 ? Number.NaN : bytes / memberRounds,
+      aborted: this.aborted,
+      departures: this.departures,
+      joins: this.joins,
+      virtualMs: this.clock.now(),
+      events: this.clock.events,
+    };
+  }
+
+  private join(): void {
+    const id = `p${this.nextId++}`;
+    const volunteer = this.draws.volunteer(this.config.population);
+    const transport = this.network.add(id, volunteer.link);
+    const reducer = createAllReducer({ transport, clock: this.clock, options: { ...DEFAULT_OPTIONS, ringStartTimeoutMs: 120_000, roundTimeoutMs: 600_000 } });
+    const gradient = new Float32Array(this.config.simulatedParams);
+    for (let e = 0; e < gradient.length; e++) gradient[e] = this.draws.uniform() - 0.5;
+    this.peers.set(id, { id, volunteer, reducer, gradient, alive: true, abortedUpTo: -1 });
+    this.toServer(id, { type: "join", peerId: id, backend: "webgpu", now: 0 });
+    this.fetchStateThenReady(id);
+  }
+
+  private scheduleChurn(): void {
+    const { departuresPerMinute, joinsPerMinute } = this.config;
+    if (departuresPerMinute > 0) {
+      const depart = (): void => {
+        if (this.stopped) return;
+        const alive = [...this.peers.values()].filter((p) => p.alive);
+        const victim = alive[Math.floor(this.draws.uniform() * alive.length)];
+        if (victim !== undefined) this.leave(victim, "closed its tab");
+        this.clock.setTimeout(depart, this.draws.exponential(60_000 / departuresPerMinute));
+      };
+      this.clock.setTimeout(depart, this.draws.exponential(60_000 / departuresPerMinute));
+    }
+    if (joinsPerMinute > 0) {
+      const arrive = (): void => {
+        if (this.stopped) return;
+        this.joins++;
+        this.join();
+        this.clock.setTimeout(arrive, this.draws.exponential(60_000 / joinsPerMinute));
+      };
+      this.clock.setTimeout(arrive, this.draws.exponential(60_000 / joinsPerMinute));
+    }
+  }
+
+  private leave(peer: SimPeer, reason: string): void {
+    if (!peer.alive) return;
+    peer.alive = false;
+    this.departures++;
+    peer.reducer.close();
+    this.network.kill(peer.id, reason);
+    // The server sees the socket close as the others see the links close.
+    this.clock.setTimeout(() => this.apply({ type: "leave", peerId: peer.id, reason, now: this.clock.now() }), 1_000);
+  }
+
+  /** A peer's message reaches the server after its one-way latency. */
+  private toServer(id: string, event: CoordinatorEvent): void {
+    const peer = this.peers.get(id);
+    if (peer === undefined || !peer.alive) return;
+    this.clock.setTimeout(() => {
+      if (peer.alive) this.apply({ ...event, now: this.clock.now() });
+    }, peer.volunteer.link.rttMs / 2);
+  }
+
+  private apply(event: CoordinatorEvent): void {
+    for (const effect of this.coordinator.handle(event)) this.carryOut(effect);
+  }
+
+  private carryOut(effect: CoordinatorEffect): void {
+    switch (effect.type) {
+      case "send": {
+        const peer = this.peers.get(effect.to);
+        if (peer === undefined || !peer.alive) return;
+        this.clock.setTimeout(() => {
+          if (peer.alive) this.receive(peer, effect.message);
+        }, peer.volunteer.link.rttMs / 2);
+        return;
+      }
+      case "committed": {
+        const ideal = effect.commit.plan.members.reduce((sum, id) => sum + (this.peers.get(id)?.volunteer.samplesPerSecond ?? 0), 0);
+        this.commits.push({ commit: effect.commit, at: this.clock.now(), ideal });
+        const uploader = this.peers.get(effect.commit.uploader);
+        if (uploader !== undefined) {
+          const round = effect.commit.round;
+          this.clock.setTimeout(() => this.apply({ type: "state-stored", round, now: this.clock.now() }), SimNetwork.transferMs(this.config.stateBytes, uploader.volunteer.link.upBps));
+        }
+        return;
+      }
+      case "aborted":
+        this.aborted++;
+        return;
+      case "disconnect": {
+        const peer = this.peers.get(effect.peerId);
+        if (peer !== undefined) this.leave(peer, effect.reason);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  private receive(peer: SimPeer, message: ResolvedCoordinatorMessage): void {
+    switch (message.type) {
+      case "round":
+        this.train(peer, message);
+        return;
+      case "abort":
+        peer.abortedUpTo = Math.max(peer.abortedUpTo, message.attempt);
+        peer.reducer.abortRound(message.attempt, message.reason);
+        return;
+      case "sync":
+        this.fetchStateThenReady(peer.id);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private fetchStateThenReady(id: string): void {
+    const peer = this.peers.get(id);
+    if (peer === undefined) return;
+    this.clock.setTimeout(() => {
+      const state = this.coordinator.state;
+      this.toServer(id, { type: "ready", peerId: id, round: state.committedRound, hash: state.committedHash, now: 0 });
+    }, SimNetwork.transferMs(this.config.stateBytes, peer.volunteer.link.downBps));
+  }
+
+  /** Computes the lease at the peer's speed, all-reduces, reports. */
+  private train(peer: SimPeer, round: Extract<ResolvedCoordinatorMessage, { type: "round" }>): void {
+    const computeMs = (round.lease.length / peer.volunteer.samplesPerSecond) * 1000;
+    this.clock.setTimeout(() => {
+      // Gone, or the coordinator aborted this attempt while the peer computed (as a worker drops it).
+      if (!peer.alive || round.attempt <= peer.abortedUpTo) return;
+      this.toServer(peer.id, { type: "phase", peerId: peer.id, attempt: round.attempt, phase: "reducing", now: 0 });
+      const started = this.clock.now();
+      const args = { attempt: round.attempt, gradient: peer.gradient, samples: round.lease.length, frameBytes: round.frameBytes, codec: this.config.codec };
+      const plan = round.plan;
+      const reduced = plan.kind === "torus" ? peer.reducer.allReduceTorus({ ...args, rows: torusRows(plan), attached: torusAttached(plan) }) : peer.reducer.allReduce({ ...args, ring: [...plan.members] });
+      reduced.then(
+        (result) => {
+          const timings = { computeMs, readbackMs: 0, allReduceMs: this.clock.now() - started, updateMs: 0 };
+          this.toServer(peer.id, { type: "result", peerId: peer.id, attempt: round.attempt, hash: hashOf(result.mean), samples: round.lease.length, loss: 1, timings, bytesSent: result.stats.bytesSent, bytesReceived: result.stats.bytesReceived, now: 0 });
+        },
+        (error: unknown) => {
+          if (!(error instanceof AllReduceError)) {
+            this.fatal ??= error;
+            return;
+          }
+          if (error.code === "closed" || error.code === "aborted") return;
+          this.toServer(peer.id, { type: "failed", peerId: peer.id, attempt: round.attempt, code: error.code, suspect: error.suspect, message: error.detail, now: 0 });
+        },
+      );
+    }, computeMs);
+  }
+}
+
+/** 64 hex digits of FNV-1a over the mean's bits: equal means, equal hashes (the members' agreement check). */
+function hashOf(mean: Float32Array): string {
+  const words = new Uint32Array(mean.buffer, mean.byteOffset, mean.length);
+  let h = 0x811c9dc5;
+  for (const word of words) h = Math.imul(h ^ word, 0x01000193) >>> 0;
+  return h.toString(16).padStart(64, "0");
+}

@@ -1,0 +1,134 @@
+import { describe, expect, it } from "vitest";
+import { FRAME_HEADER_BYTES } from "@crowdtrain/protocol";
+import { DEFAULT_POPULATION, homogeneous, SimNetwork, Swarm, VirtualClock, type SwarmConfig } from "../src/index.ts";
+
+const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+describe("VirtualClock", () => {
+  it("runs timers in time order (ties in the order set), skips cleared ones, and stops at `until`", async () => {
+    const clock = new VirtualClock(settle);
+    const seen: string[] = [];
+    clock.setTimeout(() => seen.push("b@10"), 10);
+    clock.setTimeout(() => seen.push("a@5"), 5);
+    clock.setTimeout(() => seen.push("c@10"), 10);
+    const cleared = clock.setTimeout(() => seen.push("never"), 7);
+    clock.clearTimeout(cleared);
+    clock.setTimeout(() => {
+      seen.push("d@20");
+      clock.setTimeout(() => seen.push("e@20"), 0);
+    }, 20);
+    clock.setTimeout(() => seen.push("late@100"), 100);
+    expect(await clock.run(() => false, 50)).toBe("until");
+    expect(seen).toEqual(["a@5", "b@10", "c@10", "d@20", "e@20"]);
+    expect(clock.now()).toBe(50);
+    expect(await clock.run(() => false, 1_000)).toBe("idle");
+    expect(seen.at(-1)).toBe("late@100");
+  });
+
+  it("lets a callback's promise jobs run before the next timer", async () => {
+    const clock = new VirtualClock(settle);
+    const seen: string[] = [];
+    clock.setTimeout(() => void Promise.resolve().then(() => Promise.resolve()).then(() => seen.push("job")), 1);
+    clock.setTimeout(() => seen.push("next"), 1);
+    await clock.run(() => false, 10);
+    expect(seen).toEqual(["job", "next"]);
+  });
+});
+
+describe("SimNetwork", () => {
+  it("charges the sender's uplink, the path's latency and the receiver's downlink; send resolves when the frame has left", async () => {
+    const clock = new VirtualClock(settle);
+    const network = new SimNetwork(clock, { payloadScale: 10, goneAfterMs: 1_000 });
+    const a = network.add("a", { upBps: 8e6, downBps: 32e6, rttMs: 20 });
+    const b = network.add("b", { upBps: 8e6, downBps: 32e6, rttMs: 40 });
+    const arrivals: number[] = [];
+    b.onFrame(() => arrivals.push(clock.now()));
+    const frame = new Uint8Array(FRAME_HEADER_BYTES + 1_000);
+    const wire = FRAME_HEADER_BYTES + 10_000;
+    const sent: number[] = [];
+    void a.send("b", frame).then(() => sent.push(clock.now()));
+    void a.send("b", frame).then(() => sent.push(clock.now()));
+    await clock.run(() => arrivals.length === 2, 10_000);
+    const up = (wire * 8 * 1000) / 8e6;
+    const down = (wire * 8 * 1000) / 32e6;
+    expect(sent[0]).toBeCloseTo(up, 9);
+    expect(sent[1]).toBeCloseTo(2 * up, 9); // queued behind the first on the uplink
+    expect(arrivals[0]).toBeCloseTo(up + 30 + down, 9); // one-way = (20 + 40) / 2
+    expect(arrivals[1]).toBeCloseTo(2 * up + 30 + down, 9);
+    expect(network.bytesSent("a")).toBe(2 * wire);
+  });
+
+  it("a dead peer's frames vanish, its sends fail, and the others hear of it goneAfterMs later", async () => {
+    const clock = new VirtualClock(settle);
+    const network = new SimNetwork(clock, { payloadScale: 1, goneAfterMs: 500 });
+    const a = network.add("a", { upBps: 1e6, downBps: 1e6, rttMs: 10 });
+    const b = network.add("b", { upBps: 1e6, downBps: 1e6, rttMs: 10 });
+    const heard: [string, number][] = [];
+    let delivered = 0;
+    b.onFrame(() => delivered++);
+    b.onPeerGone((peer) => heard.push([peer, clock.now()]));
+    void a.send("b", new Uint8Array(FRAME_HEADER_BYTES + 100_000)).catch(() => undefined);
+    network.kill("a", "closed");
+    await expect(a.send("b", new Uint8Array(FRAME_HEADER_BYTES))).rejects.toThrow(/dead/);
+    await clock.run(() => false, 10_000);
+    expect(delivered).toBe(0);
+    expect(heard).toEqual([["a", 500]]);
+  });
+});
+
+const BASE: SwarmConfig = {
+  peers: 6,
+  topology: "ring",
+  codec: "dense",
+  innerSteps: 1,
+  perPeerBatch: 32,
+  modelParams: 100_000,
+  simulatedParams: 1_000,
+  stateBytes: 1_200_000,
+  population: homogeneous(DEFAULT_POPULATION),
+  departuresPerMinute: 0,
+  joinsPerMinute: 0,
+  rounds: 3,
+  maxVirtualMs: 3_600_000,
+  seed: 3,
+};
+
+describe("Swarm: the real coordinator and all-reducers in virtual time", () => {
+  it("commits the rounds asked for; compute is lease/speed, and a ring all-reduce costs its 2(N-1) latency steps plus its bytes", async () => {
+    const result = await new Swarm(BASE, new VirtualClock(settle)).run();
+    expect(result.rounds).toHaveLength(3);
+    const { samplesPerSecond, upBps, rttMs } = { samplesPerSecond: DEFAULT_POPULATION.samplesPerSecond.median, upBps: DEFAULT_POPULATION.upBps.median, rttMs: DEFAULT_POPULATION.rttMs.median };
+    for (const round of result.rounds) {
+      expect(round.plan).toBe("ring");
+      expect(round.samples).toBe(6 * 32);
+      expect(round.computeMs).toBeCloseTo((32 / samplesPerSecond) * 1000, 6);
+      const steps = 2 * (6 - 1) * rttMs; // one-way latency = (rtt + rtt) / 2 per step
+      const serialise = ((2 * 5) / 6) * 100_001 * 4 * 8 * 1000 / upBps;
+      expect(round.allReduceMs).toBeGreaterThan(steps + serialise);
+      expect(round.allReduceMs).toBeLessThan(1.5 * (steps + serialise));
+    }
+    // A member sends 2(N-1)/N of the modelled vector, plus headers.
+    expect(result.bytesPerPeerPerRound / ((2 * 5 * 100_001 * 4) / 6)).toBeGreaterThan(1);
+    expect(result.bytesPerPeerPerRound / ((2 * 5 * 100_001 * 4) / 6)).toBeLessThan(1.05);
+    expect(result.scalingEfficiency).toBeGreaterThan(0);
+    expect(result.scalingEfficiency).toBeLessThan(1);
+  });
+
+  it("at 64 members the torus plan's all-reduce beats the ring's: 28 latency steps instead of 126", async () => {
+    const [ring, torus] = await Promise.all(
+      (["ring", "torus"] as const).map((topology) => new Swarm({ ...BASE, peers: 64, topology, rounds: 1 }, new VirtualClock(settle)).run()),
+    );
+    expect(torus!.rounds[0]!.plan).toBe("torus 8x8");
+    expect(torus!.rounds[0]!.allReduceMs).toBeLessThan(0.5 * ring!.rounds[0]!.allReduceMs);
+    expect(torus!.scalingEfficiency).toBeGreaterThan(ring!.scalingEfficiency);
+  });
+
+  it("under churn rounds abort and the swarm goes on committing; the same seed gives the same run", async () => {
+    const churn = { ...BASE, peers: 8, population: DEFAULT_POPULATION, departuresPerMinute: 20, joinsPerMinute: 20, rounds: 6 };
+    const [a, b] = await Promise.all([new Swarm(churn, new VirtualClock(settle)).run(), new Swarm(churn, new VirtualClock(settle)).run()]);
+    expect(a!.rounds).toHaveLength(6);
+    expect(a!.departures).toBeGreaterThan(0);
+    expect(a!.aborted).toBeGreaterThan(0);
+    expect(b).toEqual(a);
+  });
+});
