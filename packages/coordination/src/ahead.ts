@@ -17,13 +17,13 @@ export class LeasesAhead {
    * The leases for a round opening from committed round `base` with `members`, and when each began
    * on its lease; or undefined, after giving every held lease back (none fit).
    */
-  take(base: number, members: readonly string[], giveBack: (lease: readonly number[]) => void): { leases: ReadonlyMap<string, readonly number[]>; since: ReadonlyMap<string, number> } | undefined {
+  take(base: number, members: readonly string[], giveBack: (leases: readonly (readonly number[])[]) => void): { leases: ReadonlyMap<string, readonly number[]>; since: ReadonlyMap<string, number> } | undefined {
     const held = this.held;
     this.held = undefined;
     if (held === undefined) return undefined;
     const same = members.length === held.leases.size && members.every((peer) => held.leases.has(peer));
     if (held.base === base && same) return { leases: held.leases, since: held.since };
-    for (const lease of held.leases.values()) giveBack(lease);
+    giveBack([...held.leases.values()]);
     return undefined;
   }
 

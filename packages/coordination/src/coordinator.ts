@@ -482,8 +482,7 @@ export class Coordinator {
     const round = this.current;
     if (round === undefined) return;
     this.current = undefined;
-    for (const lease of round.next.values()) this.sampler.giveBack(lease);
-    for (const peer of round.plan.members) this.sampler.giveBack(round.leases.get(peer) ?? []);
+    this.sampler.giveBackAll([...round.next.values(), ...round.plan.members.map((peer) => round.leases.get(peer) ?? [])]);
     effects.push({ type: "log", kind: "aborted", text: `round ${round.round} (attempt ${round.attempt}) aborted: ${reason}` });
     effects.push({ type: "aborted", round: round.round, attempt: round.attempt, cause });
     for (const peer of round.members) {
@@ -556,7 +555,7 @@ export class Coordinator {
       return;
     }
     // Taken only now that a round opens: until then a snapshot counts the leases ahead in flight.
-    const ahead = this.ahead.take(this.committedRound, ready.map((m) => m.peerId), (lease) => this.sampler.giveBack(lease));
+    const ahead = this.ahead.take(this.committedRound, ready.map((m) => m.peerId), (leases) => this.sampler.giveBackAll(leases));
     const carried = ahead?.leases ?? new Map<string, readonly number[]>();
     if (this.sampler.waiting === 0 && carried.size === 0) {
       this.finishEpoch(now, effects);
