@@ -10,6 +10,14 @@ export type AllReduceOptions = {
   /** A survivor gives up when its left neighbour sends nothing for this long while data is due. */
   progressTimeoutMs: number;
   /**
+   * One hop's allowance, added n times to progressTimeoutMs in a ring of n. A member that starts
+   * late hears its left neighbour's last reduce-scatter frame (the ring has started) and then
+   * nothing until its own sums have gone round: a gap of min(its lateness, n hops). At 512 members
+   * on 35 ms hops and 8 s late, that gap failed every round of a simulated ring with a flat 5 s
+   * (packages/sim). 50 ms is a generous one-way WAN hop.
+   */
+  hopMs: number;
+  /**
    * Until this peer has heard from the whole ring (a reduce-scatter frame of the last step has
    * passed through every other member), the gap between frames may be a slower member still
    * computing its gradient, not silence: this longer bound applies then. A member that died is
@@ -25,6 +33,7 @@ export type AllReduceOptions = {
 export const DEFAULT_OPTIONS: AllReduceOptions = {
   frameBytes: 64 * 1024,
   progressTimeoutMs: 5_000,
+  hopMs: 50,
   ringStartTimeoutMs: 30_000,
   roundTimeoutMs: 120_000,
   maxBufferedFutureBytes: 64 * 1024 * 1024,
@@ -39,6 +48,7 @@ export function resolveOptions(overrides: Partial<AllReduceOptions> = {}): AllRe
     throw new RangeError(`frameBytes must be a multiple of 4 in [4, ${MAX_FRAME_PAYLOAD_BYTES}], got ${frameBytes}`);
   }
   if (!(progressTimeoutMs > 0)) throw new RangeError(`progressTimeoutMs must be positive, got ${progressTimeoutMs}`);
+  if (!(options.hopMs >= 0)) throw new RangeError(`hopMs must be >= 0, got ${options.hopMs}`);
   if (!(ringStartTimeoutMs >= progressTimeoutMs)) {
     throw new RangeError(`ringStartTimeoutMs (${ringStartTimeoutMs}) must be at least progressTimeoutMs (${progressTimeoutMs})`);
   }

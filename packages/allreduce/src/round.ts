@@ -330,7 +330,9 @@ export class RoundRun<O = WorkResult> {
     if (this.progressTimer !== undefined) this.clock.clearTimeout(this.progressTimer);
     this.progressTimer = undefined;
     if (this.expectedFrames === 0) return;
-    const [name, ms] = this.ringStarted ? ["progressTimeoutMs", this.options.progressTimeoutMs] : ["ringStartTimeoutMs", this.options.ringStartTimeoutMs];
+    const [name, ms] = this.ringStarted
+      ? [`progressTimeoutMs + ${this.n}·hopMs`, this.options.progressTimeoutMs + this.n * this.options.hopMs]
+      : ["ringStartTimeoutMs", this.options.ringStartTimeoutMs];
     this.progressTimer = this.clock.setTimeout(() => this.fail("timeout", this.left, `nothing from ${this.left} for ${name}=${ms}`, true), ms);
   }
 

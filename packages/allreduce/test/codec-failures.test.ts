@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { AllReduceError, encodeRingChunk, encodeTopkChunk, fp16, int8, MAX_SAMPLES, type AllReduceOptions, type SparseBlock } from "../src/index.ts";
 import { allReduceAll, closeAll, makeCluster } from "./harness.ts";
 
-const FAST: Partial<AllReduceOptions> = { frameBytes: 64, progressTimeoutMs: 150, ringStartTimeoutMs: 150, roundTimeoutMs: 3_000 };
+const FAST: Partial<AllReduceOptions> = { frameBytes: 64, progressTimeoutMs: 150, hopMs: 0, ringStartTimeoutMs: 150, roundTimeoutMs: 3_000 };
 
 /**
  * A 3-ring of 100+1 elements; the target (position 1) is the only member running, so the forged

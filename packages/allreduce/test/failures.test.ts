@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { AllReduceError, systemClock, type AllReduceOptions, type RoundResult } from "../src/index.ts";
 import { allReduceAll, closeAll, makeCluster, sameBits, type Cluster } from "./harness.ts";
 
-const FAST: Partial<AllReduceOptions> = { frameBytes: 64, progressTimeoutMs: 150, ringStartTimeoutMs: 150, roundTimeoutMs: 3_000 };
+const FAST: Partial<AllReduceOptions> = { frameBytes: 64, progressTimeoutMs: 150, hopMs: 0, ringStartTimeoutMs: 150, roundTimeoutMs: 3_000 };
 
 function errorsOf(settled: PromiseSettledResult<RoundResult>[]): AllReduceError[] {
   return settled.map((s) => {

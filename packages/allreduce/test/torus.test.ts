@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { AllReduceError, CHUNK_CODECS, partition, ringChunkElements, ringSumErrorBound, type AllReduceOptions, type RoundResult, type TorusRoundArgs } from "../src/index.ts";
 import { closeAll, makeCluster, reference, sameBits, type Cluster, type Peer } from "./harness.ts";
 
-const FAST: Partial<AllReduceOptions> = { frameBytes: 64, progressTimeoutMs: 150, ringStartTimeoutMs: 150, roundTimeoutMs: 3_000 };
+const FAST: Partial<AllReduceOptions> = { frameBytes: 64, progressTimeoutMs: 150, hopMs: 0, ringStartTimeoutMs: 150, roundTimeoutMs: 3_000 };
 
 /** A float32 chunk of an attached member's contribution (stage TorusAttach, reduce-scatter kind). */
 const attachChunk = (values: Float32Array): Uint8Array<ArrayBuffer> => encodeDataFrame({ kind: FrameKind.ReduceScatter, attempt: 1, step: 0, segment: 0, offset: 0, stage: RingStage.TorusAttach }, values);
