@@ -76,6 +76,8 @@ export class Swarm {
   private readonly network: SimNetwork;
   private readonly coordinator: Coordinator;
   private readonly draws: Draws;
+  /** The stand-in gradients' values: their own stream, so a run's volunteers do not depend on the stand-in's length. */
+  private readonly values: Draws;
   private readonly peers = new Map<string, SimPeer>();
   private readonly commits: { commit: CommittedRound; at: number; ideal: number }[] = [];
   private aborted = 0;
@@ -93,6 +95,7 @@ export class Swarm {
     const scale = config.modelParams / config.simulatedParams;
     this.network = new SimNetwork(clock, { payloadScale: scale, goneAfterMs: 1_000 });
     this.draws = new Draws(config.seed);
+    this.values = new Draws(config.seed ^ 0x5eed);
     const batch = config.peers * config.perPeerBatch * config.innerSteps;
     this.coordinator = new Coordinator({
       // Only committed rounds use samples (an aborted one returns its own to the queue).
@@ -181,7 +184,7 @@ export class Swarm {
     const transport = this.network.add(id, volunteer.link);
     const reducer = createAllReducer({ transport, clock: this.clock, options: { ...DEFAULT_OPTIONS, ringStartTimeoutMs: 120_000, roundTimeoutMs: 600_000 } });
     const gradient = new Float32Array(this.config.simulatedParams);
-    for (let e = 0; e < gradient.length; e++) gradient[e] = this.draws.uniform() - 0.5;
+    for (let e = 0; e < gradient.length; e++) gradient[e] = this.values.uniform() - 0.5;
     this.peers.set(id, { id, volunteer, reducer, gradient, alive: true, abortedUpTo: -1 });
     this.toServer(id, { type: "join", peerId: id, backend: "webgpu", now: 0 });
     this.fetchStateThenReady(id);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
+import { createAllReducer, type AllReduceError } from "@crowdtrain/allreduce";
 import { FRAME_HEADER_BYTES } from "@crowdtrain/protocol";
-import { DEFAULT_POPULATION, homogeneous, SimNetwork, Swarm, VirtualClock, type SwarmConfig } from "../src/index.ts";
+import { DEFAULT_POPULATION, homogeneous, SimNetwork, simulateAllReduce, Swarm, VirtualClock, type SwarmConfig } from "../src/index.ts";
 
 const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -130,5 +131,48 @@ describe("Swarm: the real coordinator and all-reducers in virtual time", () => {
     expect(a!.departures).toBeGreaterThan(0);
     expect(a!.aborted).toBeGreaterThan(0);
     expect(b).toEqual(a);
+  });
+});
+
+describe("simulateAllReduce: one all-reduce of identical peers, as bench:allreduce measures it", () => {
+  it("a bandwidth-bound ring takes 2(N-1)/N of the vector over the link; a latency-bound torus beats the ring", async () => {
+    const link = { upBps: 80e6, downBps: 80e9, rttMs: 0.2 };
+    const ms = await simulateAllReduce({ peers: 4, layout: "ring", bytes: 4 * 1024 * 1024, frameBytes: 64 * 1024, link }, settle);
+    const ideal = (((2 * 3) / 4) * 4 * 1024 * 1024 * 8 * 1000) / 80e6;
+    expect(ms / ideal).toBeGreaterThan(1);
+    expect(ms / ideal).toBeLessThan(1.1);
+    const slowPath = { upBps: 1e9, downBps: 1e9, rttMs: 50 };
+    const ring = await simulateAllReduce({ peers: 16, layout: "ring", bytes: 65_536, frameBytes: 64 * 1024, link: slowPath }, settle);
+    const torus = await simulateAllReduce({ peers: 16, layout: "torus", bytes: 65_536, frameBytes: 64 * 1024, link: slowPath }, settle);
+    expect(ring).toBeGreaterThan(30 * 50); // 2(16 - 1) steps of 50 ms one-way
+    expect(torus).toBeLessThan(13 * 50); // 2(4 - 1) + 2(4 - 1) steps
+  });
+});
+
+describe("the ring's progress timeout in a large ring with a late starter (found by the simulator)", () => {
+  /** n peers in a ring on 35 ms hops; the last starts 8 s after the others. Each member's error code, or "ok". */
+  async function ringWithLateStarter(n: number, hopMs: number): Promise<string[]> {
+    const clock = new VirtualClock(settle);
+    const network = new SimNetwork(clock, { payloadScale: 1, goneAfterMs: 1_000 });
+    const ids = Array.from({ length: n }, (_, k) => `p${k}`);
+    const reducers = ids.map((id) => createAllReducer({ transport: network.add(id, { upBps: 1e9, downBps: 1e9, rttMs: 35 }), clock, options: { hopMs } }));
+    const outcomes: string[] = [];
+    const start = (k: number): void =>
+      void reducers[k]!.allReduce({ attempt: 1, ring: ids, gradient: new Float32Array(n).fill(k), samples: 1 }).then(
+        () => outcomes.push("ok"),
+        (error: AllReduceError) => outcomes.push(error.code),
+      );
+    for (let k = 0; k < n - 1; k++) start(k);
+    clock.setTimeout(() => start(n - 1), 8_000);
+    await clock.run(() => outcomes.length === n, 600_000);
+    for (const reducer of reducers) reducer.close();
+    return outcomes;
+  }
+
+  // The late member's last reduce-scatter frame arrives after 199 hops (7 s), the first all-gather
+  // frame only once its own sums have gone round too: a gap of min(lateness, 199 hops) = 7 s.
+  it("200 members, one 8 s late: a flat 5 s gap between frames failed the round; n·hopMs on top lets it finish", async () => {
+    expect(await ringWithLateStarter(200, 0)).toContain("timeout");
+    expect(new Set(await ringWithLateStarter(200, 50))).toEqual(new Set(["ok"]));
   });
 });

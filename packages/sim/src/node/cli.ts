@@ -1,11 +1,13 @@
 // npm run sim — the real coordinator and all-reduce on simulated volunteers in virtual time: for each
 // swarm size, plan, algorithm and codec, the scaling efficiency, where a round's time goes and the
-// bytes a peer sends. Writes e2e/results/sim.json. SIM_PEERS=8,32 SIM_ROUNDS=2 narrows a run.
+// bytes a peer sends. Writes e2e/results/sim.json. SIM_PEERS=8,32 SIM_PLANS=torus SIM_CODECS=int8
+// SIM_INNER_STEPS=1,64 SIM_ROUNDS=2 narrow a run; SIM_HOMOGENEOUS=1 puts every peer at the medians;
+// SIM_DEPARTURES_PER_MINUTE adds churn (as many joins); SIM_OUT names the results file.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Codec, Topology } from "@crowdtrain/protocol";
-import { DEFAULT_POPULATION, Swarm, VirtualClock, type SwarmConfig, type SwarmResult } from "../index.ts";
+import { DEFAULT_POPULATION, homogeneous, Swarm, VirtualClock, type SwarmConfig, type SwarmResult } from "../index.ts";
 
 const list = (name: string, fallback: string[]): string[] => process.env[name]?.split(",").filter((s) => s !== "") ?? fallback;
 const PEERS = list("SIM_PEERS", ["8", "32", "128", "512", "1000"]).map(Number);
@@ -18,8 +20,16 @@ const BIG_RING_ROUNDS = 1;
 const BIG_RING = 256;
 /** The default job's MLP (784 → 128 → 10, with biases): 101,770 parameters. */
 const MODEL_PARAMS = 101_770;
-const SIMULATED_PARAMS = 4_096;
+/**
+ * The stand-in vector. Dense frames carry nothing per chunk, so a short one times the same; int8
+ * and fp16 carry a scale per chunk, which a short stand-in's tiny segments would inflate (at 1,000
+ * peers a 4,096-element stand-in has 4-element segments): they reduce the whole model.
+ */
+const simulatedParams = (codec: Exclude<Codec, "topk">): number => (codec === "dense" ? 4_096 : MODEL_PARAMS);
 const DEPARTURES_PER_MINUTE = Number(process.env.SIM_DEPARTURES_PER_MINUTE ?? 0);
+/** SIM_HOMOGENEOUS=1: every peer at the medians (the issue's 20 Mbit/s, 50 ms path), no stragglers. */
+const POPULATION = process.env.SIM_HOMOGENEOUS === "1" ? homogeneous(DEFAULT_POPULATION) : DEFAULT_POPULATION;
+const OUT = process.env.SIM_OUT ?? "sim";
 
 const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -47,9 +57,9 @@ async function one(peers: number, topology: Topology, innerSteps: number, codec:
     innerSteps,
     perPeerBatch: 64,
     modelParams: MODEL_PARAMS,
-    simulatedParams: SIMULATED_PARAMS,
+    simulatedParams: simulatedParams(codec),
     stateBytes: MODEL_PARAMS * 12,
-    population: DEFAULT_POPULATION,
+    population: POPULATION,
     departuresPerMinute: DEPARTURES_PER_MINUTE,
     joinsPerMinute: DEPARTURES_PER_MINUTE,
     rounds: topology === "ring" && peers > BIG_RING ? Math.min(ROUNDS, BIG_RING_ROUNDS) : ROUNDS,
@@ -75,7 +85,7 @@ async function one(peers: number, topology: Topology, innerSteps: number, codec:
 
 const rows: Row[] = [];
 const here = dirname(fileURLToPath(import.meta.url));
-const out = join(here, "../../../../e2e/results/sim.json");
+const out = join(here, `../../../../e2e/results/${OUT}.json`);
 mkdirSync(dirname(out), { recursive: true });
 for (const peers of PEERS) {
   for (const topology of PLANS) {
@@ -83,7 +93,7 @@ for (const peers of PEERS) {
       for (const codec of CODECS) {
         const row = await one(peers, topology, innerSteps, codec);
         rows.push(row);
-        writeFileSync(out, `${JSON.stringify({ population: DEFAULT_POPULATION, modelParams: MODEL_PARAMS, perPeerBatch: 64, rows }, null, 2)}\n`);
+        writeFileSync(out, `${JSON.stringify({ population: POPULATION, modelParams: MODEL_PARAMS, perPeerBatch: 64, rows }, null, 2)}\n`);
         const algorithm = innerSteps === 1 ? "sync" : `diloco H=${innerSteps}`;
         console.log(
           `N=${String(peers).padStart(4)} ${row.plan.padEnd(12)} ${algorithm.padEnd(12)} ${codec.padEnd(5)} efficiency ${row.scalingEfficiency.toFixed(3)}  round ${(row.roundMs / 1000).toFixed(2)} s (compute ${(row.computeMs / 1000).toFixed(2)}, all-reduce ${(row.allReduceMs / 1000).toFixed(2)})  ${(row.bytesPerPeerPerRound / 1024).toFixed(0)} KiB/peer  aborted ${row.aborted}  [${(row.realMs / 1000).toFixed(1)} s real, ${row.events} events]`,
