@@ -122,8 +122,8 @@ export class TorusRun implements HostedRun<Frame, RoundResult> {
 
   start(): void {
     this.roundTimer = this.clock.setTimeout(() => this.fail("timeout", undefined, `torus round exceeded roundTimeoutMs=${this.options.roundTimeoutMs}`, true), this.options.roundTimeoutMs);
-    const own = weightedContribution(this.args.gradient, this.args.samples);
-    if (this.guestUpload === undefined) this.beginRowScatter(own);
+    // A host's row starts once its attached member's contribution is in (handleGuestFrame).
+    if (this.guestUpload === undefined) this.beginRowScatter(weightedContribution(this.args.gradient, this.args.samples));
     else this.armGuestTimer("ringStartTimeoutMs - progressTimeoutMs", guestStartMs(this.options));
   }
 
