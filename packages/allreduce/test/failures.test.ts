@@ -1,17 +1,9 @@
 import { encodeAbortFrame, encodeDataFrame, FrameKind } from "@crowdtrain/protocol";
 import { describe, expect, it } from "vitest";
-import { AllReduceError, systemClock, type AllReduceOptions, type RoundResult } from "../src/index.ts";
-import { allReduceAll, closeAll, makeCluster, sameBits, type Cluster } from "./harness.ts";
+import { AllReduceError, systemClock, type AllReduceOptions } from "../src/index.ts";
+import { allReduceAll, closeAll, errorsOf, makeCluster, sameBits, type Cluster } from "./harness.ts";
 
 const FAST: Partial<AllReduceOptions> = { frameBytes: 64, progressTimeoutMs: 150, hopMs: 0, ringStartTimeoutMs: 150, roundTimeoutMs: 3_000 };
-
-function errorsOf(settled: PromiseSettledResult<RoundResult>[]): AllReduceError[] {
-  return settled.map((s) => {
-    if (s.status === "fulfilled") throw new Error("expected the round to fail, it succeeded");
-    expect(s.reason).toBeInstanceOf(AllReduceError);
-    return s.reason as AllReduceError;
-  });
-}
 
 async function survivorsSucceedInNewRing(cluster: Cluster, dead: string, attempt: number): Promise<void> {
   const survivors = cluster.peers.filter((p) => p.id !== dead);

@@ -1,4 +1,5 @@
-import { createAllReducer, type AllReducer, type AllReduceOptions, type RoundArgs, type RoundResult } from "../src/index.ts";
+import { expect } from "vitest";
+import { AllReduceError, createAllReducer, type AllReducer, type AllReduceOptions, type RoundArgs, type RoundResult } from "../src/index.ts";
 import { mulberry32 } from "@crowdtrain/protocol";
 import { createMemoryNetwork, type MemoryNetwork } from "./memory-network.ts";
 
@@ -69,4 +70,13 @@ export function sameBits(a: Float32Array, b: Float32Array): boolean {
   const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
   for (let k = 0; k < x.length; k++) if (x[k] !== y[k]) return false;
   return true;
+}
+
+/** Every settled round as its AllReduceError; a round that succeeded fails the test. */
+export function errorsOf(settled: PromiseSettledResult<RoundResult>[]): AllReduceError[] {
+  return settled.map((s) => {
+    if (s.status === "fulfilled") throw new Error("expected the round to fail, it succeeded");
+    expect(s.reason).toBeInstanceOf(AllReduceError);
+    return s.reason as AllReduceError;
+  });
 }
