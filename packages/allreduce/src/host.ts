@@ -1,3 +1,4 @@
+import { encodeAbortFrame } from "@crowdtrain/protocol";
 import type { AllReduceErrorCode } from "./errors.ts";
 import type { PeerId, Transport } from "./transport.ts";
 
@@ -149,4 +150,17 @@ export function createRoundHost<F, R>(deps: RoundHostDeps<F>): RoundHost<F, R> {
       dropHeldUpTo(Number.POSITIVE_INFINITY);
     },
   };
+}
+
+/**
+ * Tells `peers` (but `skip` and this peer) that an attempt failed, and whom it suspects: each layout
+ * picks whom (ring neighbours, a torus's row and column, every member of a direct plan). A send that
+ * fails is recorded in `failures`, not thrown: the peer is usually the one that died.
+ */
+export function sendAborts(transport: Transport, notice: { attempt: number; suspect: PeerId | undefined; reason: string }, peers: Iterable<PeerId>, skip: PeerId | undefined, failures: string[]): void {
+  const abort = encodeAbortFrame({ attempt: notice.attempt, suspect: notice.suspect ?? "", reason: notice.reason });
+  for (const peer of new Set(peers)) {
+    if (peer === skip || peer === transport.self) continue;
+    transport.send(peer, abort).catch((error: unknown) => failures.push(`abort to ${peer}: ${String(error)}`));
+  }
 }

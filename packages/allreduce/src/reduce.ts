@@ -22,6 +22,18 @@ export function addInto(target: Float32Array, at: number, incoming: Float32Array
   }
 }
 
+/**
+ * addInto, unless some sum overflows float32: then nothing is added and the element's index (in
+ * `incoming`) comes back. An overflowing running sum would reach the codecs as Infinity.
+ */
+export function addIntoFinite(target: Float32Array, at: number, incoming: Float32Array): number {
+  for (let k = 0; k < incoming.length; k++) {
+    if (!Number.isFinite(Math.fround((target[at + k] as number) + (incoming[k] as number)))) return k;
+  }
+  addInto(target, at, incoming);
+  return -1;
+}
+
 /** The vector a peer contributes: [samples * g_0, ..., samples * g_{L-1}, samples]. */
 export function weightedContribution(gradient: Float32Array, samples: number): Float32Array {
   const out = new Float32Array(gradient.length + 1);

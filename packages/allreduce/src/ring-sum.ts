@@ -1,7 +1,7 @@
 import { decodeRingChunk, encodeRingChunk, ringChunkElements } from "./codecs/ring-chunks.ts";
 import type { ChunkCodec } from "./codecs/types.ts";
 import { chunkCount, partition, type Span } from "./partition.ts";
-import { addInto, divideByTotal, weightedContribution } from "./reduce.ts";
+import { addIntoFinite, divideByTotal, weightedContribution } from "./reduce.ts";
 import type { PartialSums, RingWork, WorkResult } from "./ring-work.ts";
 
 type Chunk = { start: number; length: number; withTail: boolean };
@@ -96,13 +96,8 @@ export class SumWork implements RingWork {
     const { start, length, withTail } = this.chunk(segment, offset);
     const decoded = decodeRingChunk(this.codec, payload, length, withTail);
     if ("problem" in decoded) return decoded.problem;
-    // A running sum that overflows float32 here would reach the codecs as Infinity: refuse it now.
-    for (let k = 0; k < length; k++) {
-      const sum = Math.fround((this.acc[start + k] as number) + (decoded.values[k] as number));
-      if (!Number.isFinite(sum)) return `adding it to this member's contribution overflows float32 at element ${k} of the chunk`;
-    }
-    addInto(this.acc, start, decoded.values);
-    return undefined;
+    const overflow = addIntoFinite(this.acc, start, decoded.values);
+    return overflow < 0 ? undefined : `adding it to this member's contribution overflows float32 at element ${overflow} of the chunk`;
   }
 
   private chunk(segment: number, offset: number): Chunk {

@@ -1,8 +1,9 @@
-import { DEFAULT_TOPK_FRACTION, encodeAbortFrame, encodeCodedFrame, FrameKind, RingStage, type Codec, type DataFrame, type Frame } from "@crowdtrain/protocol";
+import { DEFAULT_TOPK_FRACTION, encodeCodedFrame, FrameKind, RingStage, type Codec, type DataFrame, type Frame } from "@crowdtrain/protocol";
 import type { Clock, TimerHandle } from "./clock.ts";
 import { CHUNK_CODECS } from "./codecs/ring-chunks.ts";
 import type { ChunkCodec } from "./codecs/types.ts";
 import { AllReduceError, type AllReduceErrorCode } from "./errors.ts";
+import { sendAborts } from "./host.ts";
 import type { AllReduceOptions } from "./options.ts";
 import { SumWork } from "./ring-sum.ts";
 import { TopkWork } from "./ring-topk.ts";
@@ -340,13 +341,7 @@ export class RoundRun<O = WorkResult> {
     if (this.finished) return;
     this.finish();
     if (notifyPeers && this.spec.ownsFailure && this.n > 1) {
-      const abort = encodeAbortFrame({ attempt: this.attempt, suspect: suspect ?? "", reason: `${code}: ${message}` });
-      for (const peer of new Set([this.left, this.right])) {
-        if (peer === skip || peer === this.transport.self) continue;
-        this.transport.send(peer, abort).catch((error: unknown) => {
-          this.abortDeliveryFailures.push(`abort to ${peer}: ${String(error)}`);
-        });
-      }
+      sendAborts(this.transport, { attempt: this.attempt, suspect, reason: `${code}: ${message}` }, [this.left, this.right], skip, this.abortDeliveryFailures);
     }
     this.reject(new AllReduceError(code, this.attempt, suspect === "" ? undefined : suspect, message));
   }

@@ -1,10 +1,12 @@
-import { encodeAbortFrame, encodeDataFrame, FrameKind, RingStage, type DataFrame, type Frame } from "@crowdtrain/protocol";
+import { encodeDataFrame, FrameKind, RingStage, type DataFrame, type Frame } from "@crowdtrain/protocol";
 import type { Clock, TimerHandle } from "./clock.ts";
 import { AllReduceError, type AllReduceErrorCode } from "./errors.ts";
-import type { HostedRun } from "./host.ts";
+import { sendAborts, type HostedRun } from "./host.ts";
 import type { AllReduceOptions } from "./options.ts";
 import { chunkOffsets } from "./partition.ts";
-import { divideByTotal, firstNonFinite, weightedContribution } from "./reduce.ts";
+import { dense } from "./codecs/dense.ts";
+import { decodeRingChunk } from "./codecs/ring-chunks.ts";
+import { divideByTotal, weightedContribution } from "./reduce.ts";
 import type { RoundResult, RoundStats } from "./round.ts";
 import type { TorusRoundArgs } from "./torus.ts";
 import type { PeerId, Transport } from "./transport.ts";
@@ -31,8 +33,8 @@ export function attachFrames(attempt: number, kind: typeof FrameKind.ReduceScatt
 
 /**
  * Collects a vector sent over the attach hop by one sender, checking every chunk: the right kind,
- * dense, step and segment 0, a chunk start, the right length, no duplicate, finite values, and a
- * whole, non-negative sample count in the last element.
+ * dense, step and segment 0, a chunk start, no duplicate, then the ring's own float32 chunk checks
+ * (decodeRingChunk: the right length, finite values, a whole, non-negative sample count at the end).
  */
 export class VectorReceiver {
   readonly values: Float32Array;
@@ -64,17 +66,12 @@ export class VectorReceiver {
     const { offset } = frame;
     const length = this.values.length;
     if (offset % this.unit !== 0 || offset >= length) return `offset ${offset} is not a chunk start of the ${length}-element ${what}`;
-    const expected = Math.min(this.unit, length - offset);
-    if (frame.payload.byteLength !== 4 * expected) return `a chunk of ${frame.payload.byteLength} bytes at offset ${offset}, expected ${4 * expected}`;
     if (this.seen[offset / this.unit] === 1) return `duplicate chunk at offset ${offset} of the ${what}`;
-    const chunk = new Float32Array(frame.payload.slice().buffer); // a copy: aligned, and the handler's bytes are only lent
-    const bad = firstNonFinite(chunk);
-    if (bad >= 0) return `non-finite value ${chunk[bad]} at element ${offset + bad} of the ${what}`;
-    if (offset + expected === length) {
-      const count = chunk[expected - 1] as number;
-      if (!(Number.isInteger(count) && count >= 0)) return `sample count ${count} is not a whole number >= 0`;
-    }
-    this.values.set(chunk, offset);
+    // The ring's float32 chunk checks: the size, finite values, and a whole sample count in the last element.
+    const elements = Math.min(this.unit, length - offset);
+    const decoded = decodeRingChunk(dense, frame.payload, elements, offset + elements === length);
+    if ("problem" in decoded) return `${what} chunk at offset ${offset}: ${decoded.problem}`;
+    this.values.set(decoded.values, offset); // a copy: the handler's bytes are only lent
     this.seen[offset / this.unit] = 1;
     this.missing--;
     return undefined;
@@ -186,10 +183,7 @@ export class AttachedRun implements HostedRun<Frame, RoundResult> {
   private fail(code: AllReduceErrorCode, suspect: PeerId | undefined, message: string, notifyHost: boolean): void {
     if (this.finished) return;
     this.finish();
-    if (notifyHost) {
-      const abort = encodeAbortFrame({ attempt: this.attempt, suspect: suspect ?? "", reason: `${code}: ${message}` });
-      this.transport.send(this.host, abort).catch((error: unknown) => this.abortDeliveryFailures.push(`abort to ${this.host}: ${String(error)}`));
-    }
+    if (notifyHost) sendAborts(this.transport, { attempt: this.attempt, suspect, reason: `${code}: ${message}` }, [this.host], undefined, this.abortDeliveryFailures);
     this.reject(new AllReduceError(code, this.attempt, suspect, message));
   }
 

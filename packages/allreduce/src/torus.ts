@@ -1,10 +1,10 @@
-import { encodeAbortFrame, FrameKind, RingStage, type Codec, type DataFrame, type Frame } from "@crowdtrain/protocol";
+import { FrameKind, RingStage, type Codec, type DataFrame, type Frame } from "@crowdtrain/protocol";
 import type { Clock, TimerHandle } from "./clock.ts";
 import { AllReduceError, type AllReduceErrorCode } from "./errors.ts";
-import type { HostedRun } from "./host.ts";
+import { sendAborts, type HostedRun } from "./host.ts";
 import type { AllReduceOptions } from "./options.ts";
 import { partition, type Span } from "./partition.ts";
-import { addInto, weightedContribution } from "./reduce.ts";
+import { addIntoFinite, weightedContribution } from "./reduce.ts";
 import { SumWork } from "./ring-sum.ts";
 import { attachFrames, VectorReceiver } from "./torus-attach.ts";
 import type { WorkResult } from "./ring-work.ts";
@@ -188,14 +188,11 @@ export class TorusRun implements HostedRun<Frame, RoundResult> {
     }
     this.clearGuestTimer();
     const own = weightedContribution(this.args.gradient, this.args.samples);
-    const theirs = this.guestUpload.values;
-    for (let e = 0; e < own.length; e++) {
-      if (!Number.isFinite(Math.fround((own[e] as number) + (theirs[e] as number)))) {
-        this.fail("bad-frame", from, `adding its contribution to this member's overflows float32 at element ${e}`, true);
-        return;
-      }
+    const overflow = addIntoFinite(own, 0, this.guestUpload.values);
+    if (overflow >= 0) {
+      this.fail("bad-frame", from, `adding its contribution to this member's overflows float32 at element ${overflow}`, true);
+      return;
     }
-    addInto(own, 0, theirs);
     this.beginRowScatter(own);
   }
 
@@ -322,15 +319,7 @@ export class TorusRun implements HostedRun<Frame, RoundResult> {
     this.current?.run.abortLocally("aborted", suspect, message, false);
     // An attached member hears of the grid only through this one: it is told even when the grid is not.
     const told = notifyPeers ? this.neighbours() : new Set(this.guest === undefined ? [] : [this.guest]);
-    if (told.size > 0) {
-      const abort = encodeAbortFrame({ attempt: this.attempt, suspect: suspect ?? "", reason: `${code}: ${message}` });
-      for (const peer of told) {
-        if (peer === skip || peer === this.transport.self) continue;
-        this.transport.send(peer, abort).catch((error: unknown) => {
-          this.abortDeliveryFailures.push(`abort to ${peer}: ${String(error)}`);
-        });
-      }
-    }
+    sendAborts(this.transport, { attempt: this.attempt, suspect, reason: `${code}: ${message}` }, told, skip, this.abortDeliveryFailures);
     this.reject(new AllReduceError(code, this.attempt, suspect, message));
   }
 

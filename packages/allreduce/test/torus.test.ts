@@ -1,7 +1,7 @@
 import { encodeCodedFrame, encodeDataFrame, FRAME_HEADER_BYTES, FrameKind, RingStage } from "@crowdtrain/protocol";
 import { describe, expect, it } from "vitest";
 import { AllReduceError, CHUNK_CODECS, partition, ringChunkElements, ringSumErrorBound, type AllReduceOptions, type RoundResult, type TorusRoundArgs } from "../src/index.ts";
-import { closeAll, makeCluster, reference, sameBits, type Cluster, type Peer } from "./harness.ts";
+import { closeAll, errorsOf, makeCluster, reference, sameBits, type Cluster, type Peer } from "./harness.ts";
 
 const FAST: Partial<AllReduceOptions> = { frameBytes: 64, progressTimeoutMs: 150, hopMs: 0, ringStartTimeoutMs: 150, roundTimeoutMs: 3_000 };
 
@@ -23,14 +23,6 @@ function valuesOf(settled: PromiseSettledResult<RoundResult>[]): RoundResult[] {
   return settled.map((s) => {
     if (s.status === "rejected") throw s.reason;
     return s.value;
-  });
-}
-
-function errorsOf(settled: PromiseSettledResult<RoundResult>[]): AllReduceError[] {
-  return settled.map((s) => {
-    if (s.status === "fulfilled") throw new Error("expected the round to fail, it succeeded");
-    expect(s.reason).toBeInstanceOf(AllReduceError);
-    return s.reason as AllReduceError;
   });
 }
 
@@ -287,8 +279,8 @@ describe("torus all-reduce: failures are all or nothing for the whole grid", () 
 
     const attachCases: { name: string; from: "guest" | "other"; frame: () => Uint8Array<ArrayBuffer>; pattern: RegExp }[] = [
       { name: "an attach frame from a member not attached to the target", from: "other", frame: () => attachChunk(new Float32Array(32)), pattern: /not attached to this member/ },
-      { name: "a NaN in an attached contribution", from: "guest", frame: () => attachChunk(new Float32Array(32).fill(Number.NaN)), pattern: /non-finite value NaN at element 0 of the contribution/ },
-      { name: "an attached contribution's chunk of the wrong length", from: "guest", frame: () => attachChunk(new Float32Array(3)), pattern: /a chunk of 12 bytes at offset 0, expected 128/ },
+      { name: "a NaN in an attached contribution", from: "guest", frame: () => attachChunk(new Float32Array(32).fill(Number.NaN)), pattern: /contribution chunk at offset 0: non-finite value NaN at element 0 of the chunk/ },
+      { name: "an attached contribution's chunk of the wrong length", from: "guest", frame: () => attachChunk(new Float32Array(3)), pattern: /contribution chunk at offset 0: has 12 payload bytes, expected 128 \(32 elements, dense\)/ },
       { name: "an attached contribution sent as int8", from: "guest", frame: () => encodeCodedFrame({ kind: FrameKind.ReduceScatter, attempt: 1, step: 0, segment: 0, offset: 0, codec: "int8", stage: RingStage.TorusAttach }, new Uint8Array(8)), pattern: /int8 attach frame; the attach hop is float32/ },
     ];
     for (const { name, from, frame, pattern } of attachCases) {

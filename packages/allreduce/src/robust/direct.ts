@@ -1,5 +1,5 @@
-import { AggregationSchema, decodeDirectFrame, encodeAbortFrame, encodeDataFrame, FrameKind, type Aggregation, type DirectDataFrame, type DirectFrame, type DirectPlan } from "@crowdtrain/protocol";
-import { createRoundHost, type AllReducerCounters } from "../host.ts";
+import { AggregationSchema, decodeDirectFrame, encodeDataFrame, FrameKind, type Aggregation, type DirectDataFrame, type DirectFrame, type DirectPlan } from "@crowdtrain/protocol";
+import { createRoundHost, sendAborts, type AllReducerCounters } from "../host.ts";
 import { systemClock, type Clock, type TimerHandle } from "../clock.ts";
 import { AllReduceError, type AllReduceErrorCode } from "../errors.ts";
 import { chunkCount, chunkOffsets, partition, type Span } from "../partition.ts";
@@ -470,13 +470,7 @@ class DirectRun {
     if (notifyPeers && this.n > 1) {
       // Every member hears it directly (there are no neighbours to forward through), and forwards it
       // once, so a notice cut short by the failing member's death still reaches everyone.
-      const abort = encodeAbortFrame({ attempt: this.attempt, suspect: suspect ?? "", reason: `${code}: ${message}` });
-      for (const peer of this.members) {
-        if (peer === skip || peer === this.transport.self) continue;
-        this.transport.send(peer, abort).catch((error: unknown) => {
-          this.abortDeliveryFailures.push(`abort to ${peer}: ${String(error)}`);
-        });
-      }
+      sendAborts(this.transport, { attempt: this.attempt, suspect, reason: `${code}: ${message}` }, this.members, skip, this.abortDeliveryFailures);
     }
     this.reject(new AllReduceError(code, this.attempt, suspect === "" ? undefined : suspect, message));
   }
