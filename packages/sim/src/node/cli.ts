@@ -9,12 +9,29 @@ import { fileURLToPath } from "node:url";
 import type { Codec, Topology } from "@crowdtrain/protocol";
 import { DEFAULT_POPULATION, homogeneous, Swarm, VirtualClock, type SwarmConfig, type SwarmResult } from "../index.ts";
 
-const list = (name: string, fallback: string[]): string[] => process.env[name]?.split(",").filter((s) => s !== "") ?? fallback;
-const PEERS = list("SIM_PEERS", ["8", "32", "128", "512", "1000"]).map(Number);
-const PLANS = list("SIM_PLANS", ["ring", "torus"]) as Topology[];
-const INNER_STEPS = list("SIM_INNER_STEPS", ["1", "8"]).map(Number);
-const CODECS = list("SIM_CODECS", ["dense", "int8"]) as Exclude<Codec, "topk">[];
-const ROUNDS = Number(process.env.SIM_ROUNDS ?? 3);
+/** A comma-separated SIM_* list; a value outside `allowed` stops the run with a message naming the variable. */
+function list<T extends string | number>(name: string, fallback: T[], parse: (item: string) => T | undefined): T[] {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  return raw.split(",").map((item) => {
+    const value = parse(item.trim());
+    if (value === undefined) usage(`${name}=${raw}: "${item}" is not allowed`);
+    return value as T;
+  });
+}
+function usage(problem: string): never {
+  console.error(`npm run sim: ${problem}. SIM_PEERS: whole numbers from 2 to 4096; SIM_PLANS: ring, torus; SIM_INNER_STEPS: whole numbers from 1 to 1000; SIM_CODECS: dense, fp16, int8; SIM_ROUNDS: 1 to 100; SIM_DEPARTURES_PER_MINUTE: 0 to 600.`);
+  process.exit(2);
+}
+const whole = (min: number, max: number) => (item: string): number | undefined => (/^\d+$/.test(item) && Number(item) >= min && Number(item) <= max ? Number(item) : undefined);
+const oneOf = <T extends string>(...allowed: T[]) => (item: string): T | undefined => allowed.find((a) => a === item);
+const single = (name: string, fallback: number, parse: (item: string) => number | undefined): number => list(name, [fallback], parse)[0] as number;
+
+const PEERS = list("SIM_PEERS", [8, 32, 128, 512, 1000], whole(2, 4096));
+const PLANS: Topology[] = list("SIM_PLANS", ["ring", "torus"], oneOf("ring", "torus"));
+const INNER_STEPS = list("SIM_INNER_STEPS", [1, 8], whole(1, 1000));
+const CODECS: Exclude<Codec, "topk">[] = list("SIM_CODECS", ["dense", "int8"], oneOf("dense", "fp16", "int8"));
+const ROUNDS = single("SIM_ROUNDS", 3, whole(1, 100));
 /** A flat ring of hundreds costs O(N²) simulated frames a round: fewer rounds there keep the run in minutes. */
 const BIG_RING_ROUNDS = 1;
 const BIG_RING = 256;
@@ -26,7 +43,7 @@ const MODEL_PARAMS = 101_770;
  * peers a 4,096-element stand-in has 4-element segments): they reduce the whole model.
  */
 const simulatedParams = (codec: Exclude<Codec, "topk">): number => (codec === "dense" ? 4_096 : MODEL_PARAMS);
-const DEPARTURES_PER_MINUTE = Number(process.env.SIM_DEPARTURES_PER_MINUTE ?? 0);
+const DEPARTURES_PER_MINUTE = single("SIM_DEPARTURES_PER_MINUTE", 0, whole(0, 600));
 /** SIM_HOMOGENEOUS=1: every peer at the medians (the issue's 20 Mbit/s, 50 ms path), no stragglers. */
 const POPULATION = process.env.SIM_HOMOGENEOUS === "1" ? homogeneous(DEFAULT_POPULATION) : DEFAULT_POPULATION;
 const OUT = process.env.SIM_OUT ?? "sim";
