@@ -10,6 +10,8 @@ const NAMESPACE_ADDRESS = "10.88.0.1";
 const TURN_PORT = 3478;
 /** Two tabs, 4 rounds of a small MLP, every byte between them through the relay. */
 const TRAIN_TIMEOUT_MS = 90_000;
+/** How long after the server's last commit the tabs may take to hear it and commit it too. */
+const COMMIT_REACHES_TABS_MS = 10_000;
 
 test("two tabs forced to relay-only ICE train through a coturn relay, with TURN credentials the server minted for each", async ({ launchServer, openWorkers }) => {
   test.skip(!insideE2eNamespace(), `needs the e2e network namespace's address ${NAMESPACE_ADDRESS} (run the e2e tests as root)`);
@@ -26,8 +28,11 @@ test("two tabs forced to relay-only ICE train through a coturn relay, with TURN 
     await expect.poll(async () => (await fetchStatus(server.url)).status, { timeout: TRAIN_TIMEOUT_MS, intervals: [1_000] }).toBe("done");
     const status = await fetchStatus(server.url);
     expect(status.round).toBe(4);
-    // Both tabs took part in every round: the ring all-reduce ran between them, relayed.
-    const logs = await Promise.all(pages.map((page) => page.evaluate(() => window.crowdtrainWorker?.status().committed ?? [])));
+    // Both tabs took part in every round: the ring all-reduce ran between them, relayed. The server is
+    // done when it commits round 4; a tab commits it when the commit message reaches it, a moment later.
+    const committedOf = (page: (typeof pages)[number]) => page.evaluate(() => window.crowdtrainWorker?.status().committed ?? []);
+    await expect.poll(async () => (await Promise.all(pages.map(committedOf))).map((log) => log.length), { timeout: COMMIT_REACHES_TABS_MS }).toEqual([4, 4]);
+    const logs = await Promise.all(pages.map(committedOf));
     expect(logs[0]).toEqual(logs[1]);
     expect(logs[0]?.map(([round]) => round)).toEqual([1, 2, 3, 4]);
     // coturn checked each tab's own credentials (username <expiry>:<peer id>) and allocated a relay.
