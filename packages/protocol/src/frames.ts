@@ -323,12 +323,12 @@ function decodeAbortBody(body: Uint8Array): v.InferOutput<typeof AbortBody> {
  * JSON with every non-ASCII character \u-escaped, one byte per character. Pure packages have no
  * TextEncoder (no DOM or Node typings), and abort notices are short, so this is all they need.
  */
-function asciiJsonBytes(value: unknown): Uint8Array {
+export function asciiJsonBytes(value: unknown): Uint8Array {
   const json = JSON.stringify(value).replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
   return Uint8Array.from(json, (c) => c.charCodeAt(0));
 }
 
-function asciiText(bytes: Uint8Array): string {
+export function asciiText(bytes: Uint8Array): string {
   let text = "";
   for (const byte of bytes) {
     if (byte > 0x7f) throw new FrameDecodeError(`non-ASCII byte ${byte} in abort frame body`);

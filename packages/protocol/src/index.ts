@@ -9,3 +9,4 @@ export * from "./config.ts";
 export * from "./random.ts";
 export * from "./summary.ts";
 export * from "./plan-book.ts";
+export * from "./serve.ts";

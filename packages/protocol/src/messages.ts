@@ -34,10 +34,11 @@ export const BackendSchema = v.picklist(["webgpu", "webgl", "wasm", "cpu"]);
 export type Backend = v.InferOutput<typeof BackendSchema>;
 
 /**
- * What a member does. A round takes only the members whose role says so: today "trainer" (data
- * parallel: computes gradients on its lease and averages them); "stage" (one slice of a model split
- * across tabs) and "server" (answers inference requests) join the job without being put in its
- * rounds until the plans that use them exist.
+ * What a member does. A round takes only "trainer" members (data parallel: each computes gradients
+ * on its lease and averages them). A "server" answers inference requests over the serve socket and
+ * is never in a round: a tab joins as one (`?role=server`) or the autoscaler moves a trainer there
+ * and back (the `role` message). "stage" (one slice of a model split across tabs) joins without
+ * being put in rounds until the plans that use it exist.
  */
 export const MemberRoleSchema = v.picklist(["trainer", "stage", "server"]);
 export type MemberRole = v.InferOutput<typeof MemberRoleSchema>;
@@ -206,7 +207,16 @@ export const StopSchema = v.strictObject({ type: v.literal("stop"), reason: Text
  */
 export const AuditSchema = v.strictObject({ type: v.literal("audit"), round: Round, attempt: Attempt });
 
+/**
+ * "Your role is now `role`": the autoscaler moved this member between training and serving. Sent
+ * only between rounds (after the commit of a round the member was in). A "server" member opens the
+ * serve socket (/ws/serve) and answers inference requests; back as "trainer", it closes it and is
+ * asked to sync.
+ */
+export const RoleSchema = v.strictObject({ type: v.literal("role"), role: MemberRoleSchema });
+
 export const CoordinatorMessageSchema = v.variant("type", [
+  RoleSchema,
   WelcomeSchema,
   OpenRoundSchema,
   CommitSchema,

@@ -15,8 +15,11 @@ const Real = v.pipe(
   v.transform((x): number => x ?? Number.NaN),
 );
 
-/** "training" = computing its gradient (or between phases), "reducing" = in the all-reduce. */
-export const PeerStateSchema = v.picklist(["joining", "ready", "training", "reducing", "gone"]);
+/**
+ * "training" = computing its gradient (or between phases), "reducing" = in the all-reduce,
+ * "serving" = answering inference requests (role "server"), never in a round.
+ */
+export const PeerStateSchema = v.picklist(["joining", "ready", "training", "reducing", "serving", "gone"]);
 export type PeerState = v.InferOutput<typeof PeerStateSchema>;
 
 export const PeerStatusSchema = v.object({
@@ -106,6 +109,62 @@ export const AuditRecordSchema = v.object({
 });
 export type AuditRecord = v.InferOutput<typeof AuditRecordSchema>;
 
+/** One window (the server's SERVING_WINDOW_MS) of the inference API, as the bench and the dashboard chart it. */
+export const ServingWindowSchema = v.object({
+  /** End of the window (server clock). */
+  at: v.number(),
+  /** Requests that arrived, per second (answered or not). */
+  offeredRps: v.number(),
+  /** Requests answered with outputs, per second. */
+  servedRps: v.number(),
+  /** Latency percentiles of the requests answered in the window (absent: none answered). */
+  p50Ms: v.optional(Ms),
+  p95Ms: v.optional(Ms),
+  p99Ms: v.optional(Ms),
+  /** Serving tabs at the window's end. */
+  poolSize: Count,
+  /** Requests waiting for a tab at the window's end. */
+  queueDepth: Count,
+  /** Requests answered with an error (503 full or no tab, 504 past the deadline, 500). */
+  errors: Count,
+});
+export type ServingWindow = v.InferOutput<typeof ServingWindowSchema>;
+
+/** A change of the serving pool's target, with the autoscaler's reason. */
+export const ScaleDecisionSchema = v.object({ at: v.number(), from: Count, to: Count, panic: v.boolean(), reason: v.string() });
+export type ScaleDecision = v.InferOutput<typeof ScaleDecisionSchema>;
+
+export const ServingTabSchema = v.object({
+  id: v.string(),
+  /** Committed round whose weights it serves (absent until loaded). */
+  round: v.optional(Count),
+  /** Requests sent to it and not yet answered. */
+  outstanding: Count,
+  /** Rows per second of its busy time, measured from its replies. */
+  capacityRps: v.optional(v.number()),
+  /** Joined to serve (`?role=server`): the autoscaler never moves it to training. */
+  dedicated: v.boolean(),
+});
+
+export const ServingStatusSchema = v.object({
+  /** Tabs serving now (loaded or loading). */
+  poolSize: Count,
+  /** The autoscaler's target pool size. */
+  target: Count,
+  minTabs: Count,
+  maxTabs: Count,
+  panic: v.boolean(),
+  queueDepth: Count,
+  served: Count,
+  errors: Count,
+  tabs: v.array(ServingTabSchema),
+  /** Recent windows, oldest first. */
+  windows: v.array(ServingWindowSchema),
+  /** Recent target changes, oldest first. */
+  decisions: v.array(ScaleDecisionSchema),
+});
+export type ServingStatus = v.InferOutput<typeof ServingStatusSchema>;
+
 export const TrainingStatusSchema = v.picklist(["waiting", "running", "paused", "done"]);
 export type TrainingStatus = v.InferOutput<typeof TrainingStatusSchema>;
 
@@ -145,6 +204,8 @@ export const StatusSchema = v.object({
   bans: v.optional(v.array(v.object({ peer: v.string(), reason: v.string(), until: v.number() }))),
   /** Recent spot checks, newest last, and the tolerance they were judged by. */
   audits: v.optional(v.object({ tolerance: v.number(), recent: v.array(AuditRecordSchema), passed: Count, failed: Count })),
+  /** The inference API and its pool of serving tabs (absent: a server without serving). */
+  serving: v.optional(ServingStatusSchema),
 });
 export type Status = v.InferOutput<typeof StatusSchema>;
 
