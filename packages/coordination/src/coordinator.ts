@@ -19,6 +19,7 @@ import type {
   CoordinatorEvent,
   EpochCoverage,
   Member,
+  MemberRole,
   OpenRound,
   OpenRoundView,
   RoundReport,
@@ -99,6 +100,8 @@ export class Coordinator {
   private readonly ahead = new LeasesAhead();
   /** The committed state the server still lacks, whom it asked for it, and the finished job's stop. */
   private readonly custody = new StateCustody();
+  /** Role changes waiting for their member's round to end. */
+  private readonly deferredRoles = new Map<string, MemberRole>();
   /** Picks each round's uploader by how soon its last upload landed (uploaders.ts). */
   private readonly uploaders = new UploaderChoice();
 
@@ -140,6 +143,12 @@ export class Coordinator {
       case "ready": {
         const member = this.membership.get(event.peerId);
         if (member === undefined) break;
+        // A serving member follows the commits by itself (hot swaps); it is never asked to sync.
+        if (member.state === "serving") {
+          member.holds = event.round;
+          member.lastHash = event.hash;
+          break;
+        }
         if (event.round === this.committedRound && event.hash === this.committedHash) this.membership.holdsState(member, event.round, event.hash);
         else if (member.state !== "training") this.askToSync(member, now, effects);
         break;
@@ -188,6 +197,9 @@ export class Coordinator {
       case "stop":
         this.finish(event.reason, now, effects);
         break;
+      case "set-role":
+        this.setRole(event.peerId, event.role, now, effects);
+        break;
       case "set-max-rounds":
         if (this.status === "done") break;
         this.maxRounds = event.rounds;
@@ -195,8 +207,43 @@ export class Coordinator {
         if (this.maxRounds !== undefined && this.committedRound >= this.maxRounds) this.finish(`reached ${this.maxRounds} rounds`, now, effects);
         break;
     }
+    this.applyDeferredRoles(now, effects);
     this.maybeOpenRound(now, effects);
     return effects;
+  }
+
+  /** A member in the open round changes role once that round is over, so the round is not disturbed. */
+  private setRole(peerId: string, role: MemberRole, now: number, effects: CoordinatorEffect[]): void {
+    const member = this.membership.get(peerId);
+    if (member === undefined) return;
+    if (member.state === "training") this.deferredRoles.set(peerId, role);
+    else this.applyRole(member, role, now, effects);
+  }
+
+  private applyDeferredRoles(now: number, effects: CoordinatorEffect[]): void {
+    for (const [peerId, role] of this.deferredRoles) {
+      const member = this.membership.get(peerId);
+      if (member?.state === "training") continue;
+      this.deferredRoles.delete(peerId);
+      if (member !== undefined) this.applyRole(member, role, now, effects);
+    }
+  }
+
+  private applyRole(member: Member, role: MemberRole, now: number, effects: CoordinatorEffect[]): void {
+    this.deferredRoles.delete(member.peerId);
+    if (member.role === role) return;
+    effects.push({ type: "log", kind: "role", text: `${member.peerId} ${role === "server" ? "moves to serving" : `moves to ${role === "trainer" ? "training" : role}`}` });
+    effects.push({ type: "role-changed", peerId: member.peerId, role });
+    this.send(member.peerId, { type: "role", role }, effects);
+    if (role === "server") {
+      // An upload it owes (its round's pending state, or a committed one it was asked for) still
+      // comes: the serving tab holds that state and its upload is already on its way.
+      this.membership.serve(member);
+      return;
+    }
+    member.role = role;
+    // Its weights moved on (hot swaps) or fell behind while it served: it fetches the committed state.
+    this.askToSync(member, now, effects);
   }
 
   private onResult(event: Extract<CoordinatorEvent, { type: "result" }>, now: number, effects: CoordinatorEffect[]): void {

@@ -37,7 +37,8 @@ export class Membership {
       adapter: input.adapter,
       role: input.role ?? "trainer",
       joinedAt: input.now,
-      state: "joining",
+      // A tab that joins to serve syncs the model too, but no round waits for it.
+      state: input.role === "server" ? "serving" : "joining",
       holds: undefined,
       samplesPerSecond: undefined,
       lastRoundMs: undefined,
@@ -51,7 +52,7 @@ export class Membership {
       audits: { passed: 0, failed: 0 },
     };
     this.members.set(member.peerId, member);
-    this.syncing.add(member);
+    if (member.state === "joining") this.syncing.add(member);
     return member;
   }
 
@@ -81,7 +82,15 @@ export class Membership {
     member.lastHash = hash;
     member.syncingSince = undefined;
     this.syncing.delete(member);
-    if (member.state !== "training") member.state = "ready";
+    if (member.state !== "training" && member.state !== "serving") member.state = "ready";
+  }
+
+  /** The member now serves: out of every round, and no round waits for its state. */
+  serve(member: Member): void {
+    member.role = "server";
+    member.state = "serving";
+    member.syncingSince = undefined;
+    this.syncing.delete(member);
   }
 
   /** True while a member that started fetching the state less than `graceMs` ago has not finished. */

@@ -56,7 +56,8 @@ export type CoordinatorConfig = {
   random?: () => number;
 };
 
-export type MemberState = "joining" | "ready" | "training";
+/** "serving": a member whose role is "server" answers inference requests and is never in a round. */
+export type MemberState = "joining" | "ready" | "training" | "serving";
 export type { MemberRole };
 
 export type Member = {
@@ -146,7 +147,12 @@ export type CoordinatorEvent =
   | { type: "resume"; now: number }
   | { type: "stop"; reason: string; now: number }
   /** The operator changes the target number of rounds (undefined: no round limit, epochs only). */
-  | { type: "set-max-rounds"; rounds: number | undefined; now: number };
+  | { type: "set-max-rounds"; rounds: number | undefined; now: number }
+  /**
+   * The autoscaler moves a member between training and serving. A member in the open round keeps
+   * its role until that round commits or aborts (the round is not disturbed); then it changes.
+   */
+  | { type: "set-role"; peerId: string; role: MemberRole; now: number };
 
 export type CommittedRound = {
   round: number;
@@ -167,6 +173,7 @@ export type EpochCoverage = { epoch: number; samples: number; usedOnce: number; 
 
 export type LogKind =
   | "joined"
+  | "role"
   | "left"
   | "aborted"
   | "evicted"
@@ -225,4 +232,6 @@ export type CoordinatorEffect =
    * A failed audit undid rounds: round `round` is committed with the state (and hash) of round `to`.
    * The server copies that state under the new round number; every member syncs to it.
    */
-  | { type: "rolled-back"; round: number; to: number; hash: string; undone: readonly number[] };
+  | { type: "rolled-back"; round: number; to: number; hash: string; undone: readonly number[] }
+  /** A member's role changed (the `role` message is sent to it too): the serving pool follows. */
+  | { type: "role-changed"; peerId: string; role: MemberRole };

@@ -45,22 +45,3 @@ describe("robust aggregation in the coordinator", () => {
     expect(h.coordinator.state.current?.plan).toEqual({ kind: "ring", members: ["a", "b"] });
   });
 });
-
-describe("member roles", () => {
-  it("a round takes only trainers; a member of another role follows the commits without being leased", () => {
-    const h = Harness.create({ minWorkers: 2, maxRounds: 3 });
-    h.apply({ type: "join", peerId: "srv", backend: "cpu", role: "server", now: 0 });
-    h.apply({ type: "ready", peerId: "srv", round: 0, hash: h.coordinator.state.committedHash, now: 0 });
-    h.join("a");
-    // One trainer and a server: the job waits for its second trainer.
-    expect(h.coordinator.state.current).toBeUndefined();
-    h.join("b");
-    expect(h.coordinator.state.current?.members).toEqual(["a", "b"]);
-    expect(h.lastTo("srv", "round")).toBeUndefined();
-    h.reportAll();
-    // Not in the plan, it is one behind after the commit: told to fetch the new state.
-    expect(h.lastTo("srv", "sync")).toEqual({ type: "sync", round: 1 });
-    expect(h.member("srv")?.role).toBe("server");
-    expect(h.logs("joined")[0]).toMatch(/srv joined \(cpu, as server\)/);
-  });
-});
