@@ -142,6 +142,17 @@ async function main(): Promise<void> {
       maxMembers: flags.maxMembers,
       hellosPerSecond: flags.hellosPerSecond,
       banMs: flags.banMinutes * 60_000,
+      serving: {
+        maxBatch: flags.serving.maxBatch,
+        maxWaitMs: flags.serving.maxWaitMs,
+        deadlineMs: flags.serving.deadlineMs,
+        autoscaler: {
+          minTabs: flags.serving.minTabs,
+          maxTabs: flags.serving.maxTabs,
+          stableWindowMs: flags.serving.stableWindowMs,
+          scaleDownDelayMs: flags.serving.scaleDownDelayMs,
+        },
+      },
     },
   });
   stopOnSignals(handle);

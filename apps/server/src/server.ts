@@ -17,6 +17,7 @@ import { configRoute } from "./signalling/config-route.ts";
 import { mountPeerServer, PEER_PATH } from "./signalling/peer-server.ts";
 import { checkTurnOptions, TurnConfigError, type TurnOptions } from "./signalling/turn.ts";
 import { createTimerScope, type TimerScope } from "./timer-scope.ts";
+import { SERVE_PATH } from "./serving/pool.ts";
 import { startTraining, type TrainingOptions, type TrainingService } from "./training/service.ts";
 import { routeUpgrade, type UpgradeRoutes } from "./upgrade.ts";
 
@@ -118,6 +119,7 @@ export async function startServer(options: ServerOptions = {}): Promise<ServerHa
   if (training !== undefined) {
     app.use(training.router);
     routes.set("/ws", training.hub.route);
+    if (training.serving !== undefined) routes.set(SERVE_PATH, training.serving.route);
   }
   if (options.lab === true) mountLab(app, identities, clientAddress);
   if (options.lab === true) mountPages(app, options.labDir ?? DEFAULT_LAB_DIR, LAB_PAGES, "/lab/assets", "npm run build:lab");
@@ -201,6 +203,7 @@ async function shutdown(server: http.Server | https.Server, routes: UpgradeRoute
   if (training !== undefined) {
     // The hub closes its own sockets (after its ticker); do not close them twice.
     routes.delete("/ws");
+    routes.delete(SERVE_PATH);
     await training.close();
   }
   await Promise.all([...routes.values()].map((route) => route.close()));

@@ -5,6 +5,9 @@ import { DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_HELLOS_PER_SECOND, DEFAULT_MAX_ME
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../log/logger.ts";
 import { DEFAULT_JOB_FILE } from "../training/job-file.ts";
 import { DEFAULT_CHECKPOINT_EVERY } from "../training/service.ts";
+import { DEFAULT_SERVING } from "../serving/pool.ts";
+import { MAX_PREDICT_ROWS } from "@crowdtrain/protocol";
+import { DEFAULT_AUTOSCALER_CONFIG } from "@crowdtrain/serving";
 
 /** Where `npm run build` puts the datasets (one directory each, see packages/training/DATASETS.md). */
 const DEFAULT_DATASETS_DIR = join(import.meta.dirname, "../../../../dist/datasets");
@@ -18,6 +21,8 @@ export const USAGE = `usage: crowdtrain-server [--port N] [--host ADDRESS] [--jo
                          [--tls-cert FILE --tls-key FILE | --tls-self-signed] [--trust-proxy ADDRESSES]
                          [--turn-url URL,... --turn-secret SECRET] [--ice-transport-policy all|relay]
                          [--log-format text|json] [--log-level debug|info|warn|error]
+                         [--serve-min-tabs N] [--serve-max-tabs N] [--serve-max-batch N] [--serve-max-wait-ms MS] [--serve-deadline-ms MS]
+                         [--serve-stable-window-ms MS] [--serve-scale-down-delay-ms MS]
   --port N         port to listen on, 0 picks a free one (env CROWDTRAIN_PORT, default ${DEFAULT_PORT})
   --host ADDRESS   address to bind (env CROWDTRAIN_HOST, default ${DEFAULT_HOST}: all interfaces)
   --job FILE       training job (env CROWDTRAIN_JOB, default apps/server/jobs/mnist-mlp.json)
@@ -45,6 +50,16 @@ export const USAGE = `usage: crowdtrain-server [--port N] [--host ADDRESS] [--jo
                    another's address (env CROWDTRAIN_ICE_TRANSPORT_POLICY)
   --log-format F   cluster events on stdout as text (default) or json lines (env CROWDTRAIN_LOG_FORMAT)
   --log-level L    the least level logged: debug, info (default), warn, error (env CROWDTRAIN_LOG_LEVEL)
+  --serve-min-tabs N        tabs kept serving POST /api/predict with no load, moved from training (env CROWDTRAIN_SERVE_MIN_TABS, default ${DEFAULT_AUTOSCALER_CONFIG.minTabs})
+  --serve-max-tabs N        largest serving pool the autoscaler builds by moving trainers (?role=server tabs count in it),
+                   0 = only ?role=server tabs serve (env CROWDTRAIN_SERVE_MAX_TABS, default ${DEFAULT_AUTOSCALER_CONFIG.maxTabs})
+  --serve-max-batch N       rows a serving tab predicts in one call (env CROWDTRAIN_SERVE_MAX_BATCH, default ${DEFAULT_SERVING.maxBatch})
+  --serve-max-wait-ms MS    longest a serving tab holds a request to fill a batch (env CROWDTRAIN_SERVE_MAX_WAIT_MS, default ${DEFAULT_SERVING.maxWaitMs})
+  --serve-deadline-ms MS    a prediction not answered within this is answered 504 (env CROWDTRAIN_SERVE_DEADLINE_MS, default ${DEFAULT_SERVING.deadlineMs})
+  --serve-stable-window-ms MS     the autoscaler's steady-state window; a panic ends after one calm window
+                   (env CROWDTRAIN_SERVE_STABLE_WINDOW_MS, default ${DEFAULT_AUTOSCALER_CONFIG.stableWindowMs})
+  --serve-scale-down-delay-ms MS  the pool shrinks only to the highest need of this trailing window
+                   (env CROWDTRAIN_SERVE_SCALE_DOWN_DELAY_MS, default ${DEFAULT_AUTOSCALER_CONFIG.scaleDownDelayMs})
   CROWDTRAIN_ICE_SERVERS='[{"urls":"stun:stun.example.org:3478"}]' adds your own STUN/TURN servers`;
 
 export class UsageError extends Error {}
@@ -72,6 +87,7 @@ export interface Flags {
   iceTransportPolicy: "all" | "relay";
   logFormat: LogFormat;
   logLevel: LogLevel;
+  serving: { minTabs: number; maxTabs: number; maxBatch: number; maxWaitMs: number; deadlineMs: number; stableWindowMs: number; scaleDownDelayMs: number };
 }
 
 const FLAG_NAMES = [
@@ -97,6 +113,13 @@ const FLAG_NAMES = [
   "--ice-transport-policy",
   "--log-format",
   "--log-level",
+  "--serve-min-tabs",
+  "--serve-max-tabs",
+  "--serve-max-batch",
+  "--serve-max-wait-ms",
+  "--serve-deadline-ms",
+  "--serve-stable-window-ms",
+  "--serve-scale-down-delay-ms",
 ] as const;
 type FlagName = (typeof FLAG_NAMES)[number];
 
@@ -124,6 +147,13 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "hel
     "--ice-transport-policy": env.CROWDTRAIN_ICE_TRANSPORT_POLICY === "" ? undefined : env.CROWDTRAIN_ICE_TRANSPORT_POLICY,
     "--log-format": env.CROWDTRAIN_LOG_FORMAT === "" ? undefined : env.CROWDTRAIN_LOG_FORMAT,
     "--log-level": env.CROWDTRAIN_LOG_LEVEL === "" ? undefined : env.CROWDTRAIN_LOG_LEVEL,
+    "--serve-min-tabs": env.CROWDTRAIN_SERVE_MIN_TABS,
+    "--serve-max-tabs": env.CROWDTRAIN_SERVE_MAX_TABS,
+    "--serve-max-batch": env.CROWDTRAIN_SERVE_MAX_BATCH,
+    "--serve-max-wait-ms": env.CROWDTRAIN_SERVE_MAX_WAIT_MS,
+    "--serve-deadline-ms": env.CROWDTRAIN_SERVE_DEADLINE_MS,
+    "--serve-stable-window-ms": env.CROWDTRAIN_SERVE_STABLE_WINDOW_MS,
+    "--serve-scale-down-delay-ms": env.CROWDTRAIN_SERVE_SCALE_DOWN_DELAY_MS,
   };
   let lab = false;
   let selfSigned = false;
@@ -166,7 +196,23 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "hel
     iceTransportPolicy: policyFlag(values["--ice-transport-policy"]),
     logFormat: oneOf("--log-format", LOG_FORMATS, values["--log-format"] ?? "text"),
     logLevel: oneOf("--log-level", LOG_LEVELS, values["--log-level"] ?? "info"),
+    serving: servingFlags(values),
   };
+}
+
+function servingFlags(values: Partial<Record<FlagName, string>>): Flags["serving"] {
+  const minTabs = nonNegativeInteger("--serve-min-tabs", values["--serve-min-tabs"] ?? String(DEFAULT_AUTOSCALER_CONFIG.minTabs));
+  const maxTabs = nonNegativeInteger("--serve-max-tabs", values["--serve-max-tabs"] ?? String(DEFAULT_AUTOSCALER_CONFIG.maxTabs));
+  if (minTabs > maxTabs) throw new UsageError(`--serve-min-tabs (${minTabs}) is above --serve-max-tabs (${maxTabs})`);
+  const maxBatch = positiveInteger("--serve-max-batch", values["--serve-max-batch"] ?? String(DEFAULT_SERVING.maxBatch));
+  if (maxBatch > MAX_PREDICT_ROWS) throw new UsageError(`--serve-max-batch must be at most ${MAX_PREDICT_ROWS}, got ${maxBatch}`);
+  const maxWaitMs = nonNegativeInteger("--serve-max-wait-ms", values["--serve-max-wait-ms"] ?? String(DEFAULT_SERVING.maxWaitMs));
+  if (maxWaitMs > 1_000) throw new UsageError(`--serve-max-wait-ms must be at most 1000, got ${maxWaitMs}`);
+  const deadlineMs = positiveInteger("--serve-deadline-ms", values["--serve-deadline-ms"] ?? String(DEFAULT_SERVING.deadlineMs));
+  const stableWindowMs = positiveInteger("--serve-stable-window-ms", values["--serve-stable-window-ms"] ?? String(DEFAULT_AUTOSCALER_CONFIG.stableWindowMs));
+  if (stableWindowMs < DEFAULT_AUTOSCALER_CONFIG.panicWindowMs) throw new UsageError(`--serve-stable-window-ms must be at least the ${DEFAULT_AUTOSCALER_CONFIG.panicWindowMs} ms panic window, got ${stableWindowMs}`);
+  const scaleDownDelayMs = nonNegativeInteger("--serve-scale-down-delay-ms", values["--serve-scale-down-delay-ms"] ?? String(DEFAULT_AUTOSCALER_CONFIG.scaleDownDelayMs));
+  return { minTabs, maxTabs, maxBatch, maxWaitMs, deadlineMs, stableWindowMs, scaleDownDelayMs };
 }
 
 function turnFlags(url: string | undefined, secret: string | undefined): Flags["turn"] {

@@ -78,6 +78,8 @@ export type HubOptions = {
   onRolledBack?: (effect: Extract<CoordinatorEffect, { type: "rolled-back" }>) => void;
   /** A member is gone (left or evicted). */
   onDeparted?: (effect: Extract<CoordinatorEffect, { type: "departed" }>) => void;
+  /** A member's role changed (training <-> serving). */
+  onRoleChanged?: (effect: Extract<CoordinatorEffect, { type: "role-changed" }>) => void;
   /** Called once after each event the coordinator handled, whatever it changed. */
   onChanged?: () => void;
 };
@@ -305,6 +307,9 @@ export class ClusterHub {
         return;
       case "rolled-back":
         this.options.onRolledBack?.(effect);
+        return;
+      case "role-changed":
+        this.options.onRoleChanged?.(effect);
         return;
       case "epoch-finished":
         return;

@@ -4,7 +4,7 @@ import { Gauge, type Registry } from "prom-client";
 import { METRIC_PREFIX } from "./registry.ts";
 
 /** Every member state, so an empty one reads 0 rather than vanishing (a Record: the build fails on a new state). */
-const STATES: Record<MemberState, true> = { joining: true, ready: true, training: true };
+const STATES: Record<MemberState, true> = { joining: true, ready: true, training: true, serving: true };
 
 /**
  * Members by backend and state, counted from the coordinator at scrape time (O(members)), so the

@@ -29,6 +29,8 @@ import { buildStatus, livePeers, memberRow, type Status } from "./status.ts";
 import { buildSummary } from "./summary.ts";
 import { createContributionHandler } from "./contributions.ts";
 import { createUploadHandler } from "./uploads.ts";
+import { ServePool, type ServingOptions } from "../serving/pool.ts";
+import { predictRoute } from "../serving/predict-route.ts";
 
 /**
  * Largest model state a job may have (weights + optimizer state): every joiner downloads it and
@@ -63,6 +65,8 @@ export type TrainingOptions = {
   banMs?: number;
   /** Ban loopback addresses too (off: every local tab and a reverse proxy share one); for tests. */
   banLoopback?: boolean;
+  /** The inference API and its autoscaled pool of serving tabs; false: no serving. Default: on, with its defaults. */
+  serving?: ServingOptions | false;
 };
 
 /** What the server shares with the job: who is who, and which pages may open sockets. */
@@ -127,6 +131,8 @@ export type TrainingService = {
   joinToken: string | undefined;
   /** Dashboards connected to /api/events. */
   stream: StatusStream;
+  /** The serving pool (its serve socket is at SERVE_PATH), unless serving is off. */
+  serving: ServePool | undefined;
   close(): Promise<void>;
 };
 
@@ -202,6 +208,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
       isReducing: (id) => coordinator.isReducing(id),
       bans: bans.active(),
       audits,
+      serving: serving?.status(),
     });
   const stream = new StatusStream(status);
   const evaluateRound = (round: number): void => {
@@ -227,6 +234,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
         }, resumed?.data.round, (write) => prometheus.checkpoints.onWrite(write));
   const onAdopted = (state: { round: number }): void => {
     stream.notify();
+    if (store.round === state.round) serving?.modelStored(state.round);
     if (store.round === state.round) checkpointer?.onState(store.state, store.bytes, metrics);
     if (state.round % job.evalEveryRounds === 0 || coordinator.state.status === "done") evaluateRound(state.round);
   };
@@ -279,9 +287,30 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
       });
     },
     // A departed member stays on the dashboard as "gone" with its last numbers for a while.
-    onDeparted: ({ member, reason }) => roster.depart(memberRow(member, job, false), Date.now(), reason),
+    onDeparted: ({ member, reason }) => {
+      roster.depart(memberRow(member, job, false), Date.now(), reason);
+      serving?.departed(member.peerId);
+    },
+    onRoleChanged: ({ peerId, role }) => serving?.roleChanged(peerId, role),
     onChanged: () => stream.notify(),
   });
+  const serving =
+    options.serving === false
+      ? undefined
+      : new ServePool(
+          {
+            features: manifest.inputShape.reduce((a, b) => a * b, 1),
+            classes: manifest.classes,
+            identities: deps.identities,
+            origins: deps.origins,
+            storedRound: () => store.round,
+            members: () => coordinator.state.members,
+            minTrainers: options.minWorkers ?? 1,
+            setRole: (peerId, role) => hub.dispatch({ type: "set-role", peerId, role, now: Date.now() }),
+            log: (kind, text) => hub.log.add({ at: Date.now(), kind, text }),
+          },
+          options.serving,
+        );
   const adminToken = options.adminToken ?? generateAdminToken();
   if (resumed !== undefined) {
     hub.log.add({ at: Date.now(), kind: "checkpoint", text: `resumed from the checkpoint of round ${resumed.data.round} in ${checkpoints?.dir}` });
@@ -314,6 +343,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     res.json(buildSummary({ job, coordinator, metrics, isReducing: (id) => coordinator.isReducing(id) }, peer));
   });
   router.get("/api/events", stream.handle);
+  if (serving !== undefined) router.post("/api/predict", predictRoute(serving));
   router.get("/metrics", prometheus.route);
   router.use(
     createAdminRouter(adminToken, {
@@ -374,12 +404,14 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     adminToken,
     joinToken: options.joinToken,
     stream,
+    serving,
     async close() {
       if (checkpointer !== undefined) {
         await store.whenAtLeast(coordinator.state.committedRound, FINAL_STATE_WAIT_MS);
         await checkpointer.flush(store.state, store.bytes, metrics);
       }
       stream.close();
+      await serving?.close();
       store.close();
       await hub.close();
       await Promise.all([evaluator.close(), auditor.close()]);

@@ -39,6 +39,8 @@ export type StatusInput = {
   bans?: readonly Ban[];
   /** Settled spot checks: recent ones and totals. */
   audits?: Status["audits"];
+  /** The serving pool's numbers (absent: serving off). */
+  serving?: Status["serving"];
 };
 
 /** One member as a status row. */
@@ -95,6 +97,7 @@ export function buildStatus(input: StatusInput): Status {
     stateRound: input.storeRound,
     bans: (input.bans ?? []).map((ban) => ({ peer: ban.peerId, reason: ban.reason, until: ban.until })),
     audits: input.audits === undefined ? undefined : { ...input.audits, recent: [...input.audits.recent] },
+    serving: input.serving,
   };
 }
 

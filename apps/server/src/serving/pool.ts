@@ -1,0 +1,365 @@
+import type http from "node:http";
+import type { Duplex } from "node:stream";
+import type { MemberRole } from "@crowdtrain/coordination";
+import {
+  decodeServeReply,
+  encodeServeRequest,
+  parseServeTabMessage,
+  ServeMessageError,
+  type ScaleDecision,
+  type ServeServerMessage,
+  type ServingStatus,
+} from "@crowdtrain/protocol";
+import { Autoscaler, DEFAULT_AUTOSCALER_CONFIG, Dispatcher, ServingStats, type AutoscalerConfig, type ServeRequest } from "@crowdtrain/serving";
+import { WebSocketServer, type WebSocket } from "ws";
+import { CLOSE_POLICY_VIOLATION, closeReason } from "../close-reason.ts";
+import { HttpError } from "../http/errors.ts";
+import { originRejection, refuseUpgrade, type OriginPolicy } from "../http/origin.ts";
+import type { IdentityRegistry } from "../identity/registry.ts";
+import type { UpgradeRoute } from "../upgrade.ts";
+import { chooseToServe, chooseToTrain, type Candidate } from "./moves.ts";
+
+/** The serve socket's path. */
+export const SERVE_PATH = "/ws/serve";
+/** A serving tab must say hello this soon after connecting. */
+const SERVE_HELLO_TIMEOUT_MS = 10_000;
+/** Largest message from a serving tab: a reply of MAX_PREDICT_ROWS rows of a few hundred classes. */
+const MAX_TAB_MESSAGE_BYTES = 8 * 1024 * 1024;
+/** How often deadlines are checked and stale requests offered to another tab. */
+const PUMP_MS = 50;
+/** How often the autoscaler looks at the load (it reasons in windows of seconds). */
+const SCALE_EVERY_MS = 1_000;
+/** The dashboard's and the bench's windows; a status carries the last SERVING_WINDOWS of them. */
+export const SERVING_WINDOW_MS = 5_000;
+const SERVING_WINDOWS = 36;
+/** Scale decisions a status lists. */
+const RECENT_DECISIONS = 20;
+/** What a 503 tells the client to wait. */
+const RETRY_AFTER_S = 1;
+
+export type ServingOptions = {
+  /** Rows a tab puts in one predict call at most (`--serve-max-batch`). Default 32. */
+  maxBatch?: number;
+  /** Longest a tab holds a request to fill a batch (`--serve-max-wait-ms`). Default 5. */
+  maxWaitMs?: number;
+  /** A request not answered within this is answered 504 (`--serve-deadline-ms`). Default 10 s. */
+  deadlineMs?: number;
+  /** Rows of unanswered requests at most; more is 503 (`--serve-max-pending-rows`). */
+  maxPendingRows?: number;
+  /** The autoscaler's settings (`--serve-min-tabs`, `--serve-max-tabs`, ...). */
+  autoscaler?: Partial<AutoscalerConfig>;
+};
+
+export const DEFAULT_SERVING: Required<Omit<ServingOptions, "autoscaler" | "maxPendingRows">> = { maxBatch: 32, maxWaitMs: 5, deadlineMs: 10_000 };
+
+export type PoolMember = Candidate & { role: MemberRole };
+
+export type ServingDeps = {
+  /** Floats per input row and classes per output row: the model's. */
+  features: number;
+  classes: number;
+  identities: IdentityRegistry;
+  origins: OriginPolicy;
+  /** The newest committed round whose state the server holds (what a tab loads). */
+  storedRound: () => number;
+  /** The job's members now. */
+  members: () => readonly PoolMember[];
+  /** Trainers the job keeps however high the load (its minimum workers). */
+  minTrainers: number;
+  /** Asks the coordinator to move a member (it answers with `roleChanged`). */
+  setRole: (peerId: string, role: MemberRole) => void;
+  log: (kind: string, text: string) => void;
+  now?: () => number;
+};
+
+export type Prediction = { outputs: Float32Array; modelRound: number; servedBy: string; ms: number };
+
+type Waiting = { inputs: Float32Array; resolve: (p: Prediction) => void; reject: (e: HttpError) => void };
+
+/**
+ * The serving side of the server: the serve sockets of the serving tabs, the requests in flight
+ * (a pure Dispatcher decides who answers what), the windows of numbers the dashboard shows, and the
+ * autoscaler loop, which moves members between training and serving through the coordinator.
+ * Owns its sockets and timers; close() answers every request still waiting (503) and ends them.
+ */
+export class ServePool {
+  readonly route: UpgradeRoute;
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_TAB_MESSAGE_BYTES });
+  private readonly sockets = new Map<string, WebSocket>();
+  private readonly dispatcher: Dispatcher;
+  private readonly autoscaler: Autoscaler;
+  private readonly autoscalerConfig: AutoscalerConfig;
+  private readonly stats = new ServingStats(SERVING_WINDOW_MS, SERVING_WINDOWS);
+  private readonly waiting = new Map<number, Waiting>();
+  /** Moves asked of the coordinator and not yet made. */
+  private readonly moving = new Map<string, MemberRole>();
+  /** Tabs this pool moved to serving (the others joined to serve and are never moved back). */
+  private readonly moved = new Set<string>();
+  private readonly decisions: ScaleDecision[] = [];
+  private readonly settings: Required<Omit<ServingOptions, "autoscaler" | "maxPendingRows">>;
+  private readonly now: () => number;
+  private nextId = 1;
+  private arrivals = 0;
+  private closed = false;
+  private readonly pump: NodeJS.Timeout;
+  private readonly scaler: NodeJS.Timeout;
+
+  constructor(
+    private readonly deps: ServingDeps,
+    options: ServingOptions = {},
+  ) {
+    this.settings = { ...DEFAULT_SERVING, ...stripUndefined({ maxBatch: options.maxBatch, maxWaitMs: options.maxWaitMs, deadlineMs: options.deadlineMs }) };
+    this.now = deps.now ?? Date.now;
+    this.dispatcher = new Dispatcher(options.maxPendingRows === undefined ? {} : { maxPendingRows: options.maxPendingRows });
+    this.autoscalerConfig = { ...DEFAULT_AUTOSCALER_CONFIG, ...options.autoscaler };
+    this.autoscaler = new Autoscaler(this.autoscalerConfig);
+    this.wss.on("connection", (ws: WebSocket) => this.accept(ws));
+    this.route = { handle: (req, socket, head) => this.upgrade(req, socket, head), close: () => this.close() };
+    this.pump = setInterval(() => this.tick(), PUMP_MS);
+    this.scaler = setInterval(() => this.scale(), SCALE_EVERY_MS);
+  }
+
+  get features(): number {
+    return this.deps.features;
+  }
+
+  get classes(): number {
+    return this.deps.classes;
+  }
+
+  /** Answers `rows` rows of float32 inputs; rejects with an HttpError (503 no tab or full, 504 past the deadline). */
+  predict(inputs: Float32Array, rows: number): Promise<Prediction> {
+    const now = this.now();
+    this.stats.arrived(now);
+    this.arrivals++;
+    if (this.closed) return this.refuse(new HttpError(503, "the server is stopping", { "Retry-After": String(RETRY_AFTER_S) }));
+    if (this.dispatcher.serving === 0 && this.poolSize() === 0 && !this.canGrow()) {
+      return this.refuse(new HttpError(503, "no tab serves the model and none can be moved from training: open a worker page with ?role=server, or raise --serve-max-tabs", { "Retry-After": String(RETRY_AFTER_S) }));
+    }
+    const request: ServeRequest = { id: this.nextId++, rows, arrivedAt: now, deadline: now + this.settings.deadlineMs };
+    if (this.dispatcher.submit(request) === "full") {
+      return this.refuse(new HttpError(503, `the serving queue is full (${this.dispatcher.pending} requests waiting); retry in ${RETRY_AFTER_S} s`, { "Retry-After": String(RETRY_AFTER_S) }));
+    }
+    const answer = new Promise<Prediction>((resolve, reject) => this.waiting.set(request.id, { inputs, resolve, reject }));
+    // A cold pool: decide now rather than at the next autoscaler tick.
+    if (this.poolSize() === 0) this.scale();
+    this.assign();
+    return answer;
+  }
+
+  /** The coordinator moved a member (a `role-changed` effect). */
+  roleChanged(peerId: string, role: MemberRole): void {
+    this.moving.delete(peerId);
+    if (role === "server") return;
+    this.moved.delete(peerId);
+    // Back to training: no new requests; what it holds it may answer until its socket closes.
+    this.dispatcher.drain(peerId);
+  }
+
+  /** A member left the job: its serve socket closes too (its identity is revoked). */
+  departed(peerId: string): void {
+    this.moving.delete(peerId);
+    this.moved.delete(peerId);
+    this.sockets.get(peerId)?.terminate();
+  }
+
+  /** The server now holds committed `round`: serving tabs swap to it between batches. */
+  modelStored(round: number): void {
+    const message: ServeServerMessage = { type: "serve-model", round };
+    const text = JSON.stringify(message);
+    for (const ws of this.sockets.values()) if (ws.readyState === ws.OPEN) ws.send(text);
+  }
+
+  status(): ServingStatus {
+    const views = this.dispatcher.views();
+    return {
+      poolSize: this.poolSize(),
+      target: this.autoscaler.target,
+      minTabs: this.autoscalerConfig.minTabs,
+      maxTabs: this.autoscalerConfig.maxTabs,
+      panic: this.autoscaler.panicking,
+      queueDepth: this.dispatcher.queued,
+      served: this.stats.served,
+      errors: this.stats.errors,
+      tabs: views.map((t) => ({ id: t.id, ...(t.round === undefined ? {} : { round: t.round }), outstanding: t.outstanding, ...(t.capacityRps === undefined ? {} : { capacityRps: t.capacityRps }), dedicated: t.dedicated })),
+      windows: [...this.stats.windows],
+      decisions: [...this.decisions],
+    };
+  }
+
+  /** Members serving now or on their way (asked to move), less those on their way back. */
+  private poolSize(): number {
+    let size = 0;
+    for (const member of this.deps.members()) {
+      const moving = this.moving.get(member.peerId);
+      if ((member.role === "server" && moving !== "trainer") || moving === "server") size++;
+    }
+    return size;
+  }
+
+  private canGrow(): boolean {
+    return this.autoscalerConfig.maxTabs > this.poolSize() && chooseToServe(this.trainers(), 1, this.deps.minTrainers).length > 0;
+  }
+
+  private trainers(): Candidate[] {
+    return this.deps.members().filter((m) => m.role === "trainer" && !this.moving.has(m.peerId));
+  }
+
+  private refuse(error: HttpError): Promise<Prediction> {
+    this.stats.errored(this.now());
+    return Promise.reject(error);
+  }
+
+  private tick(): void {
+    const now = this.now();
+    for (const request of this.dispatcher.expire(now)) {
+      this.settle(request.id, undefined, new HttpError(504, `no serving tab answered within the ${this.settings.deadlineMs} ms deadline`));
+    }
+    this.assign();
+    this.stats.roll(now, this.poolSize(), this.dispatcher.queued);
+  }
+
+  private scale(): void {
+    if (this.closed) return;
+    const now = this.now();
+    const poolSize = this.poolSize();
+    const decision = this.autoscaler.observe({ now, arrivals: this.arrivals, queued: this.dispatcher.queued, poolSize, capacityRps: this.dispatcher.measure(now) });
+    this.arrivals = 0;
+    if (decision.changed) {
+      this.decisions.push({ at: now, from: poolSize, to: decision.target, panic: decision.panic, reason: decision.reason });
+      if (this.decisions.length > RECENT_DECISIONS) this.decisions.shift();
+      this.deps.log("serving", `serving pool ${poolSize} -> ${decision.target}: ${decision.reason}`);
+    }
+    if (decision.target > poolSize) {
+      for (const peerId of chooseToServe(this.trainers(), decision.target - poolSize, this.deps.minTrainers)) this.move(peerId, "server");
+    } else if (decision.target < poolSize) {
+      const movedBack = this.dispatcher.views().filter((t) => this.moved.has(t.id) && !t.draining && !this.moving.has(t.id));
+      for (const peerId of chooseToTrain(movedBack, poolSize - decision.target)) {
+        this.dispatcher.drain(peerId);
+        this.move(peerId, "trainer");
+      }
+    }
+  }
+
+  private move(peerId: string, role: MemberRole): void {
+    this.moving.set(peerId, role);
+    if (role === "server") this.moved.add(peerId);
+    this.deps.setRole(peerId, role);
+  }
+
+  private assign(): void {
+    for (const { tab, request } of this.dispatcher.assign(this.now())) {
+      const waiting = this.waiting.get(request.id);
+      const ws = this.sockets.get(tab);
+      if (waiting === undefined || ws === undefined || ws.readyState !== ws.OPEN) {
+        // A socket that closed between its close event and now: the close requeues what it held.
+        continue;
+      }
+      ws.send(encodeServeRequest(request.id, request.rows, waiting.inputs));
+    }
+  }
+
+  private settle(id: number, prediction: Prediction | undefined, error?: HttpError): void {
+    const waiting = this.waiting.get(id);
+    if (waiting === undefined) return;
+    this.waiting.delete(id);
+    const now = this.now();
+    if (prediction !== undefined) {
+      this.stats.answered(now, prediction.ms);
+      waiting.resolve(prediction);
+    } else {
+      this.stats.errored(now);
+      waiting.reject(error ?? new HttpError(500, "the request failed"));
+    }
+  }
+
+  private upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    const refused = originRejection(req, this.deps.origins);
+    if (refused !== undefined) return refuseUpgrade(socket, 403, refused);
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.wss.emit("connection", ws));
+  }
+
+  private accept(ws: WebSocket): void {
+    let peerId: string | undefined;
+    const helloTimer = setTimeout(() => ws.close(CLOSE_POLICY_VIOLATION, closeReason(`no serve-hello within ${SERVE_HELLO_TIMEOUT_MS} ms`)), SERVE_HELLO_TIMEOUT_MS);
+    const violation = (why: string): void => {
+      this.deps.log("serving", `serve socket${peerId === undefined ? "" : ` of ${peerId}`} closed: ${why}`);
+      ws.close(CLOSE_POLICY_VIOLATION, closeReason(why));
+    };
+    ws.on("message", (data: Buffer, isBinary: boolean) => {
+      try {
+        if (peerId === undefined) {
+          if (isBinary) throw new ServeMessageError("the first message must be serve-hello");
+          peerId = this.hello(ws, data.toString());
+          clearTimeout(helloTimer);
+          return;
+        }
+        if (isBinary) this.onReply(peerId, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+        else this.onControl(peerId, data.toString());
+      } catch (error) {
+        if (!(error instanceof ServeMessageError)) throw error;
+        violation(error.message);
+      }
+    });
+    ws.on("close", () => {
+      clearTimeout(helloTimer);
+      if (peerId === undefined || this.sockets.get(peerId) !== ws) return;
+      this.sockets.delete(peerId);
+      // Whatever it held goes to another tab.
+      this.dispatcher.removeTab(peerId, this.now());
+      this.assign();
+    });
+    ws.on("error", (error) => this.deps.log("serving", `serve socket error: ${error.message}`));
+  }
+
+  /** Checks a serve-hello; returns the tab's peer id. */
+  private hello(ws: WebSocket, raw: string): string {
+    const message = parseServeTabMessage(raw);
+    if (message.type !== "serve-hello") throw new ServeMessageError("the first message must be serve-hello");
+    if (!this.deps.identities.checkSession(message.peerId, message.sessionToken)) throw new ServeMessageError("unknown peer id or session token");
+    const member = this.deps.members().find((m) => m.peerId === message.peerId);
+    if (member?.role !== "server") throw new ServeMessageError(`${message.peerId} is not a serving member of the job`);
+    if (this.sockets.has(message.peerId)) throw new ServeMessageError(`${message.peerId} already has a serve socket`);
+    this.sockets.set(message.peerId, ws);
+    this.dispatcher.addTab(message.peerId, message.maxBatch, !this.moved.has(message.peerId));
+    const welcome: ServeServerMessage = { type: "serve-welcome", features: this.deps.features, classes: this.deps.classes, round: this.deps.storedRound(), maxWaitMs: this.settings.maxWaitMs };
+    ws.send(JSON.stringify(welcome));
+    return message.peerId;
+  }
+
+  private onControl(peerId: string, raw: string): void {
+    const message = parseServeTabMessage(raw);
+    if (message.type !== "serve-loaded") throw new ServeMessageError(`unexpected ${message.type}`);
+    this.dispatcher.loaded(peerId, message.round);
+    this.assign();
+  }
+
+  private onReply(peerId: string, bytes: Uint8Array): void {
+    const now = this.now();
+    const reply = decodeServeReply(bytes, this.deps.classes, (id) => this.dispatcher.rowsHeld(peerId, id));
+    if (reply.kind === "error") {
+      this.deps.log("serving", `${peerId} could not answer request ${reply.id}: ${reply.message}`);
+      this.dispatcher.failed(peerId, reply.id, now);
+      this.assign();
+      return;
+    }
+    const request = this.dispatcher.reply(peerId, reply.id, now);
+    this.assign();
+    if (request === undefined) return;
+    // The frame's buffer is the socket's: copy the outputs out before answering from them later.
+    this.settle(request.id, { outputs: reply.outputs.slice(), modelRound: reply.round, servedBy: peerId, ms: now - request.arrivedAt });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.pump);
+    clearInterval(this.scaler);
+    for (const request of this.dispatcher.drainAll()) this.settle(request.id, undefined, new HttpError(503, "the server is stopping", { "Retry-After": String(RETRY_AFTER_S) }));
+    for (const ws of this.wss.clients) ws.terminate();
+    await new Promise<void>((done, fail) => this.wss.close((error) => (error ? fail(error) : done())));
+  }
+}
+
+function stripUndefined<T extends Record<string, unknown>>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
