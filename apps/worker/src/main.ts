@@ -8,7 +8,10 @@ const startButton = document.querySelector<HTMLButtonElement>("#start");
 const stopButton = document.querySelector<HTMLButtonElement>("#stop");
 if (!startButton || !stopButton) throw new Error("worker page markup is missing #start or #stop");
 
-/** Options for operators and tests, from the query string: ?backends=cpu,webgl  ?page=1  ?name=alice  ?join=TOKEN */
+/**
+ * Options for operators and tests, from the query string: ?backends=cpu,webgl  ?page=1  ?name=alice
+ * ?join=TOKEN  ?role=server (lend this tab to answering prediction requests only, never training)
+ */
 const params = new URLSearchParams(location.search);
 const backends = (params.get("backends") ?? "webgpu,webgl,wasm,cpu").split(",").filter(Boolean);
 let volunteer: Volunteer | undefined;
@@ -49,7 +52,7 @@ const onStatus: typeof renderStatus = (status) => {
 startButton.addEventListener("click", () => {
   startButton.disabled = true;
   stopButton.disabled = false;
-  startVolunteer({ backends, forcePage: params.get("page") === "1", name: params.get("name") ?? undefined, joinToken: params.get("join") ?? undefined, onStatus }).then(
+  startVolunteer({ backends, forcePage: params.get("page") === "1", name: params.get("name") ?? undefined, joinToken: params.get("join") ?? undefined, role: params.get("role") === "server" ? "server" : undefined, onStatus }).then(
     (started) => {
       volunteer = started;
       window.crowdtrainWorker = { status: () => started.status() };

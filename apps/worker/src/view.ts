@@ -6,6 +6,7 @@ const PHASE_TEXT: Record<SessionStatus["phase"], string> = {
   syncing: "Downloading the current model…",
   waiting: "Waiting for the next round…",
   training: "Training: computing and averaging gradients…",
+  serving: "Serving: answering prediction requests with the latest model…",
   stopped: "Stopped.",
 };
 

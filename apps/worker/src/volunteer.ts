@@ -1,7 +1,9 @@
 import { createAllReducer, createDirectAllReducer, type Transport } from "@crowdtrain/allreduce";
 import { createPeerTransport, fetchSignallingConfig, openPeer, type SignallingConfig } from "@crowdtrain/p2p";
-import { torusAttached, torusRows, type Backend, type Codec, type Identity, type Job } from "@crowdtrain/protocol";
+import { torusAttached, torusRows, type Backend, type Codec, type Identity, type Job, type MemberRole } from "@crowdtrain/protocol";
+import { startServingAgent, type ServingAgentStatus } from "./serving/agent.ts";
 import { startSession, type PeerLink } from "./session/session.ts";
+import { fetchState } from "./session/state-http.ts";
 import type { SessionStatus } from "./session/status.ts";
 import type { Trainer } from "./trainer/api.ts";
 import { chooseTrainer } from "./trainer/choose.ts";
@@ -13,6 +15,8 @@ export type VolunteerOptions = {
   name: string | undefined;
   /** The operator's join token for a private job (`?join=` in the shared URL). */
   joinToken: string | undefined;
+  /** "server": only serve inference requests (`?role=server`). Default "trainer". */
+  role?: MemberRole | undefined;
   onStatus: (status: Partial<SessionStatus> & { where?: string }) => void;
   /** Wraps the chosen trainer (the lab's dishonest volunteer; the product page passes none). */
   decorateTrainer?: (trainer: Trainer) => Trainer;
@@ -26,6 +30,8 @@ export interface Volunteer {
   stop(reason: string): void;
 }
 
+/** The server's serve socket (apps/server/src/serving/pool.ts SERVE_PATH). */
+const SERVE_SOCKET_PATH = "/ws/serve";
 const KNOWN_BACKENDS: readonly string[] = ["webgpu", "webgl", "wasm", "cpu"];
 /**
  * A shard owner reports a contributor as an outlier (the coordinator strikes one that most owners
@@ -49,16 +55,28 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
   const reasons = [...chosen.report.tried.map((t) => `${t.name}: ${t.ok ? "ok" : t.reason}`), chosen.why];
   options.onStatus({ backend, where: chosen.where, backendReasons: reasons });
 
+  const trainer = options.decorateTrainer?.(chosen.trainer) ?? chosen.trainer;
+  let serving: ServingAgentStatus | undefined;
   const session = startSession({
     origin: location.origin,
     socketUrl: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
-    trainer: options.decorateTrainer?.(chosen.trainer) ?? chosen.trainer,
+    trainer,
     openLink: async (identity, job) => {
       // Asked per identity: its TURN credentials (if the operator runs TURN) are its own and expire.
       const link = await openLink(await fetchSignallingConfig(location.origin, identity), identity, job);
       return options.decorateLink?.(link) ?? link;
     },
     joinToken: options.joinToken,
+    role: options.role,
+    startServing: (identity) =>
+      startServingAgent({
+        socketUrl: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${SERVE_SOCKET_PATH}`,
+        identity,
+        heldRound: session.status.round,
+        predict: (inputs, rows) => trainer.predict(inputs, rows),
+        loadRound: async (round) => (await trainer.loadState(await fetchState(location.origin, round))).round,
+        onStatus: (status) => (serving = status),
+      }),
     backend: backend as Backend,
     name: options.name,
     onStatus: (status) => options.onStatus({ ...status, where: chosen.where }),
@@ -68,7 +86,7 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
     return reason;
   });
   return {
-    status: () => ({ ...session.status, backendReasons: reasons, where: chosen.where }),
+    status: () => ({ ...session.status, backendReasons: reasons, where: chosen.where, ...(serving === undefined ? {} : { serving: { ...serving } }) }),
     stopped,
     stop: (reason) => session.stop(reason),
   };

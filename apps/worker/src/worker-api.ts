@@ -1,7 +1,9 @@
 // What the worker page exposes to e2e tests on `window.crowdtrainWorker` (types only).
+import type { ServingAgentStatus } from "./serving/agent.ts";
 import type { SessionStatus } from "./session/status.ts";
 
-export type WorkerPageStatus = SessionStatus & { where: string };
+/** `serving`: the serving agent's numbers while (or since) this tab served. */
+export type WorkerPageStatus = SessionStatus & { where: string; serving?: ServingAgentStatus };
 
 export interface CrowdtrainWorkerPage {
   /** The running volunteer's status; present once Start succeeded. */

@@ -57,6 +57,12 @@ class FakeTrainer implements Trainer {
   };
   exportState = async () => new ArrayBuffer(8);
   exportPending = async () => new ArrayBuffer(8);
+  /** One output per row: the row's sum plus the first weight (so a hot swap shows). */
+  predict = async (inputs: Float32Array, rows: number) => {
+    const features = inputs.length / rows;
+    const outputs = Float32Array.from({ length: rows }, (_, r) => inputs.subarray(r * features, (r + 1) * features).reduce((a, b) => a + b, 0) + (this.weights[0] as number));
+    return { outputs, round: 0, ms: 0 };
+  };
   dispose = async () => undefined;
 }
 

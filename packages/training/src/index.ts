@@ -10,6 +10,7 @@ export * from "./hash.ts";
 export * from "./gradients.ts";
 export * from "./optimizers.ts";
 export * from "./evaluate.ts";
+export * from "./predict.ts";
 export * from "./backend.ts";
 export * from "./state.ts";
 export * from "./size.ts";

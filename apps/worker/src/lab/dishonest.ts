@@ -62,6 +62,7 @@ function dishonest(trainer: Trainer, attack: LabAttack): Trainer {
     discard: (attempt) => trainer.discard(attempt),
     exportState: () => trainer.exportState(),
     exportPending: (attempt, round) => trainer.exportPending(attempt, round),
+    predict: (inputs, rows) => trainer.predict(inputs, rows),
     dispose: () => trainer.dispose(),
   };
 }

@@ -1,4 +1,4 @@
-import { computeTimeMs, leaseSpeed, parseCoordinatorMessage, roundSamples, PROTOCOL_VERSION, type Backend, type Identity, type RoundTimings, type ResolvedCoordinatorMessage, type RoundWithPlan, PlanBook } from "@crowdtrain/protocol";
+import { computeTimeMs, leaseSpeed, parseCoordinatorMessage, roundSamples, PROTOCOL_VERSION, type Backend, type Identity, type MemberRole, type RoundTimings, type ResolvedCoordinatorMessage, type RoundWithPlan, PlanBook } from "@crowdtrain/protocol";
 import { ErrorFeedback } from "@crowdtrain/allreduce";
 import { contributionDigest } from "@crowdtrain/training";
 import { COMMITTED_HISTORY, initialStatus, TRACE_LENGTH, type SessionStatus } from "./status.ts";
@@ -19,7 +19,14 @@ export type SessionInput =
   /** An upload running beside the tasks failed: shown, not fatal (the server asks someone else, or counts the audit unanswered). */
   | { type: "upload-failed"; error: string; now: number };
 
-export type SessionConfig = { backend: Backend; name?: string | undefined; adapter?: string | undefined; joinToken?: string | undefined };
+export type SessionConfig = {
+  backend: Backend;
+  name?: string | undefined;
+  adapter?: string | undefined;
+  joinToken?: string | undefined;
+  /** "server": this tab only serves inference requests (`?role=server`). Default "trainer". */
+  role?: MemberRole | undefined;
+};
 
 /**
  * Work queued behind the task in flight: coordinator messages, a discard owed after a drop, and the
@@ -125,8 +132,8 @@ export class SessionMachine {
       case "open": {
         this.trace("socket open");
         this.publish({ phase: "connecting" });
-        const { backend, name, adapter, joinToken } = this.config;
-        this.send(out, { type: "hello", protocol: PROTOCOL_VERSION, name, backend, adapter, joinToken });
+        const { backend, name, adapter, joinToken, role } = this.config;
+        this.send(out, { type: "hello", protocol: PROTOCOL_VERSION, name, backend, adapter, joinToken, ...(role === undefined || role === "trainer" ? {} : { role }) });
         break;
       }
       case "down":
@@ -183,6 +190,9 @@ export class SessionMachine {
     // brings a new identity and a new link.
     this.identity = undefined;
     out.push({ type: "close-link" });
+    // The serve socket goes with the identity; the next welcome starts in the hello's role again.
+    if (this.status.role === "server") out.push({ type: "stop-serving" });
+    this.publish({ role: this.config.role ?? "trainer" });
     if (this.pending !== undefined) this.inbox.push({ discard: this.pending.attempt });
     for (const attempt of this.errorFeedback?.pendingAttempts() ?? []) this.errorFeedback?.discard(attempt);
     this.computedAhead = undefined;
@@ -210,6 +220,7 @@ export class SessionMachine {
         // counts on from its checkpoint), so older connections' aborts must not shadow them.
         this.aborted.keepOnly(this.generation);
         this.identity = message.identity;
+        this.publish({ role: this.config.role ?? "trainer" });
         this.batchSize = roundSamples(message.job);
         this.usesErrorFeedback = message.job.codec === "topk";
         this.errorFeedback = undefined;
@@ -262,10 +273,32 @@ export class SessionMachine {
         out.push({ type: "upload-contribution", round: message.round, gradient, auth: this.auth(this.identity) });
         return;
       }
+      case "role":
+        this.onRole(message.role, out);
+        return;
       case "stop":
         this.stop(message.reason, out);
         return;
     }
+  }
+
+  /**
+   * The autoscaler moved this tab. It comes between rounds (after the commit of the last round this
+   * tab was in), so nothing is pending; to training, the coordinator's sync follows.
+   */
+  private onRole(role: MemberRole, out: Command[]): void {
+    if (role === this.status.role) return;
+    const wasServing = this.status.role === "server";
+    this.publish({ role });
+    if (wasServing) out.push({ type: "stop-serving" });
+    if (role === "server") this.startServing(out);
+    else this.publish({ phase: "waiting" });
+  }
+
+  private startServing(out: Command[]): void {
+    if (this.identity === undefined) return;
+    this.publish({ phase: "serving" });
+    out.push({ type: "serve", identity: this.identity });
   }
 
   private onResult(result: TaskResult, now: number, out: Command[]): void {
@@ -287,6 +320,8 @@ export class SessionMachine {
         if (this.busyGeneration !== this.generation) return;
         this.publish({ phase: "waiting", round: result.round });
         this.send(out, { type: "ready", round: result.round, hash: result.hash });
+        // A tab that joined to serve starts once it holds the model.
+        if (this.status.role === "server") this.startServing(out);
         return;
       case "computed":
         if (result.ahead === true) this.keepComputedAhead(result, task);

@@ -1,5 +1,5 @@
 import { AllReduceError } from "@crowdtrain/allreduce";
-import type { Backend, Identity, Job, Plan } from "@crowdtrain/protocol";
+import type { Backend, Identity, Job, MemberRole, Plan } from "@crowdtrain/protocol";
 import type { Trainer } from "../trainer/api.ts";
 import { connect, type Connection, type ConnectionEvents } from "./connection.ts";
 import { SessionMachine, type SessionInput } from "./machine.ts";
@@ -32,11 +32,22 @@ export type SessionDeps = {
   adapter?: string;
   name?: string;
   onStatus: (status: SessionStatus) => void;
+  /** "server": join to serve inference requests only (`?role=server`). Default "trainer". */
+  role?: MemberRole | undefined;
+  /**
+   * Starts serving with the trainer's weights under `identity` (the serving agent, serving/agent.ts);
+   * the session stops it when the role changes back, the identity is dropped, or the session ends.
+   * Absent: a "role: server" is refused (the tab cannot serve).
+   */
+  startServing?: (identity: Identity) => Serving;
   /** Ports, for tests: the coordinator connection (default: a reconnecting WebSocket), HTTP, the clock. */
   connect?: (events: ConnectionEvents) => Connection;
   http?: StateHttp;
   now?: () => number;
 };
+
+/** A running serving agent: stop() closes its serve socket (what it held is retried elsewhere). */
+export type Serving = { stop(): void };
 
 /** One identity's presence on the peer network; the session closes it when the identity is replaced. */
 export type PeerLink = {
@@ -68,8 +79,13 @@ export function startSession(deps: SessionDeps): Session {
   const { trainer } = deps;
   const now = deps.now ?? (() => performance.now());
   const http = deps.http ?? httpPorts(deps.origin);
-  const machine = new SessionMachine({ backend: deps.backend, name: deps.name, adapter: deps.adapter, joinToken: deps.joinToken });
+  const machine = new SessionMachine({ backend: deps.backend, name: deps.name, adapter: deps.adapter, joinToken: deps.joinToken, role: deps.role });
   let link: PeerLink | undefined;
+  let serving: Serving | undefined;
+  const stopServing = (): void => {
+    serving?.stop();
+    serving = undefined;
+  };
   /** Bumped whenever the link is closed, so a link opened for a dropped identity is not kept. */
   let linkEpoch = 0;
   let resolveStopped!: (reason: string) => void;
@@ -117,8 +133,20 @@ export function startSession(deps: SessionDeps): Session {
       case "close-link":
         closeLink();
         return;
+      case "serve":
+        stopServing();
+        if (deps.startServing === undefined) {
+          feed({ type: "stop", reason: "asked to serve, but this page cannot serve", now: now() });
+          return;
+        }
+        serving = deps.startServing(command.identity);
+        return;
+      case "stop-serving":
+        stopServing();
+        return;
       case "stop":
         connection?.close(command.reason);
+        stopServing();
         closeLink();
         resolveStopped(command.reason);
         return;

@@ -1,11 +1,13 @@
-import type { RoundTimings } from "@crowdtrain/protocol";
+import type { MemberRole, RoundTimings } from "@crowdtrain/protocol";
 
 /** What the worker page shows about its own part in the training. */
-export type SessionPhase = "starting" | "connecting" | "syncing" | "waiting" | "training" | "stopped";
+export type SessionPhase = "starting" | "connecting" | "syncing" | "waiting" | "training" | "serving" | "stopped";
 
 export type SessionStatus = {
   phase: SessionPhase;
   peerId: string | undefined;
+  /** "trainer" or "server" (answering inference requests; the autoscaler moves tabs between them). */
+  role: MemberRole;
   backend: string | undefined;
   backendReasons: string[];
   /** Committed round this tab holds. */
@@ -41,6 +43,7 @@ export const TRACE_LENGTH = 24;
 export const initialStatus = (): SessionStatus => ({
   phase: "starting",
   peerId: undefined,
+  role: "trainer",
   backend: undefined,
   backendReasons: [],
   round: 0,

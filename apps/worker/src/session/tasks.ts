@@ -52,5 +52,11 @@ export type Command =
   | { type: "upload-contribution"; round: number; gradient: Float32Array; auth: UploadAuth }
   /** This connection's identity is gone: close its peer link (the next welcome opens a new one). */
   | { type: "close-link" }
+  /**
+   * Serve inference requests with the trainer's weights (`identity`: the serve socket's), or stop
+   * serving (requests this tab holds are retried by the server on another tab).
+   */
+  | { type: "serve"; identity: Identity }
+  | { type: "stop-serving" }
   /** The session is over: close the connection and the link for good. */
   | { type: "stop"; reason: string };

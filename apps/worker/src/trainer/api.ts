@@ -33,6 +33,9 @@ export type WeightsBasis = "committed" | "pending";
 
 export type StateReport = { round: number; hash: string };
 
+/** Outputs of a predict call: rows x classes, the committed round whose weights answered, and the time. */
+export type PredictReport = { outputs: Float32Array; round: number; ms: number };
+
 export interface Trainer {
   /** Picks the first working TF.js backend of `backends` (best first) and says why others failed. */
   selectBackend(backends: string[]): Promise<BackendReport>;
@@ -55,5 +58,7 @@ export interface Trainer {
   exportState(): Promise<ArrayBuffer>;
   /** The state pending for `attempt` as it will be once round `round` commits, for the server to check first. */
   exportPending(attempt: number, round: number): Promise<ArrayBuffer>;
+  /** The committed weights' outputs for `rows` flattened inputs (serving; never pending weights). */
+  predict(inputs: Float32Array, rows: number): Promise<PredictReport>;
   dispose(): Promise<void>;
 }

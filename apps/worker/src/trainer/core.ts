@@ -13,6 +13,7 @@ import {
   hashState,
   stateProblem,
   writeWeights,
+  predictRows,
   type Dataset,
   type DatasetManifest,
   type Optimizer,
@@ -20,7 +21,7 @@ import {
 } from "@crowdtrain/training";
 import { chooseBackend } from "@crowdtrain/training/browser";
 import { fetchTrainSplit } from "./dataset-http.ts";
-import type { BackendReport, GradientReport, StateReport, Trainer, TrainerInit, UpdateReport, WeightsBasis } from "./api.ts";
+import type { BackendReport, GradientReport, PredictReport, StateReport, Trainer, TrainerInit, UpdateReport, WeightsBasis } from "./api.ts";
 
 type Loaded = { job: Job; manifest: DatasetManifest; train: Dataset; model: tf.LayersModel; optimizer: Optimizer };
 type Pending = { attempt: number; weights: Float32Array; optimizerBefore: OptimizerState; hash: string };
@@ -137,6 +138,15 @@ export class TrainerCore implements Trainer {
     if (pending?.attempt !== attempt) throw new Error(`export of attempt ${attempt}, but ${pending?.attempt ?? "none"} is pending`);
     // While an update is pending the optimizer holds its state after that update.
     return encodeState({ round, hash: pending.hash, weights: pending.weights, optimizer: this.need().optimizer.state() }).buffer;
+  }
+
+  async predict(inputs: Float32Array, rows: number): Promise<PredictReport> {
+    const { model, manifest } = this.need();
+    const started = performance.now();
+    // Serving tabs run no rounds, but a tab moved from training may hold a lease's weights there.
+    this.toDevice(this.weights);
+    const outputs = await predictRows(model, inputs, rows, manifest.inputShape);
+    return { outputs, round: this.round, ms: performance.now() - started };
   }
 
   async dispose(): Promise<void> {

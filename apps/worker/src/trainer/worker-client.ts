@@ -50,6 +50,7 @@ export function createWorkerTrainer(): Trainer {
     discard: (attempt) => call("discard", attempt),
     exportState: () => call("exportState"),
     exportPending: (attempt, round) => call("exportPending", attempt, round),
+    predict: (inputs, rows) => call("predict", inputs, rows),
     async dispose() {
       try {
         await call("dispose");
