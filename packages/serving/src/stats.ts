@@ -61,10 +61,10 @@ export class ServingStats {
 
   /** Starts the first window, and closes every window that ended by `now`: an event counts in its own. */
   private open(now: number): void {
-    this.windowStart ??= now;
+    let start: number = (this.windowStart ??= now);
     const { poolSize, queueDepth } = this.last;
-    while (this.windowStart !== undefined && now >= this.windowStart + this.windowMs) {
-      const end = this.windowStart + this.windowMs;
+    while (now >= start + this.windowMs) {
+      const end: number = start + this.windowMs;
       const seconds = this.windowMs / 1000;
       const sorted = this.latencies.sort((a, b) => a - b);
       const window: ServingWindow = {
@@ -79,7 +79,7 @@ export class ServingStats {
       if (p50 !== undefined) Object.assign(window, { p50Ms: p50, p95Ms: percentile(sorted, 95), p99Ms: percentile(sorted, 99) });
       this.closed.push(window);
       if (this.closed.length > this.keep) this.closed.shift();
-      this.windowStart = end;
+      this.windowStart = start = end;
       this.arrivals = 0;
       this.errorsInWindow = 0;
       this.latencies = [];
