@@ -27,6 +27,11 @@ export type DispatcherConfig = {
 
 export const DEFAULT_DISPATCHER_CONFIG: DispatcherConfig = { maxPendingRows: 32_768, outstandingBatches: 2, attemptTimeoutMs: 2_000 };
 
+/**
+ * Requests a tab was given up on (answered by another, expired) whose late reply is still expected:
+ * dropped quietly when it comes, not taken for a protocol violation. The oldest are forgotten first.
+ */
+const MAX_LATE_PER_TAB = 4_096;
 /** Capacity is measured over this much of a tab's busy time before it counts. */
 const MIN_MEASURED_BUSY_MS = 200;
 /** Weight of the newest measurement in a tab's capacity (exponential average). */
@@ -48,6 +53,8 @@ class Tab {
   draining = false;
   readonly held = new Map<number, Held>();
   heldRows = 0;
+  /** Rows of requests it was given up on, by id: its reply to one is late, not forged. */
+  readonly late = new Map<number, number>();
   /** Since when it holds work (undefined: idle); busy time and rows answered since the last measure. */
   busySince: number | undefined;
   busyMs = 0;
@@ -76,6 +83,10 @@ class Tab {
     this.held.delete(id);
     this.heldRows -= held.rows;
     if (answered) this.rowsDone += held.rows;
+    else {
+      this.late.set(id, held.rows);
+      if (this.late.size > MAX_LATE_PER_TAB) this.late.delete(this.late.keys().next().value as number);
+    }
     if (this.held.size === 0 && this.busySince !== undefined) {
       this.busyMs += now - this.busySince;
       this.busySince = undefined;
@@ -204,10 +215,11 @@ export class Dispatcher {
     return out;
   }
 
-  /** A tab answered: the request if this is its first answer, else undefined (late or unknown: drop it). */
+  /** A tab answered: the request if this is its first answer, else undefined (late: drop it). */
   reply(tabId: string, requestId: number, now: number): ServeRequest | undefined {
     const tab = this.tabs.get(tabId);
-    if (tab === undefined || !tab.held.has(requestId)) return undefined;
+    if (tab === undefined) return undefined;
+    if (tab.late.delete(requestId) || !tab.held.has(requestId)) return undefined;
     tab.release(requestId, now, true);
     const entry = this.requests.get(requestId);
     if (entry === undefined) return undefined;
@@ -215,16 +227,28 @@ export class Dispatcher {
     return entry.request;
   }
 
-  /** Rows a tab holds for `requestId` (undefined: not held there): what its reply must carry. */
+  /** Rows a tab holds for `requestId` (undefined: not held there). */
   rowsHeld(tabId: string, requestId: number): number | undefined {
     return this.tabs.get(tabId)?.held.get(requestId)?.rows;
+  }
+
+  /**
+   * Rows of `requestId` as sent to this tab, held or given up on (undefined: never sent there, so a
+   * reply to it is forged): what its reply must carry.
+   */
+  rowsSent(tabId: string, requestId: number): number | undefined {
+    const tab = this.tabs.get(tabId);
+    return tab?.held.get(requestId)?.rows ?? tab?.late.get(requestId);
   }
 
   /** A tab could not answer: the request goes back to the queue unless another tab holds it. */
   failed(tabId: string, requestId: number, now: number): void {
     const tab = this.tabs.get(tabId);
-    if (tab === undefined || !tab.held.has(requestId)) return;
+    if (tab === undefined) return;
+    if (tab.late.delete(requestId) || !tab.held.has(requestId)) return;
     tab.release(requestId, now, false);
+    // It said it cannot answer: no reply of it is expected any more.
+    tab.late.delete(requestId);
     const entry = this.requests.get(requestId);
     if (entry === undefined) return;
     entry.holders.delete(tabId);

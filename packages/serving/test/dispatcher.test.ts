@@ -605,3 +605,34 @@ describe("Dispatcher fuzz", () => {
     });
   }
 });
+
+describe("late replies", () => {
+  it("a reply from a tab that was given up on (another tab answered, or the deadline passed) is late, not forged", () => {
+    const d = new Dispatcher({ attemptTimeoutMs: 100 });
+    for (const id of ["a", "b"]) {
+      d.addTab(id, 8, false);
+      d.loaded(id, 1);
+    }
+    d.submit({ id: 1, rows: 2, arrivedAt: 0, deadline: 10_000 });
+    d.submit({ id: 2, rows: 3, arrivedAt: 0, deadline: 500 });
+    const first = d.assign(0);
+    const holderOf1 = first.find((x) => x.request.id === 1)?.tab as string;
+    // Past the attempt timeout the request is also offered to the other tab, which answers first.
+    const hedged = d.assign(200).find((x) => x.request.id === 1)?.tab as string;
+    expect(hedged).not.toBe(holderOf1);
+    expect(d.reply(hedged, 1, 250)?.id).toBe(1);
+    // The first holder's reply still carries the request's rows: it is checked, then dropped.
+    expect(d.rowsSent(holderOf1, 1)).toBe(2);
+    expect(d.rowsHeld(holderOf1, 1)).toBeUndefined();
+    expect(d.reply(holderOf1, 1, 260)).toBeUndefined();
+    // Only once: a second late reply for the same id is not expected any more.
+    expect(d.rowsSent(holderOf1, 1)).toBeUndefined();
+    // Expired while held: its holder's reply is late too.
+    const holderOf2 = first.find((x) => x.request.id === 2)?.tab as string;
+    expect(d.expire(600).map((r) => r.id)).toEqual([2]);
+    expect(d.rowsSent(holderOf2, 2)).toBe(3);
+    expect(d.reply(holderOf2, 2, 700)).toBeUndefined();
+    // Never sent to a tab: no rows, so the server takes a reply to it for a forgery.
+    expect(d.rowsSent("a", 99)).toBeUndefined();
+  });
+});

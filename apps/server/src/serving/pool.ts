@@ -31,7 +31,7 @@ const PUMP_MS = 50;
 const SCALE_EVERY_MS = 1_000;
 /** The dashboard's and the bench's windows; a status carries the last SERVING_WINDOWS of them. */
 export const SERVING_WINDOW_MS = 5_000;
-const SERVING_WINDOWS = 36;
+const SERVING_WINDOWS = 72;
 /** Scale decisions a status lists. */
 const RECENT_DECISIONS = 20;
 /** What a 503 tells the client to wait. */
@@ -336,7 +336,7 @@ export class ServePool {
 
   private onReply(peerId: string, bytes: Uint8Array): void {
     const now = this.now();
-    const reply = decodeServeReply(bytes, this.deps.classes, (id) => this.dispatcher.rowsHeld(peerId, id));
+    const reply = decodeServeReply(bytes, this.deps.classes, (id) => this.dispatcher.rowsSent(peerId, id));
     if (reply.kind === "error") {
       this.deps.log("serving", `${peerId} could not answer request ${reply.id}: ${reply.message}`);
       this.dispatcher.failed(peerId, reply.id, now);
