@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { decodeServeReply, encodeServeRequest, type ServeReply, type ServeServerMessage, type ServeTabMessage } from "@crowdtrain/protocol";
-import { MIN_SWAP_INTERVAL_MS, startServingAgent, type ServeSocket } from "../src/serving/agent.ts";
+import { MIN_SWAP_INTERVAL_MS, SERVE_RECONNECT_MIN_MS, startServingAgent, type ServeSocket } from "../src/serving/agent.ts";
 
 const IDENTITY = { peerId: "w-a", sessionToken: "s".repeat(22), peerKey: "k".repeat(22), peerToken: "t".repeat(22) };
 const FEATURES = 3;
@@ -40,7 +40,12 @@ class FakeSocket implements ServeSocket {
     const frame = encodeServeRequest(id, rows, new Float32Array(rows * FEATURES).fill(value));
     this.emit("message", { data: frame.slice().buffer });
   }
-  private emit(type: string, event: { data?: unknown }): void {
+  /** The server closes it. */
+  drop(code: number, reason: string): void {
+    this.readyState = 3;
+    this.emit("close", { code, reason });
+  }
+  private emit(type: string, event: { data?: unknown; code?: number; reason?: string }): void {
     for (const listener of this.listeners.get(type) ?? []) listener(event);
   }
 }
@@ -69,11 +74,16 @@ function fakeTrainer(): { calls: Deferred[]; round: number; loads: number[]; pre
 }
 
 function start(maxBatch = 4) {
-  const socket = new FakeSocket();
+  const sockets: FakeSocket[] = [];
   const trainer = fakeTrainer();
-  const agent = startServingAgent({ socketUrl: "ws://test/ws/serve", identity: IDENTITY, heldRound: 4, predict: (inputs, rows) => trainer.predict(inputs, rows), loadRound: (round) => trainer.loadRound(round), maxBatch, openSocket: () => socket, now: () => Date.now() });
+  const openSocket = (): FakeSocket => {
+    sockets.push(new FakeSocket());
+    return sockets.at(-1) as FakeSocket;
+  };
+  const agent = startServingAgent({ socketUrl: "ws://test/ws/serve", identity: IDENTITY, heldRound: 4, predict: (inputs, rows) => trainer.predict(inputs, rows), loadRound: (round) => trainer.loadRound(round), maxBatch, openSocket, now: () => Date.now() });
+  const socket = sockets[0] as FakeSocket;
   socket.open();
-  return { socket, trainer, agent };
+  return { socket, sockets, trainer, agent };
 }
 
 const welcome = (round: number, maxWaitMs = 10): ServeServerMessage => ({ type: "serve-welcome", features: FEATURES, classes: CLASSES, round, maxWaitMs });
@@ -156,6 +166,35 @@ describe("the serving agent", () => {
     await settle();
     expect(socket.replies).toEqual([{ kind: "error", id: 1, message: "predict failed: device lost" }]);
     expect(socket.closed).toBeUndefined();
+  });
+
+  it("a socket the server drops is opened again after a backoff, with a new hello; requests waiting on the old one are dropped (the server retried them)", async () => {
+    const { socket, sockets, trainer } = start();
+    socket.message(welcome(4, 1_000));
+    socket.request(1, 1, 0);
+    socket.drop(1006, "gone");
+    expect(sockets).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(SERVE_RECONNECT_MIN_MS);
+    expect(sockets).toHaveLength(2);
+    const second = sockets[1] as FakeSocket;
+    second.open();
+    expect(second.texts[0]).toMatchObject({ type: "serve-hello", peerId: "w-a" });
+    second.message(welcome(4, 0));
+    await vi.advanceTimersByTimeAsync(1_000);
+    // Request 1 went with the old socket: nothing predicts it.
+    expect(trainer.calls).toEqual([]);
+    second.request(2, 1, 0);
+    await settle();
+    expect(trainer.calls).toHaveLength(1);
+    // After a socket that opened, the backoff starts over; a socket that never opens doubles it.
+    second.drop(1006, "gone");
+    await vi.advanceTimersByTimeAsync(SERVE_RECONNECT_MIN_MS);
+    expect(sockets).toHaveLength(3);
+    (sockets[2] as FakeSocket).drop(1006, "refused");
+    await vi.advanceTimersByTimeAsync(SERVE_RECONNECT_MIN_MS);
+    expect(sockets).toHaveLength(3);
+    await vi.advanceTimersByTimeAsync(SERVE_RECONNECT_MIN_MS);
+    expect(sockets).toHaveLength(4);
   });
 
   it("stops on a bad message from the server, and stop() closes the socket and drops what waits", async () => {

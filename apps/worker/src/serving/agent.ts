@@ -12,6 +12,9 @@ import type { PredictReport } from "../trainer/api.ts";
 
 /** A hot swap at most this often: a round commits every second or so, a state download costs more. */
 export const MIN_SWAP_INTERVAL_MS = 2_000;
+/** A serve socket that drops (a server restart, a refusal) is opened again after this, doubling up to the max. */
+export const SERVE_RECONNECT_MIN_MS = 500;
+export const SERVE_RECONNECT_MAX_MS = 10_000;
 /** Rows per predict call unless the page says otherwise (the server's default --serve-max-batch). */
 export const DEFAULT_MAX_BATCH = 32;
 
@@ -53,8 +56,10 @@ type Queued = { id: number; rows: number; inputs: Float32Array };
 export function startServingAgent(deps: ServingAgentDeps): { stop(): void } {
   const now = deps.now ?? (() => performance.now());
   const maxBatch = deps.maxBatch ?? DEFAULT_MAX_BATCH;
-  const socket = (deps.openSocket ?? ((url) => new WebSocket(url) as ServeSocket))(deps.socketUrl);
-  socket.binaryType = "arraybuffer";
+  const open = deps.openSocket ?? ((url) => new WebSocket(url) as ServeSocket);
+  let socket: ServeSocket;
+  let reconnects = 0;
+  let reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   let shape: { features: number; classes: number } | undefined;
   let batcher: Batcher<Queued> | undefined;
   let round = deps.heldRound;
@@ -159,27 +164,47 @@ export function startServingAgent(deps: ServingAgentDeps): { stop(): void } {
     pump();
   };
 
-  socket.addEventListener("open", () => send({ type: "serve-hello", protocol: PROTOCOL_VERSION, peerId: deps.identity.peerId, sessionToken: deps.identity.sessionToken, maxBatch }));
-  socket.addEventListener("message", (event) => {
-    if (stopped) return;
-    try {
-      if (typeof event.data === "string") onText(event.data);
-      else if (event.data instanceof ArrayBuffer) onBinary(event.data);
-      else throw new Error("a serve message that is neither text nor binary");
-    } catch (error) {
-      fail(`the server sent a bad serve message: ${error instanceof Error ? error.message : String(error)}`);
-    }
-  });
-  socket.addEventListener("close", (event) => {
-    if (!stopped) publish({ lastError: `serve socket closed (${event.code ?? "?"}${event.reason ? `: ${event.reason}` : ""})` });
-    stopped = true;
-    if (timer !== undefined) clearTimeout(timer);
-  });
+  /**
+   * Opens the serve socket. When it drops while this tab still serves, the server has already
+   * retried what it held elsewhere: the waiting requests are dropped and a new socket says hello
+   * again, after a backoff.
+   */
+  const connect = (): void => {
+    reconnectTimer = undefined;
+    const ws = open(deps.socketUrl);
+    socket = ws;
+    ws.binaryType = "arraybuffer";
+    ws.addEventListener("open", () => {
+      reconnects = 0;
+      send({ type: "serve-hello", protocol: PROTOCOL_VERSION, peerId: deps.identity.peerId, sessionToken: deps.identity.sessionToken, maxBatch });
+    });
+    ws.addEventListener("message", (event) => {
+      if (stopped || ws !== socket) return;
+      try {
+        if (typeof event.data === "string") onText(event.data);
+        else if (event.data instanceof ArrayBuffer) onBinary(event.data);
+        else throw new Error("a serve message that is neither text nor binary");
+      } catch (error) {
+        fail(`the server sent a bad serve message: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    });
+    ws.addEventListener("close", (event) => {
+      if (stopped || ws !== socket) return;
+      batcher?.clear();
+      batcher = undefined;
+      shape = undefined;
+      const delay = Math.min(SERVE_RECONNECT_MAX_MS, SERVE_RECONNECT_MIN_MS * 2 ** reconnects++);
+      publish({ lastError: `serve socket closed (${event.code ?? "?"}${event.reason ? `: ${event.reason}` : ""}); reconnecting in ${delay} ms` });
+      reconnectTimer = setTimeout(connect, delay);
+    });
+  };
+  connect();
 
   function stop(reason: string): void {
     if (stopped) return;
     stopped = true;
     if (timer !== undefined) clearTimeout(timer);
+    if (reconnectTimer !== undefined) clearTimeout(reconnectTimer);
     timer = undefined;
     batcher?.clear();
     socket.close(1000, reason.slice(0, 120));
