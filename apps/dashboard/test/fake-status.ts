@@ -92,3 +92,41 @@ export function fakeStatus(peers: number, options: { rounds?: number; now?: numb
     },
   };
 }
+
+/**
+ * A made-up serving pool for `status.serving`: `windows` windows of 5 s ending at `now`, a ramp of load the
+ * pool grows to meet (one window without answered requests, so its latencies are absent), two tabs (one
+ * dedicated, one moved from training and still loading) and two scale decisions, the latest in panic.
+ */
+export function fakeServing(now: number, windows = 12): NonNullable<Status["serving"]> {
+  return {
+    poolSize: 2,
+    target: 3,
+    minTabs: 1,
+    maxTabs: 8,
+    panic: true,
+    queueDepth: 4,
+    served: 1_234,
+    errors: 7,
+    tabs: [
+      { id: "serve-tab-dedicated-0001", round: 57, outstanding: 3, capacityRps: 41.25, dedicated: true },
+      { id: "serve-tab-moved-0002", outstanding: 0, dedicated: false },
+    ],
+    windows: Array.from({ length: windows }, (_, i) => {
+      const answered = i !== 2;
+      return {
+        at: now - (windows - 1 - i) * 5_000,
+        offeredRps: 2 * i,
+        servedRps: answered ? 1.8 * i : 0,
+        ...(answered ? { p50Ms: 20 + i, p95Ms: 40 + 2 * i, p99Ms: 80 + 3 * i } : {}),
+        poolSize: Math.min(2, 1 + Math.floor(i / 6)),
+        queueDepth: i % 4,
+        errors: i === windows - 1 ? 3 : 0,
+      };
+    }),
+    decisions: [
+      { at: now - 30_000, from: 1, to: 2, panic: false, reason: "stable window: 6.0 req/s needs 2 tabs" },
+      { at: now - 2_000, from: 2, to: 3, panic: true, reason: "panic: 22 req/s in the short window is twice the pool's capacity" },
+    ],
+  };
+}

@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { Controls } from "../src/components/Controls.tsx";
 import { Dashboard } from "../src/components/Dashboard.tsx";
 import type { FeedState } from "../src/feed.ts";
-import { fakeStatus } from "./fake-status.ts";
+import { fakeServing, fakeStatus } from "./fake-status.ts";
 
 const ORIGIN = "http://10.0.0.5:8080";
 
@@ -112,6 +112,54 @@ describe("the dashboard page", () => {
     expect(html).toContain("check 25");
     expect(html).toContain("check 16");
     expect(html).not.toContain("check 15<");
+  });
+
+  it("shows the serving pool: headline numbers, a chart each, the tabs and the decisions newest first", () => {
+    const status = fakeStatus(3);
+    const html = render({ ...status, serving: fakeServing(status.now) });
+    expect(() => parseStatus(JSON.parse(JSON.stringify({ ...status, serving: fakeServing(status.now) })))).not.toThrow();
+    expect(html).toContain('data-testid="serving-panel"');
+    expect(html).toContain('data-testid="serving-pool">2<');
+    expect(html).toContain('data-testid="serving-bounds">(1–8)<');
+    expect(html).toContain('data-testid="serving-panic"');
+    expect(html).toContain('data-testid="serving-served">1,234<');
+    expect(html).toMatch(/class="struck" data-testid="serving-errors">7</);
+    for (const chart of ["Serving pool size over time", "Offered and served requests per second", "Latency percentiles of answered requests", "Queue depth and errors per window"]) {
+      expect(html).toContain(`aria-label="${chart}"`);
+    }
+    expect(count(html, /data-testid="serving-tab"/)).toBe(2);
+    expect(html).toContain("dedicated");
+    expect(html).toContain("moved from training");
+    expect(count(html, /data-testid="scale-decision"/)).toBe(2);
+    expect(html.indexOf("2 → 3")).toBeLessThan(html.indexOf("1 → 2"));
+    expect(html).toMatch(/data-testid="tile-peers"[^]*?2 training · 2 serving · 1 gone/);
+  });
+
+  it("shows empty states before any request, and hides the panel for a server without serving", () => {
+    const status = fakeStatus(3);
+    const html = render({ ...status, serving: { ...fakeServing(status.now, 0), tabs: [], decisions: [], panic: false, errors: 0 } });
+    expect(html).toContain('data-testid="serving-panel"');
+    expect(html).not.toContain('data-testid="serving-panic"');
+    expect(count(html, /No requests yet\./g)).toBe(2);
+    expect(html).toContain("No request answered yet.");
+    expect(html).toContain("No tab serves now");
+    expect(html).toContain("No scale decision yet");
+    expect(render(status)).not.toContain("serving-panel");
+  });
+
+  it("renders the autoscaler's reasons and serving tabs' names as text, and a serving peer without a batch share", () => {
+    const status = fakeStatus(3);
+    const serving = fakeServing(status.now);
+    const evil = "<img src=x onerror=alert(1)>";
+    serving.decisions[0] = { ...(serving.decisions[0] as NonNullable<Status["serving"]>["decisions"][number]), reason: evil };
+    const tabId = serving.tabs[0]?.id as string;
+    const peers = [...status.peers, { ...(status.peers[0] as Status["peers"][number]), id: tabId, name: `${evil} server`, state: "serving" as const, share: 0.5 }];
+    const html = render({ ...status, peers, serving });
+    expect(html).not.toContain("<img");
+    expect(html).toContain("&lt;img src=x onerror=alert(1)&gt;");
+    const row = new RegExp(`<tr class="state-serving" data-peer-id="${tabId}">.*?</tr>`).exec(html)?.[0] ?? "";
+    expect(row).toContain('class="pill pill-serving"');
+    expect(row).not.toContain("50%");
   });
 
   it("is read-only without a token: the controls are disabled and say so", () => {

@@ -9,6 +9,7 @@ import { EventLog } from "./EventLog.tsx";
 import { LineChart } from "./LineChart.tsx";
 import { PeersTable } from "./PeersTable.tsx";
 import { RingGraph } from "./RingGraph.tsx";
+import { ServingPanel } from "./ServingPanel.tsx";
 import { Timeline } from "./Timeline.tsx";
 
 export type DashboardProps = {
@@ -106,7 +107,7 @@ function Body({ status, origin, controls }: { status: Status; origin: string; co
             : `round ${lastEval.round}${status.job.targetAccuracy === undefined ? "" : ` · target ${formatPercent(status.job.targetAccuracy, 0)}`}`}
         </Tile>
         <Tile label="Peers" testId="tile-peers" value={String(totals.live)}>
-          {`${totals.training} training${totals.gone > 0 ? ` · ${totals.gone} gone` : ""}`}
+          {`${totals.training} training${status.serving === undefined ? "" : ` · ${status.serving.poolSize} serving`}${totals.gone > 0 ? ` · ${totals.gone} gone` : ""}`}
         </Tile>
       </section>
 
@@ -171,6 +172,8 @@ function Body({ status, origin, controls }: { status: Status; origin: string; co
         <h2>Events</h2>
         <EventLog events={status.events} peers={status.peers} />
       </section>
+
+      {status.serving !== undefined && <ServingPanel serving={status.serving} peers={status.peers} />}
 
       <section className="card span-12">
         <h2>

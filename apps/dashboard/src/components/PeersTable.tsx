@@ -50,12 +50,7 @@ export function PeersTable({ peers, ring, lastRing }: PeersTableProps) {
                   )}
                 </td>
                 <td className="num">{peer.samplesPerSecond === undefined ? "–" : formatCount(peer.samplesPerSecond)}</td>
-                <td className="num">
-                  <span className="share">
-                    <span className="share-bar" style={{ width: `${Math.min(100, peer.share * 100)}%` }} />
-                  </span>
-                  {formatPercent(peer.share, 0)}
-                </td>
+                <BatchShareCell peer={peer} />
                 <td className="num">{formatBytes(peer.bytesSent)}</td>
                 <td className="num">{formatBytes(peer.bytesReceived)}</td>
                 <td className="num" title={link === undefined ? undefined : `${formatBytes(link.bytes)} in ${formatDuration(link.ms)}`}>
@@ -84,5 +79,24 @@ export function PeersTable({ peers, ring, lastRing }: PeersTableProps) {
         </tbody>
       </table>
     </div>
+  );
+}
+
+/** A serving peer is in no round: a batch share would be its stale last lease, so it shows none. */
+function BatchShareCell({ peer }: { peer: PeerStatus }) {
+  if (peer.state === "serving") {
+    return (
+      <td className="num muted" title="Serving inference requests: in no round">
+        –
+      </td>
+    );
+  }
+  return (
+    <td className="num">
+      <span className="share">
+        <span className="share-bar" style={{ width: `${Math.min(100, peer.share * 100)}%` }} />
+      </span>
+      {formatPercent(peer.share, 0)}
+    </td>
   );
 }

@@ -40,3 +40,16 @@ export function linePath(points: readonly [number, number][], x: (v: number) => 
   }
   return path;
 }
+
+/** Steps a clock axis reads well at, in seconds: whole minutes and their usual fractions, never "every 100 s". */
+const CLOCK_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1_800, 3_600, 7_200, 21_600, 43_200, 86_400];
+
+/** About `count` ticks in [min, max] (seconds since the epoch) at multiples of a clock-friendly step. */
+export function clockTicks(min: number, max: number, count = 5): number[] {
+  if (!Number.isFinite(min) || !Number.isFinite(max) || max < min) return [];
+  const rough = (max - min) / Math.max(1, count);
+  const step = CLOCK_STEPS.find((s) => s >= rough) ?? (CLOCK_STEPS.at(-1) as number);
+  const ticks: number[] = [];
+  for (let t = Math.ceil(min / step) * step; t <= max; t += step) ticks.push(t);
+  return ticks;
+}

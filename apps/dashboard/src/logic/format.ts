@@ -122,3 +122,9 @@ export function splitPeerRefs(text: string, ids: readonly string[]): TextPart[] 
   if (at < text.length) parts.push({ text: text.slice(at) });
   return parts;
 }
+
+/** Requests per second, "0.4", "12.5", "1,234": a tenth matters at low load, not at high. */
+export function formatRps(rps: number | undefined): string {
+  if (rps === undefined || !Number.isFinite(rps) || rps < 0) return DASH;
+  return rps < 100 ? String(Number(rps.toFixed(1))) : formatCount(rps);
+}
