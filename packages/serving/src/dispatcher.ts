@@ -34,6 +34,8 @@ export const DEFAULT_DISPATCHER_CONFIG: DispatcherConfig = { maxPendingRows: 32_
 const MAX_LATE_PER_TAB = 4_096;
 /** Capacity is measured over this much of a tab's busy time before it counts. */
 const MIN_MEASURED_BUSY_MS = 200;
+/** A capacity below this counts as this when tabs are compared (never a division by zero). */
+const MIN_CAPACITY_RPS = 1e-3;
 /** Weight of the newest measurement in a tab's capacity (exponential average). */
 const CAPACITY_SMOOTHING = 0.3;
 
@@ -96,7 +98,9 @@ class Tab {
   /** Folds the busy time and rows since the last call into the capacity estimate. */
   measure(now: number): void {
     const busy = this.busyMs + (this.busySince === undefined ? 0 : now - this.busySince);
-    if (busy < MIN_MEASURED_BUSY_MS) return;
+    // Nothing answered yet (a first predict compiling its shaders): no rate to fold in. Rating it 0
+    // would keep every request from it for good; its busy time counts at the first answer instead.
+    if (busy < MIN_MEASURED_BUSY_MS || this.rowsDone === 0) return;
     const rate = this.rowsDone / (busy / 1000);
     this.capacityRps = this.capacityRps === undefined ? rate : (1 - CAPACITY_SMOOTHING) * this.capacityRps + CAPACITY_SMOOTHING * rate;
     this.busyMs = 0;
@@ -110,7 +114,8 @@ export type Submitted = "queued" | "full";
 export class Dispatcher {
   private readonly config: DispatcherConfig;
   private readonly tabs = new Map<string, Tab>();
-  private readonly requests = new Map<number, { request: ServeRequest; holders: Set<string> }>();
+  /** Each unanswered request, the tabs holding it, and the tabs that failed it (never offered it again). */
+  private readonly requests = new Map<number, { request: ServeRequest; holders: Set<string>; failedBy?: Set<string> }>();
   /** Request ids waiting for a tab, oldest first (a retried one goes back to the front); each at most once. */
   private queue: number[] = [];
   private readonly inQueue = new Set<number>();
@@ -196,15 +201,16 @@ export class Dispatcher {
     this.hedgeStale(now);
     const out: { tab: string; request: ServeRequest }[] = [];
     const waiting: number[] = [];
-    /** No tab has room: the rest of the queue waits (a hedged request skips only its own holder). */
+    /** No tab has room: the rest of the queue waits (a hedged or failed request skips only its own tabs). */
     let full = false;
     for (const id of this.queue) {
       const entry = this.requests.get(id);
       if (entry === undefined) continue;
-      const tab = full ? undefined : this.leastLoaded(entry.holders, entry.request.rows);
+      const tab = full ? undefined : this.leastLoaded(entry, entry.request.rows);
       if (tab === undefined) {
         waiting.push(id);
-        if (entry.holders.size === 0) full = true;
+        // Excluding no tab, it found none with room: nothing behind it fits either.
+        if (entry.holders.size === 0 && (entry.failedBy?.size ?? 0) === 0) full = true;
         continue;
       }
       tab.hold(id, entry.request.rows, now);
@@ -252,6 +258,7 @@ export class Dispatcher {
     const entry = this.requests.get(requestId);
     if (entry === undefined) return;
     entry.holders.delete(tabId);
+    (entry.failedBy ??= new Set()).add(tabId);
     if (entry.holders.size === 0) this.requeueFront([requestId], now);
   }
 
@@ -304,14 +311,15 @@ export class Dispatcher {
     }));
   }
 
-  private leastLoaded(exclude: ReadonlySet<string>, rows: number): Tab | undefined {
+  /** The tab with room and the fewest rows held for its capacity, among those not holding or having failed it. */
+  private leastLoaded(entry: { holders: ReadonlySet<string>; failedBy?: ReadonlySet<string> }, rows: number): Tab | undefined {
     let best: Tab | undefined;
     let bestLoad = Number.POSITIVE_INFINITY;
     for (const tab of this.tabs.values()) {
-      if (!tab.serving || exclude.has(tab.id)) continue;
+      if (!tab.serving || entry.holders.has(tab.id) || entry.failedBy?.has(tab.id) === true) continue;
       // A tab with nothing held always takes a request, however large; otherwise up to its batches.
       if (tab.heldRows > 0 && tab.heldRows + rows > tab.maxBatch * this.config.outstandingBatches) continue;
-      const load = tab.heldRows / (tab.capacityRps ?? 1);
+      const load = tab.heldRows / Math.max(tab.capacityRps ?? 1, MIN_CAPACITY_RPS);
       if (load < bestLoad) {
         best = tab;
         bestLoad = load;

@@ -213,10 +213,12 @@ describe("Dispatcher answers each request once", () => {
     expect(sent(d.assign(0))).toEqual(["a:1"]);
     expect(d.assign(1_000)).toEqual([]); // stale: waits in the queue for a tab other than a
     d.failed("a", 1, 1_000);
-    expect(sent(d.assign(1_000))).toEqual(["a:1"]); // a fresh attempt on a
-    expect(d.queued).toBe(0); // actual: 1
+    // Queued once, and never offered again to the tab that failed it: it waits for b.
+    expect(d.queued).toBe(1);
+    expect(d.assign(1_000)).toEqual([]);
     d.loaded("b", 1);
-    expect(d.assign(1_001)).toEqual([]); // actual: [b:1], 1 ms into a's attempt
+    expect(sent(d.assign(1_001))).toEqual(["b:1"]);
+    expect(d.queued).toBe(0);
   });
 });
 
@@ -279,7 +281,11 @@ describe("Dispatcher never loses a request", () => {
     expect(d.rowsHeld("a", 1)).toBeUndefined();
     expect(d.queued).toBe(2);
     expect(d.pending).toBe(2);
-    expect(sent(d.assign(4))).toEqual(["a:1"]);
+    // At the front, but a failed it: the next request goes to a, request 1 waits for another tab.
+    expect(sent(d.assign(4))).toEqual(["a:2"]);
+    d.addTab("b", 1, false);
+    d.loaded("b", 1);
+    expect(sent(d.assign(5))).toEqual(["b:1"]);
   });
 
   it("does not requeue a failed request another tab still holds", () => {
@@ -634,5 +640,23 @@ describe("late replies", () => {
     expect(d.reply(holderOf2, 2, 700)).toBeUndefined();
     // Never sent to a tab: no rows, so the server takes a reply to it for a forgery.
     expect(d.rowsSent("a", 99)).toBeUndefined();
+  });
+});
+
+describe("capacity of a slow starter", () => {
+  it("a tab that answered nothing in a measure is not rated 0: its busy time counts at its first answer, and it keeps getting requests", () => {
+    const d = new Dispatcher();
+    d.addTab("a", 8, false);
+    d.loaded("a", 1);
+    d.submit({ id: 1, rows: 4, arrivedAt: 0, deadline: 60_000 });
+    d.assign(0);
+    // A first predict compiling its shaders: 900 ms busy, nothing answered, at a measure.
+    expect(d.measure(900)).toBeUndefined();
+    expect(d.views()[0]?.capacityRps).toBeUndefined();
+    d.reply("a", 1, 1_000);
+    // 4 rows over the whole 1,000 ms busy.
+    expect(d.measure(1_500)).toBeCloseTo(4, 6);
+    d.submit({ id: 2, rows: 1, arrivedAt: 1_500, deadline: 60_000 });
+    expect(d.assign(1_500).map((x) => x.tab)).toEqual(["a"]);
   });
 });
