@@ -6,8 +6,8 @@
  * - **Answered once.** A request is answered by the first reply from a tab holding it; the request
  *   is then forgotten everywhere, so a second reply (a hedged copy, a tab that answers after it was
  *   given up on) is recognised as late and dropped.
- * - **Never lost.** A request held by a tab that leaves, fails it or stays silent past the attempt
- *   timeout goes back to the front of the queue (keeping its place ahead of newer requests) until
+ * - **Never lost.** A request held by a tab that leaves or fails it, or stays silent past the attempt
+ *   timeout (then only for an idle tab), goes back to the front of the queue (keeping its place ahead of newer requests) until
  *   its deadline; past the deadline `expire` hands it back to be answered 504.
  * - **Bounded.** Unanswered requests hold at most `maxPendingRows` rows in all (more is refused:
  *   503), so memory does not grow with the load; a tab holds at most `outstandingBatches` of its
@@ -319,6 +319,9 @@ export class Dispatcher {
       if (!tab.serving || entry.holders.has(tab.id) || entry.failedBy?.has(tab.id) === true) continue;
       // A tab with nothing held always takes a request, however large; otherwise up to its batches.
       if (tab.heldRows > 0 && tab.heldRows + rows > tab.maxBatch * this.config.outstandingBatches) continue;
+      // A hedged copy goes only to an idle tab: under load every tab is slow, and a copy would only
+      // double the work that makes it slow.
+      if (entry.holders.size > 0 && tab.heldRows > 0) continue;
       const load = tab.heldRows / Math.max(tab.capacityRps ?? 1, MIN_CAPACITY_RPS);
       if (load < bestLoad) {
         best = tab;
