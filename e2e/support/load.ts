@@ -104,3 +104,18 @@ export function postRaw(url: string, body: Uint8Array, headers: Record<string, s
     setTimeout(() => writeFrom(0), HEADERS_FIRST_MS);
   });
 }
+
+/**
+ * A closed loop: `concurrency` clients each send a single-row prediction as soon as their last one
+ * is answered, for `seconds`: the most the serving path delivers, not a schedule.
+ */
+export async function runClosedLoop(url: string, input: readonly number[], concurrency: number, seconds: number): Promise<Outcome[]> {
+  const body = JSON.stringify({ inputs: [input] });
+  const endAt = performance.now() + seconds * 1000;
+  const outcomes: Outcome[] = [];
+  const client = async (): Promise<void> => {
+    while (performance.now() < endAt && outcomes.length < MAX_REQUESTS) outcomes.push(await predictOnce(url, body, performance.now()));
+  };
+  await Promise.all(Array.from({ length: concurrency }, client));
+  return outcomes;
+}

@@ -22,6 +22,7 @@ test("serving: requests are answered while load ramps and the pool grows from tr
   for (const page of [...trainers, dedicated]) await page.click("#start");
   await expect.poll(async () => (await fetchStatus(server.url)).round, { timeout: 60_000 }).toBeGreaterThanOrEqual(2);
   await expect.poll(() => dedicated.evaluate(() => window.crowdtrainWorker?.status().phase), { timeout: 30_000 }).toBe("serving");
+  const dedicatedId = await dedicated.evaluate(() => window.crowdtrainWorker?.status().peerId);
 
   // Bad requests: each a clear 4xx, and the server stays healthy.
   const post = (body: BodyInit, type: string, headers: Record<string, string> = {}) => fetch(predictUrl, { method: "POST", body, headers: { "content-type": type, ...headers } });
@@ -77,13 +78,20 @@ test("serving: requests are answered while load ramps and the pool grows from tr
   // The pool grew by moving trainers, and tabs other than the closed one answered after it closed.
   expect(status.serving?.decisions.some((d) => d.to > d.from)).toBe(true);
   expect(status.events.some((e) => e.kind === "role" && /moves to serving/.test(e.text))).toBe(true);
-  const dedicatedId = await Promise.resolve(outcomes.find((o) => o.sentAt < (closedAt ?? 0))?.servedBy);
-  const servedAfter = new Set(outcomes.filter((o) => o.sentAt > (closedAt ?? 0) + 1_000).map((o) => o.servedBy));
-  expect(servedAfter.size).toBeGreaterThan(0);
-  expect(dedicatedId).toBeDefined();
+  // The closed tab served before it closed, and others answered after.
+  expect(outcomes.some((o) => o.servedBy === dedicatedId && o.sentAt < (closedAt ?? 0))).toBe(true);
+  const servedAfter = outcomes.filter((o) => o.sentAt > (closedAt ?? 0) + 1_000);
+  expect(servedAfter.length).toBeGreaterThan(0);
+  expect(servedAfter.every((o) => o.servedBy !== dedicatedId)).toBe(true);
   // Training went on while tabs moved between roles.
   expect(status.round).toBeGreaterThan(roundBefore);
   // Outputs came from committed rounds, newer ones as training went on (hot swaps).
   const rounds = outcomes.map((o) => o.modelRound ?? -1);
   expect(Math.min(...rounds)).toBeGreaterThanOrEqual(0);
+  expect(Math.max(...rounds)).toBeGreaterThan(Math.min(...rounds));
+  // The dashboard's serving panel shows the pool the server reports.
+  const [dashboard] = await openWorkers(1, "/dashboard", server);
+  await expect(dashboard!.getByTestId("serving-panel")).toBeVisible();
+  await expect.poll(async () => Number(await dashboard!.getByTestId("serving-pool").textContent())).toBe((await fetchStatus(server.url)).serving?.poolSize);
+  await expect(dashboard!.getByTestId("serving-panel")).toContainText(/panic|stable|cold start/);
 });

@@ -108,6 +108,24 @@ export interface PlainTrainReport {
   evals: { step: number; accuracy: number; trainMs: number; wallMs: number }[];
 }
 
+export interface PlainPredictArgs {
+  /** A job as in a job file: its model and seed are used. */
+  job: unknown;
+  backend: string;
+  /** Rows per predict call. */
+  batch: number;
+  /** How long to call predict back to back (after a warm-up). */
+  seconds: number;
+}
+
+export interface PlainPredictReport {
+  backend: string;
+  batch: number;
+  calls: number;
+  rowsPerSecond: number;
+  msPerCall: number;
+}
+
 /** What a dishonest lab volunteer does to its gradient (see lab/dishonest.ts). */
 export type LabAttack = "scale" | "sign-flip" | "huge" | "noise" | "zero" | "claim" | "wrong-hash" | "accuse";
 
@@ -119,6 +137,8 @@ export interface CrowdtrainLab {
   trainStepBench(args: { backend: string; hidden: number[]; batch: number; steps: number; warmup: number }): Promise<StepBenchReport>;
   /** Plain TF.js training of `job`'s model in this tab until the test accuracy reaches the target (or maxMs). */
   plainTrainTo(args: PlainTrainArgs): Promise<PlainTrainReport>;
+  /** Plain TF.js predict of `job`'s model in this tab, back to back: the serving baseline. */
+  plainPredict(args: PlainPredictArgs): Promise<PlainPredictReport>;
   /** Opens a PeerJS peer with the p2p Transport and an AllReducer; resolves with the peer id. */
   arOpen(options?: AllReduceLabOptions): Promise<string>;
   /** Opens the data connections to these peers ahead of a round. */
