@@ -15,6 +15,7 @@ import type { ServingOptions } from "../src/serving/pool.ts";
 import type { TrainingOptions } from "../src/training/service.ts";
 import { ScriptedWorker } from "./support/scripted-worker.ts";
 import { Member, ServeTab, until, type Reply } from "./support/serve-tab.ts";
+import { PredictClient, PredictError } from "@crowdtrain/serving/node";
 
 /** The mnist fixture: 28 x 28 x 1 inputs, 10 classes. */
 const FEATURES = 784;
@@ -659,5 +660,26 @@ describe("the autoscaler", () => {
     expect(answer.status).toBe(503);
     expect(answer.headers.get("retry-after")).toBe("1");
     for (const w of trainers) expect(w.inbox.filter((m) => m.type === "role")).toEqual([]);
+  });
+});
+
+describe("the typed client (packages/serving PredictClient)", () => {
+  it("predicts in JSON and in float32, and turns refusals into PredictError with the status and Retry-After", async () => {
+    const server = await start({ maxPendingRows: 8 });
+    const { member: m } = await servingTab(server, { answer: echo });
+    const client = new PredictClient(server.url);
+    const json = await client.predict([row(2), row(3)]);
+    expect(json).toMatchObject({ outputs: [expectedRow(2), expectedRow(3)], servedBy: m.peerId, modelRound: 0 });
+    const binary = await client.predictBinary(Float32Array.from([...row(4), ...row(5)]), 2);
+    expect(binary.classes).toBe(CLASSES);
+    expect(binary.servedBy).toBe(m.peerId);
+    expect([...binary.outputs]).toEqual([...expectedRow(4), ...expectedRow(5)]);
+    const shape = await client.predict([[1, 2, 3]]).catch((error: unknown) => error);
+    expect(shape).toBeInstanceOf(PredictError);
+    expect(shape).toMatchObject({ status: 400, retryAfterS: undefined });
+    expect((shape as PredictError).message).toMatch(/inputs\[0\] has 3 numbers; the model takes 784/);
+    const full = await client.predict(Array.from({ length: 9 }, (_, k) => row(k))).catch((error: unknown) => error);
+    expect(full).toMatchObject({ status: 503, retryAfterS: 1 });
+    await expect(client.predictBinary(new Float32Array(5), 2)).rejects.toThrow(RangeError);
   });
 });
