@@ -683,3 +683,29 @@ describe("the typed client (packages/serving PredictClient)", () => {
     await expect(client.predictBinary(new Float32Array(5), 2)).rejects.toThrow(RangeError);
   });
 });
+
+describe("a saturated pool", () => {
+  it("refuses at once, with 503 and Retry-After, the requests its tabs could not answer before the deadline", async () => {
+    const server = await start({ deadlineMs: 1_500 });
+    const { tab: t } = await servingTab(server);
+    // A slow tab: each request answered 100 ms after it arrived, one at a time (10 requests/s).
+    let busyUntil = 0;
+    t.answer = (request) => {
+      busyUntil = Math.max(busyUntil, Date.now()) + 100;
+      setTimeout(() => t.reply(request.id, request.rows, outputsFor(request)), busyUntil - Date.now());
+      return { kind: "hold" };
+    };
+    // Long enough for capacity measures (every second) to see it.
+    for (let k = 0; k < 12; k++) expect((await predict(server, { inputs: [row(k)] })).status).toBe(200);
+    await until(() => (servingStatus(server).tabs[0]?.capacityRps ?? 0) > 0, "a capacity measure", 3_000);
+    // 60 rows at once: about 6 s of work for a 1.5 s deadline.
+    const answers = await Promise.all(Array.from({ length: 60 }, (_, k) => predict(server, { inputs: [row(k)] })));
+    const refused = answers.filter((a) => a.status === 503);
+    expect(refused.length).toBeGreaterThan(20);
+    expect(refused.every((a) => a.headers.get("retry-after") === "1")).toBe(true);
+    expect((refused[0]?.json as { error: string }).error).toMatch(/saturated: the \d+ rows waiting take its tabs about [\d.]+ s, past the 1500 ms deadline/);
+    // What it took, it answered: nothing ran into the deadline.
+    expect(answers.filter((a) => a.status === 504)).toEqual([]);
+    expect(answers.filter((a) => a.status === 200).length).toBe(60 - refused.length);
+  });
+});

@@ -138,6 +138,11 @@ export class Dispatcher {
     return this.requests.size;
   }
 
+  /** Rows of the requests not yet answered. */
+  get rowsPending(): number {
+    return this.pendingRows;
+  }
+
   /** Tabs taking requests now (loaded, not draining). */
   get serving(): number {
     let count = 0;
@@ -199,6 +204,8 @@ export class Dispatcher {
    */
   assign(now: number): { tab: string; request: ServeRequest }[] {
     this.hedgeStale(now);
+    // Overloaded, every tab is full: the queue is not walked for nothing (it is long then).
+    if (this.queue.length === 0 || !this.anyRoom()) return [];
     const out: { tab: string; request: ServeRequest }[] = [];
     const waiting: number[] = [];
     /** No tab has room: the rest of the queue waits (a hedged or failed request skips only its own tabs). */
@@ -309,6 +316,13 @@ export class Dispatcher {
       dedicated: tab.dedicated,
       draining: tab.draining,
     }));
+  }
+
+  private anyRoom(): boolean {
+    for (const tab of this.tabs.values()) {
+      if (tab.serving && (tab.heldRows === 0 || tab.heldRows < tab.maxBatch * this.config.outstandingBatches)) return true;
+    }
+    return false;
   }
 
   /** The tab with room and the fewest rows held for its capacity, among those not holding or having failed it. */

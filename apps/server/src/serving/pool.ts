@@ -127,15 +127,40 @@ export class ServePool {
     return this.deps.classes;
   }
 
+  /**
+   * Why a request would be refused now, checked before its body is read (a refusal costs the server
+   * next to nothing): stopping, no tab and none to move, or the pool saturated, where the work
+   * already waiting would take the tabs longer than a request's deadline, so a new one would only
+   * hold a connection to end in a 504. Counted as an arrival and an error when it refuses.
+   */
+  refusal(): HttpError | undefined {
+    const retry = { "Retry-After": String(RETRY_AFTER_S) };
+    let refused: HttpError | undefined;
+    if (this.closed) refused = new HttpError(503, "the server is stopping", retry);
+    else if (this.dispatcher.serving === 0 && this.poolSize() === 0 && !this.canGrow()) {
+      refused = new HttpError(503, "no tab serves the model and none can be moved from training: open a worker page with ?role=server, or raise --serve-max-tabs", retry);
+    } else {
+      const waitMs = this.estimatedWaitMs();
+      if (waitMs !== undefined && waitMs > this.settings.deadlineMs) {
+        const s = (waitMs / 1000).toFixed(1);
+        refused = new HttpError(503, `the serving pool is saturated: the ${this.dispatcher.rowsPending} rows waiting take its tabs about ${s} s, past the ${this.settings.deadlineMs} ms deadline; retry in ${RETRY_AFTER_S} s`, retry);
+      }
+    }
+    if (refused !== undefined) {
+      this.stats.arrived(this.now());
+      this.arrivals++;
+      this.stats.errored(this.now());
+    }
+    return refused;
+  }
+
   /** Answers `rows` rows of float32 inputs; rejects with an HttpError (503 no tab or full, 504 past the deadline). */
   predict(inputs: Float32Array, rows: number): Promise<Prediction> {
+    const refused = this.refusal();
+    if (refused !== undefined) return Promise.reject(refused);
     const now = this.now();
     this.stats.arrived(now);
     this.arrivals++;
-    if (this.closed) return this.refuse(new HttpError(503, "the server is stopping", { "Retry-After": String(RETRY_AFTER_S) }));
-    if (this.dispatcher.serving === 0 && this.poolSize() === 0 && !this.canGrow()) {
-      return this.refuse(new HttpError(503, "no tab serves the model and none can be moved from training: open a worker page with ?role=server, or raise --serve-max-tabs", { "Retry-After": String(RETRY_AFTER_S) }));
-    }
     const request: ServeRequest = { id: this.nextId++, rows, arrivedAt: now, deadline: now + this.settings.deadlineMs };
     if (this.dispatcher.submit(request) === "full") {
       return this.refuse(new HttpError(503, `the serving queue is full (${this.dispatcher.pending} requests waiting); retry in ${RETRY_AFTER_S} s`, { "Retry-After": String(RETRY_AFTER_S) }));
@@ -195,6 +220,19 @@ export class ServePool {
       if ((member.role === "server" && moving !== "trainer") || moving === "server") size++;
     }
     return size;
+  }
+
+  /**
+   * How long the rows waiting would take the serving tabs, at their measured capacities (a tab not
+   * measured yet counts as the mean of those that are); undefined while none is measured.
+   */
+  private estimatedWaitMs(): number | undefined {
+    const serving = this.dispatcher.views().filter((t) => t.round !== undefined && !t.draining);
+    const measured = serving.flatMap((t) => (t.capacityRps === undefined ? [] : [t.capacityRps]));
+    if (measured.length === 0) return undefined;
+    const mean = measured.reduce((a, b) => a + b, 0) / measured.length;
+    const capacity = mean * serving.length;
+    return capacity > 0 ? (this.dispatcher.rowsPending / capacity) * 1000 : undefined;
   }
 
   private canGrow(): boolean {

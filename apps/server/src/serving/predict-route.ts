@@ -28,8 +28,12 @@ const MAX_LARGE_BODIES = 4;
 export function predictRoute(pool: ServePool): express.RequestHandler {
   const large = createConcurrencyLimit(MAX_LARGE_BODIES);
   return (req, res, next) => {
-    let release: (() => void) | undefined;
+    // What the headers alone tell first, then the pool's state; all before the body is read: under
+    // overload a refusal must cost next to nothing.
     const declared = Number(req.headers["content-length"] ?? Number.NaN);
+    const refused = headerProblem(req, declared, pool.features) ?? pool.refusal();
+    if (refused !== undefined) return sendError(res, refused.status, refused.message, refused.headers);
+    let release: (() => void) | undefined;
     if (!(declared <= LARGE_BODY_BYTES)) {
       release = large.tryAcquire();
       if (release === undefined) return sendError(res, 503, `too many large requests at once (${MAX_LARGE_BODIES}); retry in a second`, { "Retry-After": "1" });
@@ -48,10 +52,44 @@ export function predictRoute(pool: ServePool): express.RequestHandler {
   };
 }
 
+/** A wrong content type (415) or a declared length over the limit (413), from the headers alone. */
+function headerProblem(req: express.Request, declared: number, features: number): HttpError | undefined {
+  const type = mediaType(req);
+  if (type !== JSON_TYPE && type !== BINARY_TYPE) return new HttpError(415, unsupportedType(type, features));
+  let limit = MAX_PREDICT_BODY_BYTES;
+  if (type === BINARY_TYPE) {
+    try {
+      limit = binaryRows(req, features) * features * 4;
+    } catch (error) {
+      if (error instanceof HttpError) return error;
+      throw error;
+    }
+  }
+  if (declared > limit) return new HttpError(413, `request body of ${declared} bytes is larger than the limit of ${limit} bytes`);
+  return undefined;
+}
+
+/** The rows a float32 body's X-Shape header declares, checked against the model's features (400 otherwise). */
+function binaryRows(req: express.Request, features: number): number {
+  const shape = String(req.headers[SHAPE_HEADER] ?? "");
+  const match = /^(\d{1,6}),(\d{1,7})$/.exec(shape.replace(/\s/g, ""));
+  if (match === null) throw new HttpError(400, `a float32 body needs an ${SHAPE_HEADER}: <rows>,${features} header, got "${shape.slice(0, 40)}"`);
+  const rows = Number(match[1]);
+  const columns = Number(match[2]);
+  if (columns !== features) throw new HttpError(400, `${SHAPE_HEADER} says ${columns} numbers per row; the model takes ${features}`);
+  if (rows < 1 || rows > MAX_PREDICT_ROWS) throw new HttpError(400, `${SHAPE_HEADER} says ${rows} rows; a request carries 1 to ${MAX_PREDICT_ROWS}`);
+  return rows;
+}
+
+const mediaType = (req: express.Request): string => (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
+
+const unsupportedType = (type: string, features: number): string =>
+  `POST /api/predict takes ${JSON_TYPE} ({"inputs": number[][]}) or ${BINARY_TYPE} (float32 rows with an ${SHAPE_HEADER}: <rows>,${features} header), not ${type || "a body without a Content-Type"}`;
+
 async function readInputs(req: express.Request, features: number): Promise<{ inputs: Float32Array; rows: number; binary: boolean }> {
-  const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase();
+  const type = mediaType(req);
   if (type === BINARY_TYPE) return readBinary(req, features);
-  if (type !== JSON_TYPE) throw new HttpError(415, `POST /api/predict takes ${JSON_TYPE} ({"inputs": number[][]}) or ${BINARY_TYPE} (float32 rows with an ${SHAPE_HEADER}: <rows>,${features} header), not ${type || "a body without a Content-Type"}`);
+  if (type !== JSON_TYPE) throw new HttpError(415, unsupportedType(type, features));
   const body = await readBody(req, { limit: MAX_PREDICT_BODY_BYTES, type: JSON_TYPE });
   let json: unknown;
   try {
@@ -71,13 +109,7 @@ async function readInputs(req: express.Request, features: number): Promise<{ inp
 }
 
 async function readBinary(req: express.Request, features: number): Promise<{ inputs: Float32Array; rows: number; binary: boolean }> {
-  const shape = String(req.headers[SHAPE_HEADER] ?? "");
-  const match = /^(\d{1,6}),(\d{1,7})$/.exec(shape.replace(/\s/g, ""));
-  if (match === null) throw new HttpError(400, `a float32 body needs an ${SHAPE_HEADER}: <rows>,${features} header, got "${shape.slice(0, 40)}"`);
-  const rows = Number(match[1]);
-  const columns = Number(match[2]);
-  if (columns !== features) throw new HttpError(400, `${SHAPE_HEADER} says ${columns} numbers per row; the model takes ${features}`);
-  if (rows < 1 || rows > MAX_PREDICT_ROWS) throw new HttpError(400, `${SHAPE_HEADER} says ${rows} rows; a request carries 1 to ${MAX_PREDICT_ROWS}`);
+  const rows = binaryRows(req, features);
   const body = await readBody(req, { limit: rows * features * 4, type: BINARY_TYPE });
   if (body.byteLength !== rows * features * 4) throw new HttpError(400, `the body has ${body.byteLength} bytes; ${rows} rows of ${features} float32 need ${rows * features * 4}`);
   const inputs = new Float32Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength));
