@@ -44,6 +44,8 @@ export type TabView = {
   round: number | undefined;
   outstanding: number;
   capacityRps: number | undefined;
+  /** The latest measure alone (the average lags a tab that warmed up or sped up). */
+  lastCapacityRps: number | undefined;
   dedicated: boolean;
   draining: boolean;
 };
@@ -62,6 +64,7 @@ class Tab {
   busyMs = 0;
   rowsDone = 0;
   capacityRps: number | undefined;
+  lastCapacityRps: number | undefined;
 
   constructor(
     readonly id: string,
@@ -102,6 +105,7 @@ class Tab {
     // would keep every request from it for good; its busy time counts at the first answer instead.
     if (busy < MIN_MEASURED_BUSY_MS || this.rowsDone === 0) return;
     const rate = this.rowsDone / (busy / 1000);
+    this.lastCapacityRps = rate;
     this.capacityRps = this.capacityRps === undefined ? rate : (1 - CAPACITY_SMOOTHING) * this.capacityRps + CAPACITY_SMOOTHING * rate;
     this.busyMs = 0;
     this.rowsDone = 0;
@@ -313,6 +317,7 @@ export class Dispatcher {
       round: tab.round,
       outstanding: tab.held.size,
       capacityRps: tab.capacityRps,
+      lastCapacityRps: tab.lastCapacityRps,
       dedicated: tab.dedicated,
       draining: tab.draining,
     }));

@@ -34,6 +34,12 @@ export const SERVING_WINDOW_MS = 5_000;
 const SERVING_WINDOWS = 72;
 /** Scale decisions a status lists. */
 const RECENT_DECISIONS = 20;
+/**
+ * A request is refused once the work queued ahead of it would take more than this share of its
+ * deadline: capacities are estimates (the better of a tab's average and its latest measure), and a
+ * queue admitted up to the whole deadline served, in bench:serve, requests that expired on the way.
+ */
+const SATURATED_SHARE_OF_DEADLINE = 0.5;
 /** What a 503 tells the client to wait. */
 const RETRY_AFTER_S = 1;
 
@@ -131,7 +137,8 @@ export class ServePool {
    * Why a request would be refused now, checked before its body is read (a refusal costs the server
    * next to nothing): stopping, no tab and none to move, or the pool saturated, where the work
    * already waiting would take the tabs longer than a request's deadline, so a new one would only
-   * hold a connection to end in a 504. Counted as an arrival and an error when it refuses.
+   * hold a connection to end in a 504 (judged only while requests queue behind the tabs). Counted
+   * as an arrival and an error when it refuses.
    */
   refusal(): HttpError | undefined {
     const retry = { "Retry-After": String(RETRY_AFTER_S) };
@@ -140,10 +147,12 @@ export class ServePool {
     else if (this.dispatcher.serving === 0 && this.poolSize() === 0 && !this.canGrow()) {
       refused = new HttpError(503, "no tab serves the model and none can be moved from training: open a worker page with ?role=server, or raise --serve-max-tabs", retry);
     } else {
-      const waitMs = this.estimatedWaitMs();
-      if (waitMs !== undefined && waitMs > this.settings.deadlineMs) {
+      // Only with a queue behind the tabs: what they hold at once they are already working on.
+      const waitMs = this.dispatcher.queued === 0 ? undefined : this.estimatedWaitMs();
+      const limitMs = this.settings.deadlineMs * SATURATED_SHARE_OF_DEADLINE;
+      if (waitMs !== undefined && waitMs > limitMs) {
         const s = (waitMs / 1000).toFixed(1);
-        refused = new HttpError(503, `the serving pool is saturated: the ${this.dispatcher.rowsPending} rows waiting take its tabs about ${s} s, past the ${this.settings.deadlineMs} ms deadline; retry in ${RETRY_AFTER_S} s`, retry);
+        refused = new HttpError(503, `the serving pool is saturated: the ${this.dispatcher.rowsPending} rows waiting take its tabs about ${s} s, more than ${limitMs} ms of the ${this.settings.deadlineMs} ms deadline; retry in ${RETRY_AFTER_S} s`, retry);
       }
     }
     if (refused !== undefined) {
@@ -224,11 +233,13 @@ export class ServePool {
 
   /**
    * How long the rows waiting would take the serving tabs, at their measured capacities (a tab not
-   * measured yet counts as the mean of those that are); undefined while none is measured.
+   * measured yet counts as the mean of those that are); undefined while none is measured. Each tab's
+   * capacity is the better of its average and its latest measure: a refusal must be sure, and the
+   * average still carries a warm-up's first slow predict (shaders compiling) for seconds.
    */
   private estimatedWaitMs(): number | undefined {
     const serving = this.dispatcher.views().filter((t) => t.round !== undefined && !t.draining);
-    const measured = serving.flatMap((t) => (t.capacityRps === undefined ? [] : [t.capacityRps]));
+    const measured = serving.flatMap((t) => (t.capacityRps === undefined ? [] : [Math.max(t.capacityRps, t.lastCapacityRps ?? 0)]));
     if (measured.length === 0) return undefined;
     const mean = measured.reduce((a, b) => a + b, 0) / measured.length;
     const capacity = mean * serving.length;
