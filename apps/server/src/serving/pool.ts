@@ -6,18 +6,17 @@ import {
   encodeServeRequest,
   parseServeTabMessage,
   ServeMessageError,
-  type ScaleDecision,
   type ServeServerMessage,
   type ServingStatus,
 } from "@crowdtrain/protocol";
-import { Autoscaler, DEFAULT_AUTOSCALER_CONFIG, Dispatcher, ServingStats, type AutoscalerConfig, type ServeRequest } from "@crowdtrain/serving";
+import { Dispatcher, ServingStats, type AutoscalerConfig, type ServeRequest } from "@crowdtrain/serving";
 import { WebSocketServer, type WebSocket } from "ws";
 import { CLOSE_POLICY_VIOLATION, closeReason } from "../close-reason.ts";
 import { HttpError } from "../http/errors.ts";
 import { originRejection, refuseUpgrade, type OriginPolicy } from "../http/origin.ts";
 import type { IdentityRegistry } from "../identity/registry.ts";
 import type { UpgradeRoute } from "../upgrade.ts";
-import { chooseToServe, chooseToTrain, type Candidate } from "./moves.ts";
+import { PoolScaler, type PoolMember } from "./scaler.ts";
 
 /** The serve socket's path. */
 export const SERVE_PATH = "/ws/serve";
@@ -32,8 +31,6 @@ const SCALE_EVERY_MS = 1_000;
 /** The dashboard's and the bench's windows; a status carries the last SERVING_WINDOWS of them. */
 export const SERVING_WINDOW_MS = 5_000;
 const SERVING_WINDOWS = 72;
-/** Scale decisions a status lists. */
-const RECENT_DECISIONS = 20;
 /**
  * A request is refused once the work queued ahead of it would take more than this share of its
  * deadline: capacities are estimates (the better of a tab's average and its latest measure), and a
@@ -58,7 +55,7 @@ export type ServingOptions = {
 
 export const DEFAULT_SERVING: Required<Omit<ServingOptions, "autoscaler" | "maxPendingRows">> = { maxBatch: 32, maxWaitMs: 5, deadlineMs: 10_000 };
 
-export type PoolMember = Candidate & { role: MemberRole };
+export type { PoolMember } from "./scaler.ts";
 
 export type ServingDeps = {
   /** Floats per input row and classes per output row: the model's. */
@@ -84,31 +81,25 @@ type Waiting = { inputs: Float32Array; resolve: (p: Prediction) => void; reject:
 
 /**
  * The serving side of the server: the serve sockets of the serving tabs, the requests in flight
- * (a pure Dispatcher decides who answers what), the windows of numbers the dashboard shows, and the
- * autoscaler loop, which moves members between training and serving through the coordinator.
- * Owns its sockets and timers; close() answers every request still waiting (503) and ends them.
+ * (a pure Dispatcher decides who answers what), admission (what is refused at once), the windows of
+ * numbers the dashboard shows, and the clock of the autoscaler loop (scaler.ts, which moves members
+ * between training and serving through the coordinator). Owns its sockets and timers; close()
+ * answers every request still waiting (503) and ends them.
  */
 export class ServePool {
   readonly route: UpgradeRoute;
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_TAB_MESSAGE_BYTES });
   private readonly sockets = new Map<string, WebSocket>();
   private readonly dispatcher: Dispatcher;
-  private readonly autoscaler: Autoscaler;
-  private readonly autoscalerConfig: AutoscalerConfig;
+  private readonly scaler: PoolScaler;
   private readonly stats = new ServingStats(SERVING_WINDOW_MS, SERVING_WINDOWS);
   private readonly waiting = new Map<number, Waiting>();
-  /** Moves asked of the coordinator and not yet made. */
-  private readonly moving = new Map<string, MemberRole>();
-  /** Tabs this pool moved to serving (the others joined to serve and are never moved back). */
-  private readonly moved = new Set<string>();
-  private readonly decisions: ScaleDecision[] = [];
   private readonly settings: Required<Omit<ServingOptions, "autoscaler" | "maxPendingRows">>;
   private readonly now: () => number;
   private nextId = 1;
-  private arrivals = 0;
   private closed = false;
   private readonly pump: NodeJS.Timeout;
-  private readonly scaler: NodeJS.Timeout;
+  private readonly scaleTimer: NodeJS.Timeout;
 
   constructor(
     private readonly deps: ServingDeps,
@@ -117,12 +108,11 @@ export class ServePool {
     this.settings = { ...DEFAULT_SERVING, ...stripUndefined({ maxBatch: options.maxBatch, maxWaitMs: options.maxWaitMs, deadlineMs: options.deadlineMs }) };
     this.now = deps.now ?? Date.now;
     this.dispatcher = new Dispatcher(options.maxPendingRows === undefined ? {} : { maxPendingRows: options.maxPendingRows });
-    this.autoscalerConfig = { ...DEFAULT_AUTOSCALER_CONFIG, ...options.autoscaler };
-    this.autoscaler = new Autoscaler(this.autoscalerConfig);
+    this.scaler = new PoolScaler({ members: deps.members, minTrainers: deps.minTrainers, setRole: deps.setRole, log: deps.log, dispatcher: this.dispatcher }, options.autoscaler);
     this.wss.on("connection", (ws: WebSocket) => this.accept(ws));
     this.route = { handle: (req, socket, head) => this.upgrade(req, socket, head), close: () => this.close() };
     this.pump = setInterval(() => this.tick(), PUMP_MS);
-    this.scaler = setInterval(() => this.scale(), SCALE_EVERY_MS);
+    this.scaleTimer = setInterval(() => this.scale(), SCALE_EVERY_MS);
   }
 
   get features(): number {
@@ -144,7 +134,7 @@ export class ServePool {
     const retry = { "Retry-After": String(RETRY_AFTER_S) };
     let refused: HttpError | undefined;
     if (this.closed) refused = new HttpError(503, "the server is stopping", retry);
-    else if (this.dispatcher.serving === 0 && this.poolSize() === 0 && !this.canGrow()) {
+    else if (this.dispatcher.serving === 0 && this.scaler.poolSize() === 0 && !this.scaler.canGrow()) {
       refused = new HttpError(503, "no tab serves the model and none can be moved from training: open a worker page with ?role=server, or raise --serve-max-tabs", retry);
     } else {
       // Only with a queue behind the tabs: what they hold at once they are already working on.
@@ -157,7 +147,7 @@ export class ServePool {
     }
     if (refused !== undefined) {
       this.stats.arrived(this.now());
-      this.arrivals++;
+      this.scaler.arrived();
       this.stats.errored(this.now());
     }
     return refused;
@@ -169,31 +159,28 @@ export class ServePool {
     if (refused !== undefined) return Promise.reject(refused);
     const now = this.now();
     this.stats.arrived(now);
-    this.arrivals++;
+    this.scaler.arrived();
     const request: ServeRequest = { id: this.nextId++, rows, arrivedAt: now, deadline: now + this.settings.deadlineMs };
     if (this.dispatcher.submit(request) === "full") {
       return this.refuse(new HttpError(503, `the serving queue is full (${this.dispatcher.pending} requests waiting); retry in ${RETRY_AFTER_S} s`, { "Retry-After": String(RETRY_AFTER_S) }));
     }
     const answer = new Promise<Prediction>((resolve, reject) => this.waiting.set(request.id, { inputs, resolve, reject }));
     // A cold pool: decide now rather than at the next autoscaler tick.
-    if (this.poolSize() === 0) this.scale();
+    if (this.scaler.poolSize() === 0) this.scale();
     this.assign();
     return answer;
   }
 
   /** The coordinator moved a member (a `role-changed` effect). */
   roleChanged(peerId: string, role: MemberRole): void {
-    this.moving.delete(peerId);
-    if (role === "server") return;
-    this.moved.delete(peerId);
+    this.scaler.roleChanged(peerId, role);
     // Back to training: no new requests; what it holds it may answer until its socket closes.
-    this.dispatcher.drain(peerId);
+    if (role !== "server") this.dispatcher.drain(peerId);
   }
 
   /** A member left the job: its serve socket closes too (its identity is revoked). */
   departed(peerId: string): void {
-    this.moving.delete(peerId);
-    this.moved.delete(peerId);
+    this.scaler.departed(peerId);
     this.sockets.get(peerId)?.terminate();
   }
 
@@ -206,29 +193,16 @@ export class ServePool {
 
   status(): ServingStatus {
     const views = this.dispatcher.views();
+    const { decisions, ...pool } = this.scaler.status();
     return {
-      poolSize: this.poolSize(),
-      target: this.autoscaler.target,
-      minTabs: this.autoscalerConfig.minTabs,
-      maxTabs: this.autoscalerConfig.maxTabs,
-      panic: this.autoscaler.panicking,
+      ...pool,
       queueDepth: this.dispatcher.queued,
       served: this.stats.served,
       errors: this.stats.errors,
       tabs: views.map((t) => ({ id: t.id, ...(t.round === undefined ? {} : { round: t.round }), outstanding: t.outstanding, ...(t.capacityRps === undefined ? {} : { capacityRps: t.capacityRps }), dedicated: t.dedicated })),
       windows: [...this.stats.windows],
-      decisions: [...this.decisions],
+      decisions,
     };
-  }
-
-  /** Members serving now or on their way (asked to move), less those on their way back. */
-  private poolSize(): number {
-    let size = 0;
-    for (const member of this.deps.members()) {
-      const moving = this.moving.get(member.peerId);
-      if ((member.role === "server" && moving !== "trainer") || moving === "server") size++;
-    }
-    return size;
   }
 
   /**
@@ -246,14 +220,6 @@ export class ServePool {
     return capacity > 0 ? (this.dispatcher.rowsPending / capacity) * 1000 : undefined;
   }
 
-  private canGrow(): boolean {
-    return this.autoscalerConfig.maxTabs > this.poolSize() && chooseToServe(this.trainers(), 1, this.deps.minTrainers).length > 0;
-  }
-
-  private trainers(): Candidate[] {
-    return this.deps.members().filter((m) => m.role === "trainer" && !this.moving.has(m.peerId));
-  }
-
   private refuse(error: HttpError): Promise<Prediction> {
     this.stats.errored(this.now());
     return Promise.reject(error);
@@ -265,35 +231,11 @@ export class ServePool {
       this.settle(request.id, undefined, new HttpError(504, `no serving tab answered within the ${this.settings.deadlineMs} ms deadline`));
     }
     this.assign();
-    this.stats.roll(now, this.poolSize(), this.dispatcher.queued);
+    this.stats.roll(now, this.scaler.poolSize(), this.dispatcher.queued);
   }
 
   private scale(): void {
-    if (this.closed) return;
-    const now = this.now();
-    const poolSize = this.poolSize();
-    const decision = this.autoscaler.observe({ now, arrivals: this.arrivals, queued: this.dispatcher.queued, poolSize, capacityRps: this.dispatcher.measure(now) });
-    this.arrivals = 0;
-    if (decision.changed) {
-      this.decisions.push({ at: now, from: poolSize, to: decision.target, panic: decision.panic, reason: decision.reason });
-      if (this.decisions.length > RECENT_DECISIONS) this.decisions.shift();
-      this.deps.log("serving", `serving pool ${poolSize} -> ${decision.target}: ${decision.reason}`);
-    }
-    if (decision.target > poolSize) {
-      for (const peerId of chooseToServe(this.trainers(), decision.target - poolSize, this.deps.minTrainers)) this.move(peerId, "server");
-    } else if (decision.target < poolSize) {
-      const movedBack = this.dispatcher.views().filter((t) => this.moved.has(t.id) && !t.draining && !this.moving.has(t.id));
-      for (const peerId of chooseToTrain(movedBack, poolSize - decision.target)) {
-        this.dispatcher.drain(peerId);
-        this.move(peerId, "trainer");
-      }
-    }
-  }
-
-  private move(peerId: string, role: MemberRole): void {
-    this.moving.set(peerId, role);
-    if (role === "server") this.moved.add(peerId);
-    this.deps.setRole(peerId, role);
+    if (!this.closed) this.scaler.scale(this.now());
   }
 
   private assign(): void {
@@ -370,7 +312,7 @@ export class ServePool {
     if (member?.role !== "server") throw new ServeMessageError(`${message.peerId} is not a serving member of the job`);
     if (this.sockets.has(message.peerId)) throw new ServeMessageError(`${message.peerId} already has a serve socket`);
     this.sockets.set(message.peerId, ws);
-    this.dispatcher.addTab(message.peerId, message.maxBatch, !this.moved.has(message.peerId));
+    this.dispatcher.addTab(message.peerId, message.maxBatch, !this.scaler.movedHere(message.peerId));
     const welcome: ServeServerMessage = { type: "serve-welcome", features: this.deps.features, classes: this.deps.classes, round: this.deps.storedRound(), maxWaitMs: this.settings.maxWaitMs };
     ws.send(JSON.stringify(welcome));
     return message.peerId;
@@ -402,7 +344,7 @@ export class ServePool {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.pump);
-    clearInterval(this.scaler);
+    clearInterval(this.scaleTimer);
     for (const request of this.dispatcher.drainAll()) this.settle(request.id, undefined, new HttpError(503, "the server is stopping", { "Retry-After": String(RETRY_AFTER_S) }));
     for (const ws of this.wss.clients) ws.terminate();
     await new Promise<void>((done, fail) => this.wss.close((error) => (error ? fail(error) : done())));
