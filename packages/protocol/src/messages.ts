@@ -232,17 +232,21 @@ export class MessageError extends Error {
   override name = "MessageError";
 }
 
-function parseWith<S extends v.GenericSchema>(schema: S, what: string, raw: string): v.InferOutput<S> {
+/**
+ * Parses one JSON message by its schema; a message that is not JSON or does not fit is thrown as
+ * `fail`'s error (each boundary names its own error class), naming every problem.
+ */
+export function parseJsonWith<S extends v.GenericSchema>(schema: S, what: string, raw: string, fail: (message: string) => Error = (m) => new MessageError(m)): v.InferOutput<S> {
   let json: unknown;
   try {
     json = JSON.parse(raw);
   } catch (error) {
-    throw new MessageError(`${what} is not JSON: ${error instanceof Error ? error.message : String(error)}`);
+    throw fail(`${what} is not JSON: ${error instanceof Error ? error.message : String(error)}`);
   }
   const result = v.safeParse(schema, json);
-  if (!result.success) throw new MessageError(`bad ${what}: ${v.summarize(result.issues)}`);
+  if (!result.success) throw fail(`bad ${what}: ${v.summarize(result.issues)}`);
   return result.output;
 }
 
-export const parseWorkerMessage = (raw: string): WorkerMessage => parseWith(WorkerMessageSchema, "worker message", raw);
-export const parseCoordinatorMessage = (raw: string): CoordinatorMessage => parseWith(CoordinatorMessageSchema, "coordinator message", raw);
+export const parseWorkerMessage = (raw: string): WorkerMessage => parseJsonWith(WorkerMessageSchema, "worker message", raw);
+export const parseCoordinatorMessage = (raw: string): CoordinatorMessage => parseJsonWith(CoordinatorMessageSchema, "coordinator message", raw);

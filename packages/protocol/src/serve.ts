@@ -1,6 +1,6 @@
 import * as v from "valibot";
 import { asciiJsonBytes, asciiText } from "./frames.ts";
-import { PeerIdSchema } from "./messages.ts";
+import { parseJsonWith, PeerIdSchema } from "./messages.ts";
 import { PROTOCOL_VERSION } from "./version.ts";
 
 /**
@@ -82,20 +82,9 @@ export class ServeMessageError extends Error {
   override name = "ServeMessageError";
 }
 
-function parseJson<S extends v.GenericSchema>(schema: S, what: string, raw: string): v.InferOutput<S> {
-  let json: unknown;
-  try {
-    json = JSON.parse(raw);
-  } catch (error) {
-    throw new ServeMessageError(`${what} is not JSON: ${error instanceof Error ? error.message : String(error)}`);
-  }
-  const result = v.safeParse(schema, json);
-  if (!result.success) throw new ServeMessageError(`bad ${what}: ${v.summarize(result.issues)}`);
-  return result.output;
-}
-
-export const parseServeTabMessage = (raw: string): ServeTabMessage => parseJson(ServeTabMessageSchema, "serve message", raw);
-export const parseServeServerMessage = (raw: string): ServeServerMessage => parseJson(ServeServerMessageSchema, "serve message", raw);
+const serveError = (message: string): ServeMessageError => new ServeMessageError(message);
+export const parseServeTabMessage = (raw: string): ServeTabMessage => parseJsonWith(ServeTabMessageSchema, "serve message", raw, serveError);
+export const parseServeServerMessage = (raw: string): ServeServerMessage => parseJsonWith(ServeServerMessageSchema, "serve message", raw, serveError);
 
 // ---- the serve socket: binary frames ----
 //

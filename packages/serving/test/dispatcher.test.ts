@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { mulberry32 } from "@crowdtrain/protocol";
 import { DEFAULT_DISPATCHER_CONFIG, Dispatcher, type DispatcherConfig, type ServeRequest } from "../src/dispatcher.ts";
 
 /** A request of `rows` rows that arrived at `arrivedAt`, due `deadline`. */
@@ -443,18 +444,6 @@ describe("Dispatcher capacity", () => {
     ]);
   });
 });
-
-/** mulberry32: a small seeded PRNG, so a failing fuzz run can be replayed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 describe("Dispatcher fuzz", () => {
   const OPS = 2_000;
