@@ -1,11 +1,13 @@
 // A seeded fuzz suite against one in-process server on 127.0.0.1: malformed /ws messages, requests to
-// every HTTP endpoint, PeerJS handshakes and PeerJS messages after OPEN. After every batch of
+// every HTTP endpoint (predictions too), serve socket messages and frames, PeerJS handshakes and
+// PeerJS messages after OPEN. After every batch of
 // BATCH inputs the server must be alive (/api/health, /api/status parsing with the protocol's
 // schema), within a stated memory bound, holding no leftover sockets or dashboards, and with no
 // stack trace in its log; every rejection must be a clear error (a JSON 4xx, or a WebSocket close
 // with a policy code and a reason). Rerun a failure with CROWDTRAIN_FUZZ_SEED=<the printed seed>.
 import { mulberry32 } from "@crowdtrain/coordination";
-import { parseWorkerMessage, PROTOCOL_VERSION } from "@crowdtrain/protocol";
+import type WebSocket from "ws";
+import { MAX_PREDICT_ROWS, parseServeTabMessage, parseWorkerMessage, PROTOCOL_VERSION, SERVE_FRAME_VERSION, SERVE_HEADER_BYTES } from "@crowdtrain/protocol";
 import { afterAll, beforeAll, describe, expect, it, vi, type MockInstance } from "vitest";
 import type { ServerHandle } from "../../src/server.ts";
 import {
@@ -33,6 +35,10 @@ const CONCURRENCY = 6;
 const RSS_BOUND_BYTES = 200 * 2 ** 20;
 /** Largest /ws message the hub accepts (hub.ts MAX_WORKER_MESSAGE_BYTES); larger ones are closed 1009. */
 const MAX_WS_MESSAGE_BYTES = 16 * 1024;
+/** The fuzz job's MNIST input: floats per row of POST /api/predict. */
+const FEATURES = 784;
+/** Largest message on the serve socket (serving/pool.ts MAX_TAB_MESSAGE_BYTES); larger ones are closed 1009. */
+const MAX_SERVE_MESSAGE_BYTES = 8 * 1024 * 1024;
 /** Largest PeerJS message (peer-server.ts PEER_MAX_MESSAGE_BYTES). */
 const MAX_PEER_MESSAGE_BYTES = 64 * 1024;
 /** A GET /api/state for a round not committed yet waits for its upload; the fuzzer stops waiting after this. */
@@ -401,6 +407,8 @@ function httpInput(target: string, identity: LabIdentity, k: number): HttpInput 
       const safe = action === "stop" && token === "fuzz-admin-token" ? "check" : action;
       return { method: fuzz.pick(["POST", "POST", "GET", method]), path: `/api/admin/${safe}`, headers, body: new TextEncoder().encode(body), note: "admin" };
     }
+    case "predict":
+      return { method: k < METHODS.length || fuzz.chance(0.1) ? method : "POST", ...predictRequest(), note: "POST /api/predict" };
     case "events":
       return { method: k < METHODS.length || fuzz.chance(0.3) ? method : "GET", path: `/api/events${fuzz.chance(0.5) ? `?${randomQuery()}` : ""}`, headers: fuzz.chance(0.3) ? { "last-event-id": fuzz.string(20).replace(/[^\x20-\x7e]/g, "") } : {}, note: "/api/events" };
     case "endpoints": {
@@ -413,6 +421,35 @@ function httpInput(target: string, identity: LabIdentity, k: number): HttpInput 
       return { method: m, path: randomPath(), headers: fuzz.chance(0.3) ? randomHeaders(identity) : {}, body: withBody(m) && fuzz.chance(0.3) ? randomBody() : undefined, note: "a random path" };
     }
   }
+}
+
+/** A prediction request: near-valid rows and shapes, NaN, wrong types and random bytes, in either form. */
+function predictRequest(): { path: string; headers: Record<string, string>; body: Uint8Array } {
+  const headers: Record<string, string> = {};
+  const type = fuzz.pick(["application/json", "application/json", "application/octet-stream", "application/octet-stream", "application/json; charset=utf-8", "text/plain", ""]);
+  if (type !== "") headers["content-type"] = type;
+  if (type.startsWith("application/octet-stream") || fuzz.chance(0.2)) {
+    headers["x-shape"] = fuzz.pick([`1,${FEATURES}`, `2,${FEATURES}`, `0,${FEATURES}`, `${MAX_PREDICT_ROWS + 1},${FEATURES}`, "1,10", `1,${FEATURES},1`, `-1,${FEATURES}`, " 1 , 784 ", fuzz.string(12).replace(/[^\x20-\x7e]/g, "")]);
+  }
+  const value = (): unknown => (fuzz.chance(0.97) ? fuzz.random() : fuzz.pick([null, "1", true, [], 1e308, -0, fuzz.json()]));
+  const row = (): unknown[] => Array.from({ length: fuzz.pick([FEATURES, FEATURES, FEATURES - 1, FEATURES + 1, 0, 3]) }, value);
+  const text = fuzz.pick([
+    () => JSON.stringify({ inputs: [row()] }),
+    () => JSON.stringify({ inputs: Array.from({ length: fuzz.int(4) }, row) }),
+    () => JSON.stringify({ inputs: [row()], [fuzz.string(8) || "extra"]: fuzz.json() }),
+    () => JSON.stringify(fuzz.json()),
+    () => `{"inputs":[[${Array(FEATURES).fill(fuzz.pick(["NaN", "Infinity", "1e400", "-0"])).join(",")}]]}`,
+    () => `{"inputs":${"[".repeat(500)}`,
+    () => fuzz.string(200),
+  ])();
+  const floats = () => {
+    const rows = fuzz.pick([1, 2, 3]);
+    const out = new Float32Array(rows * FEATURES + fuzz.pick([0, 0, 0, 1, -1]));
+    for (let k = 0; k < out.length; k++) out[k] = fuzz.chance(0.995) ? fuzz.random() : fuzz.pick([Number.NaN, Infinity, -Infinity]);
+    return new Uint8Array(out.buffer);
+  };
+  const body = type.startsWith("application/octet-stream") && fuzz.chance(0.7) ? floats() : new TextEncoder().encode(text);
+  return { path: "/api/predict", headers, body };
 }
 
 async function fuzzHttp(input: HttpInput): Promise<void> {
@@ -435,6 +472,13 @@ async function fuzzHttp(input: HttpInput): Promise<void> {
     }
     const text = input.method === "HEAD" ? "" : await response.text();
     const answer: Answer = { status: response.status, headers: response.headers, text, ms: performance.now() - started };
+    // No tab serves the fuzz job and none can be moved (it has no trainer): a well-formed prediction
+    // is refused at once with 503, Retry-After and a JSON error; anything else 5xx is a failure.
+    if (input.path === "/api/predict" && answer.status === 503) {
+      const problem = clientErrorProblem({ ...answer, status: 400 }, input.method) ?? (answer.headers.get("retry-after") === null ? "a 503 without Retry-After" : undefined);
+      if (problem !== undefined) complain("http", describeInput, problem);
+      return;
+    }
     if (answer.status >= 500) return complain("http", describeInput, `answered ${answer.status}: ${text.slice(0, 200)}`);
     if (answer.status >= 400) {
       const problem = clientErrorProblem(answer, input.method);
@@ -447,6 +491,105 @@ async function fuzzHttp(input: HttpInput): Promise<void> {
     complain("http", describeInput, aborted ? `no answer within ${waitMs} ms` : String(error));
   } finally {
     clearTimeout(timer);
+  }
+}
+
+// ---- /ws/serve ----
+
+type ServeInput = { frame: string | Buffer; binary: boolean; note: string };
+
+/** A serve-hello, a serve-loaded, or a reply frame, mutated; JSON, text and bytes at random. */
+function serveInput(identity: { peerId: string; sessionToken: string }): ServeInput {
+  const text = (frame: string, note: string): ServeInput => ({ frame, binary: false, note });
+  const valid = [
+    { type: "serve-hello", protocol: PROTOCOL_VERSION, peerId: identity.peerId, sessionToken: identity.sessionToken, maxBatch: 32 },
+    { type: "serve-loaded", round: 0 },
+  ];
+  switch (fuzz.int(7)) {
+    case 0:
+      return text(JSON.stringify(mutate(fuzz.pick(valid))), "a mutated serve message");
+    case 1:
+      return text(JSON.stringify(fuzz.pick(valid)), "a valid serve message");
+    case 2:
+      return text(JSON.stringify(fuzz.json()), "random JSON");
+    case 3:
+      return { frame: Buffer.from([0xc3, 0x28, 0xa0, 0xa1]), binary: false, note: "text that is not UTF-8" };
+    case 4: {
+      // A reply frame's header (kind, version, reserved, id, rows, round) with random fields and payload.
+      const frame = fuzz.bytes(SERVE_HEADER_BYTES + fuzz.pick([0, 4, 40, 4 * 10, 4 * 10 * 2, 1_000]));
+      frame.writeUInt8(fuzz.pick([1, 2, 2, 3, 9]), 0);
+      frame.writeUInt8(fuzz.chance(0.8) ? SERVE_FRAME_VERSION : fuzz.int(256), 1);
+      if (fuzz.chance(0.8)) frame.writeUInt16LE(0, 2);
+      frame.writeUInt32LE(fuzz.pick([0, 1, 2, 0xffffffff, fuzz.int(1_000)]), 4);
+      frame.writeUInt32LE(fuzz.pick([0, 1, 2, MAX_PREDICT_ROWS + 1, 0xffffffff]), 8);
+      return { frame, binary: true, note: "a reply frame" };
+    }
+    case 5:
+      return { frame: fuzz.bytes(fuzz.int(SERVE_HEADER_BYTES * 2)), binary: true, note: "random bytes" };
+    default:
+      return text(fuzz.string(300), "random text");
+  }
+}
+
+/** What the serve socket must do: close with a code, or (a serving member's serve-loaded) accept it. */
+function expectedServe(input: ServeInput, welcomed: boolean): { accept: true; round: number } | { accept: false; code: number } {
+  const bytes = typeof input.frame === "string" ? Buffer.from(input.frame) : input.frame;
+  if (bytes.length > MAX_SERVE_MESSAGE_BYTES) return { accept: false, code: 1009 };
+  if (!input.binary && !isUtf8(bytes)) return { accept: false, code: 1007 };
+  // No request was sent to the tab: every reply frame names a request it does not hold.
+  if (input.binary) return { accept: false, code: 1008 };
+  try {
+    const message = parseServeTabMessage(bytes.toString("utf8"));
+    if (welcomed && message.type === "serve-loaded") return { accept: true, round: message.round };
+  } catch {
+    // Not a serve message: refused below.
+  }
+  // Before a welcome nothing is accepted: the fuzz identities are not serving members.
+  return { accept: false, code: 1008 };
+}
+
+/**
+ * One input on a serve socket: a stranger's (made-up identity), or a serving member's after its
+ * welcome (it joined /ws with role "server"). Both sockets are closed after.
+ */
+async function fuzzServe(welcome: boolean): Promise<void> {
+  let member: WebSocket | undefined;
+  let identity = { peerId: "w-0123456789abcdef01234567", sessionToken: "A".repeat(32) };
+  const label = welcome ? "/ws/serve after welcome" : "/ws/serve";
+  try {
+    if (welcome) {
+      const joined = await connect(wsUrl(server.url, "/ws"));
+      if (!joined.ok) return complain(label, "the member's /ws", `refused with ${joined.status}`);
+      member = joined.ws;
+      joined.ws.send(JSON.stringify({ type: "hello", protocol: PROTOCOL_VERSION, backend: "cpu", role: "server" }));
+      identity = (await nextMessage(joined.messages, "welcome")).identity as typeof identity;
+    }
+    const input = serveInput(identity);
+    const describeInput = `${input.note}: ${(typeof input.frame === "string" ? input.frame : input.frame.toString("hex")).slice(0, 200)}`;
+    const opened = await connect(wsUrl(server.url, "/ws/serve"));
+    if (!opened.ok) return complain(label, describeInput, `refused with ${opened.status}`);
+    const { ws, messages, closed } = opened;
+    try {
+      if (welcome) {
+        ws.send(JSON.stringify({ type: "serve-hello", protocol: PROTOCOL_VERSION, peerId: identity.peerId, sessionToken: identity.sessionToken, maxBatch: 32 }));
+        await nextMessage(messages, "serve-welcome");
+      }
+      ws.send(input.frame, { binary: input.binary });
+      const expected = expectedServe(input, welcome);
+      if (expected.accept) {
+        // Accepted: the pool now lists the tab at that round.
+        await until(() => server.training!.serving!.status().tabs.some((t) => t.id === identity.peerId && t.round === expected.round), "the tab loaded at the pool");
+        return;
+      }
+      const problem = closeProblem(await closeOf(closed, describeInput), expected.code);
+      if (problem !== undefined) complain(label, describeInput, problem);
+    } finally {
+      ws.terminate();
+    }
+  } catch (error) {
+    complain(label, "", String(error));
+  } finally {
+    member?.terminate();
   }
 }
 
@@ -564,7 +707,7 @@ async function fuzzPeerMessage(other: LabIdentity): Promise<void> {
 
 describe(`fuzzing the server (seed ${SEED})`, () => {
   it(
-    "≥ 1,000 malformed inputs across /ws, every HTTP endpoint and PeerJS: the server stays up, bounded, and every rejection is a clear error",
+    "≥ 1,000 malformed inputs across /ws, every HTTP endpoint (POST /api/predict too), /ws/serve and PeerJS: the server stays up, bounded, and every rejection is a clear error",
     async () => {
       const started = Date.now();
       const run = async (label: string, total: number, one: (k: number) => Promise<void>) => {
@@ -581,10 +724,12 @@ describe(`fuzzing the server (seed ${SEED})`, () => {
       await run("ws every field replaced", sweep.length, (k) => fuzzWs(sweep[k]!.input, sweep[k]!.welcome));
       const identity = await labIdentity();
       const other = await labIdentity();
-      for (const target of ["state-get", "state-put", "contribution-put", "endpoints", "random-path", "events", "admin"] as const) {
-        const total = { "state-get": 100, "state-put": 150, "contribution-put": 100, endpoints: 100, "random-path": 150, events: 30, admin: 100 }[target];
+      for (const target of ["state-get", "state-put", "contribution-put", "endpoints", "random-path", "events", "admin", "predict"] as const) {
+        const total = { "state-get": 100, "state-put": 150, "contribution-put": 100, endpoints: 100, "random-path": 150, events: 30, admin: 100, predict: 150 }[target];
         await run(`http ${target}`, total, (k) => fuzzHttp(httpInput(target, identity, k)));
       }
+      await run("serve socket, a stranger", 100, () => fuzzServe(false));
+      await run("serve socket, a serving member", 100, () => fuzzServe(true));
       await run("peerjs handshake", 100, () => fuzzHandshake(identity, other));
       await run("peerjs messages", 200, () => fuzzPeerMessage(other));
       const total = Object.values(counts).reduce((a, b) => a + b, 0);
