@@ -177,7 +177,7 @@ describe("POST /api/predict round trips", () => {
   it("answers JSON rows with the serving tab's outputs (rows x classes, modelRound, servedBy, ms), and the float32 form with its headers", async () => {
     const server = await start();
     const { member: m, tab: t } = await servingTab(server, { answer: echo });
-    expect(t.welcome).toEqual({ type: "serve-welcome", features: FEATURES, classes: CLASSES, round: 0, maxWaitMs: 5 });
+    expect(t.welcome).toEqual({ type: "serve-welcome", features: FEATURES, classes: CLASSES, round: 0, maxWaitMs: 5, maxBatch: 32 });
 
     const json = await predict(server, { inputs: [row(1), row(2), row(3)] });
     expect(json.status).toBe(200);
@@ -698,5 +698,23 @@ describe("a saturated pool", () => {
     // What it took, it answered: nothing ran into the deadline.
     expect(answers.filter((a) => a.status === 504)).toEqual([]);
     expect(answers.filter((a) => a.status === 200).length).toBe(60 - refused.length);
+  });
+});
+
+describe("--serve-max-batch", () => {
+  it("bounds a tab's batch below its own offer: the welcome says so, and the tab holds at most two such batches", async () => {
+    const server = await start({ maxBatch: 2 });
+    const m = await member(server, "server");
+    const t = (await tab(server).hello(m.identity!, { maxBatch: 32 })).loaded();
+    expect(t.welcome?.maxBatch).toBe(2);
+    await until(() => servingStatus(server).tabs.some((v) => v.round !== undefined), "the tab loaded at the server");
+    const answers = Array.from({ length: 6 }, (_, k) => predictLater(server, { inputs: [row(k)] }));
+    await t.request(3);
+    // Held and not answered: 2 batches of 2 rows; the rest wait in the queue.
+    expect(t.requests).toHaveLength(4);
+    expect(servingStatus(server).queueDepth).toBe(2);
+    t.answer = echo;
+    for (const request of t.requests.splice(0)) t.reply(request.id, request.rows, outputsFor(request));
+    expect((await Promise.all(answers)).map((a) => a.status)).toEqual([200, 200, 200, 200, 200, 200]);
   });
 });

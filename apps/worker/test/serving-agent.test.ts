@@ -86,7 +86,7 @@ function start(maxBatch = 4) {
   return { socket, sockets, trainer, agent };
 }
 
-const welcome = (round: number, maxWaitMs = 10): ServeServerMessage => ({ type: "serve-welcome", features: FEATURES, classes: CLASSES, round, maxWaitMs });
+const welcome = (round: number, maxWaitMs = 10, maxBatch = 4): ServeServerMessage => ({ type: "serve-welcome", features: FEATURES, classes: CLASSES, round, maxWaitMs, maxBatch });
 const settle = () => vi.advanceTimersByTimeAsync(0);
 
 describe("the serving agent", () => {
@@ -116,10 +116,21 @@ describe("the serving agent", () => {
 
   it("a full batch goes at once, without waiting", async () => {
     const { socket, trainer } = start(2);
-    socket.message(welcome(4, 500));
+    socket.message(welcome(4, 500, 2));
     socket.request(1, 2, 1);
     await settle();
     expect(trainer.calls.map((c) => c.rows)).toEqual([2]);
+  });
+
+  it("batches by the server's bound when it is below the tab's offer (--serve-max-batch)", async () => {
+    const { socket, trainer } = start(4);
+    expect(socket.texts[0]).toMatchObject({ type: "serve-hello", maxBatch: 4 });
+    socket.message(welcome(4, 500, 1));
+    socket.request(1, 1, 0);
+    socket.request(2, 1, 0);
+    await settle();
+    // A batch of one row at once, without waiting 500 ms for a second.
+    expect(trainer.calls.map((c) => c.rows)).toEqual([1]);
   });
 
   it("hot-swaps to a newer round only between batches: a batch in flight is answered by the old weights, the next by the new", async () => {

@@ -72,6 +72,8 @@ export const ServeWelcomeSchema = v.strictObject({
   round: Round,
   /** Longest a tab may hold a request to fill a batch. */
   maxWaitMs: v.pipe(v.number(), v.minValue(0), v.maxValue(1_000)),
+  /** Rows per predict call: the smaller of the tab's offer (its hello) and the server's `--serve-max-batch`. */
+  maxBatch: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_PREDICT_ROWS)),
 });
 /** A newer committed round exists: load it between batches (hot swap). */
 export const ServeModelSchema = v.strictObject({ type: v.literal("serve-model"), round: Round });

@@ -238,7 +238,7 @@ describe("decodeServeRequest refuses", () => {
 
 describe("serve control messages", () => {
   const hello = { type: "serve-hello", protocol: PROTOCOL_VERSION, peerId: "w-a1", sessionToken: TOKEN, maxBatch: 64 };
-  const welcome = { type: "serve-welcome", features: 784, classes: 10, round: 12, maxWaitMs: 5 };
+  const welcome = { type: "serve-welcome", features: 784, classes: 10, round: 12, maxWaitMs: 5, maxBatch: 32 };
 
   it("parses the tab's hello and loaded messages", () => {
     expect(parseServeTabMessage(JSON.stringify(hello))).toEqual(hello);

@@ -105,7 +105,11 @@ export class ServePool {
     private readonly deps: ServingDeps,
     options: ServingOptions = {},
   ) {
-    this.settings = { ...DEFAULT_SERVING, ...stripUndefined({ maxBatch: options.maxBatch, maxWaitMs: options.maxWaitMs, deadlineMs: options.deadlineMs }) };
+    this.settings = {
+      maxBatch: options.maxBatch ?? DEFAULT_SERVING.maxBatch,
+      maxWaitMs: options.maxWaitMs ?? DEFAULT_SERVING.maxWaitMs,
+      deadlineMs: options.deadlineMs ?? DEFAULT_SERVING.deadlineMs,
+    };
     this.now = deps.now ?? Date.now;
     this.dispatcher = new Dispatcher(options.maxPendingRows === undefined ? {} : { maxPendingRows: options.maxPendingRows });
     this.scaler = new PoolScaler({ members: deps.members, minTrainers: deps.minTrainers, setRole: deps.setRole, log: deps.log, dispatcher: this.dispatcher }, options.autoscaler);
@@ -312,8 +316,9 @@ export class ServePool {
     if (member?.role !== "server") throw new ServeMessageError(`${message.peerId} is not a serving member of the job`);
     if (this.sockets.has(message.peerId)) throw new ServeMessageError(`${message.peerId} already has a serve socket`);
     this.sockets.set(message.peerId, ws);
-    this.dispatcher.addTab(message.peerId, message.maxBatch, !this.scaler.movedHere(message.peerId));
-    const welcome: ServeServerMessage = { type: "serve-welcome", features: this.deps.features, classes: this.deps.classes, round: this.deps.storedRound(), maxWaitMs: this.settings.maxWaitMs };
+    const maxBatch = Math.min(message.maxBatch, this.settings.maxBatch);
+    this.dispatcher.addTab(message.peerId, maxBatch, !this.scaler.movedHere(message.peerId));
+    const welcome: ServeServerMessage = { type: "serve-welcome", features: this.deps.features, classes: this.deps.classes, round: this.deps.storedRound(), maxWaitMs: this.settings.maxWaitMs, maxBatch };
     ws.send(JSON.stringify(welcome));
     return message.peerId;
   }
@@ -349,8 +354,4 @@ export class ServePool {
     for (const ws of this.wss.clients) ws.terminate();
     await new Promise<void>((done, fail) => this.wss.close((error) => (error ? fail(error) : done())));
   }
-}
-
-function stripUndefined<T extends Record<string, unknown>>(value: T): Partial<T> {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -146,7 +146,8 @@ export function startServingAgent(deps: ServingAgentDeps): { stop(): void } {
     const message = parseServeServerMessage(text);
     if (message.type === "serve-welcome") {
       shape = { features: message.features, classes: message.classes };
-      batcher = new Batcher<Queued>(maxBatch, message.maxWaitMs);
+      // The server's bound may be below our offer (--serve-max-batch).
+      batcher = new Batcher<Queued>(message.maxBatch, message.maxWaitMs);
       latest = Math.max(latest, message.round);
       // Take requests with the weights held unless they are older than the server's.
       if (latest === round) send({ type: "serve-loaded", round });
