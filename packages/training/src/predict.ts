@@ -1,4 +1,5 @@
 import * as tf from "@tensorflow/tfjs";
+import { featureBytesOf } from "./dataset.ts";
 
 /**
  * The model's outputs (class probabilities) for `rows` flattened inputs, read back as one
@@ -6,7 +7,7 @@ import * as tf from "@tensorflow/tfjs";
  * more than one row, which is why serving tabs batch requests. Tensors are freed here.
  */
 export async function predictRows(model: tf.LayersModel, inputs: Float32Array, rows: number, inputShape: readonly number[]): Promise<Float32Array> {
-  const features = inputShape.reduce((a, b) => a * b, 1);
+  const features = featureBytesOf(inputShape);
   if (!(Number.isInteger(rows) && rows >= 1) || inputs.length !== rows * features) {
     throw new RangeError(`predictRows: ${inputs.length} values are not ${rows} rows of ${features}`);
   }

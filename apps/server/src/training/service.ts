@@ -3,7 +3,7 @@ import { join } from "node:path";
 import express from "express";
 import { Coordinator, type CommittedRound, type CoordinatorConfig } from "@crowdtrain/coordination";
 import { committedOptimizer, roundSamples, type AuditRecord, type Job } from "@crowdtrain/protocol";
-import { AUDIT_TOLERANCE, parameterCount, stateBytes } from "@crowdtrain/training";
+import { AUDIT_TOLERANCE, featureBytesOf, parameterCount, stateBytes } from "@crowdtrain/training";
 import { loadSplitFromDir, readManifest } from "@crowdtrain/training/node";
 import { createAdminRouter } from "../admin/routes.ts";
 import { generateAdminToken } from "../admin/token.ts";
@@ -234,8 +234,10 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
         }, resumed?.data.round, (write) => prometheus.checkpoints.onWrite(write));
   const onAdopted = (state: { round: number }): void => {
     stream.notify();
-    if (store.round === state.round) serving?.modelStored(state.round);
-    if (store.round === state.round) checkpointer?.onState(store.state, store.bytes, metrics);
+    if (store.round === state.round) {
+      serving?.modelStored(state.round);
+      checkpointer?.onState(store.state, store.bytes, metrics);
+    }
     if (state.round % job.evalEveryRounds === 0 || coordinator.state.status === "done") evaluateRound(state.round);
   };
   const uploads = createUploadHandler({
@@ -299,7 +301,8 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
       ? undefined
       : new ServePool(
           {
-            features: manifest.inputShape.reduce((a, b) => a * b, 1),
+            // One float per dataset feature (a sample's features are one byte each there).
+            features: featureBytesOf(manifest.inputShape),
             classes: manifest.classes,
             identities: deps.identities,
             origins: deps.origins,

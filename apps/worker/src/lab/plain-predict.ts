@@ -2,7 +2,7 @@
 // back to back, each call read back before the next (what a tab answering requests one by one, or a
 // batch at a time, could do at most), with no server, socket or batching around it.
 import { parseJob } from "@crowdtrain/protocol";
-import { buildModel, predictRows } from "@crowdtrain/training";
+import { buildModel, featureBytesOf, predictRows } from "@crowdtrain/training";
 import { chooseBackend } from "@crowdtrain/training/browser";
 import type { PlainPredictArgs, PlainPredictReport } from "../lab-api.ts";
 import { fetchTrainSplit } from "../trainer/dataset-http.ts";
@@ -16,7 +16,7 @@ export async function plainPredict(args: PlainPredictArgs): Promise<PlainPredict
   const choice = await chooseBackend([args.backend]);
   const { manifest, train } = await fetchTrainSplit(DATASET_URL);
   const model = buildModel(job.model, manifest.inputShape, manifest.classes, job.seed);
-  const features = manifest.inputShape.reduce((a, b) => a * b, 1);
+  const features = featureBytesOf(manifest.inputShape);
   // Real digits, so the inputs are what a client would send.
   const inputs = Float32Array.from(train.features.subarray(0, args.batch * features), (v) => v * train.featureScale);
   try {
