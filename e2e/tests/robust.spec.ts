@@ -20,6 +20,11 @@ import { describeWorkers } from "../support/worker-status.ts";
  * and switch to another (support/background-tab.ts: hidden, its timers throttled by Chromium): for
  * two minutes it keeps committing rounds, passes its audits, and is never dropped.
  */
+/**
+ * Its 400 rounds must outlast the two hidden minutes (tabs here commit about a round a second; at
+ * 100 rounds the job once finished 117 s in, and the last slice saw no round): the test ends the job
+ * at the next round once they are over.
+ */
 const JOB = "e2e/jobs/robust.json";
 const ACCURACY = 0.85;
 const RUN_TIMEOUT_MS = 6 * 60_000;
