@@ -4,6 +4,7 @@
  * "./node", the WebGPU backend in "./browser".
  */
 export * from "./dataset.ts";
+export * from "./layers.ts";
 export * from "./models.ts";
 export * from "./weights.ts";
 export * from "./hash.ts";

@@ -1,5 +1,6 @@
 import * as tf from "@tensorflow/tfjs";
 import type { ModelSpec } from "@crowdtrain/protocol";
+import { modelLayers, type LayerInfo } from "./layers.ts";
 
 /**
  * Builds the job's model. Initial weights depend only on `seed`: TF.js seeded initializers draw
@@ -8,48 +9,43 @@ import type { ModelSpec } from "@crowdtrain/protocol";
  * the process built before.
  */
 export function buildModel(spec: ModelSpec, inputShape: readonly number[], classes: number, seed: number): tf.Sequential {
-  let layerIndex = 0;
-  // A distinct, reproducible seed per layer; the same seed everywhere would correlate the layers.
-  const kernel = (): ReturnType<typeof tf.initializers.glorotUniform> => tf.initializers.glorotUniform({ seed: layerSeed(seed, layerIndex++) });
-  const model = tf.sequential({ name: `${spec.kind}` });
-  const shape = [...inputShape];
+  return buildLayers(modelLayers(spec, inputShape, classes), seed, spec.kind);
+}
 
-  // The first layer declares the input shape; later layers must not.
-  let input: { inputShape?: number[] } = { inputShape: shape };
-  if (spec.kind === "mlp") {
-    // tf.layers.flatten needs rank >= 2 per sample; a rank-1 input is already flat.
-    if (shape.length > 1) {
-      model.add(tf.layers.flatten({ ...input, name: "flatten" }));
-      input = {};
-    }
-    spec.hidden.forEach((units, i) => {
-      model.add(tf.layers.dense({ ...input, units, activation: spec.activation, kernelInitializer: kernel(), name: `dense_${i + 1}` }));
-      input = {};
-    });
-  } else {
-    if (inputShape.length !== 3) throw new Error(`a cnn needs an input shape [height, width, channels], got [${inputShape.join(", ")}]`);
-    spec.filters.forEach((filters, i) => {
-      model.add(
-        tf.layers.conv2d({
-          ...(i === 0 ? input : {}),
-          filters,
-          kernelSize: spec.kernelSize,
-          // "same" keeps 28x28 inputs valid for all 4 allowed blocks (28, 14, 7, 3, 1).
-          padding: "same",
-          activation: "relu",
-          kernelInitializer: kernel(),
-          name: `conv_${i + 1}`,
-        }),
-      );
-      model.add(tf.layers.maxPooling2d({ poolSize: 2, strides: 2, name: `pool_${i + 1}` }));
-    });
-    input = {};
-    model.add(tf.layers.flatten({ name: "flatten" }));
-    model.add(tf.layers.dense({ units: spec.dense, activation: "relu", kernelInitializer: kernel(), name: "dense_1" }));
+/**
+ * Builds the layers [from, to) of the job's model alone: a pipeline stage. Its layers carry the whole
+ * model's names and initial weights (each kernel is seeded by its index in the whole model), so the
+ * stages of a model, chained, compute exactly what buildModel's model computes.
+ */
+export function buildStage(layers: readonly LayerInfo[], from: number, to: number, seed: number): tf.Sequential {
+  if (!Number.isInteger(from) || !Number.isInteger(to) || from < 0 || to > layers.length || from >= to) {
+    throw new RangeError(`a stage needs layers [from, to) within [0, ${layers.length}], got [${from}, ${to})`);
   }
-  model.add(tf.layers.dense({ ...input, units: classes, activation: "softmax", kernelInitializer: kernel(), name: "output" }));
-  const outShape = model.outputs[0]?.shape;
-  if (outShape?.some((dim, i) => i > 0 && dim === 0)) throw new Error(`input [${inputShape.join(", ")}] is too small for this model`);
+  return buildLayers(layers.slice(from, to), seed, `stage_${from}_${to}`);
+}
+
+function buildLayers(layers: readonly LayerInfo[], seed: number, name: string): tf.Sequential {
+  const model = tf.sequential({ name });
+  layers.forEach((layer, i) => {
+    // The first layer declares the input shape; later layers must not.
+    const input = i === 0 ? { inputShape: [...layer.inputShape] } : {};
+    const kernelInitializer = layer.kernelIndex === undefined ? undefined : tf.initializers.glorotUniform({ seed: layerSeed(seed, layer.kernelIndex) });
+    switch (layer.kind) {
+      case "flatten":
+        model.add(tf.layers.flatten({ ...input, name: layer.name }));
+        break;
+      case "dense":
+        model.add(tf.layers.dense({ ...input, units: layer.units, activation: layer.activation, kernelInitializer, name: layer.name }));
+        break;
+      case "conv2d":
+        // "same" keeps 28x28 inputs valid for all 4 allowed blocks (28, 14, 7, 3, 1).
+        model.add(tf.layers.conv2d({ ...input, filters: layer.filters, kernelSize: layer.kernelSize, padding: "same", activation: "relu", kernelInitializer, name: layer.name }));
+        break;
+      case "maxPool":
+        model.add(tf.layers.maxPooling2d({ ...input, poolSize: 2, strides: 2, name: layer.name }));
+        break;
+    }
+  });
   return model;
 }
 
