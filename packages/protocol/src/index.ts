@@ -10,3 +10,5 @@ export * from "./random.ts";
 export * from "./summary.ts";
 export * from "./plan-book.ts";
 export * from "./serve.ts";
+export * from "./pipeline.ts";
+export * from "./activations.ts";

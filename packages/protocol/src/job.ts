@@ -1,5 +1,6 @@
 import * as v from "valibot";
 import { AggregationSchema } from "./plan.ts";
+import { DEFAULT_PARALLELISM, ParallelismSchema } from "./pipeline.ts";
 
 /**
  * A training job, as an operator writes it in a JSON file. Parsed with `parseJob`, which returns
@@ -153,10 +154,17 @@ export const JobSchema = v.pipe(
     topkFraction: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(0.5)), DEFAULT_TOPK_FRACTION),
     /** The all-reduce's shape for a mean (see TopologySchema). */
     topology: v.optional(TopologySchema, "auto"),
+    /** Pipeline (model) parallelism: stages, micro-batches, schedule, a tab's memory (pipeline.ts). */
+    parallelism: v.optional(ParallelismSchema, DEFAULT_PARALLELISM),
   }),
   v.check((job) => job.epochs !== undefined || job.rounds !== undefined, "give epochs or rounds (or both)"),
   v.check((job) => job.codec === "dense" || job.aggregation === "mean", "codec other than dense needs aggregation \"mean\""),
   v.check((job) => job.topology !== "torus" || (job.aggregation === "mean" && job.codec !== "topk"), "topology \"torus\" needs aggregation \"mean\" and a codec other than topk"),
+  v.check(
+    (job) => job.parallelism.stages === 1 || (job.algorithm.kind === "sync" && job.aggregation === "mean" && job.codec === "dense"),
+    "parallelism.stages above 1 needs algorithm \"sync\", aggregation \"mean\" and codec \"dense\"",
+  ),
+  v.check((job) => job.batchSize >= job.parallelism.microBatches, "batchSize must be at least parallelism.microBatches (every micro-batch holds a sample)"),
   v.check((job) => roundSamples(job) <= MAX_ROUND_SAMPLES, `batchSize x inner steps must be at most ${MAX_ROUND_SAMPLES}`),
 );
 
