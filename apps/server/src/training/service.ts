@@ -31,6 +31,7 @@ import { createContributionHandler } from "./contributions.ts";
 import { createUploadHandler } from "./uploads.ts";
 import { ServePool, type ServingOptions } from "../serving/pool.ts";
 import { predictRoute } from "../serving/predict-route.ts";
+import { parallelismRefusal } from "./parallelism.ts";
 
 /**
  * Largest model state a job may have (weights + optimizer state): every joiner downloads it and
@@ -152,6 +153,8 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
         `above the ${MAX_STATE_BYTES / 2 ** 20} MiB every joiner downloads and every round uploads; make model.hidden / model.filters smaller`,
     );
   }
+  const refusal = parallelismRefusal(job, manifest);
+  if (refusal !== undefined) throw new Error(`job ${job.name}: ${refusal}`);
   const test = await loadSplitFromDir(datasetDir, "test", manifest);
   const checkpoints = options.dataDir === undefined ? undefined : new CheckpointStore(options.dataDir, job.name);
   const resumed = await checkpoints?.load(job);

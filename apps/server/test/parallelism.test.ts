@@ -1,0 +1,35 @@
+import { describe, expect, it } from "vitest";
+import { parseJob } from "@crowdtrain/protocol";
+import { parseManifest } from "@crowdtrain/training";
+import { parallelismRefusal } from "../src/training/parallelism.ts";
+
+const manifest = parseManifest({
+  format: "crowdtrain-dataset",
+  version: 1,
+  name: "mnist",
+  inputShape: [28, 28, 1],
+  classes: 10,
+  featureScale: 255,
+  train: { count: 1, shards: [{ file: "train-0.bin", count: 1 }] },
+  test: { count: 1, shards: [{ file: "test-0.bin", count: 1 }] },
+});
+const job = (parallelism: object, hidden = [128]) =>
+  parseJob({ name: "p", dataset: "mnist", model: { kind: "mlp", hidden }, optimizer: { kind: "adam", learningRate: 0.001 }, batchSize: 256, rounds: 10, parallelism });
+
+describe("the job's parallelism at start", () => {
+  it("is trained when it is one stage with no budget, or one that fits", () => {
+    expect(parallelismRefusal(job({}), manifest)).toBeUndefined();
+    // 784·128 + 128 + 1290 weights × (1 + gradient + adam's 2) × 4 bytes ≈ 1.6 MiB, plus activations.
+    expect(parallelismRefusal(job({ tabMemoryMiB: 8 }), manifest)).toBeUndefined();
+  });
+
+  it("is refused, saying why, when the whole model does not fit a tab's budget", () => {
+    const refusal = parallelismRefusal(job({ tabMemoryMiB: 16 }, [4096, 1024]), manifest);
+    expect(refusal).toMatch(/^the whole model does not fit one tab: no cut of the model into 1 stage fits a tab's 16\.0 MiB \(the whole model needs \d+\.\d MiB/);
+    expect(refusal).toMatch(/give it parallelism\.stages above 1$/);
+  });
+
+  it("is refused while pipeline rounds are not run, rather than trained as data parallelism", () => {
+    expect(parallelismRefusal(job({ stages: 2, microBatches: 4 }), manifest)).toMatch(/parallelism\.stages is 2, but this server does not run pipeline rounds yet/);
+  });
+});
