@@ -18,6 +18,14 @@ export class PipelineTimeout extends Error {
   }
 }
 
+/** A neighbour's link closed mid-round: the round cannot finish, so it fails at once rather than at the timeout. */
+export class NeighbourGone extends Error {
+  override name = "NeighbourGone";
+  constructor(readonly peer: string, readonly reason: string) {
+    super(`neighbour ${peer} is gone: ${reason}`);
+  }
+}
+
 export interface Neighbour {
   readonly id: string;
   readonly stage: number;
@@ -108,6 +116,14 @@ export class StageInbox {
       }, timeoutMs);
       this.waiters.set(k, { resolve, reject, timer });
     });
+  }
+
+  /**
+   * The transport lost its link to `peer` (p2p onPeerGone). When that is a neighbour of this stage,
+   * the round fails now with NeighbourGone naming it; another peer's loss is not this round's concern.
+   */
+  peerGone(peer: string, reason: string): void {
+    if ([...this.assemblers.values()].some((route) => route.from.id === peer)) this.fail(new NeighbourGone(peer, reason));
   }
 
   /** Ends the round: every wait fails with `error`, buffered tensors are dropped, later frames ignored. */
