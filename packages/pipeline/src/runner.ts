@@ -29,7 +29,7 @@ export interface StageRoundOptions {
   /** A whole micro-batch tensor from a neighbour (forward from the stage before, backward from the one after). */
   readonly receive: (direction: ActivationDirection, micro: number) => Promise<Float32Array>;
   /** Frames to the neighbour: forward to the stage after, backward to the stage before. */
-  readonly send: (direction: ActivationDirection, frames: Uint8Array[]) => Promise<void>;
+  readonly send: (direction: ActivationDirection, frames: Uint8Array<ArrayBuffer>[]) => Promise<void>;
   readonly now: () => number;
   /** Largest frame on the link (default the protocol's MAX_FRAME_BYTES). */
   readonly maxFrameBytes?: number;
