@@ -1,6 +1,9 @@
 import * as tf from "@tensorflow/tfjs";
 import { encodeActivation, type ActivationDirection } from "@crowdtrain/protocol";
 import { stageOps, type Interval, type ScheduleKind } from "./schedule.ts";
+
+/** A stretch of a stage's compute: a micro-batch's forward or backward, or the gradient's read-back at the end. */
+export type BusyInterval = Interval & { readonly kind: "forward" | "backward" | "gradient" };
 import type { StageCompute } from "./stage-compute.ts";
 
 /**
@@ -40,8 +43,8 @@ export interface StageRoundResult {
   readonly gradient: Float32Array;
   /** Last stage: the batch-mean loss before the update. */
   readonly loss: number | undefined;
-  /** When this stage computed (not waited): the measured bubble's input. */
-  readonly busy: readonly Interval[];
+  /** When this stage computed (not waited): the measured bubble's input, and per-op costs for simulateRound. */
+  readonly busy: readonly BusyInterval[];
   readonly span: Interval;
   /** Activation bytes this stage sent, both directions (payload and headers). */
   readonly bytesSent: number;
@@ -68,7 +71,7 @@ export async function runStageRound(o: StageRoundOptions): Promise<StageRoundRes
   const stash = new Map<number, tf.Tensor>();
   const sending: Promise<void>[] = [];
   let sendFailure: { error: unknown } | undefined;
-  const busy: Interval[] = [];
+  const busy: BusyInterval[] = [];
   let bytesSent = 0;
   const start = o.now();
 
@@ -81,12 +84,12 @@ export async function runStageRound(o: StageRoundOptions): Promise<StageRoundRes
     });
     sending.push(sent);
   };
-  const timed = async <T>(work: () => Promise<T>): Promise<T> => {
+  const timed = async <T>(kind: BusyInterval["kind"], work: () => Promise<T>): Promise<T> => {
     const t0 = o.now();
     try {
       return await work();
     } finally {
-      busy.push({ start: t0, end: o.now() });
+      busy.push({ kind, start: t0, end: o.now() });
     }
   };
 
@@ -99,7 +102,7 @@ export async function runStageRound(o: StageRoundOptions): Promise<StageRoundRes
         stash.set(m, input);
         // The last stage's forward runs inside its backward (the loss needs it there anyway).
         if (!last) {
-          await timed(async () => {
+          await timed("forward", async () => {
             const output = o.compute.forward(input);
             try {
               send("forward", m, (await output.data()) as Float32Array, o.outputShape);
@@ -112,7 +115,7 @@ export async function runStageRound(o: StageRoundOptions): Promise<StageRoundRes
         const input = stash.get(m);
         if (input === undefined) throw new Error(`schedule bug: backward of micro-batch ${m} before its forward`);
         const outputGradient = last ? undefined : tf.tensor(await o.receive("backward", m), [rowsOf(m), ...o.outputShape]);
-        await timed(async () => {
+        await timed("backward", async () => {
           let inputGradient: tf.Tensor | undefined;
           try {
             inputGradient = last
@@ -133,7 +136,7 @@ export async function runStageRound(o: StageRoundOptions): Promise<StageRoundRes
         });
       }
     }
-    const { gradient, loss } = await timed(() => o.compute.takeGradient());
+    const { gradient, loss } = await timed("gradient", () => o.compute.takeGradient());
     await Promise.all(sending);
     return { gradient, loss, busy, span: { start, end: o.now() }, bytesSent };
   } catch (error) {

@@ -37,7 +37,7 @@ export class StageCompute {
    * (the first stage's inputs are data). The caller owns the returned tensor.
    */
   backward(input: tf.Tensor, outputGradient: tf.Tensor, inputGradient: boolean): tf.Tensor | undefined {
-    const { value, grads } = tf.engine().gradients(() => this.model.apply(input, { training: true }) as tf.Tensor, [input, ...this.variables], outputGradient);
+    const { value, grads } = tf.engine().gradients(() => this.model.apply(input, { training: true }) as tf.Tensor, this.sources(input, inputGradient), outputGradient);
     // The recomputed outputs: only their gradient was needed.
     value.dispose();
     return this.keep(grads, inputGradient);
@@ -53,7 +53,7 @@ export class StageCompute {
     const share = rows / batchRows;
     const { value, grads } = tf.engine().gradients(
       () => tf.mul(meanCrossEntropy(labels, this.model.apply(input, { training: true }) as tf.Tensor), share) as tf.Scalar,
-      [input, ...this.variables],
+      this.sources(input, inputGradient),
     );
     if (this.lossSum === undefined) {
       this.lossSum = value;
@@ -94,9 +94,22 @@ export class StageCompute {
     this.lossSum = undefined;
   }
 
+  /**
+   * What to differentiate with respect to: the weights, and the input only when the stage before
+   * needs its gradient. The first stage's inputs are data: asking for their gradient would cost its
+   * first layer's backward matmul again, for a tensor thrown away.
+   */
+  private sources(input: tf.Tensor, inputGradient: boolean): tf.Tensor[] {
+    return inputGradient ? [input, ...this.variables] : this.variables;
+  }
+
   private keep(grads: tf.Tensor[], inputGradient: boolean): tf.Tensor | undefined {
-    const [dx, ...weightGrads] = grads;
-    if (dx === undefined || weightGrads.length !== this.variables.length) throw new Error("stage backward: missing gradients");
+    const dx = inputGradient ? grads[0] : undefined;
+    const weightGrads = inputGradient ? grads.slice(1) : grads;
+    if ((inputGradient && dx === undefined) || weightGrads.length !== this.variables.length) {
+      tf.dispose(grads);
+      throw new Error("stage backward: missing gradients");
+    }
     if (this.accumulated === undefined) {
       this.accumulated = weightGrads;
     } else {
@@ -104,8 +117,6 @@ export class StageCompute {
       tf.dispose([...this.accumulated, ...weightGrads]);
       this.accumulated = sums;
     }
-    if (inputGradient) return dx;
-    dx.dispose();
-    return undefined;
+    return dx;
   }
 }
