@@ -126,6 +126,47 @@ export interface PlainPredictReport {
   msPerCall: number;
 }
 
+/** One tab's part in the pipeline benchmark: stage `stage` of the replica `chain`. */
+export interface PipeRunArgs {
+  /** A job's model (parsed on the page). */
+  model: unknown;
+  inputShape: number[];
+  classes: number;
+  backend: string;
+  /** The model's stages as layer ranges (packages/pipeline partitionLayers). */
+  cuts: { from: number; to: number }[];
+  stage: number;
+  /** This replica's members, stage by stage. */
+  chain: string[];
+  /** The members holding this stage in every replica (this one included): its gradient's all-reduce ring. */
+  replicaPeers: string[];
+  /** Rows of this replica's batch. */
+  rows: number;
+  microBatches: number;
+  schedule: "gpipe" | "1f1b";
+  /** Attempt id of the first round (then +1 a round); larger than any this tab ran before. */
+  attempt: number;
+  /** Date.now() at which each round starts, the same on every tab. */
+  startAts: number[];
+}
+
+/** One pipeline round as one stage saw it; times are wall-clock ms (performance.timeOrigin + now). */
+export interface PipeRound {
+  backend: string;
+  /** When the stage computed, and what: a micro-batch's forward or backward, or the gradient's read-back. */
+  busy: [number, number, "forward" | "backward" | "gradient"][];
+  start: number;
+  /** The stage's backward pass (and gradient read-back) done. */
+  end: number;
+  /** Its gradient averaged with the other replicas' (end when there is one replica). */
+  reducedAt: number;
+  reduceMs: number;
+  activationBytes: number;
+  gradientBytes: number;
+  gradientLength: number;
+  loss: number | null;
+}
+
 /** What a dishonest lab volunteer does to its gradient (see lab/dishonest.ts). */
 export type LabAttack = "scale" | "sign-flip" | "huge" | "noise" | "zero" | "claim" | "wrong-hash" | "accuse";
 
@@ -151,6 +192,12 @@ export interface CrowdtrainLab {
   arBlastDone(): Promise<BlastReport>;
   arProgress(): { framesReceived: number; bytesReceived: number };
   arClose(): void;
+  /** Opens a PeerJS peer with the p2p transport for a pipeline stage; resolves with the peer id. */
+  pipeOpen(): Promise<string>;
+  pipeConnect(peers: string[]): Promise<void>;
+  /** Runs this tab's stage through the given rounds (activations over p2p, then the stage's all-reduce). */
+  pipeRun(args: PipeRunArgs): Promise<PipeRound[]>;
+  pipeClose(): void;
   /** Throws when WebGPU or an adapter is missing; otherwise runs tfjs on webgpu and cpu and compares. */
   webgpuCheck(): Promise<WebGpuCheck>;
   /** Registers with our own PeerJS server; resolves with this page's peer id. */

@@ -8,6 +8,7 @@ import { plainPredict } from "./lab/plain-predict.ts";
 import { plainTrainTo } from "./lab/plain-train.ts";
 import { trainStepBench } from "./lab/train-step.ts";
 import { webgpuCheck } from "./lab/webgpu.ts";
+import { pipeClose, pipeConnect, pipeOpen, pipeRun } from "./lab/pipeline.ts";
 
 const lab: CrowdtrainLab = {
   webgpuCheck,
@@ -29,6 +30,10 @@ const lab: CrowdtrainLab = {
   plainPredict,
   labDishonest,
   labDishonestStatus,
+  pipeOpen,
+  pipeConnect,
+  pipeRun,
+  pipeClose,
 };
 
 window.crowdtrainLab = lab;
