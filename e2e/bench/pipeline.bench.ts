@@ -7,6 +7,7 @@
 import { availableParallelism } from "node:os";
 import type { Page } from "@playwright/test";
 import { expect, test } from "../fixtures.ts";
+import type { ModelSpec } from "@crowdtrain/protocol";
 import type { PipeRound, PipeRunArgs } from "../../apps/worker/src/lab-api.ts";
 import { bubbleTheory, measuredBubble, partitionLayers, simulateRound, type Interval, type ScheduleKind } from "../../packages/pipeline/src/index.ts";
 import { modelLayers } from "../../packages/training/src/layers.ts";
@@ -23,7 +24,7 @@ const BACKEND = process.env.BENCH_BACKEND ?? "cpu";
 const ROWS = Number(process.env.BENCH_ROWS ?? 256);
 /** Four dense layers of equal cost (256 → 256 by default, three relu and the softmax), so 1, 2 or 4 stages balance exactly. */
 const WIDTH = Number(process.env.BENCH_WIDTH ?? 256);
-const MODEL = { kind: "mlp", hidden: [WIDTH, WIDTH, WIDTH], activation: "relu" } as const;
+const MODEL: ModelSpec = { kind: "mlp", hidden: [WIDTH, WIDTH, WIDTH], activation: "relu" };
 const INPUT_SHAPE = [WIDTH];
 const CLASSES = WIDTH;
 /** Every tab starts a round at the same wall-clock instant, this far after the test asks. */
