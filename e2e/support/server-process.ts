@@ -38,7 +38,10 @@ async function spawnServer(host: string, port: number, args: readonly string[]):
   // --log-level warn: strikes, evictions and errors reach the test's output, not every join and
   // commit (a later flag wins); CROWDTRAIN_E2E_LOG_LEVEL=info shows them all, to diagnose a failing run.
   const logLevel = process.env.CROWDTRAIN_E2E_LOG_LEVEL ?? "warn";
-  const child = spawn(process.execPath, ["--import", "tsx", "apps/server/src/main.ts", "--port", String(port), "--host", host, "--lab", "--log-level", logLevel, ...args], {
+  // CROWDTRAIN_SERVER_NODE_ARGS: extra flags for the server's node (say "--cpu-prof --cpu-prof-dir=/tmp/prof" to
+  // profile it under a benchmark; node refuses --cpu-prof in NODE_OPTIONS).
+  const nodeArgs = (process.env.CROWDTRAIN_SERVER_NODE_ARGS ?? "").split(" ").filter((arg) => arg !== "");
+  const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", "apps/server/src/main.ts", "--port", String(port), "--host", host, "--lab", "--log-level", logLevel, ...args], {
     cwd: REPO_ROOT,
     stdio: ["ignore", "pipe", "pipe"],
   });

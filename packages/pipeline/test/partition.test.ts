@@ -80,12 +80,14 @@ describe("cutting a model into stages", () => {
     expect(fewestStages({ layers, memory, budgetBytes: 1000 }, 4)).toBeUndefined();
   });
 
-  it("counts stashed micro-batches by schedule: GPipe all M, 1F1B at most K − k", () => {
+  it("counts stashed micro-batches by schedule: GPipe all M, 1F1B at most K − k, the last stage one", () => {
     const layers = mlp([64, 64]);
-    const gpipe = stageMemoryBytes(layers, 2, 3, { ...memory, micros: 8 }, 2, 1);
-    const oneFOneB = stageMemoryBytes(layers, 2, 3, { ...memory, micros: 8, schedule: "1f1b" }, 2, 1);
-    // Stage 1's input is 64 floats a row: 8 − 1 = 7 fewer micro-batches of 16 rows stashed.
-    expect(gpipe - oneFOneB).toBe(4 * 16 * 64 * 7);
+    const gpipe = stageMemoryBytes(layers, 2, 3, { ...memory, micros: 8 }, 3, 1);
+    const oneFOneB = stageMemoryBytes(layers, 2, 3, { ...memory, micros: 8, schedule: "1f1b" }, 3, 1);
+    // Stage 1 of 3's input is 64 floats a row: 8 − 2 = 6 fewer micro-batches of 16 rows stashed.
+    expect(gpipe - oneFOneB).toBe(4 * 16 * 64 * 6);
+    // The last stage turns each micro-batch around as it arrives, under either schedule.
+    expect(stageMemoryBytes(layers, 2, 4, { ...memory, micros: 8 }, 2, 1)).toBe(stageMemoryBytes(layers, 2, 4, { ...memory, micros: 8, schedule: "1f1b" }, 2, 1));
   });
 
   it("refuses more stages than layers with weights", () => {
