@@ -2,6 +2,7 @@
 import { startVolunteer, type Volunteer } from "./volunteer.ts";
 import { insecureNotice } from "./page/job-facts.ts";
 import { startJobPanel } from "./page/job-panel.ts";
+import { parseMemoryMiB } from "./page/url-options.ts";
 import { renderStatus } from "./view.ts";
 
 const startButton = document.querySelector<HTMLButtonElement>("#start");
@@ -11,6 +12,7 @@ if (!startButton || !stopButton) throw new Error("worker page markup is missing 
 /**
  * Options for operators and tests, from the query string: ?backends=cpu,webgl  ?page=1  ?name=alice
  * ?join=TOKEN  ?role=server (lend this tab to answering prediction requests only, never training)
+ * ?memoryMiB=2048 (the memory this tab lends: a job whose model needs more in one tab is refused at join)
  */
 const params = new URLSearchParams(location.search);
 const backends = (params.get("backends") ?? "webgpu,webgl,wasm,cpu").split(",").filter(Boolean);
@@ -52,22 +54,35 @@ const onStatus: typeof renderStatus = (status) => {
 startButton.addEventListener("click", () => {
   startButton.disabled = true;
   stopButton.disabled = false;
-  startVolunteer({ backends, forcePage: params.get("page") === "1", name: params.get("name") ?? undefined, joinToken: params.get("join") ?? undefined, role: params.get("role") === "server" ? "server" : undefined, onStatus }).then(
-    (started) => {
-      volunteer = started;
-      window.crowdtrainWorker = { status: () => started.status() };
-      void started.stopped.then(() => {
+  // A bad ?memoryMiB= rejects here, so its reason shows like any failure to start.
+  Promise.resolve()
+    .then(() =>
+      startVolunteer({
+        backends,
+        forcePage: params.get("page") === "1",
+        name: params.get("name") ?? undefined,
+        joinToken: params.get("join") ?? undefined,
+        role: params.get("role") === "server" ? "server" : undefined,
+        memoryMiB: parseMemoryMiB(params.get("memoryMiB")),
+        onStatus,
+      }),
+    )
+    .then(
+      (started) => {
+        volunteer = started;
+        window.crowdtrainWorker = { status: () => started.status() };
+        void started.stopped.then(() => {
+          stopButton.disabled = true;
+          startButton.disabled = false;
+        });
+      },
+      (error: unknown) => {
+        renderStatus({ phase: "stopped", lastError: error instanceof Error ? error.message : String(error) });
+        console.error("could not start:", error);
         stopButton.disabled = true;
         startButton.disabled = false;
-      });
-    },
-    (error: unknown) => {
-      renderStatus({ phase: "stopped", lastError: error instanceof Error ? error.message : String(error) });
-      console.error("could not start:", error);
-      stopButton.disabled = true;
-      startButton.disabled = false;
-    },
-  );
+      },
+    );
 });
 
 stopButton.addEventListener("click", () => {

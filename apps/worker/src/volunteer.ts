@@ -17,6 +17,8 @@ export type VolunteerOptions = {
   joinToken: string | undefined;
   /** "server": only serve inference requests (`?role=server`). Default "trainer". */
   role?: MemberRole | undefined;
+  /** Memory the volunteer lends, in MiB (`?memoryMiB=`); undefined = not said. */
+  memoryMiB?: number | undefined;
   onStatus: (status: Partial<SessionStatus> & { where?: string }) => void;
   /** Wraps the chosen trainer (the lab's dishonest volunteer; the product page passes none). */
   decorateTrainer?: (trainer: Trainer) => Trainer;
@@ -68,6 +70,7 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
     },
     joinToken: options.joinToken,
     role: options.role,
+    memoryMiB: options.memoryMiB,
     startServing: (identity) =>
       startServingAgent({
         socketUrl: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${SERVE_SOCKET_PATH}`,

@@ -59,6 +59,13 @@ class Drive {
 }
 
 describe("SessionMachine", () => {
+  it("tells the coordinator the memory its volunteer lends, and nothing when it was not said", () => {
+    const lends = new SessionMachine({ backend: "cpu", memoryMiB: 2048 });
+    const hello = (machine: SessionMachine): unknown => machine.handle({ type: "open", now: 0 }).find((c) => c.type === "send" && c.message.type === "hello");
+    expect(hello(lends)).toMatchObject({ message: { type: "hello", memoryMiB: 2048 } });
+    expect(hello(new SessionMachine({ backend: "cpu" }))).not.toHaveProperty("message.memoryMiB");
+  });
+
   it("says hello, syncs on welcome, and runs a round to its commit one task at a time", () => {
     const d = Drive.ready();
     expect(d.sent("hello")[0]).toMatchObject({ protocol: PROTOCOL_VERSION, backend: "cpu", name: "test" });

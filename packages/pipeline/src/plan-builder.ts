@@ -1,6 +1,6 @@
 import type { PipelinePlan, ScheduleKind } from "@crowdtrain/protocol";
 import type { LayerInfo } from "@crowdtrain/training";
-import { PartitionError, tryPartition, type StageCut, type StageMemoryModel } from "./partition.ts";
+import { PartitionError, stageMemoryBytes, tryPartition, type StageCut, type StageMemoryModel } from "./partition.ts";
 
 /**
  * The plan of a pipeline round from the ready members: R replicas × K stages, the model's cut, and
@@ -76,9 +76,18 @@ export function buildPipelinePlan(request: PipelinePlanRequest): PipelinePlanRes
   return { ok: false, reason: failure ?? "no members" };
 }
 
+type OneTabRequest = Omit<PipelinePlanRequest, "members" | "stages" | "tabMemoryBytes" | "costs">;
+
+const oneTabMemory = (request: OneTabRequest): StageMemoryModel => ({ optimizerBuffers: request.optimizerBuffers, microRows: Math.ceil(request.batchSize / request.microBatches), micros: request.microBatches, schedule: request.schedule });
+
+/** Bytes one tab needs to train the whole model on the whole batch (stageMemoryBytes of the one stage). */
+export function oneTabBytes(request: OneTabRequest): number {
+  return stageMemoryBytes(request.layers, 0, request.layers.length, oneTabMemory(request));
+}
+
 /** Refuses, with the reason in words, a job that one tab cannot hold (stages 1 over a budget). */
-export function checkFitsOneTab(request: Omit<PipelinePlanRequest, "members" | "stages">, tabMemoryBytes: number): string | undefined {
-  const memory: StageMemoryModel = { optimizerBuffers: request.optimizerBuffers, microRows: Math.ceil(request.batchSize / request.microBatches), micros: request.microBatches, schedule: request.schedule };
+export function checkFitsOneTab(request: OneTabRequest, tabMemoryBytes: number): string | undefined {
+  const memory = oneTabMemory(request);
   const cuts = tryPartition({ layers: request.layers, stages: 1, memory, budgetBytes: tabMemoryBytes });
   return cuts instanceof PartitionError ? `the whole model does not fit one tab: ${cuts.message}; give it parallelism.stages above 1` : undefined;
 }

@@ -76,6 +76,9 @@ export type FailureCode = v.InferOutput<typeof FailureCodeSchema>;
 
 // ---- worker -> coordinator ----
 
+/** Largest memory a hello may claim (1 TiB): a bound on the field, not a judgement of any machine. */
+export const MAX_MEMORY_MIB = 1 << 20;
+
 export const HelloSchema = v.strictObject({
   type: v.literal("hello"),
   protocol: v.literal(PROTOCOL_VERSION),
@@ -86,6 +89,11 @@ export const HelloSchema = v.strictObject({
   joinToken: v.optional(v.pipe(v.string(), v.maxLength(256))),
   /** What this tab offers; default "trainer". */
   role: v.optional(MemberRoleSchema),
+  /**
+   * Memory this tab lends, in MiB, when its volunteer set it (`?memoryMiB=`): a trainer whose job's
+   * model, gradient, optimizer state and batch activations need more is told so at hello and not admitted.
+   */
+  memoryMiB: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_MEMORY_MIB))),
 });
 
 /** "I hold the committed state of `round`": the worker may be put in the next round. */

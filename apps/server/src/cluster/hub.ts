@@ -20,6 +20,7 @@ const HELLO_TIMEOUT_MS = 10_000;
 const TICK_MS = 250;
 /** Largest worker message: results and hellos are a few hundred bytes; leases go the other way. */
 const MAX_WORKER_MESSAGE_BYTES = 16 * 1024;
+const MIB = 2 ** 20;
 /** RFC 6455 "try again later": the job is full or private, not a protocol violation. */
 const CLOSE_TRY_LATER = 1013;
 /** How often every worker socket is pinged (browsers answer pings with pongs by themselves). */
@@ -50,6 +51,7 @@ export const SOCKET_REJECTIONS = [
   "protocol",
   "join-token",
   "full",
+  "memory",
 ] as const;
 export type SocketRejection = (typeof SOCKET_REJECTIONS)[number];
 
@@ -62,6 +64,8 @@ export type HubOptions = {
   bans: BanList;
   /** Required in every hello when set (`--join-token`): the job is private. */
   joinToken?: string | undefined;
+  /** Bytes a trainer needs for the job: a hello lending less (`memoryMiB`) is refused, saying both. */
+  trainerNeedsBytes?: number | undefined;
   maxMembers?: number;
   hellosPerSecond?: number;
   heartbeatTimeoutMs?: number;
@@ -230,6 +234,16 @@ export class ClusterHub {
       return { why: "join-token", reason: "this job is private: open the URL with the join token the operator shared (?join=...)", code: CLOSE_POLICY_VIOLATION };
     }
     if (this.sockets.size >= this.maxMembers) return { why: "full", reason: `the job is full (${this.maxMembers} members); try again later`, code: CLOSE_TRY_LATER };
+    const needs = this.options.trainerNeedsBytes;
+    // A serving tab holds the model for inference only: the trainer's figure does not apply to it.
+    if (needs !== undefined && hello.memoryMiB !== undefined && (hello.role ?? "trainer") === "trainer" && hello.memoryMiB * MIB < needs) {
+      const needed = Math.ceil(needs / MIB);
+      return {
+        why: "memory",
+        reason: `this tab lends ${hello.memoryMiB} MiB (?memoryMiB=), but the job's model needs ${needed} MiB in one tab (weights, gradient, optimizer state and a batch's activations); open the page with ?memoryMiB=${needed} or more on a machine that has it`,
+        code: CLOSE_POLICY_VIOLATION,
+      };
+    }
     return undefined;
   }
 

@@ -1,5 +1,5 @@
 import { OPTIMIZER_BUFFERS, modelLayers, type DatasetManifest } from "@crowdtrain/training";
-import { checkFitsOneTab } from "@crowdtrain/pipeline";
+import { checkFitsOneTab, oneTabBytes } from "@crowdtrain/pipeline";
 import type { Job } from "@crowdtrain/protocol";
 
 /**
@@ -17,9 +17,22 @@ export function parallelismRefusal(job: Job, manifest: DatasetManifest): string 
     return `parallelism.stages is ${parallelism.stages}, but this server does not run pipeline rounds yet (only one stage: each tab holds the whole model); set parallelism.stages to 1`;
   }
   if (parallelism.tabMemoryMiB === undefined) return undefined;
-  const layers = modelLayers(job.model, manifest.inputShape, manifest.classes);
-  return checkFitsOneTab(
-    { layers, microBatches: parallelism.microBatches, schedule: parallelism.schedule, batchSize: job.batchSize, optimizerBuffers: OPTIMIZER_BUFFERS[job.optimizer.kind] },
-    parallelism.tabMemoryMiB * 2 ** 20,
-  );
+  return checkFitsOneTab(oneTabRequest(job, manifest), parallelism.tabMemoryMiB * 2 ** 20);
 }
+
+/**
+ * Bytes a trainer needs for this one-stage job: the whole model, its gradient and optimizer state,
+ * and the whole batch's activations (a tab alone computes the whole batch). A volunteer who lends
+ * less (`?memoryMiB=`) is told so at hello rather than running out of memory mid-round.
+ */
+export function trainerNeedsBytes(job: Job, manifest: DatasetManifest): number {
+  return oneTabBytes(oneTabRequest(job, manifest));
+}
+
+const oneTabRequest = (job: Job, manifest: DatasetManifest) => ({
+  layers: modelLayers(job.model, manifest.inputShape, manifest.classes),
+  microBatches: job.parallelism.microBatches,
+  schedule: job.parallelism.schedule,
+  batchSize: job.batchSize,
+  optimizerBuffers: OPTIMIZER_BUFFERS[job.optimizer.kind],
+});

@@ -31,7 +31,7 @@ import { createContributionHandler } from "./contributions.ts";
 import { createUploadHandler } from "./uploads.ts";
 import { ServePool, type ServingOptions } from "../serving/pool.ts";
 import { predictRoute } from "../serving/predict-route.ts";
-import { parallelismRefusal } from "./parallelism.ts";
+import { parallelismRefusal, trainerNeedsBytes } from "./parallelism.ts";
 
 /**
  * Largest model state a job may have (weights + optimizer state): every joiner downloads it and
@@ -260,6 +260,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     onEvent: deps.logger === undefined ? undefined : (event) => deps.logger?.log({ ...event, level: levelOfKind(event.kind) }),
     bans,
     joinToken: options.joinToken,
+    trainerNeedsBytes: trainerNeedsBytes(job, manifest),
     maxMembers: options.maxMembers,
     hellosPerSecond: options.hellosPerSecond,
     heartbeatTimeoutMs: options.heartbeatTimeoutMs,

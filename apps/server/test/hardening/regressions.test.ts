@@ -753,6 +753,21 @@ describe('"Smaller:"', () => {
     expect(ok.identity?.peerId).toMatch(/^w-/);
   });
 
+  it('"a volunteer\'s memory budget": a trainer lending less than the job needs in one tab is told both figures and closed; enough, none said, or a serving tab is welcomed', async () => {
+    // 784·2048 + 2048 + 20,490 weights, their gradient and momentum: about 19 MiB, plus a batch's activations.
+    const server = await servers.start({ minWorkers: 100, job: parseJob({ ...smallJob, model: { kind: "mlp", hidden: [2048] } }) });
+    const small = worker(server.url, { memoryMiB: 4 });
+    await expect(small.join()).rejects.toThrow(/closed/);
+    expect(small.closed?.code).toBe(1008);
+    expect(small.closed?.reason).toMatch(/lends 4 MiB/);
+    // The stop before the close carries the whole reason: both figures and what to do.
+    expect(small.inbox.find((m) => m.type === "stop")).toMatchObject({ reason: expect.stringMatching(/this tab lends 4 MiB \(\?memoryMiB=\), but the job's model needs (\d+) MiB in one tab .* open the page with \?memoryMiB=\1 or more/) });
+    for (const options of [{ memoryMiB: 64 }, {}, { memoryMiB: 4, role: "server" as const }]) {
+      const ok = await worker(server.url, options).join();
+      expect(ok.identity?.peerId, JSON.stringify(options)).toMatch(/^w-/);
+    }
+  });
+
   it('"`/lab` not served by default": no lab page and no identity endpoint without lab: true', async () => {
     const server = await servers.start(undefined);
     expect((await request(`${server.url}/lab.html`)).status).toBe(404);

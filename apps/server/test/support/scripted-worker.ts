@@ -11,6 +11,10 @@ export const SCRIPTED_WAIT_MS = 10_000;
 export type ScriptedOptions = {
   name?: string;
   joinToken?: string;
+  /** The memory the worker says it lends (hello's memoryMiB). */
+  memoryMiB?: number;
+  /** The role in its hello (default: none, a trainer). */
+  role?: "trainer" | "server";
   /** Extra handshake headers (an Origin, say). */
   headers?: Record<string, string>;
   autoPong?: boolean;
@@ -76,7 +80,8 @@ export class ScriptedWorker {
   /** Opens the socket, says hello and waits for the welcome (with the identity it issues). */
   async join(): Promise<this> {
     await this.opened();
-    this.send({ type: "hello", protocol: PROTOCOL_VERSION, backend: "cpu", name: this.options.name, joinToken: this.options.joinToken });
+    const { memoryMiB, role } = this.options;
+    this.send({ type: "hello", protocol: PROTOCOL_VERSION, backend: "cpu", name: this.options.name, joinToken: this.options.joinToken, ...(memoryMiB === undefined ? {} : { memoryMiB }), ...(role === undefined ? {} : { role }) });
     const welcome = await this.next("welcome");
     this.identity = welcome.identity;
     this.job = welcome.job;

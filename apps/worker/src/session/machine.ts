@@ -26,6 +26,8 @@ export type SessionConfig = {
   joinToken?: string | undefined;
   /** "server": this tab only serves inference requests (`?role=server`). Default "trainer". */
   role?: MemberRole | undefined;
+  /** Memory the volunteer lends, in MiB (`?memoryMiB=`), told to the coordinator at hello. */
+  memoryMiB?: number | undefined;
 };
 
 /**
@@ -132,8 +134,8 @@ export class SessionMachine {
       case "open": {
         this.trace("socket open");
         this.publish({ phase: "connecting" });
-        const { backend, name, adapter, joinToken, role } = this.config;
-        this.send(out, { type: "hello", protocol: PROTOCOL_VERSION, name, backend, adapter, joinToken, ...(role === undefined || role === "trainer" ? {} : { role }) });
+        const { backend, name, adapter, joinToken, role, memoryMiB } = this.config;
+        this.send(out, { type: "hello", protocol: PROTOCOL_VERSION, name, backend, adapter, joinToken, ...(role === undefined || role === "trainer" ? {} : { role }), ...(memoryMiB === undefined ? {} : { memoryMiB }) });
         break;
       }
       case "down":

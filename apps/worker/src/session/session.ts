@@ -27,6 +27,8 @@ export type SessionDeps = {
   openLink: (identity: Identity, job: Job) => Promise<PeerLink>;
   /** The operator's join token, for a private job (`?join=` in the shared URL). */
   joinToken?: string | undefined;
+  /** Memory the volunteer lends, in MiB (`?memoryMiB=`). */
+  memoryMiB?: number | undefined;
   /** The backend the trainer chose (selectBackend ran before connecting). */
   backend: Backend;
   adapter?: string;
@@ -79,7 +81,7 @@ export function startSession(deps: SessionDeps): Session {
   const { trainer } = deps;
   const now = deps.now ?? (() => performance.now());
   const http = deps.http ?? httpPorts(deps.origin);
-  const machine = new SessionMachine({ backend: deps.backend, name: deps.name, adapter: deps.adapter, joinToken: deps.joinToken, role: deps.role });
+  const machine = new SessionMachine({ backend: deps.backend, name: deps.name, adapter: deps.adapter, joinToken: deps.joinToken, role: deps.role, memoryMiB: deps.memoryMiB });
   let link: PeerLink | undefined;
   let serving: Serving | undefined;
   const stopServing = (): void => {
