@@ -71,3 +71,14 @@ test("the server serves the shared static assets of public/ (icon, robots.txt) a
   await dashboard!.goto(new URL("/dashboard", server.url).href);
   for (const page of [worker!, dashboard!]) await expect(page.locator('link[rel="icon"]')).toHaveAttribute("href", "/favicon.svg");
 });
+
+test("a volunteer's ?memoryMiB=: a bad value is refused on the page; too little for the job is refused at join with both figures", async ({ openWorkers }) => {
+  const [typo, small] = await openWorkers(2, "/?backends=cpu&memoryMiB=2GB");
+  await typo!.click("#start");
+  await expect(typo!.locator("#error")).toHaveText("?memoryMiB=2GB is not a whole number of MiB from 1 to 1048576");
+  await expect(typo!.locator("#start")).toBeEnabled();
+  // The default job's MLP needs a few MiB in one tab: 1 is not enough, and the server says so.
+  await small!.goto(new URL("/?backends=cpu&memoryMiB=1", small!.url()).href);
+  await small!.click("#start");
+  await expect(small!.locator("#phase")).toContainText(/this tab lends 1 MiB \(\?memoryMiB=\), but the job's model needs \d+ MiB in one tab/, { timeout: 20_000 });
+});
