@@ -710,9 +710,10 @@ describe("--serve-max-batch", () => {
     await until(() => servingStatus(server).tabs.some((v) => v.round !== undefined), "the tab loaded at the server");
     const answers = Array.from({ length: 6 }, (_, k) => predictLater(server, { inputs: [row(k)] }));
     await t.request(3);
-    // Held and not answered: 2 batches of 2 rows; the rest wait in the queue.
+    // Held and not answered: 2 batches of 2 rows; the rest wait in the queue (the last of the six
+    // HTTP requests may still be on its way in: wait for it, then check the tab was given no more).
+    await until(() => servingStatus(server).queueDepth === 2, "the two rows beyond the tab's two batches queued");
     expect(t.requests).toHaveLength(4);
-    expect(servingStatus(server).queueDepth).toBe(2);
     t.answer = echo;
     for (const request of t.requests.splice(0)) t.reply(request.id, request.rows, outputsFor(request));
     expect((await Promise.all(answers)).map((a) => a.status)).toEqual([200, 200, 200, 200, 200, 200]);
