@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { parseJob } from "@crowdtrain/protocol";
 import { parseManifest } from "@crowdtrain/training";
-import { parallelismRefusal } from "../src/training/parallelism.ts";
+import { parallelismRefusal, trainerNeedsBytes } from "../src/training/parallelism.ts";
 
 const manifest = parseManifest({
   format: "crowdtrain-dataset",
@@ -27,6 +27,13 @@ describe("the job's parallelism at start", () => {
     const refusal = parallelismRefusal(job({ tabMemoryMiB: 16 }, [4096, 1024]), manifest);
     expect(refusal).toMatch(/^the whole model does not fit one tab: no cut of the model into 1 stage fits a tab's 16\.0 MiB \(the whole model needs \d+\.\d MiB/);
     expect(refusal).toMatch(/give it parallelism\.stages above 1$/);
+  });
+
+  it("counts a trainer's whole batch in one pass: micro-batches do not shrink a one-stage job's need", () => {
+    const whole = trainerNeedsBytes(job({}), manifest);
+    expect(trainerNeedsBytes(job({ microBatches: 8 }), manifest)).toBe(whole);
+    // Each row more: its 784 inputs, and its layers' outputs (flatten 784, 128, 10) and their gradients.
+    expect(trainerNeedsBytes(parseJob({ ...job({}), batchSize: 512 }), manifest) - whole).toBe(4 * 256 * (784 + 2 * (784 + 128 + 10)));
   });
 
   it("is refused while pipeline rounds are not run, rather than trained as data parallelism", () => {

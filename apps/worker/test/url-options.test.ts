@@ -10,7 +10,7 @@ describe("?memoryMiB=", () => {
   });
 
   it("refuses anything but a whole number of MiB in range, saying what it got", () => {
-    for (const bad of ["", " ", "0", "-5", "1.5", "2GB", "Infinity", String(MAX_MEMORY_MIB + 1)]) {
+    for (const bad of ["", " ", "0", "-5", "1.5", "2GB", "Infinity", "0x400", "1e3", " 12", String(MAX_MEMORY_MIB + 1)]) {
       expect(() => parseMemoryMiB(bad), bad).toThrow(`?memoryMiB=${bad} is not a whole number of MiB`);
     }
   });

@@ -38,11 +38,12 @@ export class PartitionError extends Error {
 }
 
 /**
- * Bytes a stage holding layers [from, to) needs: its weights, their gradient and optimizer buffers
- * (float32), the inputs it stashes between forward and backward (all M micro-batches under GPipe; at
- * most K − k under 1F1B, bounded here by M too; one on the last stage), and one micro-batch's layer
- * outputs twice over (the forward's activations and their gradients while it runs a backward). An
- * estimate: backends add their own workspace.
+ * Bytes a stage holding layers [from, to) needs: its weights, the copies of their gradient alive at
+ * once (three while micro-batches accumulate, two at the read-back) and optimizer buffers (float32),
+ * the inputs it stashes between forward and backward (all M micro-batches under GPipe; at most K − k
+ * under 1F1B, bounded here by M too; one on the last stage), and one micro-batch's layer outputs
+ * twice over (the forward's activations and their gradients while it runs a backward). An estimate:
+ * backends add their own workspace.
  */
 export function stageMemoryBytes(layers: readonly LayerInfo[], from: number, to: number, memory: StageMemoryModel, stages = 1, stage = 0): number {
   const slice = layers.slice(from, to);
@@ -51,7 +52,10 @@ export function stageMemoryBytes(layers: readonly LayerInfo[], from: number, to:
   // The last stage turns each micro-batch around as it arrives (schedule.ts): one at a time.
   const stashed = stage === stages - 1 ? 1 : memory.schedule === "gpipe" ? memory.micros : Math.min(memory.micros, stages - stage);
   const working = 2 * slice.reduce((sum, layer) => sum + elements(layer.outputShape), 0);
-  return 4 * (params * (2 + memory.optimizerBuffers) + memory.microRows * (stashed * inputElements + working));
+  // Gradient copies alive at once: accumulating a micro-batch's gradients holds the running sum,
+  // the new ones and their sum (StageCompute.keep); reading back holds the parts and their concat.
+  const gradientCopies = memory.micros > 1 ? 3 : 2;
+  return 4 * (params * (1 + gradientCopies + memory.optimizerBuffers) + memory.microRows * (stashed * inputElements + working));
 }
 
 export interface PartitionOptions {

@@ -78,7 +78,8 @@ export function buildPipelinePlan(request: PipelinePlanRequest): PipelinePlanRes
 
 type OneTabRequest = Omit<PipelinePlanRequest, "members" | "stages" | "tabMemoryBytes" | "costs">;
 
-const oneTabMemory = (request: OneTabRequest): StageMemoryModel => ({ optimizerBuffers: request.optimizerBuffers, microRows: Math.ceil(request.batchSize / request.microBatches), micros: request.microBatches, schedule: request.schedule });
+/** One tab trains the whole model on its whole batch in one pass (data parallelism does not cut micro-batches). */
+const oneTabMemory = (request: OneTabRequest): StageMemoryModel => ({ optimizerBuffers: request.optimizerBuffers, microRows: request.batchSize, micros: 1, schedule: request.schedule });
 
 /** Bytes one tab needs to train the whole model on the whole batch (stageMemoryBytes of the one stage). */
 export function oneTabBytes(request: OneTabRequest): number {

@@ -12,7 +12,9 @@ import type { StageCompute } from "./stage-compute.ts";
  * owns the tensors it makes; the caller owns the inputs and labels it passes in.
  *
  * Sends are not awaited before the next op, so a stage computes micro-batch m+1 while m's
- * activations travel; a send that fails fails the round at the next op (never silently).
+ * activations travel (one micro-batch's frames queued per direction at a time); a send that fails
+ * fails the round at once, with its own error, even while the stage waits for a neighbour (the
+ * caller then fails the round's inbox, which owns those waits).
  */
 export interface StageRoundOptions {
   readonly compute: StageCompute;
@@ -71,6 +73,16 @@ export async function runStageRound(o: StageRoundOptions): Promise<StageRoundRes
   const stash = new Map<number, tf.Tensor>();
   const sending: Promise<void>[] = [];
   let sendFailure: { error: unknown } | undefined;
+  // Rejects with the first failed send, so a wait for a neighbour's answer to frames that never left
+  // ends with the real cause at once, not with a timeout blaming the neighbour.
+  let failSends: (error: unknown) => void = () => undefined;
+  const sendsFailed = new Promise<never>((_, reject) => {
+    failSends = reject;
+  });
+  sendsFailed.catch(() => undefined); // observed through the races below and sendFailure
+  // One micro-batch's frames queued per direction at a time: compute still overlaps transfer, but a
+  // slow link does not pile M micro-batches into the transport's queue.
+  const tails: Record<ActivationDirection, Promise<void>> = { forward: Promise.resolve(), backward: Promise.resolve() };
   const busy: BusyInterval[] = [];
   let bytesSent = 0;
   const start = o.now();
@@ -78,12 +90,16 @@ export async function runStageRound(o: StageRoundOptions): Promise<StageRoundRes
   const send = (direction: ActivationDirection, micro: number, values: Float32Array, shape: readonly number[]): void => {
     const frames = encodeActivation({ direction, attempt: o.attempt, micro, stage: o.stage, shape: [rowsOf(micro), ...shape] }, values, o.maxFrameBytes);
     bytesSent += frames.reduce((sum, f) => sum + f.byteLength, 0);
-    const sent = o.send(direction, frames);
+    const sent = tails[direction].then(() => o.send(direction, frames));
+    tails[direction] = sent;
     sent.catch((error: unknown) => {
-      sendFailure ??= { error };
+      if (sendFailure !== undefined) return;
+      sendFailure = { error };
+      failSends(error);
     });
     sending.push(sent);
   };
+  const receive = (direction: ActivationDirection, micro: number): Promise<Float32Array> => Promise.race([o.receive(direction, micro), sendsFailed]);
   const timed = async <T>(kind: BusyInterval["kind"], work: () => Promise<T>): Promise<T> => {
     const t0 = o.now();
     try {
@@ -98,7 +114,7 @@ export async function runStageRound(o: StageRoundOptions): Promise<StageRoundRes
       if (sendFailure !== undefined) throw sendFailure.error;
       const m = op.micro;
       if (op.kind === "forward") {
-        const input = first ? (o.inputs?.[m] as tf.Tensor) : tf.tensor(await o.receive("forward", m), [rowsOf(m), ...o.inputShape]);
+        const input = first ? (o.inputs?.[m] as tf.Tensor) : tf.tensor(await receive("forward", m), [rowsOf(m), ...o.inputShape]);
         stash.set(m, input);
         // The last stage's forward runs inside its backward (the loss needs it there anyway).
         if (!last) {
@@ -114,7 +130,7 @@ export async function runStageRound(o: StageRoundOptions): Promise<StageRoundRes
       } else {
         const input = stash.get(m);
         if (input === undefined) throw new Error(`schedule bug: backward of micro-batch ${m} before its forward`);
-        const outputGradient = last ? undefined : tf.tensor(await o.receive("backward", m), [rowsOf(m), ...o.outputShape]);
+        const outputGradient = last ? undefined : tf.tensor(await receive("backward", m), [rowsOf(m), ...o.outputShape]);
         await timed("backward", async () => {
           let inputGradient: tf.Tensor | undefined;
           try {
@@ -141,7 +157,8 @@ export async function runStageRound(o: StageRoundOptions): Promise<StageRoundRes
     return { gradient, loss, busy, span: { start, end: o.now() }, bytesSent };
   } catch (error) {
     o.compute.reset();
-    throw error;
+    // A failed send is the cause of whatever the stage was waiting for when it gave up.
+    throw sendFailure === undefined ? error : sendFailure.error;
   } finally {
     if (!first) tf.dispose([...stash.values()]);
     // Failed sends were recorded above; wait for the rest so nothing outlives the round.

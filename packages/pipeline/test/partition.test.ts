@@ -131,7 +131,7 @@ describe("the plan of replicas × stages", () => {
 
   it("a job too big for one tab's budget is refused for one stage with a clear message and plans across stages", () => {
     const big = modelLayers({ kind: "mlp", hidden: [2048, 2048], activation: "relu" }, [28, 28, 1], 10);
-    const budget = 80 * 2 ** 20;
+    const budget = 100 * 2 ** 20;
     const bigRequest = { ...request, layers: big };
     expect(checkFitsOneTab(bigRequest, budget)).toMatch(/does not fit one tab.*parallelism.stages above 1/);
     expect(checkFitsOneTab(request, budget)).toBeUndefined();

@@ -115,6 +115,21 @@ describe.each(CASES)("a pipeline of the $name", (c) => {
   });
 });
 
+describe("a pipeline round with many frames per micro-batch", () => {
+  it("assembles them (16 values a frame) into the single model's gradient", async () => {
+    const s = setup(CASES[1]!);
+    try {
+      const reference = computeGradient(s.whole, s.xs, s.ys);
+      const results = await runLocalPipeline({ ...s.options(3, 4, "1f1b"), maxFrameBytes: 32 + 4 * 16 });
+      expectClose(concat(results.map((r) => r.gradient)), reference.gradient, "cnn, K=3, M=4, 1f1b, 16-value frames");
+      // The stage in the middle sends both ways: far more than one frame per micro-batch.
+      expect(results[1]!.bytesSent).toBeGreaterThan(8 * (32 + 4 * 16));
+    } finally {
+      s.dispose();
+    }
+  });
+});
+
 describe("a pipeline round refuses bad activations", () => {
   const c = CASES[0]!;
   /** Rewrites stage 0's forward frames with `edit`; the round must fail with what `check` expects. */
@@ -156,6 +171,25 @@ describe("a pipeline round refuses bad activations", () => {
     });
     expect(error).toBeInstanceOf(ActivationViolation);
     expect((error as Error).message).toMatch(/element 5 is NaN/);
+  });
+
+  it("and a send that fails fails the round at once with its own error, not a timeout blaming the neighbour", async () => {
+    const s = setup(c);
+    try {
+      const options = s.options(2, 4, "gpipe");
+      const before = tf.memory().numTensors;
+      const started = performance.now();
+      const error = await runLocalPipeline({ ...options, failSend: (from, direction) => (from === 0 && direction === "forward" ? new Error("link to stage-1 lost") : undefined) }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect((error as Error).message).toBe("link to stage-1 lost");
+      // The activation timeout is 30 s: failing at once means the send's failure ended the waits.
+      expect(performance.now() - started).toBeLessThan(5_000);
+      expect(tf.memory().numTensors).toBe(before);
+    } finally {
+      s.dispose();
+    }
   });
 
   it("and a neighbour that goes silent fails the round by its named timeout", async () => {

@@ -7,14 +7,25 @@ import * as tf from "@tensorflow/tfjs";
 import { createAllReducer, type AllReducer } from "@crowdtrain/allreduce";
 import { createPeerTransport, type PeerTransport } from "@crowdtrain/p2p";
 import { microBatchRows, runStageRound, StageCompute, StageInbox } from "@crowdtrain/pipeline";
-import { mulberry32, parseJob } from "@crowdtrain/protocol";
+import { decodeActivationFrame, mulberry32, parseJob } from "@crowdtrain/protocol";
 import { buildStage, modelLayers } from "@crowdtrain/training";
 import { chooseBackend } from "@crowdtrain/training/browser";
 import type { Peer } from "peerjs";
 import type { PipeRound, PipeRunArgs } from "../lab-api.ts";
 import { openLabPeer } from "./identity.ts";
 
-type Lab = { peer: Peer; transport: PeerTransport; reducer: AllReducer; inbox: StageInbox | undefined };
+type Lab = {
+  peer: Peer;
+  transport: PeerTransport;
+  reducer: AllReducer;
+  /** The running round's inbox, and its attempt. */
+  inbox: StageInbox | undefined;
+  attempt: number;
+  /** Frames of a later attempt, from a neighbour that started it before this tab did: replayed when it does. */
+  early: { attempt: number; from: string; frame: Uint8Array }[];
+};
+/** Bound on frames held for a round this tab has not started (a neighbour at most a round ahead sends far fewer). */
+const MAX_EARLY_FRAMES = 4_096;
 let lab: Lab | undefined;
 /** Wall-clock milliseconds comparable across the tabs of one machine (busy intervals are joined across stages). */
 const wallNow = (): number => performance.timeOrigin + performance.now();
@@ -26,19 +37,38 @@ export async function pipeOpen(): Promise<string> {
   const transport = createPeerTransport(peer, {});
   transport.onViolation((from, violation) => console.error(`lab: dropped a message from ${from} (${violation.kind}): ${violation.detail}`));
   const reducer = createAllReducer({ transport: transport.channel("allreduce"), options: { roundTimeoutMs: 600_000, progressTimeoutMs: 60_000, ringStartTimeoutMs: 60_000 } });
-  const opened: Lab = { peer, transport, reducer, inbox: undefined };
+  const opened: Lab = { peer, transport, reducer, inbox: undefined, attempt: 0, early: [] };
   transport.channel("activations").onFrame((from, frame) => {
-    // deliver throws the violation it also fails the round with; the round's runner reports it.
+    let attempt: number;
     try {
-      opened.inbox?.deliver(from, frame);
+      attempt = decodeActivationFrame(frame).attempt;
     } catch (error) {
-      console.error(`lab: activation frame from ${from} refused: ${(error as Error).message}`);
+      console.error(`lab: undecodable activation frame from ${from}: ${(error as Error).message}`);
+      return;
     }
+    if (attempt > opened.attempt || opened.inbox === undefined) {
+      if (opened.early.length >= MAX_EARLY_FRAMES) return console.error(`lab: more than ${MAX_EARLY_FRAMES} frames ahead of this tab's round: dropped one from ${from}`);
+      // The view is valid for this call only.
+      opened.early.push({ attempt, from, frame: frame.slice() });
+      return;
+    }
+    // A frame of a round that ended here (its sender had not heard yet): nothing waits for it.
+    if (attempt < opened.attempt) return console.warn(`lab: dropped a frame of ended round ${attempt} from ${from}`);
+    deliver(opened.inbox, from, frame);
   });
   // A neighbour's link closing fails the round at once (NeighbourGone), not at the 30 s timeout.
   transport.onPeerGone((gone, reason) => opened.inbox?.peerGone(gone, reason));
   lab = opened;
   return peer.id;
+}
+
+/** deliver throws the violation it also fails the round with; the round's runner reports it. */
+function deliver(inbox: StageInbox, from: string, frame: Uint8Array): void {
+  try {
+    inbox.deliver(from, frame);
+  } catch (error) {
+    console.error(`lab: activation frame from ${from} refused: ${(error as Error).message}`);
+  }
 }
 
 function need(): Lab {
@@ -82,6 +112,11 @@ export async function pipeRun(args: PipeRunArgs): Promise<PipeRound[]> {
         outputShapeOf: (m) => [microRows[m] as number, ...shapeAt(cut.to)],
       });
       const inbox = current.inbox;
+      current.attempt = attempt;
+      // Frames a faster neighbour sent for this round before it began here; older ones are dropped.
+      const early = current.early.filter((held) => held.attempt >= attempt);
+      current.early = early.filter((held) => held.attempt > attempt);
+      for (const held of early) if (held.attempt === attempt) deliver(inbox, held.from, held.frame);
       const wait = startAt - Date.now();
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
       try {

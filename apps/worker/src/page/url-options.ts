@@ -7,8 +7,9 @@ import { MAX_MEMORY_MIB } from "@crowdtrain/protocol";
  */
 export function parseMemoryMiB(text: string | null): number | undefined {
   if (text === null) return undefined;
-  const value = Number(text);
-  if (text.trim() === "" || !Number.isInteger(value) || value < 1 || value > MAX_MEMORY_MIB) {
+  // Decimal digits only: Number() would also take "0x400", "1e3" and " 12 ".
+  const value = /^[0-9]+$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isInteger(value) || value < 1 || value > MAX_MEMORY_MIB) {
     throw new RangeError(`?memoryMiB=${text} is not a whole number of MiB from 1 to ${MAX_MEMORY_MIB}`);
   }
   return value;

@@ -21,6 +21,10 @@ export interface LocalPipelineOptions {
   /** Rewrites a frame in flight (tests of bad frames); return undefined to drop it. */
   readonly tamper?: (from: number, direction: ActivationDirection, frame: Uint8Array) => Uint8Array | undefined;
   readonly timeoutMs?: number;
+  /** A send from stage `from` in `direction` rejects with the error returned (a link lost), instead of delivering. */
+  readonly failSend?: (from: number, direction: ActivationDirection) => Error | undefined;
+  /** Largest frame (forces a micro-batch into many frames). */
+  readonly maxFrameBytes?: number;
 }
 
 export async function runLocalPipeline(o: LocalPipelineOptions): Promise<StageRoundResult[]> {
@@ -61,7 +65,10 @@ export async function runLocalPipeline(o: LocalPipelineOptions): Promise<StageRo
       ...(k === 0 ? { inputs: o.inputs } : {}),
       ...(k === stages - 1 ? { labels: o.labels } : {}),
       receive: (direction, micro) => (inboxes[k] as StageInbox).take(direction, micro),
+      ...(o.maxFrameBytes === undefined ? {} : { maxFrameBytes: o.maxFrameBytes }),
       send: async (direction, frames) => {
+        const lost = o.failSend?.(k, direction);
+        if (lost !== undefined) throw lost;
         const to = direction === "forward" ? k + 1 : k - 1;
         for (const frame of frames) {
           const delivered = o.tamper === undefined ? frame : o.tamper(k, direction, frame);
