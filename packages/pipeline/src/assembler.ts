@@ -1,4 +1,4 @@
-import type { ActivationDirection, ActivationFrame } from "@crowdtrain/protocol";
+import { activationElements, type ActivationDirection, type ActivationFrame } from "@crowdtrain/protocol";
 
 /**
  * Reassembles one neighbour's micro-batch tensors in one direction of one round from their
@@ -66,7 +66,7 @@ export class ActivationAssembler {
     }
     let entry = this.partial.get(frame.micro);
     if (entry === undefined) {
-      entry = { values: new Float32Array(expected.reduce((a, b) => a * b, 1)), ranges: [], received: 0 };
+      entry = { values: new Float32Array(activationElements(expected)), ranges: [], received: 0 };
       this.partial.set(frame.micro, entry);
     }
     const start = frame.offset;

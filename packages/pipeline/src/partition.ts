@@ -1,4 +1,4 @@
-import type { LayerInfo } from "@crowdtrain/training";
+import { shapeElements, type LayerInfo } from "@crowdtrain/training";
 import type { ScheduleKind } from "./schedule.ts";
 
 /**
@@ -48,10 +48,10 @@ export class PartitionError extends Error {
 export function stageMemoryBytes(layers: readonly LayerInfo[], from: number, to: number, memory: StageMemoryModel, stages = 1, stage = 0): number {
   const slice = layers.slice(from, to);
   const params = slice.reduce((sum, layer) => sum + layer.params, 0);
-  const inputElements = elements(slice[0]?.inputShape ?? []);
+  const inputElements = shapeElements(slice[0]?.inputShape ?? []);
   // The last stage turns each micro-batch around as it arrives (schedule.ts): one at a time.
   const stashed = stage === stages - 1 ? 1 : memory.schedule === "gpipe" ? memory.micros : Math.min(memory.micros, stages - stage);
-  const working = 2 * slice.reduce((sum, layer) => sum + elements(layer.outputShape), 0);
+  const working = 2 * slice.reduce((sum, layer) => sum + shapeElements(layer.outputShape), 0);
   // Gradient copies alive at once: accumulating a micro-batch's gradients holds the running sum,
   // the new ones and their sum (StageCompute.keep); reading back holds the parts and their concat.
   const gradientCopies = memory.micros > 1 ? 3 : 2;
@@ -145,5 +145,4 @@ function largestLayerBytes(layers: readonly LayerInfo[], memory: StageMemoryMode
   return Math.max(...layers.map((_, i) => stageMemoryBytes(layers, i, i + 1, memory)));
 }
 
-const elements = (shape: readonly number[]): number => shape.reduce((p, d) => p * d, 1);
 const mib = (bytes: number): string => (bytes === Infinity ? "unbounded" : (bytes / 2 ** 20).toFixed(1));

@@ -76,10 +76,11 @@ export function buildPipelinePlan(request: PipelinePlanRequest): PipelinePlanRes
   return { ok: false, reason: failure ?? "no members" };
 }
 
-type OneTabRequest = Omit<PipelinePlanRequest, "members" | "stages" | "tabMemoryBytes" | "costs">;
+type OneTabRequest = Pick<PipelinePlanRequest, "layers" | "batchSize" | "optimizerBuffers">;
 
 /** One tab trains the whole model on its whole batch in one pass (data parallelism does not cut micro-batches). */
-const oneTabMemory = (request: OneTabRequest): StageMemoryModel => ({ optimizerBuffers: request.optimizerBuffers, microRows: request.batchSize, micros: 1, schedule: request.schedule });
+// The schedule does not matter for one stage: it is the last, which stashes one micro-batch.
+const oneTabMemory = (request: OneTabRequest): StageMemoryModel => ({ optimizerBuffers: request.optimizerBuffers, microRows: request.batchSize, micros: 1, schedule: "gpipe" });
 
 /** Bytes one tab needs to train the whole model on the whole batch (stageMemoryBytes of the one stage). */
 export function oneTabBytes(request: OneTabRequest): number {

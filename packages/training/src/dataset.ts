@@ -1,5 +1,6 @@
 import * as tf from "@tensorflow/tfjs";
 import * as v from "valibot";
+import { shapeElements } from "./layers.ts";
 
 /**
  * The dataset format of DATASETS.md: a manifest.json plus binary shards. Decoding is strict (exact
@@ -139,8 +140,9 @@ export function parseManifest(input: unknown): DatasetManifest {
   throw new DatasetError(`invalid dataset manifest:\n  ${problems.join("\n  ")}`);
 }
 
+/** Bytes of one sample's features: one byte per element of the input shape. */
 export function featureBytesOf(inputShape: readonly number[]): number {
-  return inputShape.reduce((product, dim) => product * dim, 1);
+  return shapeElements(inputShape);
 }
 
 /** Concatenates decoded shards into one split (one copy, so the shard buffers can be dropped). */

@@ -31,7 +31,10 @@ export type LayerInfo =
   | (LayerBase & { readonly kind: "conv2d"; readonly filters: number; readonly kernelSize: number })
   | (LayerBase & { readonly kind: "maxPool" });
 
-const product = (shape: readonly number[]): number => shape.reduce((p, d) => p * d, 1);
+/** Elements of a tensor of `shape` (per sample: a layer's inputs or outputs). */
+export function shapeElements(shape: readonly number[]): number {
+  return shape.reduce((elements, dim) => elements * dim, 1);
+}
 
 export function modelLayers(spec: ModelSpec, inputShape: readonly number[], classes: number): LayerInfo[] {
   const dims = [...inputShape, classes];
@@ -40,13 +43,13 @@ export function modelLayers(spec: ModelSpec, inputShape: readonly number[], clas
   let shape: readonly number[] = [...inputShape];
   let kernels = 0;
   const dense = (name: string, units: number, activation: "relu" | "tanh" | "sigmoid" | "softmax"): void => {
-    const inputs = product(shape);
+    const inputs = shapeElements(shape);
     layers.push({ kind: "dense", name, units, activation, inputShape: shape, outputShape: [units], params: inputs * units + units, flops: 2 * inputs * units, kernelIndex: kernels++ });
     shape = [units];
   };
   const flatten = (): void => {
-    layers.push({ kind: "flatten", name: "flatten", inputShape: shape, outputShape: [product(shape)], params: 0, flops: 0 });
-    shape = [product(shape)];
+    layers.push({ kind: "flatten", name: "flatten", inputShape: shape, outputShape: [shapeElements(shape)], params: 0, flops: 0 });
+    shape = [shapeElements(shape)];
   };
   if (spec.kind === "mlp") {
     // tf.layers.flatten needs rank >= 2 per sample; a rank-1 input is already flat.

@@ -31,8 +31,6 @@ export function trainerNeedsBytes(job: Job, manifest: DatasetManifest): number {
 
 const oneTabRequest = (job: Job, manifest: DatasetManifest) => ({
   layers: modelLayers(job.model, manifest.inputShape, manifest.classes),
-  microBatches: job.parallelism.microBatches,
-  schedule: job.parallelism.schedule,
   batchSize: job.batchSize,
   optimizerBuffers: OPTIMIZER_BUFFERS[job.optimizer.kind],
 });

@@ -8,7 +8,7 @@ import { createAllReducer, type AllReducer } from "@crowdtrain/allreduce";
 import { createPeerTransport, type PeerTransport } from "@crowdtrain/p2p";
 import { microBatchRows, runStageRound, StageCompute, StageInbox } from "@crowdtrain/pipeline";
 import { decodeActivationFrame, mulberry32, parseJob } from "@crowdtrain/protocol";
-import { buildStage, modelLayers } from "@crowdtrain/training";
+import { buildStage, modelLayers, shapeElements } from "@crowdtrain/training";
 import { chooseBackend } from "@crowdtrain/training/browser";
 import type { Peer } from "peerjs";
 import type { PipeRound, PipeRunArgs } from "../lab-api.ts";
@@ -100,7 +100,7 @@ export async function pipeRun(args: PipeRunArgs): Promise<PipeRound[]> {
     for (const [i, startAt] of args.startAts.entries()) {
       const microRows = microBatchRows(args.rows, args.microBatches);
       const random = mulberry32(1000 + i);
-      const inputs = first ? microRows.map((rows) => tf.tensor(Float32Array.from({ length: rows * sizeOf(args.inputShape) }, () => random() * 2 - 1), [rows, ...args.inputShape])) : undefined;
+      const inputs = first ? microRows.map((rows) => tf.tensor(Float32Array.from({ length: rows * shapeElements(args.inputShape) }, () => random() * 2 - 1), [rows, ...args.inputShape])) : undefined;
       const labels = last ? microRows.map((rows, m) => tf.tidy(() => tf.oneHot(tf.tensor1d(Array.from({ length: rows }, (_, r) => (r * 7 + m) % args.classes), "int32"), args.classes).toFloat())) : undefined;
       const attempt = args.attempt + i;
       current.inbox = new StageInbox({
@@ -157,8 +157,6 @@ export async function pipeRun(args: PipeRunArgs): Promise<PipeRound[]> {
     model.dispose();
   }
 }
-
-const sizeOf = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
 
 export function pipeClose(): void {
   lab?.transport.close();
