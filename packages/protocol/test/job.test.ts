@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { committedOptimizer, DEFAULT_OUTER_OPTIMIZER, innerSteps, JobError, MAX_BATCH_SIZE, MAX_INNER_STEPS, roundSamples, MAX_CNN_FILTERS, MAX_DENSE_UNITS, MAX_KERNEL_SIZE, parseJob } from "../src/index.ts";
+import { committedOptimizer, DEFAULT_OUTER_OPTIMIZER, DEFAULT_PARALLELISM, MAX_MICRO_BATCHES, MAX_PIPELINE_STAGES, innerSteps, JobError, MAX_BATCH_SIZE, MAX_INNER_STEPS, roundSamples, MAX_CNN_FILTERS, MAX_DENSE_UNITS, MAX_KERNEL_SIZE, parseJob } from "../src/index.ts";
 
 const good = {
   name: "mnist-mlp",
@@ -9,6 +9,38 @@ const good = {
   batchSize: 96,
   epochs: 2,
 };
+
+describe("a job's parallelism", () => {
+  const problemsOf = (job: unknown): string => {
+    try {
+      parseJob(job);
+    } catch (error) {
+      if (error instanceof JobError) return error.problems.join("\n");
+      throw error;
+    }
+    return "";
+  };
+
+  it("defaults to one stage, and keeps stages, micro-batches, schedule and a tab's memory when given", () => {
+    expect(parseJob(good).parallelism).toEqual(DEFAULT_PARALLELISM);
+    expect(parseJob({ ...good, parallelism: { stages: 4, microBatches: 8, schedule: "1f1b", tabMemoryMiB: 512 } }).parallelism).toEqual({ stages: 4, microBatches: 8, schedule: "1f1b", tabMemoryMiB: 512 });
+  });
+
+  it("refuses each field out of bounds, an unknown field, and what a pipeline cannot run, naming it", () => {
+    expect(problemsOf({ ...good, parallelism: { stages: MAX_PIPELINE_STAGES + 1 } })).toMatch(/parallelism\.stages: at most 16 stages/);
+    expect(problemsOf({ ...good, parallelism: { microBatches: MAX_MICRO_BATCHES + 1 } })).toMatch(/parallelism\.microBatches: at most 256 micro-batches/);
+    expect(problemsOf({ ...good, parallelism: { stages: 0 } })).toMatch(/parallelism\.stages/);
+    expect(problemsOf({ ...good, parallelism: { stages: 2.5 } })).toMatch(/parallelism\.stages/);
+    expect(problemsOf({ ...good, parallelism: { schedule: "zero-bubble" } })).toMatch(/parallelism\.schedule/);
+    expect(problemsOf({ ...good, parallelism: { tabMemoryMiB: 0 } })).toMatch(/parallelism\.tabMemoryMiB/);
+    expect(problemsOf({ ...good, parallelism: { replicas: 2 } })).toMatch(/parallelism\.replicas/);
+    expect(problemsOf({ ...good, parallelism: { stages: 2 }, codec: "int8" })).toMatch(/parallelism\.stages above 1 needs algorithm "sync", aggregation "mean" and codec "dense"/);
+    expect(problemsOf({ ...good, parallelism: { stages: 2 }, aggregation: "centered-clip" })).toMatch(/parallelism\.stages above 1 needs/);
+    expect(problemsOf({ ...good, batchSize: 4, parallelism: { microBatches: 8 } })).toMatch(/batchSize must be at least parallelism\.microBatches/);
+    // One stage runs with any algorithm, aggregation and codec, as before.
+    expect(problemsOf({ ...good, parallelism: { stages: 1 }, codec: "int8" })).toBe("");
+  });
+});
 
 describe("job files", () => {
   it("parses a minimal job and fills the defaults", () => {
