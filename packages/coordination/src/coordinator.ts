@@ -1,4 +1,4 @@
-import { leaseSpeed, MAX_ATTEMPT, type ResolvedCoordinatorMessage } from "@crowdtrain/protocol";
+import { leaseSpeed, MAX_ATTEMPT, pipelinePosition, stageMembers, type Plan, type ResolvedCoordinatorMessage } from "@crowdtrain/protocol";
 import { Accusations } from "./accusations.ts";
 import { LeasesAhead } from "./ahead.ts";
 import { Audits, type PendingAudit } from "./audits.ts";
@@ -9,6 +9,7 @@ import { mulberry32 } from "./permutation.ts";
 import { splitBatch } from "./leases.ts";
 import { buildPlan, type PlanSettings } from "./plans.ts";
 import { Membership } from "./membership.ts";
+import { keepStages, pipelineLoss, pipelineTally, shareBatch } from "./pipeline-rounds.ts";
 import { disputeBackoffMs, outliers, separateAccused, tally } from "./rounds.ts";
 import { Sampler } from "./sampler.ts";
 import type {
@@ -19,6 +20,8 @@ import type {
   CoordinatorEvent,
   EpochCoverage,
   Member,
+  PipelineCoordination,
+  PipelineRound,
   MemberRole,
   OpenRound,
   OpenRoundView,
@@ -44,9 +47,12 @@ export type CoordinatorSnapshot = {
 /** What the server may accept from a member's `PUT /api/state/<round>` right now. */
 export type UploadSlot =
   /** The pending state of the open attempt (checked before a plan of one may commit). */
-  | { kind: "pending"; round: number; attempt: number }
+  | { kind: "pending"; round: number; attempt: number; stage?: PendingStage }
   /** The committed state of `round`, which the server still lacks. */
   | { kind: "committed"; round: number; hash: string };
+
+/** A pipeline round's uploader sends its stage's state only: stage `index`, the layers [from, to). */
+export type PendingStage = { index: number; from: number; to: number };
 
 /** Failure codes a member reports from its own observation of a neighbour (not relayed hearsay). */
 const FIRST_HAND = new Set(["peer-gone", "timeout", "bad-frame"]);
@@ -102,6 +108,8 @@ export class Coordinator {
   private readonly custody = new StateCustody();
   /** Role changes waiting for their member's round to end. */
   private readonly deferredRoles = new Map<string, MemberRole>();
+  /** Why the last pipeline plan could not be formed (logged once, not at every event). */
+  private planProblem: string | undefined;
   /** Picks each round's uploader by how soon its last upload landed (uploaders.ts). */
   private readonly uploaders = new UploaderChoice();
 
@@ -249,7 +257,7 @@ export class Coordinator {
   private onResult(event: Extract<CoordinatorEvent, { type: "result" }>, now: number, effects: CoordinatorEffect[]): void {
     const round = this.current;
     if (round === undefined || round.attempt !== event.attempt || !round.members.has(event.peerId) || round.reports.has(event.peerId)) return;
-    const leased = round.leases.get(event.peerId)?.length ?? 0;
+    const leased = leaseOf(round, event.peerId)?.length ?? 0;
     if (event.samples !== leased) {
       this.abort("lease-mismatch", `${event.peerId} reported ${event.samples} samples for a lease of ${leased}`, now, effects);
       this.strike(event.peerId, `reported ${event.samples} samples for a lease of ${leased}`, now, effects);
@@ -263,6 +271,7 @@ export class Coordinator {
       bytesSent: event.bytesSent,
       bytesReceived: event.bytesReceived,
       clipped: event.clipped?.filter((peer) => round.members.has(peer)),
+      ...(event.layerHashes === undefined ? {} : { layerHashes: event.layerHashes }),
     });
     if (!round.reducingAt.has(event.peerId)) round.reducingAt.set(event.peerId, now);
     round.reportedAt.set(event.peerId, now);
@@ -272,6 +281,7 @@ export class Coordinator {
 
   private tryCommit(round: OpenRound, now: number, effects: CoordinatorEffect[]): void {
     if (round.reports.size < round.members.size) return;
+    if (round.pipeline !== undefined) return this.tryCommitPipeline(round, round.pipeline, now, effects);
     const vote = tally(round.reports);
     if (vote.kind === "split") {
       this.disputes++;
@@ -284,7 +294,26 @@ export class Coordinator {
     this.commit(round, vote.hash, vote.dissenters, now, effects);
   }
 
-  private commit(round: OpenRound, hash: string, dissenters: readonly string[], now: number, effects: CoordinatorEffect[]): void {
+  /**
+   * A pipeline round commits when every stage's replicas agree (pipelineTally) and the server checked
+   * each stage's uploaded state with that stage's hash: it then holds the whole committed state (it
+   * joins the stages'), and no single member could commit a stage nobody else computed unchecked.
+   */
+  private tryCommitPipeline(round: OpenRound, pipeline: PipelineRound, now: number, effects: CoordinatorEffect[]): void {
+    const combine = this.config.pipeline?.combine;
+    if (combine === undefined) throw new Error("a pipeline round without the job's pipeline coordination");
+    const vote = pipelineTally(pipeline.plan, round.reports, combine);
+    if (vote.kind === "split") {
+      this.disputes++;
+      this.abort("hash-split", `weights hashes disagree: ${vote.detail}`, now, effects);
+      this.replanAt = Math.max(this.replanAt, now + disputeBackoffMs(this.disputes));
+      return;
+    }
+    if (!vote.stageHashes.every((hash, stage) => pipeline.checked.get(stage) === hash)) return;
+    this.commit(round, vote.hash, vote.dissenters, now, effects, vote.stageHashes);
+  }
+
+  private commit(round: OpenRound, hash: string, dissenters: readonly string[], now: number, effects: CoordinatorEffect[], stageHashes?: string[]): void {
     this.current = undefined;
     this.disputes = 0;
     this.committedRound = round.round;
@@ -294,8 +323,13 @@ export class Coordinator {
     for (const [peer, lease] of round.leases) {
       this.sampler.markUsed(lease);
       const report = round.reports.get(peer) as RoundReport;
-      samples += report.samples;
+      samples += lease.length;
       weightedLoss += report.loss * report.samples;
+    }
+    // A pipeline replica's loss is its last stage's (the others compute none).
+    const loss = round.pipeline === undefined ? weightedLoss / samples : pipelineLoss(round.pipeline.plan, round.pipeline.leases, round.reports);
+    for (const peer of round.members) {
+      const report = round.reports.get(peer) as RoundReport;
       const member = this.membership.get(peer);
       if (member === undefined) continue;
       if (dissenters.includes(peer)) continue;
@@ -306,9 +340,12 @@ export class Coordinator {
       member.bytesSent += report.bytesSent;
       member.bytesReceived += report.bytesReceived;
       this.membership.recordClean(member);
+      // A pipeline stage's members hold only that stage's layers of the committed state.
+      const position = round.pipeline === undefined ? undefined : pipelinePosition(round.pipeline.plan, peer);
+      member.stage = position === undefined ? undefined : round.pipeline?.plan.stages[position.stage];
       // Speed as measured here: the lease over the time from opening the round to entering the
       // all-reduce. An exponential average, so one hiccup does not swing the next split.
-      const speed = leaseSpeed(lease.length, (round.reducingAt.get(peer) ?? now) - (round.startedAt.get(peer) ?? round.openedAt));
+      const speed = leaseSpeed(leaseOf(round, peer)?.length ?? 0, (round.reducingAt.get(peer) ?? now) - (round.startedAt.get(peer) ?? round.openedAt));
       member.samplesPerSecond = member.samplesPerSecond === undefined ? speed : 0.7 * member.samplesPerSecond + 0.3 * speed;
     }
     for (const [peer, owners] of outliers(round.reports)) {
@@ -337,10 +374,11 @@ export class Coordinator {
       hash,
       plan: round.plan,
       samples,
-      loss: samples > 0 ? weightedLoss / samples : Number.NaN,
+      loss: samples > 0 ? loss : Number.NaN,
       roundMs: now - round.openedAt,
       reports: Object.fromEntries(round.reports),
       uploader: round.uploader,
+      ...(round.pipeline === undefined || stageHashes === undefined ? {} : { pipeline: { plan: round.pipeline.plan, stageHashes } }),
     };
     effects.push({ type: "committed", commit });
     this.ahead.keep(round.round, round.next, round.reportedAt);
@@ -471,13 +509,15 @@ export class Coordinator {
   private onStateChecked(event: Extract<CoordinatorEvent, { type: "state-checked" }>, now: number, effects: CoordinatorEffect[]): void {
     const round = this.current;
     if (event.attempt !== undefined) {
-      if (round === undefined || round.attempt !== event.attempt || round.uploader !== event.peerId) return;
+      const stage = round?.pipeline?.uploaders.indexOf(event.peerId) ?? -1;
+      if (round === undefined || round.attempt !== event.attempt || (round.uploader !== event.peerId && stage < 0)) return;
       if (event.problem !== undefined) {
         this.abort("check-failed", `the state ${event.peerId} uploaded for attempt ${event.attempt} failed the server's check: ${event.problem}`, now, effects);
         this.strike(event.peerId, `uploaded a state that failed the server's check (${event.problem})`, now, effects);
         return;
       }
-      round.verifiedHash = event.hash;
+      if (stage >= 0) round.pipeline?.checked.set(stage, event.hash);
+      else round.verifiedHash = event.hash;
       this.uploaders.landed(round.round, event.peerId, now);
       this.tryCommit(round, now, effects);
       return;
@@ -500,8 +540,9 @@ export class Coordinator {
     if (round !== undefined && now - round.openedAt > this.config.roundDeadlineMs) {
       const silent = [...round.members].filter((p) => !round.reports.has(p));
       // Everyone reported but the state of a plan of one never passed the server's check.
-      const blamed = silent.length > 0 ? silent : [round.uploader];
-      const why = silent.length > 0 ? `no report from ${silent.join(", ")}` : `no checked state from ${round.uploader}`;
+      const unchecked = round.pipeline === undefined ? [round.uploader] : round.pipeline.uploaders.filter((_, stage) => !round.pipeline?.checked.has(stage));
+      const blamed = silent.length > 0 ? silent : unchecked;
+      const why = silent.length > 0 ? `no report from ${silent.join(", ")}` : `no checked state from ${unchecked.join(", ")}`;
       this.abort("deadline", `deadline of ${this.config.roundDeadlineMs} ms passed; ${why}`, now, effects);
       for (const peer of blamed) this.knockBack(peer, `silent past the round deadline`, now, effects);
     }
@@ -579,7 +620,8 @@ export class Coordinator {
   private askNextUploader(now: number, effects: CoordinatorEffect[]): void {
     const wanted = this.custody.lacking;
     if (wanted === undefined) return;
-    const holders = [...this.membership.values()].filter((m) => m.holds === wanted.round && m.lastHash === wanted.hash).map((m) => m.peerId);
+    // A pipeline stage's member holds only its layers: it cannot send the whole state.
+    const holders = [...this.membership.values()].filter((m) => m.holds === wanted.round && m.lastHash === wanted.hash && m.stage === undefined).map((m) => m.peerId);
     const next = this.custody.askNext(holders, now);
     if (next === undefined) {
       // Nobody holds it any more: waiting cannot bring it.
@@ -610,6 +652,10 @@ export class Coordinator {
       if ((this.status as CoordinatorStatus) === "done") return;
     }
     this.status = "running";
+    if (this.config.pipeline !== undefined) {
+      this.openPipelineRound(this.config.pipeline, ready, now, effects);
+      return;
+    }
     // Members holding leases ahead compute them already (all of them, or none: see LeasesAhead).
     const batch = carried.size > 0 ? [] : this.sampler.take(this.config.batchSize);
     // The end of an epoch may hold fewer samples than there are members: a member with nothing to
@@ -646,9 +692,7 @@ export class Coordinator {
       next: this.leasesAhead(order, this.committedRound + 1, speedOf),
       reportedAt: new Map(),
     };
-    this.current = round;
-    this.recent.set(round.attempt, round.members);
-    if (this.recent.size > RECENT_ATTEMPTS) this.recent.delete(this.recent.keys().next().value as number);
+    this.begin(round);
     for (const member of taking) {
       member.state = "training";
       const lease = leases.get(member.peerId) ?? [];
@@ -664,6 +708,71 @@ export class Coordinator {
         frameBytes: this.config.frameBytes,
         upload: member.peerId === uploader,
       }, effects);
+    }
+  }
+
+  private begin(round: OpenRound): void {
+    this.current = round;
+    this.recent.set(round.attempt, round.members);
+    if (this.recent.size > RECENT_ATTEMPTS) this.recent.delete(this.recent.keys().next().value as number);
+  }
+
+  /**
+   * A pipeline round: R replicas × K stages from the job's planner, each member on the stage whose
+   * layers it holds (keepStages; one placed elsewhere fetches the whole state first), the batch
+   * shared by the replicas. Every member of a replica gets the replica's lease (the first stage
+   * reads its inputs, the last its labels) and its stage's ring as its all-reduce plan; replica 0's
+   * members upload their stages' pending states.
+   */
+  private openPipelineRound(pipeline: PipelineCoordination, ready: readonly Member[], now: number, effects: CoordinatorEffect[]): void {
+    const planned = pipeline.plan(ready.map((m) => ({ id: m.peerId, ...(m.memoryMiB === undefined ? {} : { memoryBytes: m.memoryMiB * 2 ** 20 }) })));
+    if (!planned.ok) {
+      if (this.planProblem !== planned.reason) effects.push({ type: "log", kind: "plan", text: `no pipeline plan from ${ready.length} ready members: ${planned.reason}` });
+      this.planProblem = planned.reason;
+      return;
+    }
+    this.planProblem = undefined;
+    const kept = keepStages(planned.plan, (peer) => this.membership.get(peer)?.stage);
+    if (kept.mustSync.length > 0) {
+      effects.push({ type: "log", kind: "plan", text: `${kept.mustSync.join(", ")} move to other stages: fetching the committed state first` });
+      for (const peer of kept.mustSync) {
+        const member = this.membership.get(peer);
+        if (member !== undefined) this.askToSync(member, now, effects);
+      }
+      return;
+    }
+    const { plan, leases } = shareBatch(kept.plan, this.sampler.take(this.config.batchSize));
+    const stagePlans: Plan[] = plan.stages.map((_, stage) => buildPlan(stageMembers(plan, stage), this.planSettings()));
+    const members = plan.replicas.flat();
+    const uploaders = [...(plan.replicas[0] as string[])];
+    const round: OpenRound = {
+      attempt: this.nextAttempt++,
+      round: this.committedRound + 1,
+      epoch: this.sampler.epoch,
+      plan: { kind: "ring", members },
+      members: new Set(members),
+      leases: new Map(plan.replicas.map((row, replica) => [row[0] as string, leases[replica] as number[]])),
+      reports: new Map(),
+      reducingAt: new Map(),
+      openedAt: now,
+      uploader: uploaders[0] as string,
+      verifiedHash: undefined,
+      digests: new Map(),
+      startedAt: new Map(),
+      next: new Map(),
+      reportedAt: new Map(),
+      pipeline: { plan, leases, stagePlans, uploaders, checked: new Map() },
+    };
+    this.begin(round);
+    for (const [replica, row] of plan.replicas.entries()) {
+      const lease = leases[replica] as number[];
+      for (const [stage, peer] of row.entries()) {
+        const member = this.membership.get(peer);
+        if (member === undefined) continue;
+        member.state = "training";
+        member.lastLease = lease.length;
+        this.send(peer, { type: "round", attempt: round.attempt, round: round.round, epoch: round.epoch, plan: stagePlans[stage] as Plan, lease: [...lease], frameBytes: this.config.frameBytes, upload: replica === 0, pipeline: plan }, effects);
+      }
     }
   }
 
@@ -760,6 +869,7 @@ export class Coordinator {
       openedAt: round.openedAt,
       uploader: round.uploader,
       verifiedHash: round.verifiedHash,
+      ...(round.pipeline === undefined ? {} : { pipeline: round.pipeline.plan }),
     };
   }
 
@@ -792,7 +902,10 @@ export class Coordinator {
   uploadSlots(peerId: string): UploadSlot[] {
     const slots: UploadSlot[] = [];
     const round = this.current;
-    if (round?.uploader === peerId) slots.push({ kind: "pending", round: round.round, attempt: round.attempt });
+    const stage = round?.pipeline?.uploaders.indexOf(peerId) ?? -1;
+    const range = round?.pipeline?.plan.stages[stage];
+    if (round !== undefined && range !== undefined) slots.push({ kind: "pending", round: round.round, attempt: round.attempt, stage: { index: stage, from: range.from, to: range.to } });
+    else if (round?.uploader === peerId) slots.push({ kind: "pending", round: round.round, attempt: round.attempt });
     const wanted = this.custody.lacking;
     if (wanted !== undefined && this.custody.isAsked(peerId)) slots.push({ kind: "committed", round: wanted.round, hash: wanted.hash });
     return slots;
@@ -843,4 +956,11 @@ export class Coordinator {
       maxRounds: this.maxRounds ?? null,
     };
   }
+}
+
+/** The samples `peer` computes in `round`: its own lease, or (a pipeline round) its replica's. */
+function leaseOf(round: OpenRound, peer: string): readonly number[] | undefined {
+  if (round.pipeline === undefined) return round.leases.get(peer);
+  const position = pipelinePosition(round.pipeline.plan, peer);
+  return position === undefined ? undefined : round.pipeline.leases[position.replica];
 }

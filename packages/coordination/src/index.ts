@@ -1,4 +1,4 @@
-export { Coordinator, DEFAULT_LINEAGE_ROUNDS, type AuditSlot, type CoordinatorSnapshot, type CoordinatorStatus, type UploadSlot } from "./coordinator.ts";
+export { Coordinator, DEFAULT_LINEAGE_ROUNDS, type AuditSlot, type CoordinatorSnapshot, type CoordinatorStatus, type PendingStage, type UploadSlot } from "./coordinator.ts";
 export { Audits, type AuditCandidate, type PendingAudit } from "./audits.ts";
 export { Lineage, type LineageEntry, type RollbackTarget } from "./lineage.ts";
 export { Accusations, type Accusation } from "./accusations.ts";
@@ -7,5 +7,6 @@ export { Membership } from "./membership.ts";
 export { epochOrder, mulberry32 } from "./permutation.ts";
 export { disputeBackoffMs, MIN_OUTLIER_PLAN, outliers, separateAccused, tally, type Tally } from "./rounds.ts";
 export { buildPlan, torusFor, torusShape, TORUS_AUTO_ATTACH_MIN_MEMBERS, TORUS_AUTO_MIN_MEMBERS, type PlanSettings, type TorusShape } from "./plans.ts";
+export { keepStages, pipelineLoss, pipelineTally, shareBatch, type PipelineTally, type StageHeld } from "./pipeline-rounds.ts";
 export { Sampler, type SamplerSnapshot } from "./sampler.ts";
 export type * from "./types.ts";

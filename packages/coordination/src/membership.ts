@@ -28,7 +28,7 @@ export class Membership {
     return this.members.get(peerId);
   }
 
-  add(input: { peerId: string; name?: string | undefined; backend: Backend; adapter?: string | undefined; role?: MemberRole | undefined; now: number }): Member {
+  add(input: { peerId: string; name?: string | undefined; backend: Backend; adapter?: string | undefined; role?: MemberRole | undefined; memoryMiB?: number | undefined; now: number }): Member {
     if (this.members.has(input.peerId)) throw new RangeError(`member ${input.peerId} joined twice`);
     const member: Member = {
       peerId: input.peerId,
@@ -50,6 +50,8 @@ export class Membership {
       cleanRounds: 0,
       syncingSince: input.now,
       audits: { passed: 0, failed: 0 },
+      memoryMiB: input.memoryMiB,
+      stage: undefined,
     };
     this.members.set(member.peerId, member);
     if (member.state === "joining") this.syncing.add(member);
@@ -80,6 +82,8 @@ export class Membership {
   holdsState(member: Member, round: number, hash: string): void {
     member.holds = round;
     member.lastHash = hash;
+    // What a member says it holds after a sync is the whole state.
+    member.stage = undefined;
     member.syncingSince = undefined;
     this.syncing.delete(member);
     if (member.state !== "training" && member.state !== "serving") member.state = "ready";

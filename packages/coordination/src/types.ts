@@ -1,4 +1,15 @@
-import type { Aggregation, AuditRecord, Codec, Topology, Backend, MemberRole, Plan, ResolvedCoordinatorMessage, RoundTimings } from "@crowdtrain/protocol";
+import type { Aggregation, AuditRecord, Codec, Topology, Backend, MemberRole, PipelinePlan, Plan, ResolvedCoordinatorMessage, RoundTimings } from "@crowdtrain/protocol";
+import type { StageHeld } from "./pipeline-rounds.ts";
+
+/**
+ * A pipeline job's rounds (parallelism.stages above 1), given by the server: the plan of a round
+ * from the ready members (it wraps @crowdtrain/pipeline's buildPipelinePlan, which knows the model)
+ * and the combination of layer hashes into a state hash (training's combineLayerHashes).
+ */
+export type PipelineCoordination = {
+  plan: (members: readonly { id: string; memoryBytes?: number }[]) => { ok: true; plan: PipelinePlan } | { ok: false; reason: string };
+  combine: (layerHashes: readonly string[]) => string;
+};
 
 export type CoordinatorConfig = {
   /** Training samples in the dataset; indices 0..trainCount-1 are leased. */
@@ -54,6 +65,8 @@ export type CoordinatorConfig = {
   lineageRounds?: number;
   /** Uniform [0, 1) draws for audits; the server passes a cryptographic source, tests a seeded one. */
   random?: () => number;
+  /** Set for a pipeline job: its rounds run R replicas × K stages (pipeline-rounds.ts). */
+  pipeline?: PipelineCoordination;
 };
 
 /** "serving": a member whose role is "server" answers inference requests and is never in a round. */
@@ -84,6 +97,10 @@ export type Member = {
   syncingSince: number | undefined;
   /** Spot checks of its contributions so far. */
   audits: { passed: number; failed: number };
+  /** Memory it lends, in MiB (hello's memoryMiB); undefined: not said. A pipeline plan fits stages to it. */
+  memoryMiB: number | undefined;
+  /** Pipeline jobs: the stage whose layers' state of `holds` it holds; undefined: the whole state. */
+  stage: StageHeld | undefined;
 };
 
 export type RoundReport = {
@@ -95,6 +112,21 @@ export type RoundReport = {
   bytesReceived: number;
   /** As an owner of a direct plan: the contributors it clipped as outliers. */
   clipped?: readonly string[] | undefined;
+  /** A pipeline stage's per-layer hashes, which `hash` combines. */
+  layerHashes?: readonly string[] | undefined;
+};
+
+/** What a pipeline round adds to an open round. */
+export type PipelineRound = {
+  plan: PipelinePlan;
+  /** Each replica's samples (every stage of a replica computes on them). */
+  leases: number[][];
+  /** The ring each stage's members average their gradient on. */
+  stagePlans: Plan[];
+  /** Replica 0's members: each uploads its stage's pending state. */
+  uploaders: string[];
+  /** The stage hash of each stage's uploaded state, once the server checked it. */
+  checked: Map<number, string>;
 };
 
 export type OpenRound = {
@@ -120,17 +152,20 @@ export type OpenRound = {
   next: Map<string, readonly number[]>;
   /** When each member reported: it starts on its lease ahead then. */
   reportedAt: Map<string, number>;
+  /** Set for a pipeline round: `plan` is then a ring naming every member, `leases` the replicas' by their first stage. */
+  pipeline?: PipelineRound;
 };
 
 /** A read-only picture of the open round. */
-export type OpenRoundView = Readonly<Omit<OpenRound, "reports" | "reducingAt" | "leases" | "members" | "digests" | "startedAt" | "next" | "reportedAt">> & {
+export type OpenRoundView = Readonly<Omit<OpenRound, "reports" | "reducingAt" | "leases" | "members" | "digests" | "startedAt" | "next" | "reportedAt" | "pipeline">> & {
   members: readonly string[];
+  pipeline?: PipelinePlan;
   leases: ReadonlyMap<string, readonly number[]>;
   reported: readonly string[];
 };
 
 export type CoordinatorEvent =
-  | { type: "join"; peerId: string; name?: string | undefined; backend: Backend; adapter?: string | undefined; role?: MemberRole | undefined; now: number }
+  | { type: "join"; peerId: string; name?: string | undefined; backend: Backend; adapter?: string | undefined; role?: MemberRole | undefined; memoryMiB?: number | undefined; now: number }
   | { type: "ready"; peerId: string; round: number; hash: string; now: number }
   | ({ type: "result"; peerId: string; attempt: number; now: number } & RoundReport)
   | { type: "phase"; peerId: string; attempt: number; phase: "computing" | "reducing"; digest?: string | undefined; now: number }
@@ -167,6 +202,8 @@ export type CommittedRound = {
   roundMs: number;
   reports: Record<string, RoundReport>;
   uploader: string;
+  /** A pipeline round: its plan and the agreed hash of each stage. */
+  pipeline?: { plan: PipelinePlan; stageHashes: string[] };
 };
 
 export type EpochCoverage = { epoch: number; samples: number; usedOnce: number; usedTwice: number; unused: number };
@@ -185,7 +222,9 @@ export type LogKind =
   | "target"
   | "upload"
   | "audit"
-  | "rollback";
+  | "rollback"
+  /** A pipeline plan could not be formed, or members move between stages. */
+  | "plan";
 
 /**
  * Why a round was aborted, from a small fixed set (the "aborted" log line carries the details).

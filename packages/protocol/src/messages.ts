@@ -1,6 +1,7 @@
 import * as v from "valibot";
 import { JobSchema } from "./job.ts";
 import { MAX_PLAN_MEMBERS, PlanSchema } from "./plan.ts";
+import { MAX_LAYER_HASHES, PipelinePlanSchema } from "./pipeline.ts";
 import { PROTOCOL_VERSION } from "./version.ts";
 
 /**
@@ -117,6 +118,12 @@ export const ResultSchema = v.strictObject({
    * majority of owners name.
    */
   clipped: v.optional(v.pipe(v.array(PeerIdSchema), v.maxLength(MAX_PLAN_MEMBERS))),
+  /**
+   * A pipeline round's stage: the hash of each of its layers' state after the update (training's
+   * layerHashes), in layer order; `hash` is their combination. The coordinator combines every
+   * stage's into the round's hash, so no member needs the whole model to commit it.
+   */
+  layerHashes: v.optional(v.pipe(v.array(StateHashSchema), v.minLength(1), v.maxLength(MAX_LAYER_HASHES))),
 });
 
 export const FailedSchema = v.strictObject({
@@ -200,6 +207,14 @@ export const OpenRoundSchema = v.strictObject({
    * server checks it, and adopts it once the round commits with its hash.
    */
   upload: v.boolean(),
+  /**
+   * A pipeline round (the job has parallelism.stages above 1): the whole plan of replicas × stages.
+   * The worker computes its stage of its replica on `lease` (the replica's samples, the same for
+   * each of its stages), and `plan` is then the ring of its stage's members, which average that
+   * stage's gradient. Its `upload` is its stage's pending state; the round commits once the server
+   * checked every stage's.
+   */
+  pipeline: v.optional(PipelinePlanSchema),
 });
 
 export const CommitSchema = v.strictObject({ type: v.literal("commit"), attempt: Attempt, round: Round, hash: StateHashSchema });

@@ -31,8 +31,12 @@ export const ParallelismSchema = v.strictObject({
 export type Parallelism = v.InferOutput<typeof ParallelismSchema>;
 export const DEFAULT_PARALLELISM: Parallelism = { stages: 1, microBatches: 1, schedule: "gpipe" };
 
+/** Layers a model may have (a stage range's bound): one hash each in a pipeline stage's result. */
+export const MAX_LAYERS = 1024;
+export const MAX_LAYER_HASHES = MAX_LAYERS;
+
 const MemberId = v.pipe(v.string(), v.minLength(1), v.maxLength(64));
-const LayerIndex = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(1024));
+const LayerIndex = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(MAX_LAYERS));
 
 /** A stage: the layers [from, to) of the job's model (packages/training layers.ts order). */
 export const StageRangeSchema = v.pipe(

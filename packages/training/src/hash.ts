@@ -50,3 +50,35 @@ function hex(bytes: Uint8Array): string {
 export function contributionDigest(gradient: Float32Array): string {
   return hex(sha256(bytesOf(gradient)));
 }
+
+/**
+ * A pipeline job's hashes (parallelism.stages above 1). No tab holds the whole model there, so the
+ * round's hash is built from each layer's: `layerHashes` hashes every layer's slice of a state (its
+ * weights and optimizer buffers, with the optimizer's kind, step and scalars) in layer order, and
+ * `combineLayerHashes` hashes those hashes. A stage reports its layers' hashes; the coordinator
+ * combines all stages'; a tab holding the whole state computes the same value, whatever the cut.
+ * `layerParams` are the state's layers' weight counts (training layers.ts), summing to its length.
+ */
+export function layerHashes(weights: Float32Array, optimizer: OptimizerState, layerParams: readonly number[]): string[] {
+  const total = layerParams.reduce((sum, n) => sum + n, 0);
+  if (total !== weights.length) throw new RangeError(`layers of ${total} weights in all do not cover a state of ${weights.length}`);
+  let at = 0;
+  return layerParams.map((n) => {
+    const slice = (values: Float32Array): Float32Array => values.subarray(at, at + n);
+    const hash = hashState(slice(weights), { ...optimizer, buffers: optimizer.buffers.map(slice) });
+    at += n;
+    return hash;
+  });
+}
+
+export function combineLayerHashes(hashes: readonly string[]): string {
+  const hash = sha256.create();
+  hash.update(new TextEncoder().encode(`CTLH1:${hashes.length}:`));
+  for (const layer of hashes) hash.update(new TextEncoder().encode(layer));
+  return hex(hash.digest());
+}
+
+/** The committed hash of a pipeline job's whole state: its layers' hashes, combined. */
+export function pipelineStateHash(weights: Float32Array, optimizer: OptimizerState, layerParams: readonly number[]): string {
+  return combineLayerHashes(layerHashes(weights, optimizer, layerParams));
+}

@@ -209,7 +209,7 @@ export class ClusterHub {
       const identity = this.options.identities.issue(address);
       peerId = identity.peerId;
       this.sockets.set(peerId, ws);
-      this.dispatch({ type: "join", peerId, name: message.name, backend: message.backend, adapter: message.adapter, role: message.role, now: this.now() });
+      this.dispatch({ type: "join", peerId, name: message.name, backend: message.backend, adapter: message.adapter, role: message.role, memoryMiB: message.memoryMiB, now: this.now() });
       const welcome: CoordinatorMessage = { type: "welcome", protocol: PROTOCOL_VERSION, identity, job: this.job, round: this.coordinator.committed.round };
       ws.send(JSON.stringify(welcome));
     });
