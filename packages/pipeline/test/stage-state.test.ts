@@ -1,7 +1,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { ModelSpec, OptimizerSpec } from "@crowdtrain/protocol";
-import { buildModel, buildStage, computeGradient, createOptimizer, hashState, modelLayers, readWeights, writeWeights } from "@crowdtrain/training";
+import { buildModel, buildStage, combineLayerHashes, computeGradient, createOptimizer, hashState, layerHashes, modelLayers, pipelineStateHash, readWeights, writeWeights } from "@crowdtrain/training";
 import { joinStageStates, microBatchRows, partitionLayers, stageSlices, stageState, StageStateError, type StageState } from "../src/index.ts";
 import { runLocalPipeline } from "./support/local-pipeline.ts";
 
@@ -35,6 +35,30 @@ describe("a stage's share of the model state", () => {
     } finally {
       whole.dispose();
     }
+  });
+
+  it("a pipeline state's hash is its layers' hashes combined: the stages' layer hashes give the whole state's, whatever the cut", () => {
+    const total = layers.reduce((sum, layer) => sum + layer.params, 0);
+    const whole: StageState = { weights: seeded(total, 1), optimizer: { kind: "adam", step: 3, scalars: [0.5, 0.25], buffers: [seeded(total, 2), seeded(total, 3)] } };
+    const params = layers.map((layer) => layer.params);
+    const expected = pipelineStateHash(whole.weights, whole.optimizer, params);
+    for (const stages of [1, 2, 3]) {
+      const cut = partitionLayers({ layers, stages, memory: { optimizerBuffers: 2, microRows: 4, micros: 2, schedule: "gpipe" } });
+      const perStage = stageSlices(layers, cut).flatMap((slice, k) => {
+        const part = stageState(whole, slice);
+        return layerHashes(part.weights, part.optimizer, params.slice(cut[k]!.from, cut[k]!.to));
+      });
+      expect(combineLayerHashes(perStage), `${stages} stages`).toBe(expected);
+    }
+    // Every bit counts: one weight, one optimizer buffer value, the step.
+    const flipped = { ...whole, weights: whole.weights.slice() };
+    flipped.weights[total - 1] = -flipped.weights[total - 1]!;
+    expect(pipelineStateHash(flipped.weights, flipped.optimizer, params)).not.toBe(expected);
+    const buffers = whole.optimizer.buffers.map((b) => b.slice());
+    buffers[1]![0] = 1;
+    expect(pipelineStateHash(whole.weights, { ...whole.optimizer, buffers }, params)).not.toBe(expected);
+    expect(pipelineStateHash(whole.weights, { ...whole.optimizer, step: 4 }, params)).not.toBe(expected);
+    expect(() => layerHashes(whole.weights, whole.optimizer, params.slice(0, -1))).toThrow(RangeError);
   });
 
   it("stages stepping their own optimizers on their slices of a gradient commit the whole optimizer's bits and hash", () => {
