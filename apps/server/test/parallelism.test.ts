@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { parseJob } from "@crowdtrain/protocol";
 import { parseManifest } from "@crowdtrain/training";
-import { parallelismRefusal, trainerNeedsBytes } from "../src/training/parallelism.ts";
+import { combineLayerHashes } from "@crowdtrain/training";
+import { parallelismRefusal, pipelineCoordination, trainerNeedsBytes } from "../src/training/parallelism.ts";
 
 const manifest = parseManifest({
   format: "crowdtrain-dataset",
@@ -36,7 +37,24 @@ describe("the job's parallelism at start", () => {
     expect(trainerNeedsBytes(parseJob({ ...job({}), batchSize: 512 }), manifest) - whole).toBe(4 * 256 * (784 + 2 * (784 + 128 + 10)));
   });
 
-  it("is refused while pipeline rounds are not run, rather than trained as data parallelism", () => {
-    expect(parallelismRefusal(job({ stages: 2, microBatches: 4 }), manifest)).toMatch(/parallelism\.stages is 2, but this server does not run pipeline rounds yet/);
+  it("trains a model cut into stages that fit the budget, and refuses one no cut of which fits", () => {
+    expect(parallelismRefusal(job({ stages: 2, microBatches: 4 }), manifest)).toBeUndefined();
+    const big = job({ stages: 2, microBatches: 4, tabMemoryMiB: 40 }, [4096, 1024]);
+    expect(parallelismRefusal(parseJob({ ...big, parallelism: { ...big.parallelism, tabMemoryMiB: undefined } }), manifest)).toBeUndefined();
+    expect(parallelismRefusal(big, manifest)).toMatch(/^no cut of the model into 2 stages fits a tab: /);
+    // A stage needs less than the whole model: a trainer lending that much is enough.
+    expect(trainerNeedsBytes(job({ stages: 2, microBatches: 4 }, [512, 512]), manifest)).toBeLessThan(trainerNeedsBytes(job({}, [512, 512]), manifest));
+  });
+
+  it("plans pipeline rounds from the members: R replicas × K stages, spares named, and combines layer hashes", () => {
+    const coordination = pipelineCoordination(job({ stages: 2, microBatches: 4 }, [64, 32]), manifest);
+    const planned = coordination.plan(["a", "b", "c", "d", "e"].map((id) => ({ id })));
+    expect(planned.ok && planned.plan).toMatchObject({ kind: "pipeline", microBatches: 4, schedule: "gpipe" });
+    expect(planned.ok && planned.plan.replicas.flat().sort()).toEqual(["a", "b", "c", "d"]);
+    expect(planned.ok && planned.plan.stages.at(-1)?.to).toBe(4);
+    expect(coordination.combine(["a".repeat(64)])).toBe(combineLayerHashes(["a".repeat(64)]));
+    // A budget no member lends enough for: no plan, and why.
+    const tiny = coordination.plan([{ id: "a", memoryBytes: 1024 }, { id: "b", memoryBytes: 1024 }]);
+    expect(tiny.ok).toBe(false);
   });
 });

@@ -82,3 +82,14 @@ export function combineLayerHashes(hashes: readonly string[]): string {
 export function pipelineStateHash(weights: Float32Array, optimizer: OptimizerState, layerParams: readonly number[]): string {
   return combineLayerHashes(layerHashes(weights, optimizer, layerParams));
 }
+
+/** How a job's states are hashed (their header's hash, the hash rounds commit on). */
+export type StateHasher = (weights: Float32Array, optimizer: OptimizerState) => string;
+
+/**
+ * A job's state hasher: hashState, or for a pipeline job (stages above 1) the layered hash of the
+ * layers whose weight counts are `layerParams` (all of them for the whole state, a stage's for its part).
+ */
+export function stateHasher(stages: number, layerParams: readonly number[]): StateHasher {
+  return stages > 1 ? (weights, optimizer) => pipelineStateHash(weights, optimizer, layerParams) : hashState;
+}

@@ -1,4 +1,5 @@
-import type { ModelSpec } from "@crowdtrain/protocol";
+import type { Job, ModelSpec } from "@crowdtrain/protocol";
+import { stateHasher, type StateHasher } from "./hash.ts";
 
 /**
  * The layers of a job's model, by arithmetic alone: what buildModel builds (models.ts), in order,
@@ -81,4 +82,13 @@ export function modelLayers(spec: ModelSpec, inputShape: readonly number[], clas
 /** Trainable weights of the layers [from, to). */
 export function layerParams(layers: readonly LayerInfo[], from = 0, to = layers.length): number {
   return layers.slice(from, to).reduce((sum, layer) => sum + layer.params, 0);
+}
+
+/**
+ * How a job's state is hashed: hashState, or for a pipeline job its layers' hashes combined, over
+ * the layers [from, to) (the whole model by default; a stage's for that stage's part of the state).
+ */
+export function jobStateHasher(job: Pick<Job, "model" | "parallelism">, inputShape: readonly number[], classes: number, from?: number, to?: number): StateHasher {
+  const params = modelLayers(job.model, inputShape, classes).slice(from, to).map((layer) => layer.params);
+  return stateHasher(job.parallelism.stages, params);
 }

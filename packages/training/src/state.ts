@@ -1,5 +1,5 @@
 import * as v from "valibot";
-import { hashState } from "./hash.ts";
+import { hashState, type StateHasher } from "./hash.ts";
 import type { OptimizerState } from "./optimizers.ts";
 
 /**
@@ -115,14 +115,14 @@ export function decodeState(bytes: Uint8Array, expectedWeights?: number): ModelS
  * Why a decoded state cannot be adopted, or undefined when it can: every number finite (a NaN
  * weight poisons every later round), and the header's hash is the SHA-256 of its contents.
  */
-export function stateProblem(state: ModelState): string | undefined {
+export function stateProblem(state: ModelState, hashOf: StateHasher = hashState): string | undefined {
   const bad = firstNonFinite(state.weights);
   if (bad !== undefined) return `weight ${bad} is ${state.weights[bad]}`;
   for (const [k, buffer] of state.optimizer.buffers.entries()) {
     const at = firstNonFinite(buffer);
     if (at !== undefined) return `optimizer buffer ${k} holds ${buffer[at]} at ${at}`;
   }
-  const hash = hashState(state.weights, state.optimizer);
+  const hash = hashOf(state.weights, state.optimizer);
   if (hash !== state.hash) return `contents hash to ${hash}, the header says ${state.hash}`;
   return undefined;
 }

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import * as v from "valibot";
 import type { CoordinatorSnapshot } from "@crowdtrain/coordination";
 import { MAX_ATTEMPT, StateHashSchema, type EvalPoint, type Job, type RoundPoint } from "@crowdtrain/protocol";
-import { decodeState, stateProblem, type ModelState } from "@crowdtrain/training";
+import { decodeState, stateProblem, type ModelState, type StateHasher } from "@crowdtrain/training";
 
 /**
  * Checkpoints: everything a restarted server needs to carry on where a committed round left off —
@@ -76,7 +76,8 @@ export class CheckpointStore {
   }
 
   /** The latest checkpoint, or undefined when there is none. Throws CheckpointError when it is unreadable or for another job. */
-  async load(job: Job): Promise<{ data: CheckpointData; state: ModelState } | undefined> {
+  /** `hashOf`: the job's state hasher (a pipeline job's hashes by layers). */
+  async load(job: Job, hashOf?: StateHasher): Promise<{ data: CheckpointData; state: ModelState } | undefined> {
     let latestText: string;
     try {
       latestText = await readFile(join(this.dir, "latest.json"), "utf8");
@@ -97,7 +98,7 @@ export class CheckpointStore {
       throw new CheckpointError(`${join(dir, "state.bin")}: ${String(error)}`, { cause: error });
     }
     if (state.round !== data.round) throw new CheckpointError(`${dir}: state is round ${state.round}, checkpoint says ${data.round}`);
-    const problem = stateProblem(state);
+    const problem = stateProblem(state, hashOf);
     if (problem !== undefined) throw new CheckpointError(`${join(dir, "state.bin")}: ${problem}`);
     if (data.snapshot.committedHash !== state.hash) {
       throw new CheckpointError(`${dir}: the state hashes to ${state.hash}, the coordinator committed ${data.snapshot.committedHash}`);

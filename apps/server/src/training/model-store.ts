@@ -3,7 +3,7 @@ import {
   buildModel,
   createOptimizer,
   encodeState,
-  hashState,
+  jobStateHasher,
   readWeights,
   stateBytes,
   type DatasetManifest,
@@ -130,7 +130,7 @@ export function initialState(job: Job, manifest: DatasetManifest): ModelState {
   try {
     const weights = readWeights(model);
     const optimizer = createOptimizer(committedOptimizer(job), weights.length).state();
-    return { round: 0, hash: hashState(weights, optimizer), weights, optimizer };
+    return { round: 0, hash: jobStateHasher(job, manifest.inputShape, manifest.classes)(weights, optimizer), weights, optimizer };
   } finally {
     model.dispose();
   }

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import express from "express";
 import { Coordinator, type CommittedRound, type CoordinatorConfig } from "@crowdtrain/coordination";
 import { committedOptimizer, roundSamples, type AuditRecord, type Job } from "@crowdtrain/protocol";
-import { AUDIT_TOLERANCE, featureBytesOf, parameterCount, stateBytes } from "@crowdtrain/training";
+import { AUDIT_TOLERANCE, featureBytesOf, jobStateHasher, parameterCount, stateBytes } from "@crowdtrain/training";
 import { loadSplitFromDir, readManifest } from "@crowdtrain/training/node";
 import { createAdminRouter } from "../admin/routes.ts";
 import { generateAdminToken } from "../admin/token.ts";
@@ -31,7 +31,7 @@ import { createContributionHandler } from "./contributions.ts";
 import { createUploadHandler } from "./uploads.ts";
 import { ServePool, type ServingOptions } from "../serving/pool.ts";
 import { predictRoute } from "../serving/predict-route.ts";
-import { parallelismRefusal, trainerNeedsBytes } from "./parallelism.ts";
+import { parallelismRefusal, pipelineCoordination, stagePart, trainerNeedsBytes } from "./parallelism.ts";
 
 /**
  * Largest model state a job may have (weights + optimizer state): every joiner downloads it and
@@ -157,7 +157,9 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
   if (refusal !== undefined) throw new Error(`job ${job.name}: ${refusal}`);
   const test = await loadSplitFromDir(datasetDir, "test", manifest);
   const checkpoints = options.dataDir === undefined ? undefined : new CheckpointStore(options.dataDir, job.name);
-  const resumed = await checkpoints?.load(job);
+  const hashOf = jobStateHasher(job, manifest.inputShape, manifest.classes);
+  const pipelined = job.parallelism.stages > 1;
+  const resumed = await checkpoints?.load(job, hashOf);
   const lineageRounds = Math.max(MIN_LINEAGE_ROUNDS, Math.min(MAX_LINEAGE_ROUNDS, Math.floor(STATE_HISTORY_BYTES / bytes)));
   // The store keeps one more state than the lineage, so the oldest round a rollback may pick is always held.
   const store = new ModelStore(job, manifest, resumed?.state, lineageRounds + 1);
@@ -184,7 +186,10 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     replanDelayMs: REPLAN_DELAY_MS,
     accusationWindowMs: ACCUSATION_WINDOW_MS,
     stateUploadTimeoutMs: STATE_UPLOAD_TIMEOUT_MS,
-    spotCheck: job.spotCheck,
+    // Spot checks recompute a member's whole-model gradient: a pipeline stage's is not covered yet.
+    spotCheck: pipelined ? 0 : job.spotCheck,
+    // A pipeline member computes its stage only once its neighbours' activations arrive: no lease ahead.
+    ...(pipelined ? { leaseAhead: false, pipeline: pipelineCoordination(job, manifest) } : {}),
     lineageRounds,
     random: secureRandom,
   };
@@ -247,6 +252,8 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     coordinator,
     identities: deps.identities,
     store,
+    hashOf,
+    stagePart: (from, to) => stagePart(job, manifest, from, to),
     dispatch: (event) => hub.dispatch(event),
     onAdopted,
     onRejected: (text) => hub.log.add({ at: Date.now(), kind: "rejected", text }),
@@ -270,7 +277,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
       lastCommit = commit;
       checkpointer?.remember(commit.round, coordinator.snapshot(), metrics.samplesSeen);
       // The uploader's state may have been checked before the commit: adopt it, outside this dispatch.
-      queueMicrotask(() => uploads.onCommitted(commit.round, commit.hash));
+      queueMicrotask(() => uploads.onCommitted(commit));
     },
     onAborted: ({ cause }) => prometheus.rounds.onAborted(cause),
     onRejected: (reason) => prometheus.rejections.onSocket(reason),

@@ -1,5 +1,6 @@
-import type { Coordinator, CoordinatorEvent, UploadSlot } from "@crowdtrain/coordination";
-import { decodeState, stateProblem, type ModelState } from "@crowdtrain/training";
+import type { CommittedRound, Coordinator, CoordinatorEvent, UploadSlot } from "@crowdtrain/coordination";
+import { joinStageStates, StageStateError } from "@crowdtrain/pipeline";
+import { decodeState, stateProblem, type ModelState, type StateHasher } from "@crowdtrain/training";
 import type express from "express";
 import { bearerToken } from "../admin/token.ts";
 import { createConcurrencyLimit, readBody } from "../http/body.ts";
@@ -39,6 +40,10 @@ export type UploadDeps = {
   coordinator: Coordinator;
   identities: IdentityRegistry;
   store: ModelStore;
+  /** The job's state hasher (a pipeline job's hashes by layers). */
+  hashOf: StateHasher;
+  /** A pipeline stage's part of the state, the layers [from, to): its weight count and hasher. */
+  stagePart: (from: number, to: number) => { weights: number; hashOf: StateHasher };
   dispatch: (event: CoordinatorEvent) => void;
   /** A committed state was adopted: checkpoint, evaluate, tell the dashboards. */
   onAdopted: (state: ModelState) => void;
@@ -53,11 +58,18 @@ export type UploadDeps = {
  * before it commits; or a committed state the server lacks). The body is bounded by the job's exact
  * state size, never decompressed, and checked: it decodes, every number is finite, its contents
  * hash to its header's SHA-256, and (for a committed round) that hash is the committed one.
+ *
+ * A pipeline round's uploaders (one per stage) send their stage's part of the pending state, checked
+ * with the stage's layers' hasher; the coordinator commits the round only once every stage's part
+ * passed, and the server then joins them into the whole state (joinStageStates), whose layered hash
+ * is the committed one, and adopts it: what it serves and checkpoints never depends on who trained.
  */
-export function createUploadHandler(deps: UploadDeps): { route: express.RequestHandler; onCommitted(round: number, hash: string): void } {
+export function createUploadHandler(deps: UploadDeps): { route: express.RequestHandler; onCommitted(commit: Pick<CommittedRound, "round" | "attempt" | "hash" | "pipeline">): void } {
   const uploads = createConcurrencyLimit(MAX_CONCURRENT_UPLOADS);
   /** The designated uploader's checked pending state, adopted if its round commits with its hash. */
   let pending: { state: ModelState; attempt: number } | undefined;
+  /** The checked stage parts of the latest pipeline attempt, by stage. */
+  let parts: { attempt: number; byStage: Map<number, ModelState> } | undefined;
 
   const adopt = (state: ModelState): void => {
     if (!deps.store.adopt(state)) return;
@@ -79,7 +91,9 @@ export function createUploadHandler(deps: UploadDeps): { route: express.RequestH
     } finally {
       release();
     }
-    const checked = check(body, round, deps.store.weightCount);
+    const stage = slot.kind === "pending" ? slot.stage : undefined;
+    const part = stage === undefined ? undefined : deps.stagePart(stage.from, stage.to);
+    const checked = check(body, round, part?.weights ?? deps.store.weightCount, part?.hashOf ?? deps.hashOf);
     const problem = "problem" in checked ? checked.problem : slotProblem(slot, checked.state);
     deps.dispatch({
       type: "state-checked",
@@ -94,7 +108,10 @@ export function createUploadHandler(deps: UploadDeps): { route: express.RequestH
       deps.onRejected(`state upload by ${peerId} for round ${round}: ${problem}`);
       throw new HttpError(422, problem ?? "rejected");
     }
-    if (slot.kind === "pending") {
+    if (slot.kind === "pending" && stage !== undefined) {
+      if (parts?.attempt !== slot.attempt) parts = { attempt: slot.attempt, byStage: new Map() };
+      parts.byStage.set(stage.index, checked.state);
+    } else if (slot.kind === "pending") {
       // Checked now; adopted when (if) the round commits with this hash, which may have happened already.
       const committed = deps.coordinator.committed;
       if (committed.round === round && committed.hash === checked.state.hash) adopt(checked.state);
@@ -115,9 +132,41 @@ export function createUploadHandler(deps: UploadDeps): { route: express.RequestH
     }
   };
 
+  /** A committed pipeline round: its stages' checked parts, joined, are the whole committed state. */
+  const adoptJoined = (round: number, attempt: number, hash: string, stages: number): void => {
+    const held = parts;
+    if (held?.attempt !== attempt) return;
+    parts = undefined;
+    const byStage = Array.from({ length: stages }, (_, k) => held.byStage.get(k));
+    if (byStage.some((part) => part === undefined)) {
+      deps.onRejected(`round ${round} committed without every stage's state (${held.byStage.size} of ${stages}): the server cannot assemble it`);
+      return;
+    }
+    let joined: ModelState;
+    try {
+      const whole = joinStageStates(byStage as ModelState[]);
+      joined = { round, hash, weights: whole.weights, optimizer: whole.optimizer };
+    } catch (error) {
+      if (!(error instanceof StageStateError)) throw error;
+      deps.onRejected(`the stages' states of round ${round} do not join: ${error.message}`);
+      return;
+    }
+    // The stages' hashes were checked one by one; the join must give the committed hash too.
+    const problem = stateProblem(joined, deps.hashOf);
+    if (problem !== undefined) {
+      deps.onRejected(`the joined state of round ${round} is not the committed one: ${problem}`);
+      return;
+    }
+    adopt(joined);
+  };
+
   return {
     route: asyncRoute(counted),
-    onCommitted(round, hash) {
+    onCommitted({ round, attempt, hash, pipeline }) {
+      if (pipeline !== undefined) {
+        adoptJoined(round, attempt, hash, pipeline.plan.stages.length);
+        return;
+      }
       const held = pending;
       if (held === undefined || held.state.round > round) return;
       pending = undefined;
@@ -139,7 +188,7 @@ export function authorizeUpload(req: express.Request, identities: IdentityRegist
   return { round: Number(req.params.round), peerId };
 }
 
-function check(body: Buffer, round: number, weightCount: number): { state: ModelState } | { problem: string } {
+function check(body: Buffer, round: number, weightCount: number, hashOf: StateHasher): { state: ModelState } | { problem: string } {
   let state: ModelState;
   try {
     state = decodeState(new Uint8Array(body.buffer, body.byteOffset, body.byteLength), weightCount);
@@ -147,7 +196,7 @@ function check(body: Buffer, round: number, weightCount: number): { state: Model
     return { problem: error instanceof Error ? error.message : String(error) };
   }
   if (state.round !== round) return { problem: `the body is round ${state.round}, the URL says ${round}` };
-  const problem = stateProblem(state);
+  const problem = stateProblem(state, hashOf);
   return problem === undefined ? { state } : { problem };
 }
 
