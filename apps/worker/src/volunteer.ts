@@ -2,6 +2,7 @@ import { createAllReducer, createDirectAllReducer, type Transport } from "@crowd
 import { createPeerTransport, fetchSignallingConfig, openPeer, type SignallingConfig } from "@crowdtrain/p2p";
 import { torusAttached, torusRows, type Backend, type Codec, type Identity, type Job, type MemberRole } from "@crowdtrain/protocol";
 import { startServingAgent, type ServingAgentStatus } from "./serving/agent.ts";
+import { ActivationBridge } from "./session/activation-bridge.ts";
 import { startSession, type PeerLink } from "./session/session.ts";
 import { fetchState } from "./session/state-http.ts";
 import type { SessionStatus } from "./session/status.ts";
@@ -112,9 +113,18 @@ async function openLink(signalling: SignallingConfig, identity: Identity, job: J
   transport.onViolation((from, violation) => console.error(`p2p: dropped a message from ${from} (${violation.kind}): ${violation.detail}`));
   const channel = transport.channel("allreduce");
   const reducers = job.aggregation === "mean" ? ringLink(channel, job.codec, job.topkFraction) : directLink(channel);
+  // A pipeline job's activations travel on their own channel, between the link and the trainer.
+  const bridge = new ActivationBridge(transport.channel("activations"));
   return {
     ...reducers,
+    abortRound(attempt, reason) {
+      reducers.abortRound(attempt, reason);
+      bridge.abort(attempt, reason);
+    },
+    openStage: (attempt) => bridge.open(attempt),
+    closeStage: () => bridge.close(),
     close() {
+      bridge.dispose();
       reducers.close();
       transport.close();
       peer.destroy();
@@ -123,7 +133,10 @@ async function openLink(signalling: SignallingConfig, identity: Identity, job: J
 }
 
 /** A ring all-reducer speaking the job's codec (compressed contributions; topk returns its residual); it runs torus plans too. */
-function ringLink(transport: Transport, codec: Codec, topkFraction: number): PeerLink {
+/** The all-reduce half of a PeerLink. */
+type Reducers = Pick<PeerLink, "reduce" | "abortRound" | "close">;
+
+function ringLink(transport: Transport, codec: Codec, topkFraction: number): Reducers {
   const reducer = createAllReducer({ transport });
   return {
     async reduce({ attempt, plan, gradient, samples, frameBytes }) {
@@ -141,7 +154,7 @@ function ringLink(transport: Transport, codec: Codec, topkFraction: number): Pee
   };
 }
 
-function directLink(transport: Transport): PeerLink {
+function directLink(transport: Transport): Reducers {
   const reducer = createDirectAllReducer({ transport });
   return {
     async reduce({ attempt, plan, gradient, frameBytes }) {

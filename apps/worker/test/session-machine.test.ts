@@ -91,7 +91,7 @@ describe("SessionMachine", () => {
     const bytes = new ArrayBuffer(8);
     const afterExport = d.result({ kind: "exported", round: 1, bytes });
     expect(afterExport).toContainEqual({ type: "upload-state", round: 1, bytes, auth: { peerId: "w-a", sessionToken: IDENTITY.sessionToken } });
-    expect(Drive.tasks(afterExport)).toEqual([{ kind: "commit", attempt: 7, round: 1 }]);
+    expect(Drive.tasks(afterExport)).toEqual([{ kind: "commit", attempt: 7, round: 1, hash: HASH(1) }]);
     d.result({ kind: "committed", attempt: 7, round: 1, hash: HASH(1), uploadMs: 0 });
     expect(d.machine.status).toMatchObject({ phase: "waiting", round: 1, roundsDone: 1, committed: [[1, HASH(1)]], samplesDone: 4, samplesCommitted: 4 });
     expect(d.machine.task).toBeUndefined();
@@ -116,7 +116,7 @@ describe("SessionMachine", () => {
     expect(Drive.tasks(d.in({ type: "commit", attempt: 99, round: 1, hash: HASH(1) }))).toEqual([]);
     d.reported(4);
     expect(Drive.tasks(d.in({ type: "commit", attempt: 5, round: 1, hash: HASH(1) }))).toEqual([]);
-    expect(Drive.tasks(d.in({ type: "commit", attempt: 4, round: 1, hash: HASH(1) }))).toEqual([{ kind: "commit", attempt: 4, round: 1 }]);
+    expect(Drive.tasks(d.in({ type: "commit", attempt: 4, round: 1, hash: HASH(1) }))).toEqual([{ kind: "commit", attempt: 4, round: 1, hash: HASH(1) }]);
   });
 
   it("a sync while an update is pending drops it: a later commit of that attempt is ignored", () => {
@@ -297,7 +297,7 @@ describe("SessionMachine", () => {
     expect(Drive.tasks(afterUpdate)).toEqual([{ kind: "compute", attempt: 7, lease: next, ahead: true }]);
     expect(Drive.tasks(d.in({ type: "commit", attempt: 7, round: 1, hash: HASH(1) }))).toEqual([]);
     const aheadGradient = Float32Array.from([9, 9, 9]);
-    expect(Drive.tasks(d.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient: aheadGradient }, ahead: true }))).toEqual([{ kind: "commit", attempt: 7, round: 1 }]);
+    expect(Drive.tasks(d.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient: aheadGradient }, ahead: true }))).toEqual([{ kind: "commit", attempt: 7, round: 1, hash: HASH(1) }]);
     d.result({ kind: "committed", attempt: 7, round: 1, hash: HASH(1), uploadMs: 0 });
     // The next round brings that lease: no computation, straight to the all-reduce with it.
     const tasks = Drive.tasks(d.in({ ...Drive.round(8), round: 2, lease: next } as CoordinatorMessage));
@@ -346,5 +346,47 @@ describe("SessionMachine", () => {
     expect(broken.machine.status).toMatchObject({ phase: "stopped", stopReason: "error: compute: WebGPU device lost" });
     // Stopped for good: nothing more is done.
     expect(broken.in(Drive.round(3))).toEqual([]);
+  });
+
+  describe("a pipeline round", () => {
+    const PLAN = { kind: "pipeline", stages: [{ from: 0, to: 2 }, { from: 2, to: 4 }], replicas: [["w-b", "w-a"], ["w-c", "w-d"]], microBatches: 2, schedule: "gpipe" } as const;
+    const pipelineRound = (attempt: number, upload = false): CoordinatorMessage => ({ ...Drive.round(attempt, upload), plan: { kind: "ring", members: ["w-a", "w-d"] }, pipeline: { ...PLAN, stages: [...PLAN.stages], replicas: PLAN.replicas.map((r) => [...r]) } }) as CoordinatorMessage;
+    const LAYERS = [HASH(11), HASH(12)];
+
+    it("computes its stage of its replica, averages on its stage's ring, reports its layer hashes, uploads its part and commits under the round's hash", () => {
+      const d = Drive.ready();
+      const [compute] = Drive.tasks(d.in(pipelineRound(7, true)));
+      expect(compute).toEqual({ kind: "compute", attempt: 7, lease: [0, 1, 2, 3], stage: { plan: PLAN, stage: 1, replica: 0 } });
+      expect(d.machine.status.stage).toEqual({ stage: 1, replica: 0, of: 2 });
+      const [reduce] = Drive.tasks(d.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient: REPORT.gradient.slice() } }));
+      expect(reduce).toMatchObject({ kind: "reduce", plan: { kind: "ring", members: ["w-a", "w-d"] }, samples: 4 });
+      d.result({ kind: "reduced", attempt: 7, mean: Float32Array.from([0.5, 0.5, 0.5]), bytesSent: 12, bytesReceived: 12, clipped: undefined });
+      const afterUpdate = d.result({ kind: "updated", attempt: 7, hash: HASH(2), updateMs: 1, layerHashes: LAYERS });
+      expect(d.sent("result")[0]).toMatchObject({ type: "result", attempt: 7, hash: HASH(2), layerHashes: LAYERS });
+      expect(Drive.tasks(afterUpdate)).toEqual([{ kind: "export-state", round: 1, attempt: 7 }]);
+      d.result({ kind: "exported", round: 1, bytes: new ArrayBuffer(8) });
+      // The round's hash combines every stage's: the stage adopts it.
+      expect(Drive.tasks(d.in({ type: "commit", attempt: 7, round: 1, hash: HASH(5) }))).toEqual([{ kind: "commit", attempt: 7, round: 1, hash: HASH(5) }]);
+      d.result({ kind: "committed", attempt: 7, round: 1, hash: HASH(5), uploadMs: 0 });
+      expect(d.machine.status).toMatchObject({ phase: "waiting", round: 1, roundsDone: 1 });
+    });
+
+    it("tells the coordinator a stage failure with its suspect, but not its own abort", () => {
+      const d = Drive.ready();
+      d.in(pipelineRound(7));
+      d.result({ kind: "stage-failed", attempt: 7, code: "timeout", suspect: "w-b", message: "no forward activations of micro-batch 0 from w-b within 30000 ms" });
+      expect(d.sent("failed")).toEqual([{ type: "failed", attempt: 7, code: "timeout", suspect: "w-b", message: "no forward activations of micro-batch 0 from w-b within 30000 ms" }]);
+      expect(d.machine.status.phase).toBe("waiting");
+      d.in(pipelineRound(8));
+      d.result({ kind: "stage-failed", attempt: 8, code: "aborted", suspect: undefined, message: "coordinator aborted attempt 8" });
+      expect(d.sent("failed")).toHaveLength(1);
+    });
+
+    it("stops on a pipeline round that does not place it", () => {
+      const d = Drive.ready();
+      const elsewhere = { ...pipelineRound(7), pipeline: { ...PLAN, stages: [...PLAN.stages], replicas: [["w-b", "w-x"]] } };
+      d.in(elsewhere as CoordinatorMessage);
+      expect(d.machine.status).toMatchObject({ phase: "stopped", stopReason: "error: pipeline round 7 does not place this tab" });
+    });
   });
 });

@@ -9,7 +9,7 @@ import { createMemoryNetwork, type MemoryNetwork } from "../../../packages/allre
 import type { ConnectionEvents } from "../src/session/connection.ts";
 import { startSession, type PeerLink, type Session } from "../src/session/session.ts";
 import type { SessionStatus } from "../src/session/status.ts";
-import type { GradientReport, Trainer } from "../src/trainer/api.ts";
+import type { GradientReport, StageOutcome, StageTask, Trainer } from "../src/trainer/api.ts";
 
 const WAIT_MS = 5_000;
 const SIZE = 6;
@@ -40,6 +40,13 @@ class FakeTrainer implements Trainer {
     await this.gate;
     const gradient = Float32Array.from({ length: SIZE }, (_, i) => lease.reduce((sum, x) => sum + x, 0) + i);
     return { gradient, loss: 1, samples: lease.length, computeMs: 1, readbackMs: 0 };
+  };
+  /** A pipeline stage: the gradient of the lease as above, and the port's messages recorded (a real stage's are the bridge tests'). */
+  stageTasks: StageTask[] = [];
+  computeStage = async (task: StageTask, port: MessagePort): Promise<StageOutcome> => {
+    this.stageTasks.push(task);
+    port.close();
+    return { ok: true, report: { ...(await this.computeGradient(task.lease)), activationBytes: 0 } };
   };
   applyUpdate = async (attempt: number, mean: Float32Array) => {
     const weights = this.weights.map((w, i) => w - 0.1 * (mean[i] as number));
@@ -90,6 +97,9 @@ class Tab {
             return { mean, bytesSent: stats.bytesSent, bytesReceived: stats.bytesReceived };
           },
           abortRound: (attempt, reason) => reducer.abortRound(attempt, reason),
+          // The fake trainer's stage does not talk to neighbours (the bridge has its own tests).
+          openStage: () => new MessageChannel().port2,
+          closeStage: () => undefined,
           close: () => {
             this.closedLinks++;
             reducer.close();

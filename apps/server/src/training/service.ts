@@ -66,7 +66,7 @@ export type TrainingOptions = {
   banMs?: number;
   /** Ban loopback addresses too (off: every local tab and a reverse proxy share one); for tests. */
   banLoopback?: boolean;
-  /** The inference API and its autoscaled pool of serving tabs; false: no serving. Default: on, with its defaults. */
+  /** The inference API and its autoscaled pool of serving tabs; false: no serving. Default: on, with its defaults (off for a pipeline job, whose tabs hold one stage each). */
   serving?: ServingOptions | false;
 };
 
@@ -307,8 +307,9 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     onRoleChanged: ({ peerId, role }) => serving?.roleChanged(peerId, role),
     onChanged: () => stream.notify(),
   });
+  // A pipeline job's tabs hold one stage each, never the whole model a prediction needs.
   const serving =
-    options.serving === false
+    options.serving === false || pipelined
       ? undefined
       : new ServePool(
           {

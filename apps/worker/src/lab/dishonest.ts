@@ -54,11 +54,13 @@ function dishonest(trainer: Trainer, attack: LabAttack): Trainer {
     init: (init) => trainer.init(init),
     loadState: (bytes) => trainer.loadState(bytes),
     computeGradient: async (lease, basis) => attackGradient(attack, await trainer.computeGradient(lease, basis)),
+    // The attacks target data-parallel rounds; a pipeline stage runs honestly.
+    computeStage: (task, port) => trainer.computeStage(task, port),
     applyUpdate: async (attempt, mean) => {
       const update = await trainer.applyUpdate(attempt, mean);
       return attack === "wrong-hash" ? { ...update, hash: "f".repeat(64) } : update;
     },
-    commit: (attempt, round) => trainer.commit(attempt, round),
+    commit: (attempt, round, hash) => trainer.commit(attempt, round, hash),
     discard: (attempt) => trainer.discard(attempt),
     exportState: () => trainer.exportState(),
     exportPending: (attempt, round) => trainer.exportPending(attempt, round),

@@ -1,4 +1,4 @@
-import { computeTimeMs, leaseSpeed, parseCoordinatorMessage, roundSamples, PROTOCOL_VERSION, type Backend, type Identity, type MemberRole, type RoundTimings, type ResolvedCoordinatorMessage, type RoundWithPlan, PlanBook } from "@crowdtrain/protocol";
+import { computeTimeMs, leaseSpeed, parseCoordinatorMessage, pipelinePosition, roundSamples, PROTOCOL_VERSION, type Backend, type Identity, type MemberRole, type RoundTimings, type ResolvedCoordinatorMessage, type RoundWithPlan, PlanBook } from "@crowdtrain/protocol";
 import { ErrorFeedback } from "@crowdtrain/allreduce";
 import { contributionDigest } from "@crowdtrain/training";
 import { COMMITTED_HISTORY, initialStatus, TRACE_LENGTH, type SessionStatus } from "./status.ts";
@@ -231,6 +231,15 @@ export class SessionMachine {
         return;
       case "round": {
         if (this.aborted.has(this.generation, message.attempt)) return;
+        if (message.pipeline !== undefined) {
+          // A pipeline round: this tab computes its stage of its replica (no lease ahead there).
+          const position = this.identity === undefined ? undefined : pipelinePosition(message.pipeline, this.identity.peerId);
+          if (position === undefined) return this.fail(`pipeline round ${message.attempt} does not place this tab`, out);
+          this.running = { message, startedAt: now, generation: this.generation };
+          this.publish({ phase: "training", share: undefined, stage: { ...position, of: message.pipeline.stages.length } });
+          this.run({ kind: "compute", attempt: message.attempt, lease: message.lease, stage: { plan: message.pipeline, ...position } }, out);
+          return;
+        }
         const ahead = this.takeComputedAhead(message.lease);
         this.running = { message, startedAt: now, generation: this.generation };
         this.publish({ phase: "training", share: undefined });
@@ -242,7 +251,7 @@ export class SessionMachine {
         // A commit of an attempt we have no update pending for (never ran it, or dropped it) is not ours.
         if (this.pending?.attempt !== message.attempt) return;
         this.pending.commitHash = message.hash;
-        this.run({ kind: "commit", attempt: message.attempt, round: message.round }, out);
+        this.run({ kind: "commit", attempt: message.attempt, round: message.round, hash: message.hash }, out);
         return;
       case "abort":
         if (this.pending?.attempt === message.attempt) this.pending = undefined;
@@ -331,6 +340,7 @@ export class SessionMachine {
         return;
       case "reduced":
         return this.onReduced(result, now, out);
+      case "stage-failed":
       case "reduce-failed": {
         this.running = undefined;
         this.publish({ phase: "waiting", lastError: result.message });
@@ -401,6 +411,7 @@ export class SessionMachine {
       bytesSent: reduced.bytesSent,
       bytesReceived: reduced.bytesReceived,
       ...(reduced.clipped === undefined ? {} : { clipped: reduced.clipped }),
+      ...(result.layerHashes === undefined ? {} : { layerHashes: result.layerHashes }),
     });
     // While the commit is awaited, compute the next round's lease on the pending weights: first in
     // line, before the commit (or anything else) that may already be queued.

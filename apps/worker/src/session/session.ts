@@ -5,7 +5,7 @@ import { connect, type Connection, type ConnectionEvents } from "./connection.ts
 import { SessionMachine, type SessionInput } from "./machine.ts";
 import { fetchState, uploadContribution, uploadState, type UploadAuth } from "./state-http.ts";
 import type { SessionStatus } from "./status.ts";
-import type { Command, Task, TaskResult } from "./tasks.ts";
+import type { Command, StageOfRound, Task, TaskResult } from "./tasks.ts";
 
 /** Model state and contributions over HTTP (state-http.ts in the page; fakes in tests). */
 export type StateHttp = {
@@ -55,7 +55,14 @@ export type Serving = { stop(): void };
 export type PeerLink = {
   /** Averages the gradient with the plan's other members; rejects with AllReduceError. */
   reduce(args: ReduceArgs): Promise<Reduced>;
+  /** Cuts the attempt's all-reduce (and its pipeline stage, if one runs) short. */
   abortRound(attempt: number, reason: string): void;
+  /**
+   * A pipeline round's activations (ActivationBridge): the port that carries them to and from the
+   * trainer for `attempt`; closeStage ends the bridge's side when the stage is done.
+   */
+  openStage(attempt: number): MessagePort;
+  closeStage(): void;
   close(): void;
 };
 export type ReduceArgs = { attempt: number; plan: Plan; gradient: Float32Array; samples: number; frameBytes: number };
@@ -169,6 +176,7 @@ export function startSession(deps: SessionDeps): Session {
       case "sync":
         return sync(task.round);
       case "compute": {
+        if (task.stage !== undefined) return computeStage(task, task.stage);
         const report = await trainer.computeGradient(task.lease, task.ahead === true ? "pending" : "committed");
         return { kind: "computed", attempt: task.attempt, report, ...(task.ahead === true ? { ahead: true } : {}) };
       }
@@ -177,7 +185,7 @@ export function startSession(deps: SessionDeps): Session {
       case "update":
         return { kind: "updated", attempt: task.attempt, ...(await trainer.applyUpdate(task.attempt, task.mean)) };
       case "commit": {
-        const state = await trainer.commit(task.attempt, task.round);
+        const state = await trainer.commit(task.attempt, task.round, task.hash);
         return { kind: "committed", attempt: task.attempt, round: task.round, hash: state.hash, uploadMs: state.uploadMs };
       }
       case "discard":
@@ -193,6 +201,18 @@ export function startSession(deps: SessionDeps): Session {
   const sync = async (round: number): Promise<TaskResult> => {
     const state = await trainer.loadState(await http.fetchState(round));
     return { kind: "synced", round: state.round, hash: state.hash };
+  };
+
+  const computeStage = async (task: Extract<Task, { kind: "compute" }>, stage: StageOfRound): Promise<TaskResult> => {
+    if (link === undefined) throw new Error(`attempt ${task.attempt} arrived before our peer link was open`);
+    const port = link.openStage(task.attempt);
+    try {
+      const outcome = await trainer.computeStage({ attempt: task.attempt, lease: task.lease, ...stage }, port);
+      if (!outcome.ok) return { kind: "stage-failed", attempt: task.attempt, code: outcome.code, suspect: outcome.suspect, message: outcome.message };
+      return { kind: "computed", attempt: task.attempt, report: outcome.report };
+    } finally {
+      link?.closeStage();
+    }
   };
 
   const reduce = async (task: Extract<Task, { kind: "reduce" }>): Promise<TaskResult> => {

@@ -21,6 +21,8 @@ export type SessionStatus = {
   samplesPerSecond: number | undefined;
   /** This tab's share of the last global batch. */
   share: number | undefined;
+  /** A pipeline job: the stage this tab computed last, of how many, in which replica. */
+  stage: { stage: number; replica: number; of: number } | undefined;
   lastTimings: RoundTimings | undefined;
   lastError: string | undefined;
   stopReason: string | undefined;
@@ -52,6 +54,7 @@ export const initialStatus = (): SessionStatus => ({
   samplesCommitted: 0,
   samplesPerSecond: undefined,
   share: undefined,
+  stage: undefined,
   lastTimings: undefined,
   lastError: undefined,
   stopReason: undefined,

@@ -1,4 +1,4 @@
-import type { FailureCode, Identity, Job, Plan, WorkerMessage } from "@crowdtrain/protocol";
+import type { FailureCode, Identity, Job, PipelinePlan, Plan, WorkerMessage } from "@crowdtrain/protocol";
 import type { GradientReport } from "../trainer/api.ts";
 
 /**
@@ -15,13 +15,17 @@ export type Task =
    * Compute a lease's contribution. `ahead`: the lease of the round after `attempt`, computed on
    * the weights pending for `attempt` while its commit is awaited (overlap).
    */
-  | { kind: "compute"; attempt: number; lease: number[]; ahead?: boolean }
+  | { kind: "compute"; attempt: number; lease: number[]; ahead?: boolean; stage?: StageOfRound }
   | { kind: "reduce"; attempt: number; plan: Plan; gradient: Float32Array; samples: number; frameBytes: number }
   | { kind: "update"; attempt: number; mean: Float32Array }
-  | { kind: "commit"; attempt: number; round: number }
+  /** `hash`: the round's, which a pipeline stage adopts (it cannot compute it alone). */
+  | { kind: "commit"; attempt: number; round: number; hash: string }
   | { kind: "discard"; attempt: number }
   /** Encode our pending state of `attempt` (we are the round's uploader), or the committed one, for upload. */
   | { kind: "export-state"; round: number; attempt: number | undefined };
+
+/** A pipeline round: the plan, and where this tab sits in it (stage `stage` of replica `replica`). */
+export type StageOfRound = { plan: PipelinePlan; stage: number; replica: number };
 
 export type UploadAuth = { peerId: string; sessionToken: string };
 
@@ -33,7 +37,9 @@ export type TaskResult =
   | { kind: "reduced"; attempt: number; mean: Float32Array; bytesSent: number; bytesReceived: number; clipped: string[] | undefined; residual?: Float32Array }
   /** The all-reduce failed the way all-reduces fail (AllReduceError), not a bug. */
   | { kind: "reduce-failed"; attempt: number; code: FailureCode; suspect: string | undefined; message: string }
-  | { kind: "updated"; attempt: number; hash: string; updateMs: number }
+  /** The stage of a pipeline round failed the way they fail (a neighbour gone, silent or misbehaving; an abort). */
+  | { kind: "stage-failed"; attempt: number; code: FailureCode; suspect: string | undefined; message: string }
+  | { kind: "updated"; attempt: number; hash: string; updateMs: number; layerHashes?: string[] }
   | { kind: "committed"; attempt: number; round: number; hash: string; uploadMs: number }
   | { kind: "exported"; round: number; bytes: ArrayBuffer }
   | { kind: "done" }

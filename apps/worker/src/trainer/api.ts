@@ -1,4 +1,4 @@
-import type { Job } from "@crowdtrain/protocol";
+import type { FailureCode, Job, PipelinePlan } from "@crowdtrain/protocol";
 
 /**
  * The trainer owns the model, its weights and the optimizer state of one worker tab. It runs in a
@@ -27,7 +27,18 @@ export type GradientReport = {
   readbackMs: number;
 };
 
-export type UpdateReport = { hash: string; updateMs: number };
+/** `layerHashes`: a pipeline stage's, which `hash` (its stage hash) combines. */
+export type UpdateReport = { hash: string; updateMs: number; layerHashes?: string[] };
+
+/** A pipeline round's share of this tab: stage `stage` of replica `replica`, on the replica's lease. */
+export type StageTask = { attempt: number; lease: number[]; plan: PipelinePlan; stage: number; replica: number };
+
+/**
+ * How a stage's round ended: its gradient (of its layers; `loss` is the replica's only on the last
+ * stage, else 0), or a failure the way pipeline rounds fail (a neighbour gone, silent, or sending
+ * what the inbox refused; the round aborted), which the coordinator hears with its suspect.
+ */
+export type StageOutcome = { ok: true; report: GradientReport & { activationBytes: number } } | { ok: false; code: FailureCode; suspect: string | undefined; message: string };
 
 export type WeightsBasis = "committed" | "pending";
 
@@ -49,10 +60,20 @@ export interface Trainer {
    * the last update, which the next round starts from once that update commits.
    */
   computeGradient(lease: number[], basis?: WeightsBasis): Promise<GradientReport>;
+  /**
+   * A pipeline round's stage: its layers' forward and backward for each micro-batch, activations to
+   * and from its neighbours through `port` (the page's ActivationBridge), following the plan's
+   * schedule. Its layers must be those whose committed state this tab holds (the coordinator sees to
+   * it); applyUpdate then steps only them.
+   */
+  computeStage(task: StageTask, port: MessagePort): Promise<StageOutcome>;
   /** Applies the optimizer to a copy of the weights; keeps it pending for `attempt`. */
   applyUpdate(attempt: number, mean: Float32Array): Promise<UpdateReport>;
-  /** Adopts the pending weights and writes them to the device (`uploadMs`). */
-  commit(attempt: number, round: number): Promise<StateReport & { uploadMs: number }>;
+  /**
+   * Adopts the pending weights and writes them to the device (`uploadMs`). A pipeline stage's round
+   * commits under the round's `hash`, which combines every stage's and which it cannot compute alone.
+   */
+  commit(attempt: number, round: number, hash?: string): Promise<StateReport & { uploadMs: number }>;
   discard(attempt: number): Promise<void>;
   /** The committed state, encoded, for upload to the server. */
   exportState(): Promise<ArrayBuffer>;

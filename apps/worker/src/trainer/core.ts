@@ -1,8 +1,13 @@
 import type * as tf from "@tensorflow/tfjs";
 import { committedOptimizer, innerSteps, type Job } from "@crowdtrain/protocol";
+import { stageState } from "@crowdtrain/pipeline";
 import {
   batchTensors,
   buildModel,
+  combineLayerHashes,
+  jobStateHasher,
+  layerHashes,
+  modelLayers,
   readGradient,
   recordGradient,
   runInnerSteps,
@@ -16,15 +21,23 @@ import {
   predictRows,
   type Dataset,
   type DatasetManifest,
+  type LayerInfo,
   type Optimizer,
   type OptimizerState,
+  type StateHasher,
 } from "@crowdtrain/training";
 import { chooseBackend } from "@crowdtrain/training/browser";
 import { fetchTrainSplit } from "./dataset-http.ts";
-import type { BackendReport, GradientReport, PredictReport, StateReport, Trainer, TrainerInit, UpdateReport, WeightsBasis } from "./api.ts";
+import type { BackendReport, GradientReport, PredictReport, StageOutcome, StageTask, StateReport, Trainer, TrainerInit, UpdateReport, WeightsBasis } from "./api.ts";
+import { runStage, sliceOf, StageHolder } from "./stage-round.ts";
 
-type Loaded = { job: Job; manifest: DatasetManifest; train: Dataset; model: tf.LayersModel; optimizer: Optimizer };
-type Pending = { attempt: number; weights: Float32Array; optimizerBefore: OptimizerState; hash: string };
+/**
+ * A data-parallel job holds the whole model; a pipeline job (stages above 1) only the stage it
+ * computes (`stages`), and its whole state on the CPU side for the deterministic optimizer.
+ */
+type Loaded = { job: Job; manifest: DatasetManifest; train: Dataset; model: tf.LayersModel | undefined; optimizer: Optimizer; layers: LayerInfo[]; hashOf: StateHasher; stages: StageHolder | undefined };
+/** `stage`: a pipeline round's stage, whose part alone was stepped (and is uploaded). */
+type Pending = { attempt: number; weights: Float32Array; optimizerBefore: OptimizerState; hash: string; stage?: { task: StageTask; part: { weights: Float32Array; optimizer: OptimizerState } } };
 
 /**
  * The Trainer itself, usable directly on the page or behind the Web Worker RPC (worker-entry.ts).
@@ -39,6 +52,8 @@ export class TrainerCore implements Trainer {
   private round = 0;
   private hash = "";
   private pending: Pending | undefined;
+  /** The pipeline stage this tab computed last (its update steps that stage). */
+  private stageTask: StageTask | undefined;
   /** The weights array last written to the device (by identity), so the same array is not uploaded twice. */
   private onDevice: Float32Array | undefined;
 
@@ -48,17 +63,21 @@ export class TrainerCore implements Trainer {
 
   async init({ job, datasetUrl }: TrainerInit): Promise<{ weightCount: number }> {
     const { manifest, train } = await fetchTrainSplit(datasetUrl);
-    this.loaded?.model.dispose();
-    const model = buildModel(job.model, manifest.inputShape, manifest.classes, job.seed);
-    const size = weightCount(model);
-    this.loaded = { job, manifest, train, model, optimizer: createOptimizer(committedOptimizer(job), size) };
+    this.release();
+    const layers = modelLayers(job.model, manifest.inputShape, manifest.classes);
+    const pipelined = job.parallelism.stages > 1;
+    const model = pipelined ? undefined : buildModel(job.model, manifest.inputShape, manifest.classes, job.seed);
+    const size = model === undefined ? layers.reduce((sum, layer) => sum + layer.params, 0) : weightCount(model);
+    const stages = pipelined ? new StageHolder(layers, job.seed) : undefined;
+    const hashOf = jobStateHasher(job, manifest.inputShape, manifest.classes);
+    this.loaded = { job, manifest, train, model, optimizer: createOptimizer(committedOptimizer(job), size), layers, hashOf, stages };
     return { weightCount: size };
   }
 
   async loadState(bytes: ArrayBuffer): Promise<StateReport> {
     const loaded = this.need();
     const state = decodeState(new Uint8Array(bytes), loaded.optimizer.size);
-    const problem = stateProblem(state);
+    const problem = stateProblem(state, loaded.hashOf);
     if (problem !== undefined) throw new Error(`state of round ${state.round} is corrupt: ${problem}`);
     const hash = state.hash;
     loaded.optimizer.restore(state.optimizer);
@@ -71,7 +90,8 @@ export class TrainerCore implements Trainer {
   }
 
   async computeGradient(lease: number[], basis: WeightsBasis = "committed"): Promise<GradientReport> {
-    const { job, model, manifest, train } = this.need();
+    const { job, manifest, train } = this.need();
+    const model = this.wholeModel();
     const started = performance.now();
     const start = basis === "pending" ? this.pendingWeights() : this.weights;
     if (job.algorithm.kind === "diloco") {
@@ -94,10 +114,21 @@ export class TrainerCore implements Trainer {
     }
   }
 
+  async computeStage(task: StageTask, port: MessagePort): Promise<StageOutcome> {
+    const { stages, layers, train, manifest } = this.need();
+    if (stages === undefined) {
+      port.close();
+      throw new Error("a pipeline round for a job of one stage");
+    }
+    this.stageTask = task;
+    return runStage({ holder: stages, layers, train, manifest, weights: this.weights, task, port });
+  }
+
   async applyUpdate(attempt: number, mean: Float32Array): Promise<UpdateReport> {
     const { optimizer } = this.need();
     const started = performance.now();
     if (this.pending !== undefined) optimizer.restore(this.pending.optimizerBefore);
+    if (this.need().stages !== undefined) return this.applyStageUpdate(attempt, mean, started);
     const optimizerBefore = optimizer.state();
     const weights = this.weights.slice();
     optimizer.step(weights, mean);
@@ -106,17 +137,52 @@ export class TrainerCore implements Trainer {
     return { hash, updateMs: performance.now() - started };
   }
 
-  async commit(attempt: number, round: number): Promise<StateReport & { uploadMs: number }> {
+  /**
+   * A pipeline stage's update: its optimizer steps its slice of the weights and buffers only (the
+   * optimizers are elementwise, so this is exactly the whole optimizer's arithmetic for them), and
+   * its hash is its layers' hashes combined. The rest of the whole state is left as it was: this
+   * tab holds only its stage of the round once it commits.
+   */
+  private applyStageUpdate(attempt: number, mean: Float32Array, started: number): UpdateReport {
+    const { optimizer, job, layers } = this.need();
+    const task = this.stageTask;
+    if (task === undefined) throw new Error(`update of attempt ${attempt} before any pipeline stage ran`);
+    const slice = sliceOf(layers, task);
+    if (mean.length !== slice.length) throw new Error(`stage ${task.stage} has ${slice.length} weights, the reduced gradient ${mean.length}`);
+    const optimizerBefore = optimizer.state();
+    const part = stageState({ weights: this.weights, optimizer: optimizerBefore }, slice);
+    const stageOptimizer = createOptimizer(committedOptimizer(job), slice.length);
+    stageOptimizer.restore(part.optimizer);
+    stageOptimizer.step(part.weights, mean);
+    const after = stageOptimizer.state();
+    const weights = this.weights.slice();
+    weights.set(part.weights, slice.offset);
+    const buffers = optimizerBefore.buffers.map((buffer, k) => {
+      const whole = buffer.slice();
+      whole.set(after.buffers[k] as Float32Array, slice.offset);
+      return whole;
+    });
+    optimizer.restore({ ...after, buffers });
+    const range = task.plan.stages[task.stage] as { from: number; to: number };
+    const hashes = layerHashes(part.weights, after, layers.slice(range.from, range.to).map((layer) => layer.params));
+    const hash = combineLayerHashes(hashes);
+    this.pending = { attempt, weights, optimizerBefore, hash, stage: { task, part: { weights: part.weights, optimizer: after } } };
+    return { hash, layerHashes: hashes, updateMs: performance.now() - started };
+  }
+
+  async commit(attempt: number, round: number, hash?: string): Promise<StateReport & { uploadMs: number }> {
     const pending = this.pending;
     if (pending?.attempt !== attempt) throw new Error(`commit of attempt ${attempt}, but ${pending?.attempt ?? "none"} is pending`);
+    if (pending.stage !== undefined && hash === undefined) throw new Error(`commit of pipeline attempt ${attempt} without the round's hash`);
     this.pending = undefined;
     this.weights = pending.weights;
-    this.hash = pending.hash;
+    // A stage cannot compute the round's hash (it combines every stage's): it takes the coordinator's.
+    this.hash = pending.stage === undefined ? pending.hash : (hash as string);
     this.round = round;
     const started = performance.now();
     // DiLoCo's inner steps write their start weights themselves: uploading these now would be done twice.
     // Sync: already there when the next lease was computed ahead on these very (then pending) weights.
-    if (this.need().job.algorithm.kind !== "diloco") this.toDevice(this.weights);
+    if (this.need().job.algorithm.kind !== "diloco" && this.need().model !== undefined) this.toDevice(this.weights);
     return { round, hash: this.hash, uploadMs: performance.now() - started };
   }
 
@@ -127,7 +193,9 @@ export class TrainerCore implements Trainer {
   }
 
   async exportState(): Promise<ArrayBuffer> {
-    const { optimizer } = this.need();
+    const { optimizer, stages } = this.need();
+    // After a pipeline commit the rest of the whole state is an older round's: not a state to send.
+    if (stages !== undefined) throw new Error("a pipeline stage holds only its layers of the committed state: it uploads its stage's part with its round");
     // The optimizer holds the pending step's state while one is pending: export the committed one.
     const optimizerState = this.pending?.optimizerBefore ?? optimizer.state();
     return encodeState({ round: this.round, hash: this.hash, weights: this.weights, optimizer: optimizerState }).buffer;
@@ -136,12 +204,15 @@ export class TrainerCore implements Trainer {
   async exportPending(attempt: number, round: number): Promise<ArrayBuffer> {
     const pending = this.pending;
     if (pending?.attempt !== attempt) throw new Error(`export of attempt ${attempt}, but ${pending?.attempt ?? "none"} is pending`);
+    // A pipeline stage's uploader sends its stage's part; the server joins the stages'.
+    if (pending.stage !== undefined) return encodeState({ round, hash: pending.hash, ...pending.stage.part }).buffer;
     // While an update is pending the optimizer holds its state after that update.
     return encodeState({ round, hash: pending.hash, weights: pending.weights, optimizer: this.need().optimizer.state() }).buffer;
   }
 
   async predict(inputs: Float32Array, rows: number): Promise<PredictReport> {
-    const { model, manifest } = this.need();
+    const { manifest } = this.need();
+    const model = this.wholeModel();
     const started = performance.now();
     // Serving tabs run no rounds, but a tab moved from training may hold a lease's weights there.
     this.toDevice(this.weights);
@@ -150,8 +221,21 @@ export class TrainerCore implements Trainer {
   }
 
   async dispose(): Promise<void> {
-    this.loaded?.model.dispose();
+    this.release();
+  }
+
+  private release(): void {
+    this.loaded?.model?.dispose();
+    this.loaded?.stages?.dispose();
     this.loaded = undefined;
+    this.onDevice = undefined;
+  }
+
+  /** The whole model: a pipeline job's tab never builds it (it may not fit). */
+  private wholeModel(): tf.LayersModel {
+    const { model } = this.need();
+    if (model === undefined) throw new Error("this pipeline job's tab holds one stage, not the whole model");
+    return model;
   }
 
   private pendingWeights(): Float32Array {
@@ -162,7 +246,7 @@ export class TrainerCore implements Trainer {
   /** Writes `weights` to the model unless that very array is there already. */
   private toDevice(weights: Float32Array): void {
     if (this.onDevice === weights) return;
-    writeWeights(this.need().model, weights);
+    writeWeights(this.wholeModel(), weights);
     this.onDevice = weights;
   }
 
