@@ -1,6 +1,7 @@
 import * as v from "valibot";
 import { JobSchema } from "./job.ts";
 import { BackendSchema, MessageError } from "./messages.ts";
+import { PipelinePlanSchema } from "./pipeline.ts";
 
 /**
  * What the server tells the dashboard (and tests): `GET /api/status`, and every `data:` of the
@@ -206,6 +207,16 @@ export const StatusSchema = v.object({
   audits: v.optional(v.object({ tolerance: v.number(), recent: v.array(AuditRecordSchema), passed: Count, failed: Count })),
   /** The inference API and its pool of serving tabs (absent: a server without serving). */
   serving: v.optional(ServingStatusSchema),
+  /**
+   * A pipeline job: the plan of the round in progress (absent between rounds) and of the last
+   * committed one, with each stage's hash, which that stage's replicas all reported.
+   */
+  pipeline: v.optional(
+    v.object({
+      open: v.optional(PipelinePlanSchema),
+      last: v.optional(v.object({ round: Count, plan: PipelinePlanSchema, stageHashes: v.array(v.string()) })),
+    }),
+  ),
 });
 export type Status = v.InferOutput<typeof StatusSchema>;
 

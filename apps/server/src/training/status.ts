@@ -98,6 +98,14 @@ export function buildStatus(input: StatusInput): Status {
     bans: (input.bans ?? []).map((ban) => ({ peer: ban.peerId, reason: ban.reason, until: ban.until })),
     audits: input.audits === undefined ? undefined : { ...input.audits, recent: [...input.audits.recent] },
     serving: input.serving,
+    ...(job.parallelism.stages > 1
+      ? {
+          pipeline: {
+            ...(open?.pipeline === undefined ? {} : { open: open.pipeline }),
+            ...(lastCommit?.pipeline === undefined ? {} : { last: { round: lastCommit.round, ...lastCommit.pipeline } }),
+          },
+        }
+      : {}),
   };
 }
 

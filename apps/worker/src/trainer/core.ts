@@ -182,7 +182,7 @@ export class TrainerCore implements Trainer {
     const started = performance.now();
     // DiLoCo's inner steps write their start weights themselves: uploading these now would be done twice.
     // Sync: already there when the next lease was computed ahead on these very (then pending) weights.
-    if (this.need().job.algorithm.kind !== "diloco" && this.need().model !== undefined) this.toDevice(this.weights);
+    if (this.need().job.algorithm.kind !== "diloco") this.toDevice(this.weights);
     return { round, hash: this.hash, uploadMs: performance.now() - started };
   }
 
@@ -245,8 +245,10 @@ export class TrainerCore implements Trainer {
 
   /** Writes `weights` to the model unless that very array is there already. */
   private toDevice(weights: Float32Array): void {
-    if (this.onDevice === weights) return;
-    writeWeights(this.wholeModel(), weights);
+    const { model } = this.need();
+    // A pipeline tab has no whole model: its stage's weights are written when the stage runs.
+    if (this.onDevice === weights || model === undefined) return;
+    writeWeights(model, weights);
     this.onDevice = weights;
   }
 
