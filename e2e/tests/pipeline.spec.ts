@@ -63,5 +63,7 @@ test("pipeline: the CNN as 2 stages × 2 replicas trains to 90%; a stage tab clo
   for (const epoch of final.coverage) expect(epoch).toMatchObject({ usedOnce: epoch.samples, usedTwice: 0, unused: 0 });
   expect(final.epochProgress.used).toBeLessThanOrEqual(final.epochProgress.total);
   const reached = final.accuracy.find((point) => point.accuracy >= 0.9);
-  console.log(`pipeline 2×2: 90% test accuracy first measured at round ${reached?.round}; stage tab closed after round ${roundAtLoss}`);
+  const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN;
+  const split = (["roundMs", "computeMs", "allReduceMs", "updateMs"] as const).map((key) => `${key} ${median(final.recentRounds.map((r) => r[key])).toFixed(0)}`);
+  console.log(`pipeline 2×2: 90% test accuracy first measured at round ${reached?.round}; stage tab closed after round ${roundAtLoss}; median of the last ${final.recentRounds.length} rounds: ${split.join(", ")}`);
 });
