@@ -7,9 +7,9 @@ import { expect, test, type ServerProcess } from "../fixtures.ts";
 import { fetchStatus, latestAccuracy, type Status } from "../support/status.ts";
 
 /**
- * Volunteers come and go: 4 tabs train for 80 rounds (as a 2x2 torus: the job's topology is "torus";
+ * Volunteers come and go: 4 tabs train for 64 rounds (as a 2x2 torus: the job's topology is "torus";
  * three, between a departure and its replacement, as a ring) while the test closes a random tab
- * about every 10 rounds and opens a new one, crashes one tab's renderer, and kill -9s and restarts
+ * about every 8 rounds and opens a new one, crashes one tab's renderer, and kill -9s and restarts
  * the server.
  * The CPU backend keeps rounds short on this machine; the invariants do not depend on the backend.
  * Spot checks are off (the job's spotCheck 0): a tab the test closes while it is audited dodges the
@@ -22,7 +22,7 @@ const CHECKPOINT_EVERY = 5;
 const RUN_TIMEOUT_MS = 12 * 60_000;
 const POLL = { intervals: [500, 1_000] };
 /** The job's rounds (e2e/jobs/chaos.json); a spot-check rollback moves the target (status.targetRounds). */
-const TARGET_ROUNDS = 80;
+const TARGET_ROUNDS = 64;
 const ACCURACY_THRESHOLD = 0.85;
 /** How long a tab may take to apply the last commit after the server reports the job done. */
 const COMMIT_APPLIED_TIMEOUT_MS = 15_000;
@@ -54,9 +54,9 @@ test("chaos: tabs closed, opened and crashed, server killed and restarted; no sa
     let random = 7;
     const pick = (): number => (random = (random * 1103515245 + 12345) % 2 ** 31) % live.length;
 
-    for (const at of [10, 20, 30, 40, 50, 60]) {
+    for (const at of [8, 16, 24, 32, 40, 48]) {
       await untilRound(at);
-      if (at === 30) {
+      if (at === 24) {
         // A renderer crash: the tab's sockets and data channels die with it.
         const victim = live.splice(pick(), 1)[0]!;
         const [id, before] = [await peerIdOf(victim), await round()];
@@ -67,7 +67,7 @@ test("chaos: tabs closed, opened and crashed, server killed and restarted; no sa
         cdp.send("Page.crash").catch(() => undefined);
         await crashed;
         events.push(`round ${before}: crashed a tab, ${await measure(id, startedAt, before)}`);
-      } else if (at === 40) {
+      } else if (at === 32) {
         const before = await round();
         await server.kill("SIGKILL");
         await server.restart();

@@ -7,7 +7,7 @@ import { fetchStatus, latestAccuracy } from "../support/status.ts";
  * Pipeline (model) parallelism with data parallelism across tabs: the MNIST CNN cut into 2 stages ×
  * 2 replicas on 4 tabs, a fifth waiting as a spare. Midway the test closes a stage tab: the round
  * aborts, the plan re-forms with the spare in the lost place (the others keep their stages), and
- * training goes on to 90% test accuracy with every sample of an epoch used exactly once.
+ * training goes on to 90% test accuracy without using any sample twice.
  * The CPU backend keeps rounds short on two shared cores; the invariants do not depend on it.
  */
 const JOB = "e2e/jobs/pipeline-cnn.json";
@@ -20,7 +20,7 @@ type Committed = [round: number, hash: string][];
 const committedOf = (page: Page): Promise<Committed> => page.evaluate(() => window.crowdtrainWorker?.status().committed ?? []);
 const peerIdOf = (page: Page): Promise<string | undefined> => page.evaluate(() => window.crowdtrainWorker?.status().peerId);
 
-test("pipeline: the CNN as 2 stages × 2 replicas trains to 90%; a stage tab closed, the spare takes its place, every sample once", async ({ launchServer, openWorkers }) => {
+test("pipeline: the CNN as 2 stages × 2 replicas trains to 90%; a stage tab closed, the spare takes its place, no sample twice", async ({ launchServer, openWorkers }) => {
   test.setTimeout(RUN_TIMEOUT_MS + 60_000);
   const server = await launchServer(["--min-workers", "5", "--job", JOB]);
   const pages = await openWorkers(5, "/?backends=cpu", server);
@@ -59,9 +59,12 @@ test("pipeline: the CNN as 2 stages × 2 replicas trains to 90%; a stage tab clo
   for (const log of logs) for (const [round, hash] of log) byRound.set(round, (byRound.get(round) ?? new Set()).add(hash));
   expect(byRound.size).toBeGreaterThan(0);
   for (const [round, hashes] of byRound) expect(hashes.size, `round ${round}`).toBe(1);
-  // No sample lost or doubled: every finished epoch used each sample exactly once; the open one none twice.
-  for (const epoch of final.coverage) expect(epoch).toMatchObject({ usedOnce: epoch.samples, usedTwice: 0, unused: 0 });
-  expect(final.epochProgress.used).toBeLessThanOrEqual(final.epochProgress.total);
+  // No sample doubled across the abort and the re-plan: within the first epoch (50 rounds of 160 of the
+  // 8,000 samples) every committed sample is a distinct one. (That none is lost shows at an epoch's end:
+  // coordination's pipeline tests run one through a lost stage tab.)
+  expect(final.epoch).toBe(0);
+  expect(final.epochProgress.used).toBe(final.samplesSeen);
+  expect(final.samplesSeen).toBe(final.round * 160);
   const reached = final.accuracy.find((point) => point.accuracy >= 0.9);
   const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN;
   const split = (["roundMs", "computeMs", "allReduceMs", "updateMs"] as const).map((key) => `${key} ${median(final.recentRounds.map((r) => r[key])).toFixed(0)}`);

@@ -135,6 +135,25 @@ describe("the dashboard page", () => {
     expect(html).toMatch(/data-testid="tile-peers"[^]*?2 training · 2 serving · 1 gone/);
   });
 
+  it("shows a pipeline job's plan (replicas × stages, who holds which layers), each stage's busy share and the bubble beside theory", () => {
+    const status = fakeStatus(4);
+    const ids = status.peers.slice(0, 4).map((p) => p.id);
+    const plan = { kind: "pipeline" as const, stages: [{ from: 0, to: 3 }, { from: 3, to: 6 }], replicas: [ids.slice(0, 2), ids.slice(2, 4)], microBatches: 4, schedule: "gpipe" as const };
+    const pipeline: Status["pipeline"] = { last: { round: 41, plan, stageHashes: ["a".repeat(64), "b".repeat(64)], stages: [{ spanMs: 900, busyMs: 630 }, { spanMs: 900, busyMs: 450 }], bubble: 0.4, bubbleTheory: 0.2 } };
+    expect(() => parseStatus(JSON.parse(JSON.stringify({ ...status, pipeline })))).not.toThrow();
+    const html = render({ ...status, pipeline });
+    expect(html).toContain('data-testid="pipeline-panel"');
+    expect(html).toContain("2 stages × 2 replicas · 4 micro-batches · gpipe · bubble 40.0% measured in round 41, 20.0% in theory");
+    expect(count(html, /data-testid="pipeline-replica"/)).toBe(2);
+    expect(html).toContain("Stage 0 · layers 0–2");
+    expect(html).toContain("Stage 1 · layers 3–5");
+    expect(html).toMatch(/busy 70% of 900 ms[^]*busy 50% of 900 ms/);
+    // Each member is named in its replica's row, under its stage.
+    for (const id of ids) expect(html).toContain(`title="${id}"`);
+    // A data-parallel job has no pipeline panel.
+    expect(render(status)).not.toContain('data-testid="pipeline-panel"');
+  });
+
   it("shows empty states before any request, and hides the panel for a server without serving", () => {
     const status = fakeStatus(3);
     const html = render({ ...status, serving: { ...fakeServing(status.now, 0), tabs: [], decisions: [], panic: false, errors: 0 } });

@@ -53,6 +53,13 @@ describe("the job's parallelism at start", () => {
     expect(planned.ok && planned.plan.replicas.flat().sort()).toEqual(["a", "b", "c", "d"]);
     expect(planned.ok && planned.plan.stages.at(-1)?.to).toBe(4);
     expect(coordination.combine(["a".repeat(64)])).toBe(combineLayerHashes(["a".repeat(64)]));
+    // A model over one tab's budget: a lone tab gets no plan (and why), two tabs train it as two stages.
+    const big = pipelineCoordination(job({ stages: 2, microBatches: 4, tabMemoryMiB: 32 }, [1024, 1024]), manifest);
+    expect(parallelismRefusal(job({ tabMemoryMiB: 32 }, [1024, 1024]), manifest)).toMatch(/^the whole model does not fit one tab/);
+    const alone = big.plan([{ id: "a" }]);
+    expect(alone.ok === false && alone.reason).toMatch(/^no cut of the model into 1 stage fits a tab.s 32\.0 MiB/);
+    const pair = big.plan([{ id: "a" }, { id: "b" }]);
+    expect(pair.ok && pair.plan.stages.length).toBe(2);
     // A budget no member lends enough for: no plan, and why.
     const tiny = coordination.plan([{ id: "a", memoryBytes: 1024 }, { id: "b", memoryBytes: 1024 }]);
     expect(tiny.ok).toBe(false);

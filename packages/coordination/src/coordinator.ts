@@ -360,9 +360,10 @@ export class Coordinator {
       this.askToSync(member, now, effects);
       this.strike(peer, `reported hash ${theirs.slice(0, 12)} against the majority's ${hash.slice(0, 12)} in round ${round.round}`, now, effects);
     }
-    // Members that were ready at the previous round but not in this plan are now one behind.
+    // Members that were ready at the previous round but not in this plan are now one behind. A
+    // pipeline's spare waits for a place to free up (R × K is full), so no round waits for its sync.
     for (const member of this.membership.values()) {
-      if (member.state === "ready" && member.holds !== round.round) this.askToSync(member, now, effects);
+      if (member.state === "ready" && member.holds !== round.round) this.askToSync(member, now, effects, round.pipeline === undefined);
     }
     for (const peer of round.members) {
       if (!dissenters.includes(peer)) this.send(peer, { type: "commit", attempt: round.attempt, round: round.round, hash }, effects);

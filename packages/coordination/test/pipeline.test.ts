@@ -172,8 +172,9 @@ describe("pipeline rounds in the coordinator", () => {
     expect(h.coordinator.state.current?.pipeline?.replicas).toEqual([["a", "b"], ["c", "d"]]);
     reportStages(h);
     checkStages(h);
-    // e sat out round 1: it fetches the committed (whole) state.
+    // e sat out round 1: it fetches the committed (whole) state, and round 2 does not wait for it.
     expect(h.lastTo("e", "sync")).toEqual({ type: "sync", round: 1 });
+    expect(h.coordinator.state.current?.round).toBe(2);
     h.apply({ type: "ready", peerId: "e", round: 1, hash: h.coordinator.state.committedHash, now: h.now });
     h.apply({ type: "leave", peerId: "d", reason: "tab closed", now: h.now });
     expect(h.logs("aborted").at(-1)).toMatch(/d left/);

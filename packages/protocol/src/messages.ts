@@ -49,6 +49,11 @@ export const RoundTimingsSchema = v.object({
   readbackMs: Ms,
   allReduceMs: Ms,
   updateMs: Ms,
+  /**
+   * A pipeline stage: the time it computed within its stage's span (computeMs is the whole span,
+   * from its first op to its gradient); the rest it waited for its neighbours, the pipeline's bubble.
+   */
+  stageBusyMs: v.optional(Ms),
 });
 export type RoundTimings = v.InferOutput<typeof RoundTimingsSchema>;
 

@@ -214,7 +214,19 @@ export const StatusSchema = v.object({
   pipeline: v.optional(
     v.object({
       open: v.optional(PipelinePlanSchema),
-      last: v.optional(v.object({ round: Count, plan: PipelinePlanSchema, stageHashes: v.array(v.string()) })),
+      last: v.optional(
+        v.object({
+          round: Count,
+          plan: PipelinePlanSchema,
+          stageHashes: v.array(v.string()),
+          /** Each stage's span and the time it computed in it, averaged over its replicas (absent: not reported). */
+          stages: v.optional(v.array(v.object({ spanMs: Ms, busyMs: Ms }))),
+          /** Mean idle share of a stage over its span: the measured bubble (absent: not reported). */
+          bubble: v.optional(Real),
+          /** GPipe's and 1F1B's (K−1)/(M+K−1) for the plan's K stages and M micro-batches. */
+          bubbleTheory: Real,
+        }),
+      ),
     }),
   ),
 });

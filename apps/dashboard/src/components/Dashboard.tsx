@@ -8,6 +8,7 @@ import { AuditsPanel } from "./AuditsPanel.tsx";
 import { EventLog } from "./EventLog.tsx";
 import { LineChart } from "./LineChart.tsx";
 import { PeersTable } from "./PeersTable.tsx";
+import { PipelinePanel } from "./PipelinePanel.tsx";
 import { RingGraph } from "./RingGraph.tsx";
 import { ServingPanel } from "./ServingPanel.tsx";
 import { Timeline } from "./Timeline.tsx";
@@ -174,6 +175,14 @@ function Body({ status, origin, controls }: { status: Status; origin: string; co
       </section>
 
       {status.serving !== undefined && <ServingPanel serving={status.serving} peers={status.peers} />}
+      {status.pipeline !== undefined && (
+        <section className="card span-12" data-testid="pipeline-panel">
+          <h2>
+            Pipeline <span className="muted">replicas × stages: who holds which layers, and how busy each stage is</span>
+          </h2>
+          <PipelinePanel pipeline={status.pipeline} peers={status.peers} />
+        </section>
+      )}
 
       <section className="card span-12">
         <h2>

@@ -411,6 +411,11 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
   router.get("/api/model/model.json", serveExport((res, files) => res.json(files.modelJson)));
   router.get("/api/model/weights.bin", serveExport((res, files) => res.type("application/octet-stream").send(Buffer.from(files.weights))));
   router.use(`/data/${job.dataset}`, express.static(datasetDir, { immutable: true, maxAge: "1h" }));
+  if (pipelined) {
+    // What a pipeline job does without, said where the operator looks, not silently dropped.
+    const without = [job.spotCheck > 0 ? `spot checks (the job's spotCheck ${job.spotCheck}: the server recomputes whole-model gradients only)` : "", options.serving === false ? "" : "serving (no tab holds the whole model)"].filter((s) => s !== "");
+    if (without.length > 0) hub.log.add({ at: Date.now(), kind: "config", text: `pipeline job of ${job.parallelism.stages} stages: runs without ${without.join(" and ")}` });
+  }
 
   return {
     hub,

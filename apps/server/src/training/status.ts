@@ -1,5 +1,6 @@
 import type { CommittedRound, Coordinator, Member } from "@crowdtrain/coordination";
 import { peerTotals, planMembers, roundSamples, type Job, type PeerStatus, type Status } from "@crowdtrain/protocol";
+import { lastPipeline } from "./pipeline-status.ts";
 import type { EventLog } from "../cluster/event-log.ts";
 import type { Ban } from "../identity/bans.ts";
 import { ringLinks } from "../dashboard/links.ts";
@@ -102,7 +103,7 @@ export function buildStatus(input: StatusInput): Status {
       ? {
           pipeline: {
             ...(open?.pipeline === undefined ? {} : { open: open.pipeline }),
-            ...(lastCommit?.pipeline === undefined ? {} : { last: { round: lastCommit.round, ...lastCommit.pipeline } }),
+            ...(lastCommit?.pipeline === undefined ? {} : { last: lastPipeline(lastCommit) }),
           },
         }
       : {}),

@@ -62,7 +62,7 @@ type Running = {
   startedAt: number;
   /** The connection it came on. */
   generation: number;
-  grad?: { computeMs: number; readbackMs: number; samples: number; loss: number };
+  grad?: { computeMs: number; readbackMs: number; samples: number; loss: number; busyMs?: number | undefined };
   reduceStartedAt?: number;
   allReduceMs?: number;
   reduced?: Reduced;
@@ -366,13 +366,13 @@ export class SessionMachine {
       this.running = undefined;
       return;
     }
-    const { gradient, computeMs, readbackMs, samples, loss } = result.report;
+    const { gradient, computeMs, readbackMs, samples, loss, busyMs } = result.report;
     const { message } = running;
     // Commit to what we are about to send: a spot check after the commit must match this digest.
     this.contributions.set(message.attempt, gradient.slice());
     for (const attempt of this.contributions.keys()) if (this.contributions.size > KEPT_CONTRIBUTIONS) this.contributions.delete(attempt);
     this.send(out, { type: "phase", attempt: message.attempt, phase: "reducing", digest: contributionDigest(gradient) });
-    running.grad = { computeMs, readbackMs, samples, loss };
+    running.grad = { computeMs, readbackMs, samples, loss, busyMs };
     running.reduceStartedAt = now;
     // The digest (and a spot check) cover the gradient as computed; the all-reduce also carries the
     // residual error feedback kept from earlier rounds, which the server cannot recompute.
@@ -393,7 +393,7 @@ export class SessionMachine {
     if (running?.message.attempt !== result.attempt) return;
     const { message, grad, reduced, allReduceMs } = running;
     if (grad === undefined || reduced === undefined || allReduceMs === undefined) return;
-    const timings = { computeMs: grad.computeMs, readbackMs: grad.readbackMs, allReduceMs, updateMs: result.updateMs };
+    const timings = { computeMs: grad.computeMs, readbackMs: grad.readbackMs, allReduceMs, updateMs: result.updateMs, ...(grad.busyMs === undefined ? {} : { stageBusyMs: grad.busyMs }) };
     this.pending = { attempt: message.attempt, round: message.round, samples: grad.samples, timings, startedAt: running.startedAt };
     this.publish({
       lastTimings: timings,

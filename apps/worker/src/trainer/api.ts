@@ -25,6 +25,8 @@ export type GradientReport = {
   computeMs: number;
   /** Waiting for the flat gradient to come back (on a GPU this includes finishing the queued work). */
   readbackMs: number;
+  /** A pipeline stage: the time it computed within computeMs (its span); the rest it waited. */
+  busyMs?: number;
 };
 
 /** `layerHashes`: a pipeline stage's, which `hash` (its stage hash) combines. */

@@ -114,7 +114,8 @@ export async function runStage(o: StageRoundInputs): Promise<StageOutcome> {
       now: () => performance.now(),
     });
     const computeMs = performance.now() - started;
-    return { ok: true, report: { gradient: result.gradient, loss: result.loss ?? 0, samples: task.lease.length, computeMs, readbackMs: 0, activationBytes: result.bytesSent } };
+    const busyMs = result.busy.reduce((sum, interval) => sum + (interval.end - interval.start), 0);
+    return { ok: true, report: { gradient: result.gradient, loss: result.loss ?? 0, samples: task.lease.length, computeMs, readbackMs: 0, busyMs, activationBytes: result.bytesSent } };
   } catch (error) {
     const failure = asFailure(error);
     if (failure === undefined) throw error;
