@@ -66,7 +66,14 @@ test("pipeline: the CNN as 2 stages × 2 replicas trains to 90%; a stage tab clo
   expect(final.epochProgress.used).toBe(final.samplesSeen);
   expect(final.samplesSeen).toBe(final.round * 160);
   const reached = final.accuracy.find((point) => point.accuracy >= 0.9);
+  // Each stage reported how long it computed within its span: the dashboard's bubble, beside theory.
+  const last = final.pipeline?.last;
+  expect(last?.stages).toHaveLength(2);
+  for (const stage of last?.stages ?? []) expect(stage.busyMs).toBeLessThanOrEqual(stage.spanMs);
+  expect(last?.bubble).toBeGreaterThan(0);
+  expect(last?.bubble).toBeLessThan(1);
+  expect(last?.bubbleTheory).toBeCloseTo(1 / 5, 12);
   const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN;
   const split = (["roundMs", "computeMs", "allReduceMs", "updateMs"] as const).map((key) => `${key} ${median(final.recentRounds.map((r) => r[key])).toFixed(0)}`);
-  console.log(`pipeline 2×2: 90% test accuracy first measured at round ${reached?.round}; stage tab closed after round ${roundAtLoss}; median of the last ${final.recentRounds.length} rounds: ${split.join(", ")}`);
+  console.log(`pipeline 2×2: 90% test accuracy first measured at round ${reached?.round}; stage tab closed after round ${roundAtLoss}; median of the last ${final.recentRounds.length} rounds: ${split.join(", ")}; bubble of round ${last?.round} ${last?.bubble?.toFixed(3)} (theory ${last?.bubbleTheory.toFixed(3)})`);
 });

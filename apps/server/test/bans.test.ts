@@ -1,12 +1,7 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import * as tf from "@tensorflow/tfjs";
 import { parseJob, parseStatus } from "@crowdtrain/protocol";
-import { buildMnistDataset } from "@crowdtrain/training/node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { BanList } from "../src/identity/bans.ts";
-import { startServer, type ServerHandle } from "../src/server.ts";
+import { useJobServer } from "./support/job-server.ts";
 import { ScriptedWorker } from "./support/scripted-worker.ts";
 
 describe("BanList", () => {
@@ -29,23 +24,10 @@ describe("BanList", () => {
 
 describe("an evicted member", () => {
   const job = parseJob({ name: "ban-test", dataset: "mnist", model: { kind: "mlp", hidden: [4] }, optimizer: { kind: "sgd", learningRate: 0.1 }, batchSize: 30, rounds: 50, spotCheck: 0 });
-  let datasets: string;
-  let server: ServerHandle;
-
-  beforeAll(async () => {
-    await tf.setBackend("cpu");
-    datasets = mkdtempSync(join(tmpdir(), "crowdtrain-datasets-"));
-    await buildMnistDataset(join(datasets, "mnist"));
-    server = await startServer({ port: 0, training: { job, datasetsDir: datasets, minWorkers: 3, banLoopback: true } });
-  }, 60_000);
-
-  afterAll(async () => {
-    await server?.close();
-    rmSync(datasets, { recursive: true, force: true });
-  });
+  const host = useJobServer({ job, minWorkers: 3, banLoopback: true });
 
   it("a member always reporting a wrong hash among three is evicted, its identity revoked and its address banned", async () => {
-    const workers = await Promise.all([0, 1, 2].map(() => new ScriptedWorker(server.url).join()));
+    const workers = await Promise.all([0, 1, 2].map(() => new ScriptedWorker(host.server.url).join()));
     await Promise.all(workers.map((w) => w.sync()));
     const [liar, ...honest] = workers as [ScriptedWorker, ScriptedWorker, ScriptedWorker];
     const wrong = "f".repeat(64);
@@ -67,7 +49,7 @@ describe("an evicted member", () => {
     }
     expect(lies).toBe(3);
     expect((await liar.closedBy()).code).toBe(1008);
-    const status = parseStatus(await (await fetch(`${server.url}/api/status`)).json());
+    const status = parseStatus(await (await fetch(`${host.server.url}/api/status`)).json());
     const gone = status.peers.find((p) => p.id === liar.peerId);
     expect(gone).toMatchObject({ state: "gone", strikes: 3 });
     expect(gone?.leftBecause).toMatch(/evicted after 3 strikes/);
@@ -75,7 +57,7 @@ describe("an evicted member", () => {
     expect(status.peers.filter((p) => honest.some((w) => w.peerId === p.id)).every((p) => p.strikes === 0)).toBe(true);
     // Its identity is dead for uploads, and its address may not open a new worker socket.
     expect((await liar.upload(0, new Uint8Array(8))).status).toBe(401);
-    const again = new ScriptedWorker(server.url);
+    const again = new ScriptedWorker(host.server.url);
     await expect(again.opened()).rejects.toThrow(/403/);
     honest.forEach((w) => w.close());
   }, 60_000);

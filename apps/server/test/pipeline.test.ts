@@ -1,13 +1,8 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import * as tf from "@tensorflow/tfjs";
 import { stageSlices, stageState } from "@crowdtrain/pipeline";
 import { parseJob, pipelinePosition, type RoundMessage } from "@crowdtrain/protocol";
 import { combineLayerHashes, createOptimizer, decodeState, encodeState, layerHashes, modelLayers, pipelineStateHash, type ModelState } from "@crowdtrain/training";
-import { buildMnistDataset } from "@crowdtrain/training/node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startServer, type ServerHandle } from "../src/server.ts";
+import { describe, expect, it } from "vitest";
+import { useJobServer } from "./support/job-server.ts";
 import { ScriptedWorker } from "./support/scripted-worker.ts";
 
 /** Every wait on the server in this file. */
@@ -24,20 +19,7 @@ const job = parseJob({
 const layers = modelLayers(job.model, [28, 28, 1], 10);
 const params = layers.map((layer) => layer.params);
 
-let datasets: string;
-let server: ServerHandle;
-
-beforeAll(async () => {
-  await tf.setBackend("cpu");
-  datasets = mkdtempSync(join(tmpdir(), "crowdtrain-datasets-"));
-  await buildMnistDataset(join(datasets, "mnist"));
-  server = await startServer({ port: 0, training: { job, datasetsDir: datasets, minWorkers: 4 } });
-}, 60_000);
-
-afterAll(async () => {
-  await server?.close();
-  rmSync(datasets, { recursive: true, force: true });
-});
+const host = useJobServer({ job, minWorkers: 4 });
 
 /**
  * A pipeline member's round without a browser: its stage's part of `whole` stepped by Adam with a
@@ -62,7 +44,7 @@ function stageStep(worker: ScriptedWorker, whole: ModelState, round: RoundMessag
 
 describe("a pipeline job on the server", () => {
   it("runs 2 replicas × 2 stages, takes each stage's part from its uploader, and assembles the whole committed state", async () => {
-    const workers = await Promise.all(Array.from({ length: 4 }, () => new ScriptedWorker(server.url).join()));
+    const workers = await Promise.all(Array.from({ length: 4 }, () => new ScriptedWorker(host.server.url).join()));
     const initial = await workers[0]!.sync();
     await Promise.all(workers.slice(1).map((w) => w.sync()));
     // Round 0's hash is the layered one: the hash every later round commits on.
@@ -100,12 +82,12 @@ describe("a pipeline job on the server", () => {
       const committed = combineLayerHashes(stagesLayers.flat());
       expect(commits.map((c) => c.hash)).toEqual(workers.map(() => committed));
       // The server joins the parts: the state it serves hashes, by layers, to the committed hash.
-      await expect.poll(async () => ((await (await fetch(`${server.url}/api/status`)).json()) as { stateRound: number }).stateRound, { timeout: WAIT_MS }).toBe(round);
-      const served = decodeState(new Uint8Array(await (await fetch(`${server.url}/api/state?round=${round}`)).arrayBuffer()));
-      expect(served.hash).toBe(committed);
-      expect(pipelineStateHash(served.weights, served.optimizer, params)).toBe(committed);
-      expect(served.weights.length).toBe(initial.weights.length);
-      whole = served;
+      await expect.poll(async () => ((await (await fetch(`${host.server.url}/api/status`)).json()) as { stateRound: number }).stateRound, { timeout: WAIT_MS }).toBe(round);
+      const stored = decodeState(new Uint8Array(await (await fetch(`${host.server.url}/api/state?round=${round}`)).arrayBuffer()));
+      expect(stored.hash).toBe(committed);
+      expect(pipelineStateHash(stored.weights, stored.optimizer, params)).toBe(committed);
+      expect(stored.weights.length).toBe(initial.weights.length);
+      whole = stored;
     }
     for (const w of workers) w.close();
   }, 60_000);

@@ -4,14 +4,14 @@ import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { parseJob, parseSummary, PROTOCOL_VERSION } from "@crowdtrain/protocol";
 import { decodeState, encodeState } from "@crowdtrain/training";
-import { buildMnistDataset } from "@crowdtrain/training/node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { startServer, type ServerHandle } from "../src/server.ts";
+import { startServer } from "../src/server.ts";
 import type { Status } from "../src/training/status.ts";
+import { useJobServer } from "./support/job-server.ts";
 import { ScriptedWorker } from "./support/scripted-worker.ts";
 
-const status = async (): Promise<Status> => (await (await fetch(`${server.url}/api/status`)).json()) as Status;
+const status = async (): Promise<Status> => (await (await fetch(`${host.server.url}/api/status`)).json()) as Status;
 
 /** Every wait on the server in this file. */
 const WAIT_MS = 10_000;
@@ -28,24 +28,11 @@ const job = parseJob({
   spotCheck: 0,
 });
 
-let datasets: string;
-let server: ServerHandle;
-
-beforeAll(async () => {
-  await tf.setBackend("cpu");
-  datasets = mkdtempSync(join(tmpdir(), "crowdtrain-datasets-"));
-  await buildMnistDataset(join(datasets, "mnist"));
-  server = await startServer({ port: 0, training: { job, datasetsDir: datasets, minWorkers: 2 } });
-}, 60_000);
-
-afterAll(async () => {
-  await server?.close();
-  rmSync(datasets, { recursive: true, force: true });
-});
+const host = useJobServer({ job, minWorkers: 2 });
 
 describe("the training server", () => {
   it("runs rounds for two protocol-speaking workers, takes the uploaded state, evaluates, and exports a loadable model", async () => {
-    const [a, b] = await Promise.all([new ScriptedWorker(server.url).join(), new ScriptedWorker(server.url).join()]);
+    const [a, b] = await Promise.all([new ScriptedWorker(host.server.url).join(), new ScriptedWorker(host.server.url).join()]);
     expect(a.job?.name).toBe("server-test");
     expect(a.peerId).not.toBe(b.peerId);
     await Promise.all([a.sync(), b.sync()]);
@@ -77,15 +64,15 @@ describe("the training server", () => {
     expect(final.loss).toHaveLength(3);
 
     // The volunteer page's summary: the same job and progress, one member's row at most.
-    const summary = parseSummary(await (await fetch(`${server.url}/api/summary?peer=${a.peerId}`)).json());
+    const summary = parseSummary(await (await fetch(`${host.server.url}/api/summary?peer=${a.peerId}`)).json());
     expect(summary).toMatchObject({ status: "done", round: 3, targetRounds: 3, members: 2, samplesSeen: final.samplesSeen });
     expect(summary.loss.map(([round]) => round)).toEqual([1, 2, 3]);
     expect(summary.accuracy).toHaveLength(3);
     expect(summary.you?.share).toBe(final.peers.find((p) => p.id === a.peerId)?.share);
-    expect(parseSummary(await (await fetch(`${server.url}/api/summary`)).json()).you).toBeUndefined();
-    expect((await fetch(`${server.url}/api/summary?peer=..%2Fetc`)).status).toBe(400);
+    expect(parseSummary(await (await fetch(`${host.server.url}/api/summary`)).json()).you).toBeUndefined();
+    expect((await fetch(`${host.server.url}/api/summary?peer=..%2Fetc`)).status).toBe(400);
 
-    const model = await tf.loadLayersModel(`${server.url}/api/model/model.json`);
+    const model = await tf.loadLayersModel(`${host.server.url}/api/model/model.json`);
     const probs = tf.tidy(() => (model.predict(tf.zeros([1, 28, 28, 1])) as tf.Tensor).sum().dataSync()[0]);
     expect(probs).toBeCloseTo(1, 4);
     model.dispose();
@@ -94,13 +81,13 @@ describe("the training server", () => {
   }, 60_000);
 
   it("closes a socket that speaks nonsense, with the reason, and keeps serving", async () => {
-    const ws = new WebSocket(`${server.url.replace("http", "ws")}/ws`);
+    const ws = new WebSocket(`${host.server.url.replace("http", "ws")}/ws`);
     await new Promise((resolve) => ws.once("open", resolve));
     ws.send(JSON.stringify({ type: "hello", protocol: 999, backend: "cpu" }));
     const [code, reason] = await new Promise<[number, string]>((resolve) => ws.once("close", (c, r) => resolve([c, r.toString()])));
     expect(code).toBe(1008);
     expect(reason).toMatch(/bad worker message/);
-    expect((await fetch(`${server.url}/api/health`)).ok).toBe(true);
+    expect((await fetch(`${host.server.url}/api/health`)).ok).toBe(true);
   });
 });
 
@@ -108,7 +95,7 @@ describe("checkpoints across a restart", () => {
   it("a restarted server resumes at the last checkpoint: round, state, coverage and history", async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "crowdtrain-data-"));
     const longJob = { ...job, rounds: 10 };
-    const options = { job: longJob, datasetsDir: datasets, minWorkers: 1, dataDir, checkpointEveryRounds: 2 };
+    const options = { job: longJob, datasetsDir: host.datasets, minWorkers: 1, dataDir, checkpointEveryRounds: 2 };
     try {
       const first = await startServer({ port: 0, training: options });
       const worker = await new ScriptedWorker(first.url).join();
@@ -141,7 +128,7 @@ describe("checkpoints across a restart", () => {
 describe("heartbeats", () => {
   it("a worker whose socket stops answering pings is dropped within the heartbeat timeout", async () => {
     const heartbeatTimeoutMs = 1_500;
-    const quiet = await startServer({ port: 0, training: { job, datasetsDir: datasets, minWorkers: 5, heartbeatTimeoutMs } });
+    const quiet = await startServer({ port: 0, training: { job, datasetsDir: host.datasets, minWorkers: 5, heartbeatTimeoutMs } });
     try {
       // autoPong off: like a tab whose network went away without closing the connection.
       const ws = new WebSocket(`${quiet.url.replace("http", "ws")}/ws`, { autoPong: false });

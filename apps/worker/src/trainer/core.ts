@@ -33,11 +33,17 @@ import { runStage, sliceOf, StageHolder } from "./stage-round.ts";
 
 /**
  * A data-parallel job holds the whole model; a pipeline job (stages above 1) only the stage it
- * computes (`stages`), and its whole state on the CPU side for the deterministic optimizer.
+ * computes (`stages`) on its device, and on the CPU side the whole state it synced until its first
+ * commit, then only its stage's (`TrainerCore.held`). `size`: the whole model's weight count.
  */
-type Loaded = { job: Job; manifest: DatasetManifest; train: Dataset; model: tf.LayersModel | undefined; optimizer: Optimizer; layers: LayerInfo[]; hashOf: StateHasher; stages: StageHolder | undefined };
-/** `stage`: a pipeline round's stage, whose part alone was stepped (and is uploaded). */
-type Pending = { attempt: number; weights: Float32Array; optimizerBefore: OptimizerState; hash: string; stage?: { task: StageTask; part: { weights: Float32Array; optimizer: OptimizerState } } };
+type Loaded = { job: Job; manifest: DatasetManifest; train: Dataset; model: tf.LayersModel | undefined; optimizer: Optimizer; size: number; layers: LayerInfo[]; hashOf: StateHasher; stages: StageHolder | undefined };
+/**
+ * `stage`: a pipeline round's stage, whose part alone was stepped (and is uploaded) by its own
+ * optimizer, which becomes the trainer's at the commit (the trainer's is untouched until then).
+ */
+type Pending = { attempt: number; weights: Float32Array; optimizerBefore: OptimizerState; hash: string; stage?: { task: StageTask; slice: HeldStage; optimizer: Optimizer; part: { weights: Float32Array; optimizer: OptimizerState } } };
+/** The stage a pipeline tab holds alone after a commit: its layers [from, to), at `offset` in the whole weights. */
+type HeldStage = { offset: number; length: number; from: number; to: number };
 
 /**
  * The Trainer itself, usable directly on the page or behind the Web Worker RPC (worker-entry.ts).
@@ -54,6 +60,8 @@ export class TrainerCore implements Trainer {
   private pending: Pending | undefined;
   /** The pipeline stage this tab computed last (its update steps that stage). */
   private stageTask: StageTask | undefined;
+  /** A pipeline tab after a commit: the stage whose committed state (weights, optimizer) it holds alone. */
+  private held: HeldStage | undefined;
   /** The weights array last written to the device (by identity), so the same array is not uploaded twice. */
   private onDevice: Float32Array | undefined;
 
@@ -70,13 +78,17 @@ export class TrainerCore implements Trainer {
     const size = model === undefined ? layers.reduce((sum, layer) => sum + layer.params, 0) : weightCount(model);
     const stages = pipelined ? new StageHolder(layers, job.seed) : undefined;
     const hashOf = jobStateHasher(job, manifest.inputShape, manifest.classes);
-    this.loaded = { job, manifest, train, model, optimizer: createOptimizer(committedOptimizer(job), size), layers, hashOf, stages };
+    this.loaded = { job, manifest, train, model, optimizer: createOptimizer(committedOptimizer(job), size), size, layers, hashOf, stages };
+    this.held = undefined;
     return { weightCount: size };
   }
 
   async loadState(bytes: ArrayBuffer): Promise<StateReport> {
     const loaded = this.need();
-    const state = decodeState(new Uint8Array(bytes), loaded.optimizer.size);
+    // A pipeline tab that held one stage takes the whole state again (it may be given any stage).
+    if (this.held !== undefined) loaded.optimizer = createOptimizer(committedOptimizer(loaded.job), loaded.size);
+    this.held = undefined;
+    const state = decodeState(new Uint8Array(bytes), loaded.size);
     const problem = stateProblem(state, loaded.hashOf);
     if (problem !== undefined) throw new Error(`state of round ${state.round} is corrupt: ${problem}`);
     const hash = state.hash;
@@ -120,8 +132,15 @@ export class TrainerCore implements Trainer {
       port.close();
       throw new Error("a pipeline round for a job of one stage");
     }
+    const slice = sliceOf(layers, task);
+    const held = this.held;
+    if (held !== undefined && (held.offset !== slice.offset || held.length !== slice.length)) {
+      port.close();
+      throw new Error(`this tab holds layers [${held.from}, ${held.to}) of the committed state, but round ${task.attempt} gives it stage ${task.stage}: it must sync first`);
+    }
     this.stageTask = task;
-    return runStage({ holder: stages, layers, train, manifest, weights: this.weights, task, port });
+    const stageWeights = held === undefined ? this.weights.subarray(slice.offset, slice.offset + slice.length) : this.weights;
+    return runStage({ holder: stages, layers, train, manifest, stageWeights, task, port });
   }
 
   async applyUpdate(attempt: number, mean: Float32Array): Promise<UpdateReport> {
@@ -138,10 +157,10 @@ export class TrainerCore implements Trainer {
   }
 
   /**
-   * A pipeline stage's update: its optimizer steps its slice of the weights and buffers only (the
-   * optimizers are elementwise, so this is exactly the whole optimizer's arithmetic for them), and
-   * its hash is its layers' hashes combined. The rest of the whole state is left as it was: this
-   * tab holds only its stage of the round once it commits.
+   * A pipeline stage's update: an optimizer of the stage's size steps its slice of the weights and
+   * buffers only (the optimizers are elementwise, so this is exactly the whole optimizer's
+   * arithmetic for them), and its hash is its layers' hashes combined. Once it commits, this tab
+   * holds only that stage: the rest of the whole state it synced is dropped.
    */
   private applyStageUpdate(attempt: number, mean: Float32Array, started: number): UpdateReport {
     const { optimizer, job, layers } = this.need();
@@ -150,23 +169,16 @@ export class TrainerCore implements Trainer {
     const slice = sliceOf(layers, task);
     if (mean.length !== slice.length) throw new Error(`stage ${task.stage} has ${slice.length} weights, the reduced gradient ${mean.length}`);
     const optimizerBefore = optimizer.state();
-    const part = stageState({ weights: this.weights, optimizer: optimizerBefore }, slice);
+    const part = this.held === undefined ? stageState({ weights: this.weights, optimizer: optimizerBefore }, slice) : { weights: this.weights.slice(), optimizer: optimizerBefore };
     const stageOptimizer = createOptimizer(committedOptimizer(job), slice.length);
     stageOptimizer.restore(part.optimizer);
     stageOptimizer.step(part.weights, mean);
     const after = stageOptimizer.state();
-    const weights = this.weights.slice();
-    weights.set(part.weights, slice.offset);
-    const buffers = optimizerBefore.buffers.map((buffer, k) => {
-      const whole = buffer.slice();
-      whole.set(after.buffers[k] as Float32Array, slice.offset);
-      return whole;
-    });
-    optimizer.restore({ ...after, buffers });
     const range = task.plan.stages[task.stage] as { from: number; to: number };
     const hashes = layerHashes(part.weights, after, layers.slice(range.from, range.to).map((layer) => layer.params));
     const hash = combineLayerHashes(hashes);
-    this.pending = { attempt, weights, optimizerBefore, hash, stage: { task, part: { weights: part.weights, optimizer: after } } };
+    const held = { ...slice, from: range.from, to: range.to };
+    this.pending = { attempt, weights: part.weights, optimizerBefore, hash, stage: { task, slice: held, optimizer: stageOptimizer, part: { weights: part.weights, optimizer: after } } };
     return { hash, layerHashes: hashes, updateMs: performance.now() - started };
   }
 
@@ -176,6 +188,10 @@ export class TrainerCore implements Trainer {
     if (pending.stage !== undefined && hash === undefined) throw new Error(`commit of pipeline attempt ${attempt} without the round's hash`);
     this.pending = undefined;
     this.weights = pending.weights;
+    if (pending.stage !== undefined) {
+      this.held = pending.stage.slice;
+      this.need().optimizer = pending.stage.optimizer;
+    }
     // A stage cannot compute the round's hash (it combines every stage's): it takes the coordinator's.
     this.hash = pending.stage === undefined ? pending.hash : (hash as string);
     this.round = round;

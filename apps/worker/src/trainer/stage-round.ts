@@ -39,8 +39,8 @@ export type StageRoundInputs = {
   layers: readonly LayerInfo[];
   train: Dataset;
   manifest: DatasetManifest;
-  /** The whole model's committed weights; the stage reads its slice. */
-  weights: Float32Array;
+  /** The stage's committed weights (its slice of the whole model's). */
+  stageWeights: Float32Array;
   task: StageTask;
   port: MessagePort;
 };
@@ -66,8 +66,7 @@ export async function runStage(o: StageRoundInputs): Promise<StageOutcome> {
   const last = task.stage === stages - 1;
   const shapeAt = (layer: number): readonly number[] => (layer === 0 ? (layers[0]?.inputShape ?? []) : (layers[layer - 1]?.outputShape ?? []));
   const { compute, model } = o.holder.get(range.from, range.to);
-  const slice = sliceOf(layers, task);
-  writeWeights(model, o.weights.subarray(slice.offset, slice.offset + slice.length));
+  writeWeights(model, o.stageWeights);
   const microRows = microBatchRows(task.lease.length, task.plan.microBatches);
   const inbox = new StageInbox({
     attempt: task.attempt,
