@@ -1,3 +1,5 @@
+// In test/node (tsconfig.node-test.json): it builds a dataset on disk and serves it over node:http,
+// which the browser-only tsconfig of the rest of apps/worker cannot type.
 // The trainer's pipeline path in Node (cpu backend): two TrainerCores, each one stage of a replica,
 // their activations through real ActivationBridges over an in-memory channel pair, against the
 // whole model's gradient and Adam step computed directly.
@@ -11,9 +13,9 @@ import { committedOptimizer, parseJob, type PipelinePlan } from "@crowdtrain/pro
 import { batchTensors, buildModel, combineLayerHashes, computeGradient, createOptimizer, encodeState, loadSplit, modelLayers, parseManifest, pipelineStateHash, readWeights } from "@crowdtrain/training";
 import { buildMnistDataset } from "@crowdtrain/training/node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ActivationBridge } from "../src/session/activation-bridge.ts";
-import type { GradientReport, StageTask } from "../src/trainer/api.ts";
-import { TrainerCore } from "../src/trainer/core.ts";
+import { ActivationBridge } from "../../src/session/activation-bridge.ts";
+import type { GradientReport, StageTask } from "../../src/trainer/api.ts";
+import { TrainerCore } from "../../src/trainer/core.ts";
 
 const job = parseJob({ name: "stage-test", dataset: "mnist", model: { kind: "mlp", hidden: [8, 6] }, optimizer: { kind: "adam", learningRate: 0.01 }, batchSize: 12, rounds: 3, parallelism: { stages: 2, microBatches: 3 } });
 const LEASE = [3, 1, 4, 15, 9, 2, 6, 5, 35, 8, 97, 93];
