@@ -68,7 +68,8 @@ describe("a pipeline job on the server", () => {
       expect(plan.replicas).toHaveLength(2);
       expect(plan.stages).toHaveLength(2);
       const steps = workers.map((w, k) => stageStep(w, whole, messages[k]!));
-      const uploaders = workers.filter((_, k) => messages[k]!.upload);
+      // In stage order (the plan places members by their ids, so not in join order).
+      const uploaders = workers.filter((_, k) => messages[k]!.upload).sort((x, y) => pipelinePosition(plan, x.peerId)!.stage - pipelinePosition(plan, y.peerId)!.stage);
       expect(uploaders.map((w) => pipelinePosition(plan, w.peerId))).toEqual([
         { replica: 0, stage: 0 },
         { replica: 0, stage: 1 },

@@ -107,11 +107,24 @@ describe("the activation bridge between the peer link and the trainer", () => {
     channel.deliver("b", Uint8Array.from([1, 2, 3]));
     expect(logged[0]).toMatch(/undecodable frame from b/);
     for (let k = 0; k <= MAX_EARLY_FRAMES; k++) channel.deliver("b", frame(9, k % 100));
-    expect(logged.at(-1)).toMatch(/more than 4096 frames ahead/);
+    expect(logged.at(-1)).toMatch(/more than 4096 frames or 64 MiB ahead/);
     const round = trainerEnd(bridge.open(9));
     await settle();
     expect(round.frames).toHaveLength(MAX_EARLY_FRAMES);
     round.end.close();
+    // Frames of made-up attempts far ahead are dropped when a round opens.
+    channel.deliver("b", frame(500));
+    channel.deliver("b", frame(12));
+    bridge.close();
+    const later = trainerEnd(bridge.open(11));
+    bridge.close();
+    const far = trainerEnd(bridge.open(12));
+    await settle();
+    expect(far.frames).toEqual([{ from: "b", attempt: 12 }]);
+    const skipped = trainerEnd(bridge.open(500));
+    await settle();
+    expect(skipped.frames).toEqual([]);
+    for (const end of [later, far, skipped]) end.end.close();
     bridge.dispose();
   });
 });

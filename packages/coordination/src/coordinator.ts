@@ -297,7 +297,8 @@ export class Coordinator {
   /**
    * A pipeline round commits when every stage's replicas agree (pipelineTally) and the server checked
    * each stage's uploaded state with that stage's hash: it then holds the whole committed state (it
-   * joins the stages'), and no single member could commit a stage nobody else computed unchecked.
+   * joins the stages'). With one replica a stage is one tab's word, checked only for finiteness and
+   * its hash (spot checks do not cover pipeline jobs yet).
    */
   private tryCommitPipeline(round: OpenRound, pipeline: PipelineRound, now: number, effects: CoordinatorEffect[]): void {
     const combine = this.config.pipeline?.combine;
@@ -307,6 +308,17 @@ export class Coordinator {
       this.disputes++;
       this.abort("hash-split", `weights hashes disagree: ${vote.detail}`, now, effects);
       this.replanAt = Math.max(this.replanAt, now + disputeBackoffMs(this.disputes));
+      return;
+    }
+    // An uploader whose own update dissents (outvoted by three or more replicas) uploaded a state the
+    // round cannot commit: abort now and strike it, rather than waiting out the deadline blaming nobody.
+    const wrong = vote.stageHashes.flatMap((hash, stage) => {
+      const checked = pipeline.checked.get(stage);
+      return checked !== undefined && checked !== hash ? [pipeline.uploaders[stage] as string] : [];
+    });
+    if (wrong.length > 0) {
+      this.abort("check-failed", `${wrong.join(", ")} uploaded a stage state other than its replicas agreed on`, now, effects);
+      for (const peer of wrong) this.strike(peer, `uploaded a stage state outvoted by its stage's replicas in round ${round.round}`, now, effects);
       return;
     }
     if (!vote.stageHashes.every((hash, stage) => pipeline.checked.get(stage) === hash)) return;

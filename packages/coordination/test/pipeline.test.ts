@@ -218,3 +218,20 @@ describe("pipeline rounds in the coordinator", () => {
     expect(h.logs("plan")).toEqual(["no pipeline plan from 1 ready members: stage 0 needs 90 MiB, the smallest budget is 64 MiB"]);
   });
 });
+
+describe("a pipeline uploader outvoted by its stage's replicas", () => {
+  it("aborts the round at once and strikes the uploader, instead of waiting out the deadline", () => {
+    const h = pipelineHarness(6, 18);
+    for (const peer of ["a", "b", "c", "d", "e", "f"]) h.join(peer);
+    const round = h.coordinator.state.current!;
+    expect(round.pipeline?.replicas).toEqual([["a", "b"], ["c", "d"], ["e", "f"]]);
+    // a (replica 0, stage 0) computes another update than c and e, and uploads it.
+    reportStages(h, "a");
+    const wrong = combine(stageLayers(round.round + 50, TWO_STAGES[0]!));
+    h.apply({ type: "state-checked", peerId: "a", round: 1, attempt: round.attempt, hash: wrong, problem: undefined, now: h.now });
+    h.apply({ type: "state-checked", peerId: "b", round: 1, attempt: round.attempt, hash: combine(stageLayers(1, TWO_STAGES[1]!)), problem: undefined, now: h.now });
+    expect(h.coordinator.state.committedRound).toBe(0);
+    expect(h.logs("aborted").at(-1)).toMatch(/a uploaded a stage state other than its replicas agreed on/);
+    expect(h.member("a")?.strikes).toBe(1);
+  });
+});

@@ -91,10 +91,14 @@ export function createUploadHandler(deps: UploadDeps): { route: express.RequestH
     } finally {
       release();
     }
+    // The body took time: an upload whose attempt was aborted meanwhile (a stale export) is refused
+    // without a check, so it can neither fail nor fill the slot of the attempt that replaced it.
+    const still = deps.coordinator.uploadSlots(peerId).find((s) => s.round === round);
+    if (still === undefined || !sameSlot(slot, still)) throw new HttpError(409, `the slot ${peerId} was uploading round ${round} for is no longer open (its attempt ended)`);
     const stage = slot.kind === "pending" ? slot.stage : undefined;
     const part = stage === undefined ? undefined : deps.stagePart(stage.from, stage.to);
     const checked = check(body, round, part?.weights ?? deps.store.weightCount, part?.hashOf ?? deps.hashOf);
-    const problem = "problem" in checked ? checked.problem : slotProblem(slot, checked.state);
+    const problem = "problem" in checked ? checked.problem : (slotProblem(slot, checked.state) ?? (stage === undefined ? undefined : partProblem(checked.state, round, parts?.attempt === (slot as { attempt: number }).attempt ? parts.byStage : undefined)));
     deps.dispatch({
       type: "state-checked",
       peerId,
@@ -109,6 +113,7 @@ export function createUploadHandler(deps: UploadDeps): { route: express.RequestH
       throw new HttpError(422, problem ?? "rejected");
     }
     if (slot.kind === "pending" && stage !== undefined) {
+      if (parts !== undefined && parts.attempt > slot.attempt) throw new HttpError(409, `attempt ${slot.attempt} was replaced by ${parts.attempt}`);
       if (parts?.attempt !== slot.attempt) parts = { attempt: slot.attempt, byStage: new Map() };
       parts.byStage.set(stage.index, checked.state);
     } else if (slot.kind === "pending") {
@@ -139,7 +144,7 @@ export function createUploadHandler(deps: UploadDeps): { route: express.RequestH
     parts = undefined;
     const byStage = Array.from({ length: stages }, (_, k) => held.byStage.get(k));
     if (byStage.some((part) => part === undefined)) {
-      deps.onRejected(`round ${round} committed without every stage's state (${held.byStage.size} of ${stages}): the server cannot assemble it`);
+      fail(`round ${round} committed without every stage's state (${held.byStage.size} of ${stages}): the server cannot assemble it`);
       return;
     }
     let joined: ModelState;
@@ -148,16 +153,26 @@ export function createUploadHandler(deps: UploadDeps): { route: express.RequestH
       joined = { round, hash, weights: whole.weights, optimizer: whole.optimizer };
     } catch (error) {
       if (!(error instanceof StageStateError)) throw error;
-      deps.onRejected(`the stages' states of round ${round} do not join: ${error.message}`);
+      fail(`the stages' states of round ${round} do not join: ${error.message}`);
       return;
     }
     // The stages' hashes were checked one by one; the join must give the committed hash too.
     const problem = stateProblem(joined, deps.hashOf);
     if (problem !== undefined) {
-      deps.onRejected(`the joined state of round ${round} is not the committed one: ${problem}`);
+      fail(`the joined state of round ${round} is not the committed one: ${problem}`);
       return;
     }
     adopt(joined);
+  };
+  /**
+   * A committed round the server cannot assemble has no state to serve, checkpoint or sync anyone
+   * to (its stages' members hold only their parts): the job stops, saying why, rather than train on
+   * without one. The checks at upload (each part's hash, its optimizer step against the others')
+   * leave only a bug here.
+   */
+  const fail = (reason: string): void => {
+    deps.onRejected(reason);
+    deps.dispatch({ type: "stop", reason, now: Date.now() });
   };
 
   return {
@@ -198,6 +213,28 @@ function check(body: Buffer, round: number, weightCount: number, hashOf: StateHa
   if (state.round !== round) return { problem: `the body is round ${state.round}, the URL says ${round}` };
   const problem = stateProblem(state, hashOf);
   return problem === undefined ? { state } : { problem };
+}
+
+/** The same slot: kind, round, and for a pending one its attempt and stage. */
+function sameSlot(a: UploadSlot, b: UploadSlot): boolean {
+  if (a.kind !== b.kind || a.round !== b.round) return false;
+  if (a.kind === "committed" || b.kind === "committed") return true;
+  return a.attempt === b.attempt && a.stage?.index === b.stage?.index;
+}
+
+/**
+ * A stage's part must join the others' of its attempt: the same optimizer kind, step and scalars
+ * (a part stepping differently would commit and then fail to join, leaving the round without a state).
+ */
+function partProblem(state: ModelState, round: number, others: ReadonlyMap<number, ModelState> | undefined): string | undefined {
+  for (const [stage, other] of others ?? []) {
+    const a = state.optimizer;
+    const b = other.optimizer;
+    if (a.kind !== b.kind || a.step !== b.step || a.scalars.length !== b.scalars.length || a.scalars.some((s, i) => s !== b.scalars[i])) {
+      return `its optimizer (${a.kind}, step ${a.step}) disagrees with stage ${stage}'s (${b.kind}, step ${b.step}) in round ${round}`;
+    }
+  }
+  return undefined;
 }
 
 function slotProblem(slot: UploadSlot, state: ModelState): string | undefined {

@@ -4,6 +4,13 @@ import type { ToPage, ToTrainer } from "../trainer/stage-port.ts";
 
 /** Frames held for rounds this tab has not begun (a neighbour a round ahead sends far fewer). */
 export const MAX_EARLY_FRAMES = 4_096;
+/** And their bytes: a peer sending frames of made-up future attempts cannot hold more. */
+export const MAX_EARLY_BYTES = 64 * 2 ** 20;
+/**
+ * When a round opens, held frames of attempts more than this far ahead are dropped: a neighbour is
+ * at most a few aborted attempts ahead of this tab, never hundreds.
+ */
+export const EARLY_ATTEMPT_WINDOW = 8;
 
 /**
  * The page's end of the pipeline rounds' activations: the peer link's "activations" channel on one
@@ -34,7 +41,7 @@ export class ActivationBridge {
     this.lastAttempt = Math.max(this.lastAttempt, attempt);
     port1.onmessage = (event: MessageEvent<ToPage>) => this.send(port1, event.data);
     const held = this.early.filter((e) => e.attempt === attempt);
-    this.early = this.early.filter((e) => e.attempt > attempt);
+    this.early = this.early.filter((e) => e.attempt > attempt && e.attempt <= attempt + EARLY_ATTEMPT_WINDOW);
     for (const { from, frame } of held) this.post({ kind: "frame", from, frame });
     return port2;
   }
@@ -72,12 +79,16 @@ export class ActivationBridge {
       return;
     }
     if (attempt <= this.lastAttempt) return; // a round that ended here
-    if (this.early.length >= MAX_EARLY_FRAMES) {
-      this.log(`activations: more than ${MAX_EARLY_FRAMES} frames ahead of this tab's round; dropped one from ${from}`);
+    if (this.early.length >= MAX_EARLY_FRAMES || this.earlyBytes() + frame.byteLength > MAX_EARLY_BYTES) {
+      this.log(`activations: more than ${MAX_EARLY_FRAMES} frames or ${MAX_EARLY_BYTES / 2 ** 20} MiB ahead of this tab's round; dropped one from ${from}`);
       return;
     }
     // The view is valid for this call only.
     this.early.push({ attempt, from, frame: frame.slice() });
+  }
+
+  private earlyBytes(): number {
+    return this.early.reduce((sum, e) => sum + e.frame.byteLength, 0);
   }
 
   private send(port: MessagePort, message: ToPage): void {

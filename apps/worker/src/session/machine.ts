@@ -323,7 +323,8 @@ export class SessionMachine {
         return;
       case "exported":
         // The upload runs beside the next tasks: the commit (and the next round) need not wait for it.
-        if (this.identity !== undefined) out.push({ type: "upload-state", round: result.round, bytes: result.bytes, auth: this.auth(this.identity) });
+        // A pending state of an attempt aborted meanwhile is not sent: its slot is gone.
+        if (this.identity !== undefined && !(task?.kind === "export-state" && task.attempt !== undefined && this.aborted.has(this.busyGeneration, task.attempt))) out.push({ type: "upload-state", round: result.round, bytes: result.bytes, auth: this.auth(this.identity) });
         if (task?.kind === "export-state") this.finishRound(task.attempt);
         return;
       case "synced":

@@ -165,7 +165,7 @@ export class TrainerCore implements Trainer {
   private applyStageUpdate(attempt: number, mean: Float32Array, started: number): UpdateReport {
     const { optimizer, job, layers } = this.need();
     const task = this.stageTask;
-    if (task === undefined) throw new Error(`update of attempt ${attempt} before any pipeline stage ran`);
+    if (task?.attempt !== attempt) throw new Error(`update of attempt ${attempt}, but the last pipeline stage ran attempt ${task?.attempt ?? "none"}`);
     const slice = sliceOf(layers, task);
     if (mean.length !== slice.length) throw new Error(`stage ${task.stage} has ${slice.length} weights, the reduced gradient ${mean.length}`);
     const optimizerBefore = optimizer.state();
@@ -209,9 +209,9 @@ export class TrainerCore implements Trainer {
   }
 
   async exportState(): Promise<ArrayBuffer> {
-    const { optimizer, stages } = this.need();
-    // After a pipeline commit the rest of the whole state is an older round's: not a state to send.
-    if (stages !== undefined) throw new Error("a pipeline stage holds only its layers of the committed state: it uploads its stage's part with its round");
+    const { optimizer } = this.need();
+    // After a pipeline commit the rest of the whole state is gone: a stage's part is not a state to send.
+    if (this.held !== undefined) throw new Error("a pipeline stage holds only its layers of the committed state: it uploads its stage's part with its round");
     // The optimizer holds the pending step's state while one is pending: export the committed one.
     const optimizerState = this.pending?.optimizerBefore ?? optimizer.state();
     return encodeState({ round: this.round, hash: this.hash, weights: this.weights, optimizer: optimizerState }).buffer;

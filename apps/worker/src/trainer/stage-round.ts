@@ -66,7 +66,6 @@ export async function runStage(o: StageRoundInputs): Promise<StageOutcome> {
   const last = task.stage === stages - 1;
   const shapeAt = (layer: number): readonly number[] => (layer === 0 ? (layers[0]?.inputShape ?? []) : (layers[layer - 1]?.outputShape ?? []));
   const { compute, model } = o.holder.get(range.from, range.to);
-  writeWeights(model, o.stageWeights);
   const microRows = microBatchRows(task.lease.length, task.plan.microBatches);
   const inbox = new StageInbox({
     attempt: task.attempt,
@@ -76,8 +75,16 @@ export async function runStage(o: StageRoundInputs): Promise<StageOutcome> {
     inputShapeOf: (m) => [microRows[m] as number, ...shapeAt(range.from)],
     outputShapeOf: (m) => [microRows[m] as number, ...shapeAt(range.to)],
   });
+  const previous = first ? undefined : (row[task.stage - 1] as string);
+  const next = last ? undefined : (row[task.stage + 1] as string);
   const link = new StagePortEnd(o.port, {
     onFrame: (from, frame) => {
+      // Only a neighbour's frames can fail the round: anyone else's are dropped, or any peer that
+      // can reach this tab could abort its rounds for free.
+      if (from !== previous && from !== next) {
+        console.warn(`activations: dropped a frame from ${from}, not a neighbour of stage ${task.stage} in round ${task.attempt}`);
+        return;
+      }
       try {
         inbox.deliver(from, frame);
       } catch (error) {
@@ -88,15 +95,16 @@ export async function runStage(o: StageRoundInputs): Promise<StageOutcome> {
     onGone: (peer, reason) => inbox.peerGone(peer, reason),
     onAbort: (reason) => inbox.fail(new RoundAborted(reason)),
   });
-  // The lease's micro-batches: the first stage's inputs, the last stage's one-hot labels.
   const batches: { xs: tf.Tensor; ys: tf.Tensor2D }[] = [];
-  let at = 0;
-  for (const rows of first || last ? microRows : []) {
-    batches.push(batchTensors(o.train, task.lease.slice(at, at + rows), o.manifest.inputShape, o.manifest.classes));
-    at += rows;
-  }
   const started = performance.now();
   try {
+    writeWeights(model, o.stageWeights);
+    // The lease's micro-batches: the first stage's inputs, the last stage's one-hot labels.
+    let at = 0;
+    for (const rows of first || last ? microRows : []) {
+      batches.push(batchTensors(o.train, task.lease.slice(at, at + rows), o.manifest.inputShape, o.manifest.classes));
+      at += rows;
+    }
     const result = await runStageRound({
       compute,
       stage: task.stage,
