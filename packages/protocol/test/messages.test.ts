@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { MAX_LEASE_SAMPLES, MessageError, parseCoordinatorMessage } from "../src/index.ts";
+import { MAX_LAYER_HASHES, MAX_LEASE_SAMPLES, MessageError, parseCoordinatorMessage, parseWorkerMessage } from "../src/index.ts";
 
 const round = { type: "round", attempt: 3, round: 2, epoch: 0, plan: { kind: "ring", members: ["w-a"] }, lease: [0, 1], frameBytes: 1024, upload: false };
 
@@ -10,5 +10,25 @@ describe("the round message's lease ahead", () => {
     for (const next of [[-1], [1.5], ["2"], null, Array.from({ length: MAX_LEASE_SAMPLES + 1 }, () => 0)]) {
       expect(() => parseCoordinatorMessage(JSON.stringify({ ...round, next })), JSON.stringify(next).slice(0, 20)).toThrow(MessageError);
     }
+  });
+});
+
+describe("a pipeline round's fields", () => {
+  const pipeline = { kind: "pipeline", stages: [{ from: 0, to: 2 }, { from: 2, to: 4 }], replicas: [["w-a", "w-b"]], microBatches: 4, schedule: "gpipe" };
+  const result = { type: "result", attempt: 1, hash: "cd".repeat(32), samples: 10, loss: 1.5, timings: { computeMs: 9, readbackMs: 0, allReduceMs: 1, updateMs: 1, stageBusyMs: 6 }, bytesSent: 1, bytesReceived: 1 };
+
+  it("a round carries the whole plan, checked like any plan", () => {
+    expect(parseCoordinatorMessage(JSON.stringify({ ...round, pipeline }))).toMatchObject({ pipeline });
+    for (const bad of [{ ...pipeline, replicas: [["w-a", "w-a"]] }, { ...pipeline, stages: [{ from: 1, to: 2 }, { from: 2, to: 4 }] }, { ...pipeline, microBatches: 0 }, { ...pipeline, replicas: [["w-a"]] }]) {
+      expect(() => parseCoordinatorMessage(JSON.stringify({ ...round, pipeline: bad })), JSON.stringify(bad)).toThrow(MessageError);
+    }
+  });
+
+  it("a stage's result carries its layer hashes (one or more, bounded, hex) and its busy time", () => {
+    expect(parseWorkerMessage(JSON.stringify({ ...result, layerHashes: ["ab".repeat(32)] }))).toMatchObject({ layerHashes: ["ab".repeat(32)], timings: { stageBusyMs: 6 } });
+    for (const layerHashes of [[], ["AB".repeat(32)], ["ab"], [1], Array.from({ length: MAX_LAYER_HASHES + 1 }, () => "ab".repeat(32))]) {
+      expect(() => parseWorkerMessage(JSON.stringify({ ...result, layerHashes })), JSON.stringify(layerHashes).slice(0, 30)).toThrow(MessageError);
+    }
+    expect(() => parseWorkerMessage(JSON.stringify({ ...result, timings: { ...result.timings, stageBusyMs: -1 } }))).toThrow(MessageError);
   });
 });

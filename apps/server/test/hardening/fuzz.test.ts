@@ -175,7 +175,7 @@ type WsInput = { frame: string | Buffer; binary: boolean; note: string };
 const validWorkerMessages = (): Record<string, unknown>[] => [
   { type: "hello", protocol: PROTOCOL_VERSION, backend: "cpu", name: "fuzz", joinToken: "not-required-here", role: "trainer", memoryMiB: 4096 },
   { type: "ready", round: 0, hash: "ab".repeat(32) },
-  { type: "result", attempt: 1, hash: "cd".repeat(32), samples: 10, loss: 1.5, timings: { computeMs: 1, readbackMs: 1, allReduceMs: 1, updateMs: 1 }, bytesSent: 1, bytesReceived: 1, clipped: ["w-0123456789abcdef01234567"] },
+  { type: "result", attempt: 1, hash: "cd".repeat(32), samples: 10, loss: 1.5, timings: { computeMs: 1, readbackMs: 1, allReduceMs: 1, updateMs: 1, stageBusyMs: 1 }, bytesSent: 1, bytesReceived: 1, clipped: ["w-0123456789abcdef01234567"], layerHashes: ["12".repeat(32)] },
   { type: "failed", attempt: 1, code: "timeout", suspect: "w-0123456789abcdef01234567", message: "fuzz" },
   { type: "phase", attempt: 1, phase: "reducing", digest: "ef".repeat(32) },
 ];
