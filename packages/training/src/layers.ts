@@ -84,11 +84,7 @@ export function layerParams(layers: readonly LayerInfo[], from = 0, to = layers.
   return layers.slice(from, to).reduce((sum, layer) => sum + layer.params, 0);
 }
 
-/**
- * How a job's state is hashed: hashState, or for a pipeline job its layers' hashes combined, over
- * the layers [from, to) (the whole model by default; a stage's for that stage's part of the state).
- */
-export function jobStateHasher(job: Pick<Job, "model" | "parallelism">, inputShape: readonly number[], classes: number, from?: number, to?: number): StateHasher {
-  const params = modelLayers(job.model, inputShape, classes).slice(from, to).map((layer) => layer.params);
-  return stateHasher(job.parallelism.stages, params);
+/** How a job's whole state is hashed: hashState, or for a pipeline job its layers' hashes combined. */
+export function jobStateHasher(job: Pick<Job, "model" | "parallelism">, inputShape: readonly number[], classes: number): StateHasher {
+  return stateHasher(job.parallelism.stages, modelLayers(job.model, inputShape, classes).map((layer) => layer.params));
 }

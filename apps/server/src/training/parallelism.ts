@@ -1,4 +1,4 @@
-import { OPTIMIZER_BUFFERS, combineLayerHashes, jobStateHasher, modelLayers, type DatasetManifest, type LayerInfo } from "@crowdtrain/training";
+import { OPTIMIZER_BUFFERS, combineLayerHashes, modelLayers, stateHasher, type DatasetManifest, type StateHasher } from "@crowdtrain/training";
 import { buildPipelinePlan, checkFitsOneTab, oneTabBytes, type PipelinePlanRequest } from "@crowdtrain/pipeline";
 import type { PipelineCoordination } from "@crowdtrain/coordination";
 import { roundSamples, type Job } from "@crowdtrain/protocol";
@@ -51,10 +51,16 @@ export function pipelineCoordination(job: Job, manifest: DatasetManifest): Pipel
   };
 }
 
-/** What the server needs of a pipeline stage's part of the state: its weight count and its hasher. */
-export function stagePart(job: Job, manifest: DatasetManifest, from: number, to: number): { weights: number; hashOf: ReturnType<typeof jobStateHasher> } {
-  const layers = modelLayers(job.model, manifest.inputShape, manifest.classes).slice(from, to);
-  return { weights: layers.reduce((sum, layer: LayerInfo) => sum + layer.params, 0), hashOf: jobStateHasher(job, manifest.inputShape, manifest.classes, from, to) };
+/**
+ * What the server needs of a pipeline stage's part of the state, the layers [from, to): its weight
+ * count and its hasher. The model's layers are built once here, not at every upload.
+ */
+export function stageParts(job: Job, manifest: DatasetManifest): (from: number, to: number) => { weights: number; hashOf: StateHasher } {
+  const params = modelLayers(job.model, manifest.inputShape, manifest.classes).map((layer) => layer.params);
+  return (from, to) => {
+    const stage = params.slice(from, to);
+    return { weights: stage.reduce((sum, n) => sum + n, 0), hashOf: stateHasher(job.parallelism.stages, stage) };
+  };
 }
 
 /** K members of unknown memory: the job's own budget alone bounds the cut. */

@@ -31,7 +31,7 @@ import { createContributionHandler } from "./contributions.ts";
 import { createUploadHandler } from "./uploads.ts";
 import { ServePool, type ServingOptions } from "../serving/pool.ts";
 import { predictRoute } from "../serving/predict-route.ts";
-import { parallelismRefusal, pipelineCoordination, stagePart, trainerNeedsBytes } from "./parallelism.ts";
+import { parallelismRefusal, pipelineCoordination, stageParts, trainerNeedsBytes } from "./parallelism.ts";
 
 /**
  * Largest model state a job may have (weights + optimizer state): every joiner downloads it and
@@ -253,7 +253,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     identities: deps.identities,
     store,
     hashOf,
-    stagePart: (from, to) => stagePart(job, manifest, from, to),
+    stagePart: stageParts(job, manifest),
     dispatch: (event) => hub.dispatch(event),
     onAdopted,
     onRejected: (text) => hub.log.add({ at: Date.now(), kind: "rejected", text }),

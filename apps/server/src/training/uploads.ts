@@ -95,15 +95,16 @@ export function createUploadHandler(deps: UploadDeps): { route: express.RequestH
     // without a check, so it can neither fail nor fill the slot of the attempt that replaced it.
     const still = deps.coordinator.uploadSlots(peerId).find((s) => s.round === round);
     if (still === undefined || !sameSlot(slot, still)) throw new HttpError(409, `the slot ${peerId} was uploading round ${round} for is no longer open (its attempt ended)`);
+    const attempt = slot.kind === "pending" ? slot.attempt : undefined;
     const stage = slot.kind === "pending" ? slot.stage : undefined;
     const part = stage === undefined ? undefined : deps.stagePart(stage.from, stage.to);
     const checked = check(body, round, part?.weights ?? deps.store.weightCount, part?.hashOf ?? deps.hashOf);
-    const problem = "problem" in checked ? checked.problem : (slotProblem(slot, checked.state) ?? (stage === undefined ? undefined : partProblem(checked.state, round, parts?.attempt === (slot as { attempt: number }).attempt ? parts.byStage : undefined)));
+    const problem = "problem" in checked ? checked.problem : (slotProblem(slot, checked.state) ?? (stage === undefined ? undefined : partProblem(checked.state, round, parts !== undefined && parts.attempt === attempt ? parts.byStage : undefined)));
     deps.dispatch({
       type: "state-checked",
       peerId,
       round,
-      attempt: slot.kind === "pending" ? slot.attempt : undefined,
+      attempt,
       hash: "state" in checked ? checked.state.hash : "",
       problem,
       now: Date.now(),
