@@ -1,11 +1,12 @@
-import { decodeFrame, type Frame } from "@crowdtrain/protocol";
+import { decodeFrame, GRID_MAX_DIMS, type Frame } from "@crowdtrain/protocol";
 import { systemClock, type Clock } from "./clock.ts";
 import { AllReduceError } from "./errors.ts";
 import { resolveOptions, type AllReduceOptions } from "./options.ts";
 import { MAX_SAMPLES } from "./reduce.ts";
 import { createRoundHost, type AllReducerCounters } from "./host.ts";
 import { flatRingSpec, RoundRun, type RoundArgs, type RoundResult } from "./round.ts";
-import { TorusRun, type TorusRoundArgs } from "./torus.ts";
+import { GridRun, type GridRoundArgs } from "./grid.ts";
+import { torusGrid, type TorusRoundArgs } from "./torus.ts";
 import { AttachedRun } from "./torus-attach.ts";
 import type { PeerId, Transport } from "./transport.ts";
 
@@ -16,6 +17,8 @@ export interface AllReducer {
   allReduce(args: RoundArgs): Promise<RoundResult>;
   /** Runs one round as a 2D torus (torus.ts): the same result contract as `allReduce`. */
   allReduceTorus(args: TorusRoundArgs): Promise<RoundResult>;
+  /** Runs one round as a d-dimensional grid of groups (grid.ts; a torus is the grid [X, Y]): the same result contract. */
+  allReduceGrid(args: GridRoundArgs): Promise<RoundResult>;
   counters(): AllReducerCounters;
   /**
    * Fails the running round (if it is `round`) with code "aborted", without telling peers: used when
@@ -35,13 +38,22 @@ export type AllReducerDeps = {
 
 /**
  * The ring all-reducer: round isolation from the shared host (host.ts), each round a RoundRun, or a
- * TorusRun of three rings. Both speak ring frames, so one reducer on one transport runs either.
+ * GridRun of group rings (a torus is a 2-dimensional grid). Both speak ring frames, so one reducer on
+ * one transport runs either.
  */
 export function createAllReducer(deps: AllReducerDeps): AllReducer {
   const { transport } = deps;
   const clock = deps.clock ?? systemClock();
   const options = resolveOptions(deps.options);
   const host = createRoundHost<Frame, RoundResult>({ transport, decode: decodeFrame, maxBufferedFutureBytes: options.maxBufferedFutureBytes, name: "all-reducer" });
+  const allReduceGrid = async (args: GridRoundArgs): Promise<RoundResult> => {
+    host.checkCanStart(args.attempt);
+    validateGrid(args.members, args.dims, args.attached ?? [], transport.self);
+    if (args.frameBytes !== undefined) resolveOptions({ ...options, frameBytes: args.frameBytes });
+    if ((args.codec as string | undefined) === "topk") throw new RangeError("a grid sums along its rings; topk does not (use a flat ring)");
+    const run = args.attached?.includes(transport.self) === true ? new AttachedRun(args, transport, clock, options) : new GridRun(args, transport, clock, options);
+    return host.run(run, checkInput(args));
+  };
   return {
     async allReduce(args) {
       host.checkCanStart(args.attempt);
@@ -52,13 +64,10 @@ export function createAllReducer(deps: AllReducerDeps): AllReducer {
       return host.run(new RoundRun(spec, transport, clock, options), checkInput(args));
     },
     async allReduceTorus(args) {
-      host.checkCanStart(args.attempt);
-      validateGrid(args.rows, args.attached ?? [], transport.self);
-      if (args.frameBytes !== undefined) resolveOptions({ ...options, frameBytes: args.frameBytes });
-      if ((args.codec as string | undefined) === "topk") throw new RangeError("a torus sums along its rings; topk does not (use a flat ring)");
-      const run = args.attached?.includes(transport.self) === true ? new AttachedRun(args, transport, clock, options) : new TorusRun(args, transport, clock, options);
-      return host.run(run, checkInput(args));
+      validateRows(args.rows);
+      return allReduceGrid(torusGrid(args));
     },
+    allReduceGrid,
     counters: () => host.counters(),
     abortRound: (attempt, reason) => host.abortRound(attempt, reason),
     close: () => host.close(),
@@ -71,13 +80,21 @@ function validateRing(ring: readonly PeerId[], self: PeerId): void {
   if (!ring.includes(self)) throw new RangeError(`ring ${ring.join(",")} does not contain this peer ${self}`);
 }
 
-function validateGrid(rows: readonly (readonly PeerId[])[], attached: readonly PeerId[], self: PeerId): void {
+function validateRows(rows: readonly (readonly PeerId[])[]): void {
   const width = rows[0]?.length ?? 0;
   if (width === 0) throw new RangeError("torus has no rows, or an empty first row");
   const ragged = rows.findIndex((row) => row.length !== width);
   if (ragged >= 0) throw new RangeError(`torus row ${ragged} has ${rows[ragged]?.length} members, row 0 has ${width}: every row must be as long`);
-  if (attached.length > rows.length) throw new RangeError(`torus attaches ${attached.length} members to ${rows.length} rows: at most one per row`);
-  validateRing([...rows.flat(), ...attached], self);
+}
+
+function validateGrid(members: readonly PeerId[], dims: readonly number[], attached: readonly PeerId[], self: PeerId): void {
+  if (dims.length < 2 || dims.length > GRID_MAX_DIMS) throw new RangeError(`a grid has 2 to ${GRID_MAX_DIMS} dimensions, got ${dims.length}`);
+  if (dims.some((size) => !Number.isInteger(size) || size < 1)) throw new RangeError(`grid dimensions must be whole numbers of at least 1, got ${dims.join("x")}`);
+  const size = dims.reduce((product, g) => product * g, 1);
+  if (size !== members.length) throw new RangeError(`a ${dims.join("x")} grid has ${size} places, not ${members.length} members`);
+  const groups = size / (dims[0] as number);
+  if (attached.length > groups) throw new RangeError(`grid attaches ${attached.length} members to ${groups} ${dims.length === 2 ? "rows" : "dimension-0 groups"}: at most one per ${dims.length === 2 ? "row" : "group"}`);
+  validateRing([...members, ...attached], self);
 }
 
 function checkInput(args: Pick<RoundArgs, "samples" | "gradient">): string | undefined {

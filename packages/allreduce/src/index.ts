@@ -5,6 +5,7 @@ export { chunkCount, chunkOffsets, partition, type Span } from "./partition.ts";
 export { receiveSegment, sendSegment, stepsPerPhase, type Phase } from "./schedule.ts";
 export type { RoundArgs, RoundResult, RoundStats } from "./round.ts";
 export type { TorusRoundArgs } from "./torus.ts";
+export type { GridRoundArgs } from "./grid.ts";
 export { MAX_SAMPLES } from "./reduce.ts";
 export * from "./codecs/index.ts";
 export { systemClock, type Clock, type TimerHandle } from "./clock.ts";

@@ -8,11 +8,11 @@ import { dense } from "./codecs/dense.ts";
 import { decodeRingChunk } from "./codecs/ring-chunks.ts";
 import { divideByTotal, weightedContribution } from "./reduce.ts";
 import type { RoundResult, RoundStats } from "./round.ts";
-import type { TorusRoundArgs } from "./torus.ts";
+import type { GridRoundArgs } from "./grid.ts";
 import type { PeerId, Transport } from "./transport.ts";
 
 /**
- * The hop between a torus grid member (the host: the first member of its row) and the member
+ * The hop between a grid member (the host: the first member of its dimension-0 group, a torus's row) and the member
  * attached to it, for member counts that fill no grid. The attached member sends its whole
  * contribution [samples·g, samples] up (stage TorusAttach, reduce-scatter frames); the host adds it
  * to its own before its row's reduce-scatter, and once the torus is done sends the final sums down
@@ -98,7 +98,7 @@ export class AttachedRun implements HostedRun<Frame, RoundResult> {
   readonly abortDeliveryFailures: string[] = [];
 
   constructor(
-    private readonly args: TorusRoundArgs,
+    private readonly args: GridRoundArgs,
     private readonly transport: Transport,
     private readonly clock: Clock,
     private readonly options: AllReduceOptions,
@@ -109,8 +109,8 @@ export class AttachedRun implements HostedRun<Frame, RoundResult> {
     });
     this.attempt = args.attempt;
     const attached = args.attached ?? [];
-    this.members = new Set([...args.rows.flat(), ...attached]);
-    this.host = (args.rows[attached.indexOf(transport.self)] as readonly PeerId[])[0] as PeerId;
+    this.members = new Set([...args.members, ...attached]);
+    this.host = args.members[attached.indexOf(transport.self) * (args.dims[0] as number)] as PeerId;
     this.receiver = new VectorReceiver(args.gradient.length + 1, this.frameBytes(), FrameKind.AllGather);
     this.startedAt = clock.now();
     this.stats = { attempt: args.attempt, n: this.members.size, elements: args.gradient.length, codec: args.codec ?? "dense", framesSent: 0, bytesSent: 0, framesReceived: 0, bytesReceived: 0 };

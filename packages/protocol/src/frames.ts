@@ -32,6 +32,10 @@
  * the final sums down as all-gather frames, float32, segment 0). A flat ring's frames are stage 0;
  * direct and abort frames must carry 0.
  *
+ * Grid plans (protocol 8) run a group ring along each of up to GRID_MAX_DIMS dimensions in one
+ * attempt; dimensions 0 and 1 reuse the torus's row and column stages, dimension k ≥ 2 travels stage
+ * k + 2 (gridStage), so a torus's frames are a two-dimensional grid's.
+ *
  * Kinds: the ring's reduce-scatter (1) and all-gather (2), the abort notice (3), and the direct
  * (BTARD-style) layout's scatter (4: a member's contribution to shard `segment`, sent to the shard's
  * owner) and gather (5: the owner's aggregated shard `segment`, sent to every other member). Direct
@@ -66,16 +70,35 @@ export const FrameKind = {
 } as const;
 export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
 
-/** Which ring of a plan a ring data frame travels: the flat ring's one, or a torus's row or column ring. */
+/**
+ * Which ring of a plan a ring data frame travels: the flat ring's one, a torus's row or column ring,
+ * or a grid's group ring along one of its dimensions (gridStage). A torus is the grid of two
+ * dimensions, so its row is dimension 0 and its column dimension 1.
+ */
 export const RingStage = {
   Ring: 0,
   TorusRow: 1,
   TorusColumn: 2,
-  /** The hop between a torus member and the member attached to it (a float32 vector each way). */
+  /** The hop between a grid member and the member attached to it (a float32 vector each way). */
   TorusAttach: 3,
 } as const;
-export type RingStage = (typeof RingStage)[keyof typeof RingStage];
-const STAGES = new Set<number>(Object.values(RingStage));
+/** Most dimensions a grid plan has: its dimensions 2 and up travel stages 4 .. GRID_MAX_DIMS + 1. */
+export const GRID_MAX_DIMS = 12;
+type GridDeepStage = 4 | 5 | 6 | 7 | 8 | 9 | 10 | 11 | 12 | 13;
+export type RingStage = (typeof RingStage)[keyof typeof RingStage] | GridDeepStage;
+
+/** The stage byte of a grid's group rings along dimension `dim` (0 is a torus's row, 1 its column). */
+export function gridStage(dim: number): RingStage {
+  if (!Number.isInteger(dim) || dim < 0 || dim >= GRID_MAX_DIMS) throw new RangeError(`grid dimension ${dim} is not in [0, ${GRID_MAX_DIMS})`);
+  return (dim < 2 ? dim + 1 : dim + 2) as RingStage;
+}
+
+/** The grid dimension a stage byte's ring runs along, or undefined for the flat ring and the attach hop. */
+export function gridDimOf(stage: RingStage): number | undefined {
+  if (stage === RingStage.TorusRow || stage === RingStage.TorusColumn) return stage - 1;
+  return stage >= 4 ? stage - 2 : undefined;
+}
+const STAGES = new Set<number>([...Object.values(RingStage), ...Array.from({ length: GRID_MAX_DIMS - 2 }, (_, k) => k + 4)]);
 
 /** The codec byte of a data frame. 0 is no codec (abort frames), so a zeroed header is refused. */
 export const FRAME_CODEC_IDS: Readonly<Record<Codec, number>> = { dense: 1, fp16: 2, int8: 3, topk: 4 };
