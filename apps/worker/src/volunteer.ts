@@ -1,6 +1,6 @@
 import { createAllReducer, createDirectAllReducer, type Transport } from "@crowdtrain/allreduce";
 import { createPeerTransport, fetchSignallingConfig, openPeer, type SignallingConfig } from "@crowdtrain/p2p";
-import { torusAttached, torusRows, type Backend, type Codec, type Identity, type Job, type MemberRole } from "@crowdtrain/protocol";
+import { planGrid, type Backend, type Codec, type Identity, type Job, type MemberRole } from "@crowdtrain/protocol";
 import { startServingAgent, type ServingAgentStatus } from "./serving/agent.ts";
 import { ActivationBridge } from "./session/activation-bridge.ts";
 import { startSession, type PeerLink } from "./session/session.ts";
@@ -132,20 +132,20 @@ async function openLink(signalling: SignallingConfig, identity: Identity, job: J
   };
 }
 
-/** A ring all-reducer speaking the job's codec (compressed contributions; topk returns its residual); it runs torus plans too. */
 /** The all-reduce half of a PeerLink. */
 type Reducers = Pick<PeerLink, "reduce" | "abortRound" | "close">;
 
+/** A ring all-reducer speaking the job's codec (compressed contributions; topk returns its residual); it runs torus and groups plans too. */
 function ringLink(transport: Transport, codec: Codec, topkFraction: number): Reducers {
   const reducer = createAllReducer({ transport });
   return {
     async reduce({ attempt, plan, gradient, samples, frameBytes }) {
-      if (plan.kind === "torus") {
-        if (codec === "topk") throw new Error("this job's topk codec runs on a ring, but the round came with a torus plan");
-        const { mean, stats } = await reducer.allReduceTorus({ attempt, rows: torusRows(plan), attached: torusAttached(plan), gradient, samples, frameBytes, codec });
+      if (plan.kind === "torus" || plan.kind === "groups") {
+        if (codec === "topk") throw new Error(`this job's topk codec runs on a ring, but the round came with a ${plan.kind} plan`);
+        const { mean, stats } = await reducer.allReduceGrid({ attempt, ...planGrid(plan), gradient, samples, frameBytes, codec });
         return { mean, bytesSent: stats.bytesSent, bytesReceived: stats.bytesReceived };
       }
-      if (plan.kind !== "ring") throw new Error(`this job averages over a ring or a torus, but the round came with a ${plan.kind} plan`);
+      if (plan.kind !== "ring") throw new Error(`this job averages over a ring, a torus or groups, but the round came with a ${plan.kind} plan`);
       const { mean, stats, residual } = await reducer.allReduce({ attempt, ring: [...plan.members], gradient, samples, frameBytes, codec, topkFraction });
       return { mean, bytesSent: stats.bytesSent, bytesReceived: stats.bytesReceived, ...(codec === "topk" && residual !== undefined ? { residual } : {}) };
     },

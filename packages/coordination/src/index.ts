@@ -6,7 +6,22 @@ export { apportion, splitBatch } from "./leases.ts";
 export { Membership } from "./membership.ts";
 export { epochOrder, mulberry32 } from "./permutation.ts";
 export { disputeBackoffMs, MIN_OUTLIER_PLAN, outliers, separateAccused, tally, type Tally } from "./rounds.ts";
-export { buildPlan, torusFor, torusShape, TORUS_AUTO_ATTACH_MIN_MEMBERS, TORUS_AUTO_MIN_MEMBERS, type PlanSettings, type TorusShape } from "./plans.ts";
+export {
+  buildPlan,
+  gridFor,
+  gridSteps,
+  groupsShape,
+  GROUPS_AUTO_MIN_MEMBERS,
+  GROUPS_MAX_FACTOR,
+  torusFor,
+  torusShape,
+  TORUS_AUTO_ATTACH_MIN_MEMBERS,
+  TORUS_AUTO_MIN_MEMBERS,
+  type GroupsShape,
+  type PlanSettings,
+  type PlanShape,
+  type TorusShape,
+} from "./plans.ts";
 export { keepStages, pipelineLoss, pipelineTally, shareBatch, type PipelineTally, type StageHeld } from "./pipeline-rounds.ts";
 export { Sampler, type SamplerSnapshot } from "./sampler.ts";
 export type * from "./types.ts";

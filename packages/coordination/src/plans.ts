@@ -2,9 +2,10 @@ import type { Aggregation, Codec, Plan, Topology } from "@crowdtrain/protocol";
 
 /**
  * Which communication plan a round runs (pure). A robust job runs a direct plan; a mean runs a flat
- * ring or a 2D torus (packages/allreduce torus.ts). The torus costs the ring's bytes in
- * 2(X−1) + 2(Y−1) latency-bound steps instead of 2(XY−1), so it wins once a step's latency counts,
- * and by far at hundreds of members (126 steps instead of 1,998 at 1,000 = 25 × 40).
+ * ring, a 2D torus or a grid of groups (packages/allreduce grid.ts; a torus is its 2D case). The
+ * torus costs the ring's bytes in 2(X−1) + 2(Y−1) latency-bound steps instead of 2(XY−1), so it wins
+ * once a step's latency counts, and by far at hundreds of members (126 steps instead of 1,998 at
+ * 1,000 = 25 × 40); groups cut the steps again to Σ 2(g_k − 1) (30 at 1,000 = 2³·5³).
  *
  * Every member takes part: members that fill no whole row (fewer than a row's length) are attached
  * to rows, one per row, and reach the grid through the row's first member. That hop moves the
@@ -51,16 +52,74 @@ export function torusFor(n: number, settings: PlanSettings): TorusShape | undefi
   // topk's sparse blocks are gathered, not summed along rings: a torus gains nothing there.
   if (settings.aggregation !== "mean" || settings.codec === "topk" || settings.topology === "ring") return undefined;
   const shape = torusShape(n);
-  if (shape === undefined || settings.topology === "torus") return shape;
+  if (shape === undefined || settings.topology !== "auto") return shape;
   if (n < TORUS_AUTO_MIN_MEMBERS) return undefined;
   return shape.attached === 0 || n >= TORUS_AUTO_ATTACH_MIN_MEMBERS ? shape : undefined;
 }
 
-/** The plan of a round whose members, in order, are `order`: the grid row by row, then the attached. */
+/** "auto" runs groups from this many members when they take fewer steps than the torus and attach no more members. */
+export const GROUPS_AUTO_MIN_MEMBERS = 64;
+/**
+ * The largest prime a groups grid takes as a dimension. A member keeps two links per dimension and
+ * a dimension of g costs 2(g − 1) steps, so the grid is the member count's prime factors (merging two
+ * never saves a step: ab − 1 ≥ (a − 1) + (b − 1)); a count with a larger prime factor is a grid of
+ * fewer places with members attached.
+ */
+export const GROUPS_MAX_FACTOR = 13;
+
+export type GroupsShape = { dims: number[]; attached: number };
+
+/** Steps of a grid's all-reduce: 2(g − 1) along each dimension. */
+export const gridSteps = (dims: readonly number[]): number => dims.reduce((steps, g) => steps + 2 * (g - 1), 0);
+
+/** The prime factors of n in ascending order, or undefined when one exceeds GROUPS_MAX_FACTOR. */
+function smallFactors(n: number): number[] | undefined {
+  const factors: number[] = [];
+  let rest = n;
+  for (let p = 2; p <= GROUPS_MAX_FACTOR && rest > 1; p++) {
+    while (rest % p === 0) {
+      factors.push(p);
+      rest /= p;
+    }
+  }
+  return rest === 1 ? factors : undefined;
+}
+
+/**
+ * The grid of groups for n members with the fewest attached members (at most one per dimension-0
+ * group), then the fewest steps: the largest count of places ≤ n whose prime factors are all
+ * ≤ GROUPS_MAX_FACTOR and at least two. Undefined below 4 members.
+ */
+export function groupsShape(n: number): GroupsShape | undefined {
+  for (let places = n; places >= 4; places--) {
+    const attached = n - places;
+    if (attached > places / 2) return undefined; // no smaller grid can take them either
+    const dims = smallFactors(places);
+    if (dims === undefined || dims.length < 2 || attached > places / (dims[0] as number)) continue;
+    return { dims, attached };
+  }
+  return undefined;
+}
+
+export type PlanShape = ({ kind: "torus" } & TorusShape) | ({ kind: "groups" } & GroupsShape);
+
+/** The grid a round of n members runs under these settings, or undefined for a ring or a direct plan. */
+export function gridFor(n: number, settings: PlanSettings): PlanShape | undefined {
+  const torus = torusFor(n, settings);
+  if (settings.aggregation !== "mean" || settings.codec === "topk" || settings.topology === "ring" || settings.topology === "torus") return torus === undefined ? undefined : { kind: "torus", ...torus };
+  const groups = groupsShape(n);
+  const torusSteps = torus === undefined ? Number.POSITIVE_INFINITY : 2 * (torus.columns - 1) + 2 * (torus.rows - 1);
+  const groupsWin = groups !== undefined && (settings.topology === "groups" || (n >= GROUPS_AUTO_MIN_MEMBERS && groups.attached <= (torus?.attached ?? 0) && gridSteps(groups.dims) < torusSteps));
+  if (groupsWin) return { kind: "groups", ...groups };
+  return torus === undefined ? undefined : { kind: "torus", ...torus };
+}
+
+/** The plan of a round whose members, in order, are `order`: the grid (row by row, or in mixed-radix order), then the attached. */
 export function buildPlan(order: readonly string[], settings: PlanSettings): Plan {
   const members = [...order];
   if (settings.aggregation !== "mean") return { kind: "direct", members, aggregation: settings.aggregation };
-  const shape = torusFor(members.length, settings);
+  const shape = gridFor(members.length, settings);
   if (shape === undefined) return { kind: "ring", members };
+  if (shape.kind === "groups") return { kind: "groups", members, dims: shape.dims };
   return { kind: "torus", members, columns: shape.columns, rows: shape.rows };
 }

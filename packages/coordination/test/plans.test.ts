@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { buildPlan, torusFor, torusShape, TORUS_AUTO_ATTACH_MIN_MEMBERS, TORUS_AUTO_MIN_MEMBERS, type PlanSettings } from "../src/index.ts";
+import { buildPlan, gridSteps, groupsShape, GROUPS_AUTO_MIN_MEMBERS, GROUPS_MAX_FACTOR, torusFor, torusShape, TORUS_AUTO_ATTACH_MIN_MEMBERS, TORUS_AUTO_MIN_MEMBERS, type PlanSettings } from "../src/index.ts";
 import { Harness } from "./sim.ts";
 
 const MEAN: PlanSettings = { aggregation: "mean", codec: "dense", topology: "auto" };
@@ -35,7 +35,8 @@ describe("buildPlan", () => {
     expect(buildPlan(ids(17), MEAN).kind).toBe("ring"); // 4x4 would need an attached member
     expect(torusFor(TORUS_AUTO_ATTACH_MIN_MEMBERS - 3, MEAN)).toBeUndefined(); // 61, a prime
     expect(torusFor(TORUS_AUTO_ATTACH_MIN_MEMBERS + 3, MEAN)).toEqual({ columns: 6, rows: 11, attached: 1 });
-    expect(buildPlan(ids(67), MEAN)).toEqual({ kind: "torus", members: ids(67), columns: 6, rows: 11 });
+    // From 64, groups take fewer steps here (26 against the torus's 30): auto runs them (below).
+    expect(buildPlan(ids(67), MEAN)).toEqual({ kind: "groups", members: ids(67), dims: [2, 3, 11] });
   });
 
   it("torus: from 4 members, attaching the rest; ring: never; robust jobs run direct plans and topk a ring whatever the topology", () => {
@@ -44,7 +45,51 @@ describe("buildPlan", () => {
     expect(buildPlan(ids(100), { ...MEAN, topology: "ring" }).kind).toBe("ring");
     expect(buildPlan(ids(100), { ...MEAN, codec: "topk" }).kind).toBe("ring");
     expect(buildPlan(ids(100), { ...MEAN, aggregation: "centered-clip" })).toEqual({ kind: "direct", members: ids(100), aggregation: "centered-clip" });
-    expect(buildPlan(ids(100), { ...MEAN, codec: "int8" })).toMatchObject({ kind: "torus", columns: 10, rows: 10 });
+    expect(buildPlan(ids(100), { ...MEAN, codec: "int8", topology: "torus" })).toMatchObject({ kind: "torus", columns: 10, rows: 10 });
+    expect(buildPlan(ids(100), { ...MEAN, codec: "int8" })).toMatchObject({ kind: "groups", dims: [2, 2, 5, 5] });
+  });
+});
+
+describe("groupsShape and groups plans", () => {
+  it("a grid of the count's prime factors when they are all small; else the largest such grid with the rest attached (one per dimension-0 group)", () => {
+    expect(groupsShape(3)).toBeUndefined();
+    expect(groupsShape(4)).toEqual({ dims: [2, 2], attached: 0 });
+    expect(groupsShape(1000)).toEqual({ dims: [2, 2, 2, 5, 5, 5], attached: 0 });
+    expect(groupsShape(64)).toEqual({ dims: [2, 2, 2, 2, 2, 2], attached: 0 });
+    expect(groupsShape(997)).toEqual({ dims: [2, 3, 3, 5, 11], attached: 7 }); // 997 is prime; 990 = 2·3²·5·11
+    expect(groupsShape(17)).toEqual({ dims: [2, 2, 2, 2], attached: 1 });
+    for (let n = 4; n <= 1100; n++) {
+      const shape = groupsShape(n)!;
+      const places = shape.dims.reduce((p, g) => p * g, 1);
+      expect(places + shape.attached).toBe(n);
+      expect(shape.dims.length).toBeGreaterThanOrEqual(2);
+      expect(Math.max(...shape.dims)).toBeLessThanOrEqual(GROUPS_MAX_FACTOR);
+      expect(shape.attached).toBeLessThanOrEqual(places / shape.dims[0]!);
+    }
+    expect(gridSteps([2, 2, 2, 5, 5, 5])).toBe(30);
+  });
+
+  it("auto runs groups from 64 members when they take fewer steps than the torus and attach no more; topology groups from 4", () => {
+    expect(buildPlan(ids(GROUPS_AUTO_MIN_MEMBERS - 1), MEAN).kind).not.toBe("groups");
+    expect(buildPlan(ids(GROUPS_AUTO_MIN_MEMBERS), MEAN)).toEqual({ kind: "groups", members: ids(64), dims: [2, 2, 2, 2, 2, 2] });
+    expect(buildPlan(ids(1000), { ...MEAN, codec: "int8" })).toMatchObject({ kind: "groups", dims: [2, 2, 2, 5, 5, 5] });
+    // 997: the torus attaches 5 (31x32), groups 7: auto keeps the torus.
+    expect(buildPlan(ids(997), MEAN)).toMatchObject({ kind: "torus", columns: 31, rows: 32 });
+    expect(buildPlan(ids(997), { ...MEAN, topology: "groups" })).toMatchObject({ kind: "groups", dims: [2, 3, 3, 5, 11] });
+    expect(buildPlan(ids(5), { ...MEAN, topology: "groups" })).toEqual({ kind: "groups", members: ids(5), dims: [2, 2] });
+    expect(buildPlan(ids(3), { ...MEAN, topology: "groups" }).kind).toBe("ring");
+    expect(buildPlan(ids(100), { ...MEAN, topology: "groups", codec: "topk" }).kind).toBe("ring");
+    expect(buildPlan(ids(100), { ...MEAN, topology: "torus" }).kind).toBe("torus");
+  });
+
+  it("the coordinator sends a groups plan with every ready member and commits it like a ring", () => {
+    const h = Harness.create({ minWorkers: 9, topology: "groups" });
+    for (const peer of ids(9)) h.join(peer);
+    const round = h.lastTo("p0", "round")!;
+    expect(round.plan).toMatchObject({ kind: "groups", dims: [3, 3] });
+    expect([...(round.plan?.members ?? [])].sort()).toEqual(ids(9));
+    h.reportAll();
+    expect(h.coordinator.state.committedRound).toBe(1);
   });
 });
 

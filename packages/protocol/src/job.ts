@@ -106,11 +106,13 @@ export const CodecSchema = v.picklist(["dense", "fp16", "int8", "topk"]);
  * - "auto": a flat ring below 16 members, a 2D torus from 16 when the members fill a grid (at most
  *   2% of them sitting a round out);
  * - "ring": always the flat ring (2(N−1) steps);
- * - "torus": a torus whenever 4 or more members can form one (2(X−1) + 2(Y−1) steps).
- * Robust aggregation runs its direct plan and topk its ring whatever this says; "torus" with either
- * is refused.
+ * - "torus": a torus whenever 4 or more members can form one (2(X−1) + 2(Y−1) steps);
+ * - "groups": a d-dimensional grid of small groups whenever 4 or more members can form one
+ *   (Σ 2(g_k − 1) steps: 30 at 1,000 = 2³·5³ against the torus's 126).
+ * Robust aggregation runs its direct plan and topk its ring whatever this says; "torus" or "groups"
+ * with either is refused.
  */
-export const TopologySchema = v.picklist(["auto", "ring", "torus"]);
+export const TopologySchema = v.picklist(["auto", "ring", "torus", "groups"]);
 export type Topology = v.InferOutput<typeof TopologySchema>;
 export const DEFAULT_TOPK_FRACTION = 0.002;
 
@@ -159,7 +161,7 @@ export const JobSchema = v.pipe(
   }),
   v.check((job) => job.epochs !== undefined || job.rounds !== undefined, "give epochs or rounds (or both)"),
   v.check((job) => job.codec === "dense" || job.aggregation === "mean", "codec other than dense needs aggregation \"mean\""),
-  v.check((job) => job.topology !== "torus" || (job.aggregation === "mean" && job.codec !== "topk"), "topology \"torus\" needs aggregation \"mean\" and a codec other than topk"),
+  v.check((job) => (job.topology !== "torus" && job.topology !== "groups") || (job.aggregation === "mean" && job.codec !== "topk"), "topologies \"torus\" and \"groups\" need aggregation \"mean\" and a codec other than topk"),
   v.check(
     (job) => job.parallelism.stages === 1 || (job.algorithm.kind === "sync" && job.aggregation === "mean" && job.codec === "dense"),
     "parallelism.stages above 1 needs algorithm \"sync\", aggregation \"mean\" and codec \"dense\"",

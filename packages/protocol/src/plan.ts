@@ -1,11 +1,13 @@
 import * as v from "valibot";
+import { GRID_MAX_DIMS } from "./frames.ts";
 
 /**
  * A communication plan: who averages with whom in one attempt, and how. Every member of an attempt
  * receives the same plan and derives its own part from it (its neighbours, its shards). Variants:
- * the ring (weighted mean, pipelined), the 2D torus (the same mean in three shorter rings) and the
- * direct layout (robust aggregation by shard owners); further grouped plans are added as new
- * variants without touching the messages that carry them.
+ * the ring (weighted mean, pipelined), the 2D torus (the same mean in three shorter rings), groups
+ * (the same mean in a d-dimensional grid of small group rings) and the direct layout (robust
+ * aggregation by shard owners); further plans are added as new variants without touching the
+ * messages that carry them.
  */
 const MemberId = v.pipe(v.string(), v.minLength(1), v.maxLength(64));
 /** A plan never names more members than a job admits. */
@@ -68,12 +70,54 @@ export const TorusPlanSchema = v.pipe(
   v.check((plan) => plan.members.length - plan.columns * plan.rows <= plan.rows, "a torus plan attaches at most one member per row"),
 );
 
-export const PlanSchema = v.variant("kind", [RingPlanSchema, DirectPlanSchema, TorusPlanSchema]);
+/** Largest group along any dimension of a groups plan: a member keeps at most two links per dimension. */
+export const MAX_GROUP_SIZE = 64;
+
+export const GroupsPlanSchema = v.pipe(
+  v.strictObject({
+    kind: v.literal("groups"),
+    /**
+     * Every member of the attempt. The first Π dims form a d-dimensional grid in mixed-radix order
+     * (member p sits at ⌊p / stride_k⌋ mod dims[k] along dimension k, dimension 0 varying fastest):
+     * each member reduce-scatters along dimensions 0 .. d−2 in turn within its group of that
+     * dimension, all-reduces along the last, and all-gathers back (packages/allreduce grid.ts),
+     * Σ 2(g_k − 1) steps. The rest, at most one per dimension-0 group, are attached as in a torus:
+     * the i-th to member i·dims[0].
+     */
+    members: v.pipe(
+      v.array(MemberId),
+      v.minLength(1),
+      v.maxLength(MAX_PLAN_MEMBERS),
+      v.check((members) => new Set(members).size === members.length, "a groups plan names each member once"),
+    ),
+    /** Group size along each dimension. */
+    dims: v.pipe(v.array(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_GROUP_SIZE))), v.minLength(2), v.maxLength(GRID_MAX_DIMS)),
+  }),
+  v.check((plan) => gridPlaces(plan.dims) <= plan.members.length, "a groups plan's grid (the product of its dims) needs that many members"),
+  v.check((plan) => plan.members.length - gridPlaces(plan.dims) <= gridPlaces(plan.dims) / (plan.dims[0] as number), "a groups plan attaches at most one member per dimension-0 group"),
+);
+
+export const PlanSchema = v.variant("kind", [RingPlanSchema, DirectPlanSchema, TorusPlanSchema, GroupsPlanSchema]);
 export type Plan = v.InferOutput<typeof PlanSchema>;
 export type RingPlan = v.InferOutput<typeof RingPlanSchema>;
 export type DirectPlan = v.InferOutput<typeof DirectPlanSchema>;
 export type TorusPlan = v.InferOutput<typeof TorusPlanSchema>;
+export type GroupsPlan = v.InferOutput<typeof GroupsPlanSchema>;
 
+/** The places of a grid of these dimensions: their product. */
+export function gridPlaces(dims: readonly number[]): number {
+  return dims.reduce((product, size) => product * size, 1);
+}
+
+/**
+ * A torus or groups plan as the grid an all-reducer runs (packages/allreduce allReduceGrid): its
+ * members in mixed-radix order, its dimensions (a torus is [columns, rows]) and its attached members.
+ */
+export function planGrid(plan: TorusPlan | GroupsPlan): { members: string[]; dims: number[]; attached: string[]; label: string } {
+  const dims = plan.kind === "torus" ? [plan.columns, plan.rows] : [...plan.dims];
+  const places = gridPlaces(dims);
+  return { members: plan.members.slice(0, places), dims, attached: plan.members.slice(places), label: plan.kind };
+}
 /** A torus plan's grid, row by row. */
 export function torusRows(plan: TorusPlan): string[][] {
   const rows: string[][] = [];

@@ -79,7 +79,7 @@ export const RoundPointSchema = v.object({
   samples: Count,
   ringSize: Count,
   /** The kind of the round's plan (absent in rounds recorded before plans had kinds other than ring and direct). */
-  plan: v.optional(v.picklist(["ring", "torus", "direct"])),
+  plan: v.optional(v.picklist(["ring", "torus", "groups", "direct"])),
   roundMs: Ms,
   /** Slowest member's split of the round, in ms. */
   computeMs: Ms,

@@ -1,2 +1,2 @@
 /** Bumped on any incompatible change to a message or frame; peers with another version are refused. */
-export const PROTOCOL_VERSION = 7;
+export const PROTOCOL_VERSION = 8;

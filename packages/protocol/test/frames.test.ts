@@ -5,6 +5,9 @@ import {
   planMembers,
   PlanSchema,
   torusAttached,
+  planGrid,
+  gridDimOf,
+  gridStage,
   torusRows,
   type Codec,
   type DirectPlan,
@@ -148,7 +151,7 @@ describe("frame codec", () => {
 
   it("refuses to encode a stage on anything but a ring data frame, or an unknown stage", () => {
     expect(() => encodeDataFrame({ kind: FrameKind.DirectGather, attempt: 1, step: 0, segment: 0, offset: 0, stage: RingStage.TorusRow } as never, new Float32Array(1))).toThrow(/cannot carry stage 1/);
-    expect(() => encodeCodedFrame({ kind: FrameKind.ReduceScatter, attempt: 1, step: 0, segment: 0, offset: 0, codec: "dense", stage: 4 as RingStage }, new Uint8Array(4))).toThrow(/cannot carry stage 4/);
+    expect(() => encodeCodedFrame({ kind: FrameKind.ReduceScatter, attempt: 1, step: 0, segment: 0, offset: 0, codec: "dense", stage: 14 as RingStage }, new Uint8Array(4))).toThrow(/cannot carry stage 14/);
   });
 
   it("refuses to encode a direct frame with a step (the field is reserved)", () => {
@@ -180,7 +183,7 @@ describe("frame codec", () => {
     ["direct gather with codec int8", raw(5, withCodec(FRAME_CODEC_IDS.int8), [0, 0, 0, 0]), /codec int8/],
     ["direct gather with codec topk", raw(5, withCodec(FRAME_CODEC_IDS.topk), [0, 0, 0, 0, 0, 0, 0, 0]), /codec topk/],
     ["a non-zero reserved byte", raw(1, [...withCodec(DENSE), 0, 7]), /reserved header byte 18 is 7/],
-    ["an unknown stage", raw(1, [...withCodec(DENSE), 4]), /unknown stage 4/],
+    ["an unknown stage", raw(1, [...withCodec(DENSE), 14]), /unknown stage 14/],
     ["a direct frame with a stage", raw(4, [...withCodec(DENSE), RingStage.TorusRow]), /kind 4 carries stage 1/],
     ["an abort frame with a stage", raw(3, [...withCodec(0), RingStage.TorusColumn], Array.from('{"suspect":"p","reason":"r"}', (c) => c.charCodeAt(0))), /kind 3 carries stage 2/],
     ["abort with a codec byte", raw(3, withCodec(DENSE), Array.from('{"suspect":"p","reason":"r"}', (c) => c.charCodeAt(0))), /abort frame carries codec byte 1/],
@@ -230,5 +233,33 @@ describe("communication plans", () => {
     for (const columns of [0, 1.5, -2, "2"]) expect(v.safeParse(PlanSchema, { ...torus, columns }).success).toBe(false);
     expect(v.safeParse(PlanSchema, { ...torus, rows: undefined }).success).toBe(false);
     expect(v.safeParse(PlanSchema, { ...torus, extra: 2 }).success).toBe(false);
+  });
+
+  it("a groups plan: a grid of at least two dimensions in mixed-radix order, then at most one attached member per dimension-0 group", () => {
+    const members = Array.from({ length: 11 }, (_, k) => `m${k}`);
+    const plan = v.parse(PlanSchema, { kind: "groups", members, dims: [2, 2, 2] });
+    if (plan.kind !== "groups") throw new Error("not a groups plan");
+    expect(planGrid(plan)).toEqual({ members: members.slice(0, 8), dims: [2, 2, 2], attached: members.slice(8), label: "groups" });
+    expect(planGrid({ kind: "torus", members: members.slice(0, 7), columns: 3, rows: 2 })).toEqual({ members: members.slice(0, 6), dims: [3, 2], attached: [members[6]], label: "torus" });
+    const groups = { kind: "groups", members: members.slice(0, 8), dims: [2, 2, 2] };
+    expect(v.safeParse(PlanSchema, groups).success).toBe(true);
+    expect(v.safeParse(PlanSchema, { ...groups, dims: [2, 2, 3] }).issues?.[0]?.message).toMatch(/needs that many members/);
+    expect(v.safeParse(PlanSchema, { ...groups, members, dims: [4, 2] }).issues?.[0]?.message).toMatch(/at most one member per dimension-0 group/);
+    expect(v.safeParse(PlanSchema, { ...groups, members: [...members.slice(0, 7), "m0"] }).issues?.[0]?.message).toMatch(/each member once/);
+    for (const dims of [[8], [], [2, 0, 4], [2, 2.5], [2, -2], ["2", 4], Array.from({ length: 13 }, () => 1), [65, 1]]) expect(v.safeParse(PlanSchema, { ...groups, dims }).success, JSON.stringify(dims)).toBe(false);
+    expect(v.safeParse(PlanSchema, { ...groups, extra: 2 }).success).toBe(false);
+  });
+
+  it("grid stages: dimensions 0 and 1 are the torus's row and column, deeper ones stages 4 and up; a frame carries each", () => {
+    expect([0, 1, 2, 11].map(gridStage)).toEqual([RingStage.TorusRow, RingStage.TorusColumn, 4, 13]);
+    for (const dim of [0, 1, 2, 11]) expect(gridDimOf(gridStage(dim))).toBe(dim);
+    expect(gridDimOf(RingStage.Ring)).toBeUndefined();
+    expect(gridDimOf(RingStage.TorusAttach)).toBeUndefined();
+    expect(() => gridStage(12)).toThrow(RangeError);
+    const frame = decodeFrame(encodeDataFrame({ kind: FrameKind.AllGather, attempt: 3, step: 1, segment: 2, offset: 0, stage: gridStage(5) }, new Float32Array(2)));
+    expect(frame.kind === FrameKind.AllGather && frame.stage).toBe(7);
+    const bad = encodeDataFrame({ kind: FrameKind.AllGather, attempt: 3, step: 1, segment: 2, offset: 0, stage: gridStage(11) }, new Float32Array(2));
+    bad[17] = 14;
+    expect(() => decodeFrame(bad)).toThrow(/unknown stage 14/);
   });
 });

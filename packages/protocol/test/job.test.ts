@@ -92,13 +92,16 @@ describe("job files", () => {
     expect(problemsOf({ ...good, codec: "int8", aggregation: "trimmed-mean" }).join()).toMatch(/codec other than dense needs aggregation "mean"/);
   });
 
-  it("topology defaults to auto; torus needs a mean and a summing codec", () => {
+  it("topology defaults to auto; torus and groups need a mean and a summing codec", () => {
     expect(parseJob(good).topology).toBe("auto");
     expect(parseJob({ ...good, topology: "torus", codec: "int8" }).topology).toBe("torus");
     expect(parseJob({ ...good, topology: "ring" }).topology).toBe("ring");
     expect(problemsOf({ ...good, topology: "mesh" })[0]).toMatch(/^topology: /);
-    expect(problemsOf({ ...good, topology: "torus", codec: "topk" }).join()).toMatch(/topology "torus" needs aggregation "mean" and a codec other than topk/);
-    expect(problemsOf({ ...good, topology: "torus", aggregation: "centered-clip" }).join()).toMatch(/topology "torus" needs/);
+    expect(parseJob({ ...good, topology: "groups", codec: "int8" }).topology).toBe("groups");
+    expect(problemsOf({ ...good, topology: "torus", codec: "topk" }).join()).toMatch(/topologies "torus" and "groups" need aggregation "mean" and a codec other than topk/);
+    expect(problemsOf({ ...good, topology: "torus", aggregation: "centered-clip" }).join()).toMatch(/"groups" need/);
+    expect(problemsOf({ ...good, topology: "groups", codec: "topk" }).join()).toMatch(/"groups" need aggregation "mean"/);
+    expect(problemsOf({ ...good, topology: "groups", aggregation: "trimmed-mean" }).join()).toMatch(/"groups" need/);
     // auto falls back to what a job can run: no problem with topk or robust aggregation.
     expect(problemsOf({ ...good, codec: "topk" })).toEqual([]);
   });

@@ -1,6 +1,6 @@
 import { AllReduceError, createAllReducer, DEFAULT_OPTIONS, type AllReducer } from "@crowdtrain/allreduce";
 import { Coordinator, type CommittedRound, type CoordinatorEffect, type CoordinatorEvent } from "@crowdtrain/coordination";
-import { torusAttached, torusRows, type Codec, type ResolvedCoordinatorMessage, type Topology } from "@crowdtrain/protocol";
+import { planGrid, type Codec, type Plan, type ResolvedCoordinatorMessage, type Topology } from "@crowdtrain/protocol";
 import { Draws, type Population, type Volunteer } from "./models.ts";
 import { SimNetwork } from "./network.ts";
 import type { VirtualClock } from "./virtual-clock.ts";
@@ -147,7 +147,7 @@ export class Swarm {
       const reports = Object.values(commit.reports);
       return {
         round: commit.round,
-        plan: commit.plan.kind === "torus" ? `torus ${commit.plan.columns}x${commit.plan.rows}${commit.plan.members.length > commit.plan.columns * commit.plan.rows ? `+${commit.plan.members.length - commit.plan.columns * commit.plan.rows}` : ""}` : commit.plan.kind,
+        plan: planLabel(commit.plan),
         members: commit.plan.members.length,
         roundMs: commit.roundMs,
         computeMs: Math.max(...reports.map((r) => r.timings.computeMs)),
@@ -305,7 +305,7 @@ export class Swarm {
       const started = this.clock.now();
       const args = { attempt: round.attempt, gradient: peer.gradient, samples: round.lease.length, frameBytes: round.frameBytes, codec: this.config.codec };
       const plan = round.plan;
-      const reduced = plan.kind === "torus" ? peer.reducer.allReduceTorus({ ...args, rows: torusRows(plan), attached: torusAttached(plan) }) : peer.reducer.allReduce({ ...args, ring: [...plan.members] });
+      const reduced = plan.kind === "torus" || plan.kind === "groups" ? peer.reducer.allReduceGrid({ ...args, ...planGrid(plan) }) : peer.reducer.allReduce({ ...args, ring: [...plan.members] });
       reduced.then(
         (result) => {
           const timings = { computeMs, readbackMs: 0, allReduceMs: this.clock.now() - started, updateMs: 0 };
@@ -330,4 +330,11 @@ function hashOf(mean: Float32Array): string {
   let h = 0x811c9dc5;
   for (const word of words) h = Math.imul(h ^ word, 0x01000193) >>> 0;
   return h.toString(16).padStart(64, "0");
+}
+
+/** A plan as the results name it: "ring", "torus 25x40", "groups 2x2x2x5x5x5+7" (+ the attached members). */
+export function planLabel(plan: Plan): string {
+  if (plan.kind !== "torus" && plan.kind !== "groups") return plan.kind;
+  const { dims, attached } = planGrid(plan);
+  return `${plan.kind} ${dims.join("x")}${attached.length > 0 ? `+${attached.length}` : ""}`;
 }

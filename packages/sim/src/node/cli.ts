@@ -20,7 +20,7 @@ function list<T extends string | number>(name: string, fallback: T[], parse: (it
   });
 }
 function usage(problem: string): never {
-  console.error(`npm run sim: ${problem}. SIM_PEERS: whole numbers from 2 to 4096; SIM_PLANS: ring, torus; SIM_INNER_STEPS: whole numbers from 1 to 1000; SIM_CODECS: dense, fp16, int8; SIM_ROUNDS: 1 to 100; SIM_DEPARTURES_PER_MINUTE: 0 to 600.`);
+  console.error(`npm run sim: ${problem}. SIM_PEERS: whole numbers from 2 to 4096; SIM_PLANS: ring, torus, groups; SIM_INNER_STEPS: whole numbers from 1 to 1000; SIM_CODECS: dense, fp16, int8; SIM_ROUNDS: 1 to 100; SIM_DEPARTURES_PER_MINUTE: 0 to 600.`);
   process.exit(2);
 }
 const whole = (min: number, max: number) => (item: string): number | undefined => (/^\d+$/.test(item) && Number(item) >= min && Number(item) <= max ? Number(item) : undefined);
@@ -28,7 +28,7 @@ const oneOf = <T extends string>(...allowed: T[]) => (item: string): T | undefin
 const single = (name: string, fallback: number, parse: (item: string) => number | undefined): number => list(name, [fallback], parse)[0] as number;
 
 const PEERS = list("SIM_PEERS", [8, 32, 128, 512, 1000], whole(2, 4096));
-const PLANS: Topology[] = list("SIM_PLANS", ["ring", "torus"], oneOf("ring", "torus"));
+const PLANS: Topology[] = list("SIM_PLANS", ["ring", "torus", "groups"], oneOf("ring", "torus", "groups"));
 const INNER_STEPS = list("SIM_INNER_STEPS", [1, 8], whole(1, 1000));
 const CODECS: Exclude<Codec, "topk">[] = list("SIM_CODECS", ["dense", "int8"], oneOf("dense", "fp16", "int8"));
 const ROUNDS = single("SIM_ROUNDS", 3, whole(1, 100));
