@@ -96,7 +96,10 @@ export class Swarm {
     this.network = new SimNetwork(clock, { payloadScale: scale, goneAfterMs: 1_000 });
     this.draws = new Draws(config.seed);
     this.values = new Draws(config.seed ^ 0x5eed);
-    const batch = config.peers * config.perPeerBatch * config.innerSteps;
+    // A lease element stands for one sample of each of the H inner steps (H samples), so the
+    // coordinator's queue and leases stay the size of one step's batch whatever H is (at H = 512 and
+    // 1,000 peers the samples themselves would be 750 million indices).
+    const batch = config.peers * config.perPeerBatch;
     this.coordinator = new Coordinator({
       // Only committed rounds use samples (an aborted one returns its own to the queue).
       trainCount: batch * (config.rounds + SPARE_ROUNDS),
@@ -152,7 +155,7 @@ export class Swarm {
         roundMs: commit.roundMs,
         computeMs: Math.max(...reports.map((r) => r.timings.computeMs)),
         allReduceMs: Math.max(...reports.map((r) => r.timings.allReduceMs)),
-        samples: commit.samples,
+        samples: commit.samples * this.config.innerSteps,
         idealSamplesPerSecond: ideal,
       };
     });
@@ -297,7 +300,7 @@ export class Swarm {
 
   /** Computes the lease at the peer's speed, all-reduces, reports. */
   private train(peer: SimPeer, round: Extract<ResolvedCoordinatorMessage, { type: "round" }>): void {
-    const computeMs = (round.lease.length / peer.volunteer.samplesPerSecond) * 1000;
+    const computeMs = ((round.lease.length * this.config.innerSteps) / peer.volunteer.samplesPerSecond) * 1000;
     this.clock.setTimeout(() => {
       // Gone, or the coordinator aborted this attempt while the peer computed (as a worker drops it).
       if (!peer.alive || round.attempt <= peer.abortedUpTo) return;

@@ -130,6 +130,16 @@ describe("Swarm: the real coordinator and all-reducers in virtual time", () => {
     expect(groups!.bytesPerPeerPerRound / ring!.bytesPerPeerPerRound).toBeLessThan(1.1);
   });
 
+  it("DiLoCo's H inner steps multiply a round's compute and samples, not its all-reduce or its leases", async () => {
+    const [sync, diloco] = await Promise.all([1, 16].map((innerSteps) => new Swarm({ ...BASE, innerSteps, rounds: 2 }, new VirtualClock(settle)).run()));
+    for (const [a, b] of sync!.rounds.map((round, k) => [round, diloco!.rounds[k]!] as const)) {
+      expect(b.samples).toBe(16 * a.samples);
+      expect(b.computeMs).toBeCloseTo(16 * a.computeMs, 6);
+      expect(b.allReduceMs).toBeCloseTo(a.allReduceMs, 6);
+    }
+    expect(diloco!.scalingEfficiency).toBeGreaterThan(sync!.scalingEfficiency);
+  });
+
   it("under churn rounds abort and the swarm goes on committing; the same seed gives the same run", async () => {
     const churn = { ...BASE, peers: 8, population: DEFAULT_POPULATION, departuresPerMinute: 20, joinsPerMinute: 20, rounds: 6 };
     const [a, b] = await Promise.all([new Swarm(churn, new VirtualClock(settle)).run(), new Swarm(churn, new VirtualClock(settle)).run()]);
