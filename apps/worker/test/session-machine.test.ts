@@ -175,10 +175,8 @@ describe("SessionMachine", () => {
     d.result({ kind: "computed", attempt: 6, report: { ...REPORT, gradient: REPORT.gradient.slice() } });
     expect(d.commands.flatMap((c) => (c.type === "run" && c.task.kind === "reduce" ? [c.task.plan] : [])).at(-1)).toEqual(plan);
     d.result({ kind: "reduce-failed", attempt: 6, code: "aborted", suspect: undefined, message: "test" });
-    // Named by number: the plan kept under it.
-    expect(Drive.tasks(d.in({ ...byNumber, attempt: 7, planId: 2 } as CoordinatorMessage))).toEqual([{ kind: "compute", attempt: 7, lease: [0, 1, 2, 3] }]);
-    d.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient: REPORT.gradient.slice() } });
-    expect(d.commands.flatMap((c) => (c.type === "run" && c.task.kind === "reduce" ? [c.task.plan] : [])).at(-1)).toEqual(plan);
+    // Named by number: the plan kept under it (and the same lease on the same weights: computed already).
+    expect(Drive.tasks(d.in({ ...byNumber, attempt: 7, planId: 2 } as CoordinatorMessage))).toEqual([expect.objectContaining({ kind: "reduce", attempt: 7, plan })]);
     d.result({ kind: "reduce-failed", attempt: 7, code: "aborted", suspect: undefined, message: "test" });
     // A reconnect: the new connection's numbers start over, so plan 2 is unknown on it.
     d.record(d.machine.handle({ type: "down", reason: "test", retryInMs: 10, now: d.now }));
@@ -326,6 +324,51 @@ describe("SessionMachine", () => {
     e.result({ kind: "computed", attempt: 7, report: REPORT, ahead: true });
     e.result({ kind: "committed", attempt: 7, round: 1, hash: HASH(1), uploadMs: 0 });
     expect(Drive.tasks(e.in({ ...Drive.round(8), round: 2, lease: [4, 5, 6] } as CoordinatorMessage))).toEqual([{ kind: "compute", attempt: 8, lease: [4, 5, 6] }]);
+  });
+
+  it("keeps its last computation across an abort: the retry with the same lease goes straight to the all-reduce; another lease, a commit or a sync computes again", () => {
+    const lease = (Drive.round(7) as Extract<CoordinatorMessage, { type: "round" }>).lease;
+    const d = Drive.ready();
+    d.in(Drive.round(7));
+    const gradient = Float32Array.from([5, 6, 7]);
+    d.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient } });
+    d.in({ type: "abort", attempt: 7, reason: "a peer left" });
+    d.result({ kind: "reduce-failed", attempt: 7, code: "aborted", suspect: undefined, message: "aborted" });
+    d.result({ kind: "done" });
+    // The coordinator kept this member's lease for the next attempt (packages/coordination retained.ts).
+    expect(Drive.tasks(d.in(Drive.round(8)))).toEqual([expect.objectContaining({ kind: "reduce", attempt: 8, gradient })]);
+    expect(d.sent("phase").at(-1)).toEqual({ type: "phase", attempt: 8, phase: "reducing", digest: contributionDigest(gradient) });
+    // Aborted again and retried with another lease: computed afresh.
+    d.in({ type: "abort", attempt: 8, reason: "a peer left" });
+    d.result({ kind: "reduce-failed", attempt: 8, code: "aborted", suspect: undefined, message: "aborted" });
+    d.result({ kind: "done" });
+    expect(Drive.tasks(d.in({ ...Drive.round(9), lease: [...lease, 99] } as CoordinatorMessage))).toEqual([{ kind: "compute", attempt: 9, lease: [...lease, 99] }]);
+
+    // Aborted while it computed: the computation still lands, and the retry uses it.
+    const e = Drive.ready();
+    e.in(Drive.round(7));
+    e.in({ type: "abort", attempt: 7, reason: "a peer left" });
+    e.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient } });
+    e.result({ kind: "done" });
+    expect(Drive.tasks(e.in(Drive.round(8)))).toEqual([expect.objectContaining({ kind: "reduce", attempt: 8, gradient })]);
+
+    // After a commit the same lease is new work on new weights.
+    const f = Drive.ready();
+    f.reported(7);
+    f.in({ type: "commit", attempt: 7, round: 1, hash: HASH(1) });
+    f.result({ kind: "committed", attempt: 7, round: 1, hash: HASH(1), uploadMs: 0 });
+    expect(Drive.tasks(f.in({ ...Drive.round(8), round: 2 } as CoordinatorMessage))).toEqual([{ kind: "compute", attempt: 8, lease }]);
+
+    // A sync replaces the weights it was computed on.
+    const g = Drive.ready();
+    g.in(Drive.round(7));
+    g.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient } });
+    g.in({ type: "abort", attempt: 7, reason: "rollback" });
+    g.result({ kind: "reduce-failed", attempt: 7, code: "aborted", suspect: undefined, message: "aborted" });
+    g.result({ kind: "done" });
+    g.in({ type: "sync", round: 0 });
+    g.result({ kind: "synced", round: 0, hash: HASH(0) });
+    expect(Drive.tasks(g.in(Drive.round(8)))).toEqual([{ kind: "compute", attempt: 8, lease }]);
   });
 
   it("stops on a committed hash that differs from its own, on a bad message, and on a failed trainer task", () => {

@@ -1,6 +1,7 @@
 import { leaseSpeed, MAX_ATTEMPT, pipelinePosition, stageMembers, type Plan, type ResolvedCoordinatorMessage } from "@crowdtrain/protocol";
 import { Accusations } from "./accusations.ts";
 import { LeasesAhead } from "./ahead.ts";
+import { RetainedLeases, type Kept } from "./retained.ts";
 import { Audits, type PendingAudit } from "./audits.ts";
 import { StateCustody } from "./custody.ts";
 import { UploaderChoice } from "./uploaders.ts";
@@ -104,6 +105,7 @@ export class Coordinator {
   private readonly recent = new Map<number, ReadonlySet<string>>();
   /** The next round's leases, handed out with the last committed one (overlap). */
   private readonly ahead = new LeasesAhead();
+  private readonly retained = new RetainedLeases();
   /** The committed state the server still lacks, whom it asked for it, and the finished job's stop. */
   private readonly custody = new StateCustody();
   /** Role changes waiting for their member's round to end. */
@@ -583,7 +585,8 @@ export class Coordinator {
     const round = this.current;
     if (round === undefined) return;
     this.current = undefined;
-    this.sampler.giveBackAll([...round.next.values(), ...round.plan.members.map((peer) => round.leases.get(peer) ?? [])]);
+    this.sampler.giveBackAll([...round.next.values()]);
+    this.keepLeases(round, now);
     effects.push({ type: "log", kind: "aborted", text: `round ${round.round} (attempt ${round.attempt}) aborted: ${reason}` });
     effects.push({ type: "aborted", round: round.round, attempt: round.attempt, cause });
     for (const peer of round.members) {
@@ -594,6 +597,29 @@ export class Coordinator {
       if (member.state === "training") member.state = "ready";
     }
     this.replanAt = Math.max(this.replanAt, now + this.config.replanDelayMs);
+  }
+
+  /**
+   * An aborted attempt's leases: kept for the members that come back ready (RetainedLeases), with
+   * how long each took to reach its all-reduce, so its speed is measured on its compute alone; the
+   * rest go back to the front of the queue. A pipeline attempt's stages recompute: all go back.
+   */
+  private keepLeases(round: OpenRound, now: number): void {
+    const kept = new Map<string, Kept>();
+    const back: (readonly number[])[] = [];
+    for (const peer of round.plan.members) {
+      const lease = round.leases.get(peer);
+      if (lease === undefined) continue;
+      if (round.pipeline !== undefined || this.membership.get(peer) === undefined || lease.length === 0) {
+        back.push(lease);
+        continue;
+      }
+      const startedAt = round.startedAt.get(peer) ?? round.openedAt;
+      const reducingAt = round.reducingAt.get(peer);
+      kept.set(peer, { lease, startedAt, computeMs: reducingAt === undefined ? undefined : Math.max(0, Math.min(reducingAt, now) - startedAt) });
+    }
+    this.sampler.giveBackAll(back);
+    this.retained.keep(this.committedRound, kept);
   }
 
   private strike(peerId: string, why: string, now: number, effects: CoordinatorEffect[]): void {
@@ -658,7 +684,15 @@ export class Coordinator {
     }
     // Taken only now that a round opens: until then a snapshot counts the leases ahead in flight.
     const ahead = this.ahead.take(this.committedRound, ready.map((m) => m.peerId), (leases) => this.sampler.giveBackAll(leases));
-    const carried = ahead?.leases ?? new Map<string, readonly number[]>();
+    const kept = this.retained.take(this.committedRound, ready.map((m) => m.peerId), (leases) => this.sampler.giveBackAll(leases));
+    const carried: ReadonlyMap<string, readonly number[]> = ahead?.leases ?? new Map([...(kept ?? [])].map(([peer, k]) => [peer, k.lease]));
+    // When each began on its carried lease: a kept lease's compute ended before this attempt, so its
+    // speed is measured as if it began computeMs before now (or when it began, if it never reported).
+    const carriedSince = (peer: string): number => {
+      const k = kept?.get(peer);
+      if (k !== undefined) return k.computeMs === undefined ? k.startedAt : now - k.computeMs;
+      return ahead?.since.get(peer) ?? now;
+    };
     if (this.sampler.waiting === 0 && carried.size === 0) {
       this.finishEpoch(now, effects);
       // finishEpoch may finish the job (epoch limit), which TS cannot see through the call.
@@ -669,7 +703,8 @@ export class Coordinator {
       this.openPipelineRound(this.config.pipeline, ready, now, effects);
       return;
     }
-    // Members holding leases ahead compute them already (all of them, or none: see LeasesAhead).
+    // Members holding leases ahead compute them already (all of them, or none: see LeasesAhead), and
+    // members keeping theirs from an aborted attempt computed them already (RetainedLeases).
     const batch = carried.size > 0 ? [] : this.sampler.take(this.config.batchSize);
     // The end of an epoch may hold fewer samples than there are members: a member with nothing to
     // compute has nothing to contribute (and no empty batch to fail on), so it sits this round out.
@@ -685,7 +720,7 @@ export class Coordinator {
       const lease = carried.get(peer);
       if (lease === undefined) continue;
       leases.set(peer, [...lease]);
-      startedAt.set(peer, ahead?.since.get(peer) ?? now);
+      startedAt.set(peer, carriedSince(peer));
     }
     const uploader = this.uploaders.choose(this.committedRound + 1, order);
     const round: OpenRound = {
@@ -955,6 +990,7 @@ export class Coordinator {
       ...(open === undefined ? [] : open.plan.members.flatMap((p) => open.leases.get(p) ?? [])),
       ...(open === undefined ? [] : [...open.next.values()].flat()),
       ...this.ahead.inFlight(),
+      ...this.retained.inFlight(),
     ];
     const sampler = this.sampler.snapshot(inFlight);
     return {

@@ -63,6 +63,11 @@ type SimPeer = {
   alive: boolean;
   /** The attempt the coordinator last aborted for it: one still computing must not start its all-reduce. */
   abortedUpTo: number;
+  /**
+   * Its last computation: round, lease and when it is (or was) done. A retry of the same round with
+   * the same lease (the coordinator keeps leases across an abort) reuses it, as a worker does.
+   */
+  computed?: { round: number; lease: readonly number[]; doneAt: number; computeMs: number };
 };
 
 /**
@@ -300,7 +305,12 @@ export class Swarm {
 
   /** Computes the lease at the peer's speed, all-reduces, reports. */
   private train(peer: SimPeer, round: Extract<ResolvedCoordinatorMessage, { type: "round" }>): void {
-    const computeMs = ((round.lease.length * this.config.innerSteps) / peer.volunteer.samplesPerSecond) * 1000;
+    const last = peer.computed;
+    const reused = last !== undefined && last.round === round.round && last.lease.length === round.lease.length && last.lease.every((sample, k) => sample === round.lease[k]);
+    const computeMs = reused ? last.computeMs : ((round.lease.length * this.config.innerSteps) / peer.volunteer.samplesPerSecond) * 1000;
+    if (!reused) peer.computed = { round: round.round, lease: round.lease, doneAt: this.clock.now() + computeMs, computeMs };
+    // A worker computes one lease at a time: a reused one is ready when its computation is done.
+    const waitMs = reused ? Math.max(0, last.doneAt - this.clock.now()) : computeMs;
     this.clock.setTimeout(() => {
       // Gone, or the coordinator aborted this attempt while the peer computed (as a worker drops it).
       if (!peer.alive || round.attempt <= peer.abortedUpTo) return;
@@ -323,7 +333,7 @@ export class Swarm {
           this.toServer(peer.id, { type: "failed", peerId: peer.id, attempt: round.attempt, code: error.code, suspect: error.suspect, message: error.detail, now: 0 });
         },
       );
-    }, computeMs);
+    }, waitMs);
   }
 }
 

@@ -106,6 +106,13 @@ export class SessionMachine {
   private lastCommitted: number | undefined;
   /** The next round's lease, computed ahead on the update pending for `base` (used if `base` commits). */
   private computedAhead: { base: number; lease: readonly number[]; report: GradientReport } | undefined;
+  /**
+   * The last lease this tab computed for a round (not ahead) and the committed attempt it started
+   * from: when an attempt aborts, the coordinator gives its members the same leases again
+   * (packages/coordination retained.ts), and a lease already computed on the same weights is not
+   * computed twice.
+   */
+  private lastComputed: { base: number | undefined; lease: readonly number[]; report: GradientReport } | undefined;
 
   /** Plans this connection received, by number: a round whose plan is unchanged names it only. */
   private readonly plans = new PlanBook();
@@ -198,6 +205,7 @@ export class SessionMachine {
     if (this.pending !== undefined) this.inbox.push({ discard: this.pending.attempt });
     for (const attempt of this.errorFeedback?.pendingAttempts() ?? []) this.errorFeedback?.discard(attempt);
     this.computedAhead = undefined;
+    this.lastComputed = undefined;
     this.pending = undefined;
     this.publish({ phase: "connecting", lastError: `${reason}; reconnecting in ${(retryInMs / 1000).toFixed(1)} s` });
   }
@@ -240,7 +248,7 @@ export class SessionMachine {
           this.run({ kind: "compute", attempt: message.attempt, lease: message.lease, stage: { plan: message.pipeline, ...position } }, out);
           return;
         }
-        const ahead = this.takeComputedAhead(message.lease);
+        const ahead = this.takeComputedAhead(message.lease) ?? this.takeLastComputed(message.lease);
         this.running = { message, startedAt: now, generation: this.generation };
         this.publish({ phase: "training", share: undefined });
         if (ahead !== undefined) this.onComputed({ kind: "computed", attempt: message.attempt, report: ahead }, now, out);
@@ -266,6 +274,7 @@ export class SessionMachine {
         this.pending = undefined;
         this.errorFeedback = undefined;
         this.computedAhead = undefined;
+        this.lastComputed = undefined;
         this.publish({ phase: "syncing" });
         this.run({ kind: "sync", round: message.round }, out);
         return;
@@ -337,7 +346,10 @@ export class SessionMachine {
         return;
       case "computed":
         if (result.ahead === true) this.keepComputedAhead(result, task);
-        else this.onComputed(result, now, out);
+        else {
+          this.keepLastComputed(result, task);
+          this.onComputed(result, now, out);
+        }
         return;
       case "reduced":
         return this.onReduced(result, now, out);
@@ -432,6 +444,7 @@ export class SessionMachine {
     this.pending = undefined;
     if (this.errorFeedback?.pendingAttempts().includes(result.attempt)) this.errorFeedback.commit(result.attempt);
     this.lastCommitted = result.attempt;
+    this.lastComputed = undefined; // computed on the weights before this commit
     if (result.hash !== pending.commitHash) {
       this.fail(`committed hash ${pending.commitHash ?? "none"} differs from ours ${result.hash}`, out);
       return;
@@ -458,12 +471,26 @@ export class SessionMachine {
     this.computedAhead = { base: result.attempt, lease: task.lease, report: result.report };
   }
 
+  /** Keeps a round's computation (a pipeline stage's is not a contribution to keep). */
+  private keepLastComputed(result: Extract<TaskResult, { kind: "computed" }>, task: Task | undefined): void {
+    if (task?.kind !== "compute" || task.stage !== undefined || this.busyGeneration !== this.generation) return;
+    this.lastComputed = { base: this.lastCommitted, lease: task.lease, report: result.report };
+  }
+
+  /** The contribution this tab computed last, if for this very lease on the state it holds now. */
+  private takeLastComputed(lease: readonly number[]): GradientReport | undefined {
+    const last = this.lastComputed;
+    if (last === undefined || last.base !== this.lastCommitted || !sameLease(last.lease, lease)) return undefined;
+    this.trace(`reuse lease of ${lease.length}`);
+    return last.report;
+  }
+
   /** The contribution computed ahead for this lease, if it started from the update committed last. */
   private takeComputedAhead(lease: readonly number[]): GradientReport | undefined {
     const ahead = this.computedAhead;
     this.computedAhead = undefined;
-    if (ahead === undefined || ahead.base !== this.lastCommitted || ahead.lease.length !== lease.length) return undefined;
-    return ahead.lease.every((sample, k) => sample === lease[k]) ? ahead.report : undefined;
+    if (ahead === undefined || ahead.base !== this.lastCommitted) return undefined;
+    return sameLease(ahead.lease, lease) ? ahead.report : undefined;
   }
 
   /** The gradient plus the residual error feedback kept for it, when the codec needs one. */
@@ -515,3 +542,5 @@ export class SessionMachine {
     Object.assign(this.status, patch);
   }
 }
+
+const sameLease = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((sample, k) => sample === b[k]);
