@@ -57,7 +57,7 @@ export function torusFor(n: number, settings: PlanSettings): TorusShape | undefi
   return shape.attached === 0 || n >= TORUS_AUTO_ATTACH_MIN_MEMBERS ? shape : undefined;
 }
 
-/** "auto" runs groups from this many members when they take fewer steps than the torus and attach no more members. */
+/** "auto" runs groups from this many members when they cost fewer steps than the torus (attaching counted: GROUPS_ATTACH_COST_STEPS). */
 export const GROUPS_AUTO_MIN_MEMBERS = 64;
 /**
  * The largest prime a groups grid takes as a dimension. A member keeps two links per dimension and
@@ -86,19 +86,36 @@ function smallFactors(n: number): number[] | undefined {
 }
 
 /**
- * The grid of groups for n members with the fewest attached members (at most one per dimension-0
- * group), then the fewest steps: the largest count of places ≤ n whose prime factors are all
- * ≤ GROUPS_MAX_FACTOR and at least two. Undefined below 4 members.
+ * What attaching members costs, in all-reduce steps: an attached member's whole float32 vector
+ * crosses to its host before the host's first group starts and back after the last ends (at
+ * 20 Mbit/s, 50 ms paths and the default MLP with int8 about 15 steps of 25 ms). The hops of
+ * different hosts run at once, so the cost is paid once whatever the number attached.
+ */
+export const GROUPS_ATTACH_COST_STEPS = 15;
+/** Groups attach at most this share of the members (and one per dimension-0 group). */
+export const GROUPS_MAX_ATTACHED_SHARE = 1 / 32;
+
+/**
+ * The grid of groups for n members: the fewest steps, counting GROUPS_ATTACH_COST_STEPS when any
+ * member is attached, among grids of the count's small prime factors (each ≤ GROUPS_MAX_FACTOR, at
+ * least two) that leave at most n·GROUPS_MAX_ATTACHED_SHARE members attached, one per dimension-0
+ * group; ties go to fewer attached. Members churn, so the count is rarely a round number: 1,006 runs
+ * 2³·5³ with 6 attached (30 steps) rather than 7·11·13 with 5 (56). When no grid is that close (small
+ * or awkward counts), the largest grid that can take the rest attached. Undefined below 4 members.
  */
 export function groupsShape(n: number): GroupsShape | undefined {
+  let best: (GroupsShape & { cost: number }) | undefined;
+  const fewest = Math.floor(n * (1 - GROUPS_MAX_ATTACHED_SHARE));
   for (let places = n; places >= 4; places--) {
     const attached = n - places;
-    if (attached > places / 2) return undefined; // no smaller grid can take them either
+    if (attached > places / 2) break; // no smaller grid can take them either
+    if (places < fewest && best !== undefined) break;
     const dims = smallFactors(places);
     if (dims === undefined || dims.length < 2 || attached > places / (dims[0] as number)) continue;
-    return { dims, attached };
+    const cost = gridSteps(dims) + (attached > 0 ? GROUPS_ATTACH_COST_STEPS : 0);
+    if (best === undefined || cost < best.cost) best = { dims, attached, cost };
   }
-  return undefined;
+  return best === undefined ? undefined : { dims: best.dims, attached: best.attached };
 }
 
 export type PlanShape = ({ kind: "torus" } & TorusShape) | ({ kind: "groups" } & GroupsShape);
@@ -108,8 +125,9 @@ export function gridFor(n: number, settings: PlanSettings): PlanShape | undefine
   const torus = torusFor(n, settings);
   if (settings.aggregation !== "mean" || settings.codec === "topk" || settings.topology === "ring" || settings.topology === "torus") return torus === undefined ? undefined : { kind: "torus", ...torus };
   const groups = groupsShape(n);
-  const torusSteps = torus === undefined ? Number.POSITIVE_INFINITY : 2 * (torus.columns - 1) + 2 * (torus.rows - 1);
-  const groupsWin = groups !== undefined && (settings.topology === "groups" || (n >= GROUPS_AUTO_MIN_MEMBERS && groups.attached <= (torus?.attached ?? 0) && gridSteps(groups.dims) < torusSteps));
+  const attachCost = (attached: number): number => (attached > 0 ? GROUPS_ATTACH_COST_STEPS : 0);
+  const torusCost = torus === undefined ? Number.POSITIVE_INFINITY : gridSteps([torus.columns, torus.rows]) + attachCost(torus.attached);
+  const groupsWin = groups !== undefined && (settings.topology === "groups" || (n >= GROUPS_AUTO_MIN_MEMBERS && gridSteps(groups.dims) + attachCost(groups.attached) < torusCost));
   if (groupsWin) return { kind: "groups", ...groups };
   return torus === undefined ? undefined : { kind: "torus", ...torus };
 }

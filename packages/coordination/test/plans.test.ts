@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { buildPlan, gridSteps, groupsShape, GROUPS_AUTO_MIN_MEMBERS, GROUPS_MAX_FACTOR, torusFor, torusShape, TORUS_AUTO_ATTACH_MIN_MEMBERS, TORUS_AUTO_MIN_MEMBERS, type PlanSettings } from "../src/index.ts";
+import { buildPlan, gridSteps, groupsShape, GROUPS_ATTACH_COST_STEPS, GROUPS_AUTO_MIN_MEMBERS, GROUPS_MAX_ATTACHED_SHARE, GROUPS_MAX_FACTOR, torusFor, torusShape, TORUS_AUTO_ATTACH_MIN_MEMBERS, TORUS_AUTO_MIN_MEMBERS, type PlanSettings } from "../src/index.ts";
 import { Harness } from "./sim.ts";
 
 const MEAN: PlanSettings = { aggregation: "mean", codec: "dense", topology: "auto" };
@@ -35,8 +35,8 @@ describe("buildPlan", () => {
     expect(buildPlan(ids(17), MEAN).kind).toBe("ring"); // 4x4 would need an attached member
     expect(torusFor(TORUS_AUTO_ATTACH_MIN_MEMBERS - 3, MEAN)).toBeUndefined(); // 61, a prime
     expect(torusFor(TORUS_AUTO_ATTACH_MIN_MEMBERS + 3, MEAN)).toEqual({ columns: 6, rows: 11, attached: 1 });
-    // From 64, groups take fewer steps here (26 against the torus's 30): auto runs them (below).
-    expect(buildPlan(ids(67), MEAN)).toEqual({ kind: "groups", members: ids(67), dims: [2, 3, 11] });
+    // From 64, groups cost fewer steps here (2⁶ with 3 attached: 12 + 15, against the torus's 30 + 15): auto runs them (below).
+    expect(buildPlan(ids(67), MEAN)).toEqual({ kind: "groups", members: ids(67), dims: [2, 2, 2, 2, 2, 2] });
   });
 
   it("torus: from 4 members, attaching the rest; ring: never; robust jobs run direct plans and topk a ring whatever the topology", () => {
@@ -51,12 +51,16 @@ describe("buildPlan", () => {
 });
 
 describe("groupsShape and groups plans", () => {
-  it("a grid of the count's prime factors when they are all small; else the largest such grid with the rest attached (one per dimension-0 group)", () => {
+  it("a grid of the count's small prime factors; else the cheapest such grid within 1/32 of the count, the rest attached (one per dimension-0 group)", () => {
     expect(groupsShape(3)).toBeUndefined();
     expect(groupsShape(4)).toEqual({ dims: [2, 2], attached: 0 });
     expect(groupsShape(1000)).toEqual({ dims: [2, 2, 2, 5, 5, 5], attached: 0 });
     expect(groupsShape(64)).toEqual({ dims: [2, 2, 2, 2, 2, 2], attached: 0 });
-    expect(groupsShape(997)).toEqual({ dims: [2, 3, 3, 5, 11], attached: 7 }); // 997 is prime; 990 = 2·3²·5·11
+    // Attaching costs GROUPS_ATTACH_COST_STEPS once, however many are attached: 997 (a prime) runs
+    // 972 = 2²·3⁵ (24 steps) with 25 attached, not 990 = 2·3²·5·11 (38 steps) with 7; 1,006 runs
+    // 2³·5³ with 6 attached (30 steps), not 7·11·13 with 5 (56).
+    expect(groupsShape(997)).toEqual({ dims: [2, 2, 3, 3, 3, 3, 3], attached: 25 });
+    expect(groupsShape(1006)).toEqual({ dims: [2, 2, 2, 5, 5, 5], attached: 6 });
     expect(groupsShape(17)).toEqual({ dims: [2, 2, 2, 2], attached: 1 });
     for (let n = 4; n <= 1100; n++) {
       const shape = groupsShape(n)!;
@@ -65,17 +69,25 @@ describe("groupsShape and groups plans", () => {
       expect(shape.dims.length).toBeGreaterThanOrEqual(2);
       expect(Math.max(...shape.dims)).toBeLessThanOrEqual(GROUPS_MAX_FACTOR);
       expect(shape.attached).toBeLessThanOrEqual(places / shape.dims[0]!);
+      // No grid within that share costs fewer steps.
+      const cost = gridSteps(shape.dims) + (shape.attached > 0 ? GROUPS_ATTACH_COST_STEPS : 0);
+      if (n >= 64 && n <= 200) {
+        for (let other = Math.floor(n * (1 - GROUPS_MAX_ATTACHED_SHARE)); other <= n; other++) {
+          const exact = groupsShape(other);
+          if (exact?.attached === 0) expect(gridSteps(exact.dims) + (other < n ? GROUPS_ATTACH_COST_STEPS : 0)).toBeGreaterThanOrEqual(cost);
+        }
+      }
     }
     expect(gridSteps([2, 2, 2, 5, 5, 5])).toBe(30);
   });
 
-  it("auto runs groups from 64 members when they take fewer steps than the torus and attach no more; topology groups from 4", () => {
+  it("auto runs groups from 64 members when they cost fewer steps than the torus, attaching counted; topology groups from 4", () => {
     expect(buildPlan(ids(GROUPS_AUTO_MIN_MEMBERS - 1), MEAN).kind).not.toBe("groups");
     expect(buildPlan(ids(GROUPS_AUTO_MIN_MEMBERS), MEAN)).toEqual({ kind: "groups", members: ids(64), dims: [2, 2, 2, 2, 2, 2] });
     expect(buildPlan(ids(1000), { ...MEAN, codec: "int8" })).toMatchObject({ kind: "groups", dims: [2, 2, 2, 5, 5, 5] });
-    // 997: the torus attaches 5 (31x32), groups 7: auto keeps the torus.
-    expect(buildPlan(ids(997), MEAN)).toMatchObject({ kind: "torus", columns: 31, rows: 32 });
-    expect(buildPlan(ids(997), { ...MEAN, topology: "groups" })).toMatchObject({ kind: "groups", dims: [2, 3, 3, 5, 11] });
+    // 997: the torus 31x32 with 5 attached costs 60 + 15 steps, groups 24 + 15.
+    expect(buildPlan(ids(997), MEAN)).toMatchObject({ kind: "groups", dims: [2, 2, 3, 3, 3, 3, 3] });
+    expect(buildPlan(ids(997), { ...MEAN, topology: "torus" })).toMatchObject({ kind: "torus", columns: 31, rows: 32 });
     expect(buildPlan(ids(5), { ...MEAN, topology: "groups" })).toEqual({ kind: "groups", members: ids(5), dims: [2, 2] });
     expect(buildPlan(ids(3), { ...MEAN, topology: "groups" }).kind).toBe("ring");
     expect(buildPlan(ids(100), { ...MEAN, topology: "groups", codec: "topk" }).kind).toBe("ring");
