@@ -344,6 +344,32 @@ describe("SessionMachine", () => {
     d.result({ kind: "done" });
     expect(Drive.tasks(d.in({ ...Drive.round(9), lease: [...lease, 99] } as CoordinatorMessage))).toEqual([{ kind: "compute", attempt: 9, lease: [...lease, 99] }]);
 
+    // A lease computed ahead, then aborted: the retry uses it too.
+    const ahead = Drive.ready();
+    const next = [4, 5, 6, 7];
+    ahead.in({ ...Drive.round(7), next } as CoordinatorMessage);
+    ahead.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient: REPORT.gradient.slice() } });
+    ahead.result({ kind: "reduced", attempt: 7, mean: new Float32Array(3), bytesSent: 12, bytesReceived: 12, clipped: undefined });
+    ahead.result({ kind: "updated", attempt: 7, hash: HASH(1), updateMs: 1 });
+    ahead.in({ type: "commit", attempt: 7, round: 1, hash: HASH(1) });
+    const aheadGradient = Float32Array.from([9, 9, 9]);
+    ahead.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient: aheadGradient }, ahead: true });
+    ahead.result({ kind: "committed", attempt: 7, round: 1, hash: HASH(1), uploadMs: 0 });
+    ahead.in({ ...Drive.round(8), round: 2, lease: next } as CoordinatorMessage);
+    ahead.in({ type: "abort", attempt: 8, reason: "a peer left" });
+    ahead.result({ kind: "reduce-failed", attempt: 8, code: "aborted", suspect: undefined, message: "aborted" });
+    ahead.result({ kind: "done" });
+    expect(Drive.tasks(ahead.in({ ...Drive.round(9), round: 2, lease: next } as CoordinatorMessage))).toEqual([expect.objectContaining({ kind: "reduce", attempt: 9, gradient: aheadGradient })]);
+
+    // Its own gradient refused by the all-reducer (not finite): the retry computes it afresh.
+    const refused = Drive.ready();
+    refused.in(Drive.round(7));
+    refused.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient } });
+    refused.result({ kind: "reduce-failed", attempt: 7, code: "bad-input", suspect: "w-a", message: "own gradient has non-finite value NaN" });
+    refused.in({ type: "abort", attempt: 7, reason: "bad input" });
+    refused.result({ kind: "done" });
+    expect(Drive.tasks(refused.in(Drive.round(8)))).toEqual([{ kind: "compute", attempt: 8, lease }]);
+
     // Aborted while it computed: the computation still lands, and the retry uses it.
     const e = Drive.ready();
     e.in(Drive.round(7));

@@ -869,6 +869,7 @@ export class Coordinator {
   /** The member holds a stale state: it fetches the committed one, and the next round waits for it briefly. */
   private askToSync(member: Member, now: number, effects: CoordinatorEffect[], grace = true): void {
     this.membership.startSync(member, now, grace);
+    this.retained.release(member.peerId, (leases) => this.sampler.giveBackAll(leases));
     this.send(member.peerId, { type: "sync", round: this.committedRound }, effects);
   }
 

@@ -36,6 +36,16 @@ export class RetainedLeases {
     return taken.size === 0 ? undefined : taken;
   }
 
+  /** Gives back one member's kept lease: it was asked to fetch another state, so it computes afresh. */
+  release(peer: string, giveBack: (leases: readonly (readonly number[])[]) => void): void {
+    const kept = this.held?.kept.get(peer);
+    if (this.held === undefined || kept === undefined) return;
+    const rest = new Map(this.held.kept);
+    rest.delete(peer);
+    this.held = rest.size === 0 ? undefined : { base: this.held.base, kept: rest };
+    giveBack([kept.lease]);
+  }
+
   /** Samples kept and not yet in a round. */
   inFlight(): number[] {
     return [...(this.held?.kept.values() ?? [])].flatMap((kept) => kept.lease);

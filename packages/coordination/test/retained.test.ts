@@ -45,6 +45,25 @@ describe("leases kept across an abort (retained.ts)", () => {
     expect(retry.leases.get("c") ?? []).toEqual([]);
   });
 
+  it("a member asked to sync (knocked back) gives its kept lease back: it will compute afresh on the state it fetches", () => {
+    const h = Harness.create({ minWorkers: 4, batchSize: 12, trainCount: 48, replanDelayMs: 1_000 });
+    ["a", "b", "c", "d"].forEach((p) => h.join(p));
+    const first = h.coordinator.state.current!;
+    // Two witnesses name b: the attempt aborts and b is knocked back (sync) before the retry.
+    h.apply({ type: "failed", peerId: "c", attempt: first.attempt, code: "timeout", suspect: "b", message: "silent", now: h.now });
+    h.apply({ type: "failed", peerId: "a", attempt: first.attempt, code: "peer-gone", suspect: "b", message: "link closed", now: h.now });
+    expect(h.lastTo("b", "sync")).toBeDefined();
+    h.apply({ type: "ready", peerId: "b", round: 0, hash: HASH(0), now: h.now });
+    h.now += 1_000;
+    h.apply({ type: "tick", now: h.now });
+    const retry = h.coordinator.state.current!;
+    expect(retry.leases.get("a")).toEqual(first.leases.get("a"));
+    if (retry.members.includes("b")) expect(retry.leases.get("b") ?? []).toEqual([]);
+    // b's samples are back in the queue, not in anyone's lease now.
+    const now = [...retry.leases.values()].flat();
+    for (const sample of first.leases.get("b")!) expect(now).not.toContain(sample);
+  });
+
   it("speed is measured on a kept lease's compute, not on the abort's wait", () => {
     const h = Harness.create({ minWorkers: 2, batchSize: 100, trainCount: 1000 });
     ["a", "b"].forEach((p) => h.join(p));

@@ -103,8 +103,8 @@ export const CodecSchema = v.picklist(["dense", "fp16", "int8", "topk"]);
 
 /**
  * The shape of a mean's all-reduce (packages/coordination plans.ts):
- * - "auto": a flat ring below 16 members, a 2D torus from 16 when the members fill a grid (at most
- *   2% of them sitting a round out);
+ * - "auto": a flat ring below 16 members, a 2D torus from 16 when the members fill a grid (from 64
+ *   with members attached to it too), and groups from 64 when they cost fewer steps than the torus;
  * - "ring": always the flat ring (2(N−1) steps);
  * - "torus": a torus whenever 4 or more members can form one (2(X−1) + 2(Y−1) steps);
  * - "groups": a d-dimensional grid of small groups whenever 4 or more members can form one

@@ -249,6 +249,8 @@ export class SessionMachine {
           return;
         }
         const ahead = this.takeComputedAhead(message.lease) ?? this.takeLastComputed(message.lease);
+        // A lease computed ahead is this round's computation now: kept, should this attempt abort.
+        if (ahead !== undefined) this.lastComputed = { base: this.lastCommitted, lease: message.lease, report: ahead };
         this.running = { message, startedAt: now, generation: this.generation };
         this.publish({ phase: "training", share: undefined });
         if (ahead !== undefined) this.onComputed({ kind: "computed", attempt: message.attempt, report: ahead }, now, out);
@@ -356,6 +358,8 @@ export class SessionMachine {
       case "stage-failed":
       case "reduce-failed": {
         this.running = undefined;
+        // Its own gradient was refused (not finite, or overflowing): a retry computes it afresh.
+        if (result.code === "bad-input") this.lastComputed = undefined;
         this.publish({ phase: "waiting", lastError: result.message });
         if (result.code !== "aborted" || result.suspect !== undefined) {
           this.send(out, { type: "failed", attempt: result.attempt, code: result.code, suspect: result.suspect, message: result.message.slice(0, 480) });
