@@ -379,8 +379,10 @@ export class Coordinator {
     for (const member of this.membership.values()) {
       if (member.state === "ready" && member.holds !== round.round) this.askToSync(member, now, effects, round.pipeline === undefined);
     }
+    // One message object for every member: the server's encoder serializes it once.
+    const committed: ResolvedCoordinatorMessage = { type: "commit", attempt: round.attempt, round: round.round, hash };
     for (const peer of round.members) {
-      if (!dissenters.includes(peer)) this.send(peer, { type: "commit", attempt: round.attempt, round: round.round, hash }, effects);
+      if (!dissenters.includes(peer)) this.send(peer, committed, effects);
     }
     const commit: CommittedRound = {
       round: round.round,

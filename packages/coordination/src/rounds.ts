@@ -10,14 +10,19 @@ export type Tally = { kind: "agreed"; hash: string; dissenters: string[] } | { k
 
 export function tally(reports: ReadonlyMap<string, RoundReport>): Tally {
   const byHash = new Map<string, string[]>();
-  for (const [peer, report] of reports) byHash.set(report.hash, [...(byHash.get(report.hash) ?? []), peer]);
+  for (const [peer, report] of reports) {
+    const peers = byHash.get(report.hash);
+    if (peers === undefined) byHash.set(report.hash, [peer]);
+    else peers.push(peer); // not a copy per report: at 1,000 members that was half a million copied ids a round
+  }
   let best: [string, string[]] | undefined;
   for (const entry of byHash) if (best === undefined || entry[1].length > best[1].length) best = entry;
   if (best === undefined) return { kind: "split", detail: "no reports" };
   const [hash, agreeing] = best;
   if (agreeing.length === reports.size) return { kind: "agreed", hash, dissenters: [] };
   if (reports.size >= 3 && agreeing.length * 2 > reports.size) {
-    return { kind: "agreed", hash, dissenters: [...reports.keys()].filter((p) => !agreeing.includes(p)) };
+    const agreed = new Set(agreeing);
+    return { kind: "agreed", hash, dissenters: [...reports.keys()].filter((p) => !agreed.has(p)) };
   }
   const detail = [...byHash].map(([h, peers]) => `${peers.join("+")}=${h.slice(0, 12)}`).join(", ");
   return { kind: "split", detail };

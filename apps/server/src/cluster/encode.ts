@@ -10,6 +10,9 @@ type EncodedPlan = { json: string; id: number };
  * full only when it differs from the last plan sent to that recipient; otherwise the message names
  * it by number (`planId`) and the worker uses the plan it kept (the protocol's OpenRoundSchema).
  *
+ * A message without a plan is serialized once per object: the coordinator gives every member of a
+ * commit the same object (and never changes a message once sent).
+ *
  * Invariants: plan numbers only grow; an unchanged plan (same text) keeps its number from round to
  * round; a recipient is a connection, so a reconnected worker (a new recipient) gets the next plan in
  * full. Key order differs from JSON.stringify's; parsers do not care.
@@ -23,8 +26,18 @@ export class MessageEncoder {
   /** The plan number each recipient last received in full. */
   private readonly sentTo = new WeakMap<object, number>();
 
+  /** Messages without a plan, by object: the coordinator sends one commit object to every member. */
+  private readonly texts = new WeakMap<CoordinatorMessage, string>();
+
   encode(message: CoordinatorMessage, recipient: object): string {
-    if (message.type !== "round" || message.plan === undefined) return JSON.stringify(message);
+    if (message.type !== "round" || message.plan === undefined) {
+      let text = this.texts.get(message);
+      if (text === undefined) {
+        text = JSON.stringify(message);
+        this.texts.set(message, text);
+      }
+      return text;
+    }
     const { plan, planId: _ignored, ...rest } = message;
     const encoded = this.encodePlan(plan);
     // `rest` always holds `type`, so its text is "{...}" with at least one key after the brace.
