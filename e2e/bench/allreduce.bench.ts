@@ -7,7 +7,7 @@ import type { Page } from "@playwright/test";
 import { expect, test } from "../fixtures.ts";
 import { startCoturn } from "../support/coturn.ts";
 import { insideE2eNamespace } from "../support/link-profile.ts";
-import { torusShape } from "../../packages/coordination/src/plans.ts";
+import { groupsShape, torusShape } from "../../packages/coordination/src/plans.ts";
 import { mb, median, table, writeResults } from "./report.ts";
 
 /** Overridable for a quick look at one case, e.g. BENCH_PEERS=4 BENCH_SIZES=4194304 BENCH_FRAME_BYTES=262124. */
@@ -71,14 +71,17 @@ async function linkBandwidth(pages: Page[], ids: string[], pairs: [number, numbe
 let attempt = 0;
 
 /** Rounds of each size over `pages` (already opened on one server), then the links, as rows. */
-/** Median round time and mean bytes sent per tab of ROUNDS rounds (after a warm-up), as a ring or (columns set) a torus. */
-async function rounds(pages: Page[], ring: string[], length: number, columns: number | undefined): Promise<{ roundMs: number; sentBytesPerPeer: number }> {
+/** A layout's arguments to the lab's arRun: none for the ring, `columns` for a torus, `dims` for groups. */
+type LayoutArgs = { columns?: number; dims?: number[] };
+
+/** Median round time and mean bytes sent per tab of ROUNDS rounds (after a warm-up), in one layout. */
+async function rounds(pages: Page[], ring: string[], length: number, layout: LayoutArgs): Promise<{ roundMs: number; sentBytesPerPeer: number }> {
   const times: number[] = [];
   const sent: number[] = [];
   for (let k = 0; k <= ROUNDS; k++) {
     attempt++;
     const startAt = Date.now() + START_DELAY_MS;
-    const runs = await Promise.all(pages.map((p, i) => p.evaluate((args) => window.crowdtrainLab.arRun(args), { attempt, ring, seed: i + 1, length, samples: 1, startAt, ...(columns === undefined ? {} : { columns }) })));
+    const runs = await Promise.all(pages.map((p, i) => p.evaluate((args) => window.crowdtrainLab.arRun(args), { attempt, ring, seed: i + 1, length, samples: 1, startAt, ...layout })));
     const hashes = new Set(runs.map((r) => (r.ok ? r.hash : `failed: ${JSON.stringify(r.error)}`)));
     expect(hashes.size, [...hashes].join("\n")).toBe(1);
     if (k === 0) continue; // warm-up: first use of these buffers and frame sizes
@@ -92,13 +95,20 @@ async function measure(pages: Page[], path: Row["path"], sizes: number[], rows: 
   const n = pages.length;
   const ring = await Promise.all(pages.map((p) => p.evaluate((frameBytes) => window.crowdtrainLab.arOpen({ frameBytes, roundTimeoutMs: 600_000, progressTimeoutMs: 60_000, ringStartTimeoutMs: 60_000 }), FRAME_BYTES)));
   await Promise.all(pages.map((p) => p.evaluate((ids) => window.crowdtrainLab.arConnect(ids), ring)));
-  // The torus these tabs would get with topology "torus" (none below 4), measured on the same tabs.
+  // The torus these tabs would get with topology "torus" (none below 4), and the groups grid with
+  // topology "groups" where it is not that torus (three dimensions or more), on the same tabs.
   const shape = path === "direct" ? torusShape(n) : undefined;
-  const layouts: [string, number | undefined][] = [["ring", undefined], ...(shape === undefined ? [] : [[`torus ${shape.columns}x${shape.rows}${shape.attached > 0 ? `+${shape.attached}` : ""}`, shape.columns] as [string, number]])];
+  const groups = path === "direct" ? groupsShape(n) : undefined;
+  const attachedSuffix = (attached: number): string => (attached > 0 ? `+${attached}` : "");
+  const layouts: [string, LayoutArgs][] = [
+    ["ring", {}],
+    ...(shape === undefined ? [] : [[`torus ${shape.columns}x${shape.rows}${attachedSuffix(shape.attached)}`, { columns: shape.columns }] as [string, LayoutArgs]]),
+    ...(groups === undefined || groups.dims.length < 3 ? [] : [[`groups ${groups.dims.join("x")}${attachedSuffix(groups.attached)}`, { dims: groups.dims }] as [string, LayoutArgs]]),
+  ];
   for (const bytes of sizes) {
     const length = bytes / 4;
     const measured = [];
-    for (const [layout, columns] of layouts) measured.push({ layout, ...(await rounds(pages, ring, length, columns)) });
+    for (const [layout, args] of layouts) measured.push({ layout, ...(await rounds(pages, ring, length, args)) });
     const ideal = (2 * (n - 1) * bytes) / n;
     const blastBytes = Math.ceil(ideal);
     const linkBw = await linkBandwidth(pages, ring, [[0, 1]], blastBytes);

@@ -54,6 +54,8 @@ export type ArRunArgs = {
   startAt?: number;
   /** Run a torus instead of the flat ring: `ring` row by row, `columns` a row, the rest attached (one per row). */
   columns?: number;
+  /** Run a grid of groups instead: `ring` in mixed-radix order over `dims`, the rest attached (one per dimension-0 group). */
+  dims?: number[];
 };
 
 export type AllReduceRun =

@@ -1,14 +1,14 @@
 import { createAllReducer, DEFAULT_OPTIONS } from "@crowdtrain/allreduce";
 import type { Codec } from "@crowdtrain/protocol";
-import { torusShape } from "@crowdtrain/coordination";
+import { groupsShape, torusShape } from "@crowdtrain/coordination";
 import type { Link } from "./network.ts";
 import { SimNetwork } from "./network.ts";
 import { VirtualClock } from "./virtual-clock.ts";
 
 export type AllReduceCase = {
   peers: number;
-  /** "ring", or "torus": the grid the coordinator's plans would pick for `peers` (torusShape). */
-  layout: "ring" | "torus";
+  /** "ring", "torus" or "groups": the grid the coordinator's plans would pick for `peers` (torusShape, groupsShape). */
+  layout: "ring" | "torus" | "groups";
   /** Bytes of the vector (float32). */
   bytes: number;
   frameBytes: number;
@@ -32,17 +32,17 @@ export async function simulateAllReduce(spec: AllReduceCase, settle: () => Promi
   const ids = Array.from({ length: spec.peers }, (_, k) => `p${k}`);
   const frameBytes = Math.max(4, 4 * Math.floor(spec.frameBytes / scale / 4));
   const reducers = ids.map((id) => createAllReducer({ transport: network.add(id, spec.link), clock, options: { ...DEFAULT_OPTIONS, frameBytes, ringStartTimeoutMs: 600_000, roundTimeoutMs: 3_600_000 } }));
-  const shape = spec.layout === "torus" ? torusShape(spec.peers) : undefined;
-  if (spec.layout === "torus" && shape === undefined) throw new RangeError(`${spec.peers} peers form no torus`);
+  const torus = spec.layout === "torus" ? torusShape(spec.peers) : undefined;
+  const groups = spec.layout === "groups" ? groupsShape(spec.peers) : undefined;
+  const dims = torus !== undefined ? [torus.columns, torus.rows] : groups?.dims;
+  if (spec.layout !== "ring" && dims === undefined) throw new RangeError(`${spec.peers} peers form no ${spec.layout} grid`);
+  const places = dims?.reduce((product, g) => product * g, 1) ?? 0;
   let finished = 0;
   let slowest = 0;
   const runs = reducers.map((reducer, k) => {
     const gradient = new Float32Array(elements).fill(k + 1);
     const args = { attempt: 1, gradient, samples: 1, codec: spec.codec ?? "dense" };
-    const run =
-      shape === undefined
-        ? reducer.allReduce({ ...args, ring: ids })
-        : reducer.allReduceTorus({ ...args, rows: Array.from({ length: shape.rows }, (_, r) => ids.slice(r * shape.columns, (r + 1) * shape.columns)), attached: ids.slice(shape.columns * shape.rows) });
+    const run = dims === undefined ? reducer.allReduce({ ...args, ring: ids }) : reducer.allReduceGrid({ ...args, members: ids.slice(0, places), dims, attached: ids.slice(places) });
     return run.then(() => {
       finished++;
       slowest = Math.max(slowest, clock.now());

@@ -49,6 +49,12 @@ function torusOf(members: string[], columns: number): { rows: string[][]; attach
   return { rows, attached: members.slice(full * columns) };
 }
 
+/** The grid members and attached members of a groups grid of `dims` over `members`, as the coordinator's plans lay them out. */
+function gridOf(members: string[], dims: number[]): { members: string[]; dims: number[]; attached: string[] } {
+  const places = dims.reduce((product, g) => product * g, 1);
+  return { members: members.slice(0, places), dims, attached: members.slice(places) };
+}
+
 /**
  * Runs one all-reduce round on labInput(seed, length) weighted by `samples`. Waits until
  * `startAt` (Date.now() of this machine, shared by every tab) so all tabs start together, and
@@ -61,10 +67,13 @@ export async function arRun(args: ArRunArgs): Promise<AllReduceRun> {
   if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
   const started = performance.now();
   try {
+    const common = { attempt: args.attempt, gradient, samples: args.samples };
     const result =
-      args.columns === undefined
-        ? await reducer.allReduce({ attempt: args.attempt, ring: args.ring, gradient, samples: args.samples })
-        : await reducer.allReduceTorus({ attempt: args.attempt, ...torusOf(args.ring, args.columns), gradient, samples: args.samples });
+      args.dims !== undefined
+        ? await reducer.allReduceGrid({ ...common, ...gridOf(args.ring, args.dims) })
+        : args.columns !== undefined
+          ? await reducer.allReduceTorus({ ...common, ...torusOf(args.ring, args.columns) })
+          : await reducer.allReduce({ ...common, ring: args.ring });
     const mean = result.mean;
     return {
       ok: true,
