@@ -488,9 +488,16 @@ export class Coordinator {
 
   private onFailed(event: Extract<CoordinatorEvent, { type: "failed" }>, now: number, effects: CoordinatorEffect[]): void {
     const accuser = event.peerId;
-    const members = this.current?.attempt === event.attempt ? this.current.members : this.recent.get(event.attempt);
+    const open = this.current?.attempt === event.attempt ? this.current : undefined;
+    const members = open?.members ?? this.recent.get(event.attempt);
     if (members === undefined || !members.has(accuser)) return;
-    if (this.current?.attempt === event.attempt) this.abort("failure", `${accuser} failed (${event.code}): ${event.message}`, now, effects);
+    // A timeout on a member the coordinator knows was still computing its lease (no `phase:
+    // reducing` from it yet) is explained: the accuser saw what the coordinator sees. It still
+    // accuses (a member that never computes is knocked back when a second neighbour names it), but
+    // it is not struck if nobody confirms it (with DiLoCo's long rounds, a slow volunteer's
+    // neighbours were struck for it), and the abort lowers the slow member's speed estimate.
+    const explained = open !== undefined && event.code === "timeout" && event.suspect !== undefined && open.members.has(event.suspect) && !open.reducingAt.has(event.suspect);
+    if (open !== undefined) this.abort("failure", `${accuser} failed (${event.code}): ${event.message}`, now, effects);
     // Its own input was refused (a non-finite gradient, an impossible sample count): its fault,
     // and a member doing it every round would otherwise abort every round without a strike.
     if (event.code === "bad-input") {
@@ -501,7 +508,7 @@ export class Coordinator {
     // Relayed aborts ("aborted") repeat someone else's word: only first-hand observations accuse.
     if (suspect === undefined || suspect === accuser || !members.has(suspect) || !FIRST_HAND.has(event.code)) return;
     if (this.membership.get(suspect) === undefined) return; // it left: the accusation is confirmed, nothing to do
-    const outcome = this.accusations.record({ accuser, suspect, attempt: event.attempt, at: now });
+    const outcome = this.accusations.record({ accuser, suspect, attempt: event.attempt, at: now, explained });
     if (outcome.kind === "corroborated") this.knockBack(suspect, `named by ${outcome.accusers.join(" and ")}`, now, effects);
   }
 
@@ -564,7 +571,7 @@ export class Coordinator {
       for (const peer of blamed) this.knockBack(peer, `silent past the round deadline`, now, effects);
     }
     for (const accusation of this.accusations.expire(now)) {
-      if (this.membership.get(accusation.accuser) === undefined || this.membership.get(accusation.suspect) === undefined) continue;
+      if (accusation.explained || this.membership.get(accusation.accuser) === undefined || this.membership.get(accusation.suspect) === undefined) continue;
       this.strike(accusation.accuser, `nobody confirmed its accusation of ${accusation.suspect} within ${this.config.accusationWindowMs} ms`, now, effects);
     }
     if (this.custody.overdue(now, this.config.stateUploadTimeoutMs)) this.askNextUploader(now, effects);
@@ -588,6 +595,7 @@ export class Coordinator {
     if (round === undefined) return;
     this.current = undefined;
     this.sampler.giveBackAll([...round.next.values()]);
+    this.boundSpeeds(round, now);
     this.keepLeases(round, now);
     effects.push({ type: "log", kind: "aborted", text: `round ${round.round} (attempt ${round.attempt}) aborted: ${reason}` });
     effects.push({ type: "aborted", round: round.round, attempt: round.attempt, cause });
@@ -599,6 +607,25 @@ export class Coordinator {
       if (member.state === "training") member.state = "ready";
     }
     this.replanAt = Math.max(this.replanAt, now + this.config.replanDelayMs);
+  }
+
+  /**
+   * Members still computing when an attempt aborts compute slower than lease / time so far: an
+   * estimate above that bound comes down to it, so the next split gives them less (a volunteer that
+   * slowed down would otherwise keep a lease it cannot finish in time, round after round).
+   */
+  private boundSpeeds(round: OpenRound, now: number): void {
+    for (const peer of round.plan.members) {
+      if (round.reducingAt.has(peer)) continue;
+      const member = this.membership.get(peer);
+      const lease = round.leases.get(peer)?.length ?? 0;
+      const elapsed = now - (round.startedAt.get(peer) ?? round.openedAt);
+      if (member === undefined || lease === 0 || elapsed <= 0) continue;
+      const bound = leaseSpeed(lease, elapsed);
+      // Only an estimate comes down: a member never measured gets its first one, exact, at a commit
+      // (a bound there would be blended into it and overstate its speed).
+      if (member.samplesPerSecond !== undefined && member.samplesPerSecond > bound) member.samplesPerSecond = bound;
+    }
   }
 
   /**

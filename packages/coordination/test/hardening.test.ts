@@ -139,6 +139,30 @@ describe("accusations need a second witness", () => {
     expect(strikes(h, "b")).toBe(0);
   });
 
+  it("a timeout on a member still computing its lease is explained: its accuser is not struck unconfirmed, and the slow member's speed estimate comes down to lease / time so far", () => {
+    const h = Harness.create({ minWorkers: 3, batchSize: 30, trainCount: 300 });
+    ["a", "b", "c"].forEach((p) => h.join(p));
+    // A first round measures everyone's speed (b's as 10 samples a second).
+    const first = h.coordinator.state.current!;
+    for (const peer of ["a", "b", "c"]) h.apply({ type: "phase", peerId: peer, attempt: first.attempt, phase: "reducing", now: h.now + (peer === "b" ? first.leases.get("b")!.length * 100 : 10) });
+    h.reportAll();
+    const round = h.coordinator.state.current!;
+    // a and c entered the all-reduce; b never said `phase: reducing` and a timed out waiting for it.
+    for (const peer of ["a", "c"]) h.apply({ type: "phase", peerId: peer, attempt: round.attempt, phase: "reducing", now: h.now + 100 });
+    h.now += 30_000;
+    h.apply({ type: "failed", peerId: "a", attempt: round.attempt, code: "timeout", suspect: "b", message: "nothing from b", now: h.now });
+    // b has not finished in 30 s: it computes slower than its lease / 30 s, whatever it did before.
+    expect(h.member("b")!.samplesPerSecond).toBeCloseTo(round.leases.get("b")!.length / 30, 3);
+    h.apply({ type: "tick", now: h.now + CONFIG.accusationWindowMs + 2 });
+    expect(["a", "b", "c"].map((p) => strikes(h, p))).toEqual([0, 0, 0]);
+    // The same timeout once b was in the all-reduce is an accusation: unconfirmed, it counts against a.
+    const next = h.coordinator.state.current!;
+    h.apply({ type: "phase", peerId: "b", attempt: next.attempt, phase: "reducing", now: h.now });
+    h.apply({ type: "failed", peerId: "a", attempt: next.attempt, code: "timeout", suspect: "b", message: "nothing from b", now: h.now });
+    h.apply({ type: "tick", now: h.now + CONFIG.accusationWindowMs + 2 });
+    expect(strikes(h, "a")).toBe(1);
+  });
+
   it("relayed aborts are hearsay and never accuse", () => {
     const h = Harness.create({ minWorkers: 3 });
     ["a", "b", "c"].forEach((p) => h.join(p));
