@@ -52,6 +52,8 @@ export type SwarmResult = {
 
 /** How often the server ticks the coordinator (deadlines, accusation windows). */
 const TICK_MS = 1_000;
+/** A lease element stands for 1/UNITS_PER_STEP of each peer's H inner steps at most (see samplesPerUnit). */
+const UNITS_PER_STEP = 8;
 /** The sample queue holds this many rounds' worth beyond the run's: no epoch ends during a run. */
 const SPARE_ROUNDS = 20;
 
@@ -86,6 +88,8 @@ export class Swarm {
   private readonly peers = new Map<string, SimPeer>();
   private readonly commits: { commit: CommittedRound; at: number; ideal: number }[] = [];
   private aborted = 0;
+  /** Samples a lease element stands for: DiLoCo's H inner steps in at most UNITS_PER_STEP units. */
+  private readonly samplesPerUnit: number;
   private departures = 0;
   private joins = 0;
   private nextId = 0;
@@ -101,10 +105,12 @@ export class Swarm {
     this.network = new SimNetwork(clock, { payloadScale: scale, goneAfterMs: 1_000 });
     this.draws = new Draws(config.seed);
     this.values = new Draws(config.seed ^ 0x5eed);
-    // A lease element stands for one sample of each of the H inner steps (H samples), so the
-    // coordinator's queue and leases stay the size of one step's batch whatever H is (at H = 512 and
-    // 1,000 peers the samples themselves would be 750 million indices).
-    const batch = config.peers * config.perPeerBatch;
+    // A lease element stands for samplesPerUnit samples (H / min(H, UNITS_PER_STEP)), so the
+    // coordinator's queue and leases stay at most UNITS_PER_STEP steps' batch whatever H is (at
+    // H = 512 and 1,000 peers the samples themselves would be 750 million indices), while a lease is
+    // still cut finely enough for slow volunteers (a unit of all H samples took a straggler seconds).
+    this.samplesPerUnit = config.innerSteps / Math.min(config.innerSteps, UNITS_PER_STEP);
+    const batch = config.peers * config.perPeerBatch * Math.min(config.innerSteps, UNITS_PER_STEP);
     this.coordinator = new Coordinator({
       // Only committed rounds use samples (an aborted one returns its own to the queue).
       trainCount: batch * (config.rounds + SPARE_ROUNDS),
@@ -160,7 +166,7 @@ export class Swarm {
         roundMs: commit.roundMs,
         computeMs: Math.max(...reports.map((r) => r.timings.computeMs)),
         allReduceMs: Math.max(...reports.map((r) => r.timings.allReduceMs)),
-        samples: commit.samples * this.config.innerSteps,
+        samples: commit.samples * this.samplesPerUnit,
         idealSamplesPerSecond: ideal,
       };
     });
@@ -307,7 +313,7 @@ export class Swarm {
   private train(peer: SimPeer, round: Extract<ResolvedCoordinatorMessage, { type: "round" }>): void {
     const last = peer.computed;
     const reused = last !== undefined && last.round === round.round && last.lease.length === round.lease.length && last.lease.every((sample, k) => sample === round.lease[k]);
-    const computeMs = reused ? last.computeMs : ((round.lease.length * this.config.innerSteps) / peer.volunteer.samplesPerSecond) * 1000;
+    const computeMs = reused ? last.computeMs : ((round.lease.length * this.samplesPerUnit) / peer.volunteer.samplesPerSecond) * 1000;
     if (!reused) peer.computed = { round: round.round, lease: round.lease, doneAt: this.clock.now() + computeMs, computeMs };
     // A worker computes one lease at a time: a reused one is ready when its computation is done.
     const waitMs = reused ? Math.max(0, last.doneAt - this.clock.now()) : computeMs;
