@@ -130,7 +130,7 @@ describe("Swarm: the real coordinator and all-reducers in virtual time", () => {
     expect(groups!.bytesPerPeerPerRound / ring!.bytesPerPeerPerRound).toBeLessThan(1.1);
   });
 
-  it("DiLoCo's H inner steps multiply a round's compute and samples, not its all-reduce or its leases", async () => {
+  it("DiLoCo's H inner steps multiply a round's compute and samples, not its all-reduce", async () => {
     const [sync, diloco] = await Promise.all([1, 16].map((innerSteps) => new Swarm({ ...BASE, innerSteps, rounds: 2 }, new VirtualClock(settle)).run()));
     for (const [a, b] of sync!.rounds.map((round, k) => [round, diloco!.rounds[k]!] as const)) {
       expect(b.samples).toBe(16 * a.samples);
