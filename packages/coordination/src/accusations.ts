@@ -3,11 +3,9 @@
  * word is not enough to punish another (it could be lying to push an honest peer out), so an
  * accusation is acted on only when it is corroborated within `windowMs`: a second member names
  * the same suspect first-hand, or the suspect's own connection to the coordinator is gone too.
- * An accusation that nobody corroborates before its window ends counts against the accuser, unless
- * the coordinator saw the same (`explained`).
+ * An accusation that nobody corroborates before its window ends counts against the accuser.
  */
-/** `explained`: the coordinator saw it too (a timeout on a member still computing): never held against the accuser. */
-export type Accusation = { accuser: string; suspect: string; attempt: number; at: number; explained?: boolean };
+export type Accusation = { accuser: string; suspect: string; attempt: number; at: number };
 
 export type AccusationOutcome =
   /** Two distinct first-hand witnesses: strike the suspect. */

@@ -488,16 +488,9 @@ export class Coordinator {
 
   private onFailed(event: Extract<CoordinatorEvent, { type: "failed" }>, now: number, effects: CoordinatorEffect[]): void {
     const accuser = event.peerId;
-    const open = this.current?.attempt === event.attempt ? this.current : undefined;
-    const members = open?.members ?? this.recent.get(event.attempt);
+    const members = this.current?.attempt === event.attempt ? this.current.members : this.recent.get(event.attempt);
     if (members === undefined || !members.has(accuser)) return;
-    // A timeout on a member the coordinator knows was still computing its lease (no `phase:
-    // reducing` from it yet) is explained: the accuser saw what the coordinator sees. It still
-    // accuses (a member that never computes is knocked back when a second neighbour names it), but
-    // it is not struck if nobody confirms it (with DiLoCo's long rounds, a slow volunteer's
-    // neighbours were struck for it), and the abort lowers the slow member's speed estimate.
-    const explained = open !== undefined && event.code === "timeout" && event.suspect !== undefined && open.members.has(event.suspect) && !open.reducingAt.has(event.suspect);
-    if (open !== undefined) this.abort("failure", `${accuser} failed (${event.code}): ${event.message}`, now, effects);
+    if (this.current?.attempt === event.attempt) this.abort("failure", `${accuser} failed (${event.code}): ${event.message}`, now, effects);
     // Its own input was refused (a non-finite gradient, an impossible sample count): its fault,
     // and a member doing it every round would otherwise abort every round without a strike.
     if (event.code === "bad-input") {
@@ -508,7 +501,7 @@ export class Coordinator {
     // Relayed aborts ("aborted") repeat someone else's word: only first-hand observations accuse.
     if (suspect === undefined || suspect === accuser || !members.has(suspect) || !FIRST_HAND.has(event.code)) return;
     if (this.membership.get(suspect) === undefined) return; // it left: the accusation is confirmed, nothing to do
-    const outcome = this.accusations.record({ accuser, suspect, attempt: event.attempt, at: now, explained });
+    const outcome = this.accusations.record({ accuser, suspect, attempt: event.attempt, at: now });
     if (outcome.kind === "corroborated") this.knockBack(suspect, `named by ${outcome.accusers.join(" and ")}`, now, effects);
   }
 
@@ -571,7 +564,7 @@ export class Coordinator {
       for (const peer of blamed) this.knockBack(peer, `silent past the round deadline`, now, effects);
     }
     for (const accusation of this.accusations.expire(now)) {
-      if (accusation.explained || this.membership.get(accusation.accuser) === undefined || this.membership.get(accusation.suspect) === undefined) continue;
+      if (this.membership.get(accusation.accuser) === undefined || this.membership.get(accusation.suspect) === undefined) continue;
       this.strike(accusation.accuser, `nobody confirmed its accusation of ${accusation.suspect} within ${this.config.accusationWindowMs} ms`, now, effects);
     }
     if (this.custody.overdue(now, this.config.stateUploadTimeoutMs)) this.askNextUploader(now, effects);

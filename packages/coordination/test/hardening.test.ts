@@ -139,7 +139,7 @@ describe("accusations need a second witness", () => {
     expect(strikes(h, "b")).toBe(0);
   });
 
-  it("a timeout on a member still computing its lease is explained: its accuser is not struck unconfirmed, and the slow member's speed estimate comes down to lease / time so far", () => {
+  it("an abort lowers the speed estimate of a member still computing to lease / time so far; a lone accuser is still struck (any member can send failed: timeout)", () => {
     const h = Harness.create({ minWorkers: 3, batchSize: 30, trainCount: 300 });
     ["a", "b", "c"].forEach((p) => h.join(p));
     // A first round measures everyone's speed (b's as 10 samples a second).
@@ -154,13 +154,7 @@ describe("accusations need a second witness", () => {
     // b has not finished in 30 s: it computes slower than its lease / 30 s, whatever it did before.
     expect(h.member("b")!.samplesPerSecond).toBeCloseTo(round.leases.get("b")!.length / 30, 3);
     h.apply({ type: "tick", now: h.now + CONFIG.accusationWindowMs + 2 });
-    expect(["a", "b", "c"].map((p) => strikes(h, p))).toEqual([0, 0, 0]);
-    // The same timeout once b was in the all-reduce is an accusation: unconfirmed, it counts against a.
-    const next = h.coordinator.state.current!;
-    h.apply({ type: "phase", peerId: "b", attempt: next.attempt, phase: "reducing", now: h.now });
-    h.apply({ type: "failed", peerId: "a", attempt: next.attempt, code: "timeout", suspect: "b", message: "nothing from b", now: h.now });
-    h.apply({ type: "tick", now: h.now + CONFIG.accusationWindowMs + 2 });
-    expect(strikes(h, "a")).toBe(1);
+    expect(["a", "b", "c"].map((p) => strikes(h, p))).toEqual([1, 0, 0]);
   });
 
   it("relayed aborts are hearsay and never accuse", () => {
