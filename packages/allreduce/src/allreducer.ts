@@ -1,4 +1,4 @@
-import { decodeFrame, GRID_MAX_DIMS, type Frame } from "@crowdtrain/protocol";
+import { decodeFrame, GRID_MAX_DIMS, gridPlaces, type Frame } from "@crowdtrain/protocol";
 import { systemClock, type Clock } from "./clock.ts";
 import { AllReduceError } from "./errors.ts";
 import { resolveOptions, type AllReduceOptions } from "./options.ts";
@@ -90,7 +90,7 @@ function validateRows(rows: readonly (readonly PeerId[])[]): void {
 function validateGrid(members: readonly PeerId[], dims: readonly number[], attached: readonly PeerId[], self: PeerId): void {
   if (dims.length < 2 || dims.length > GRID_MAX_DIMS) throw new RangeError(`a grid has 2 to ${GRID_MAX_DIMS} dimensions, got ${dims.length}`);
   if (dims.some((size) => !Number.isInteger(size) || size < 1)) throw new RangeError(`grid dimensions must be whole numbers of at least 1, got ${dims.join("x")}`);
-  const size = dims.reduce((product, g) => product * g, 1);
+  const size = gridPlaces(dims);
   if (size !== members.length) throw new RangeError(`a ${dims.join("x")} grid has ${size} places, not ${members.length} members`);
   const groups = size / (dims[0] as number);
   if (attached.length > groups) throw new RangeError(`grid attaches ${attached.length} members to ${groups} ${dims.length === 2 ? "rows" : "dimension-0 groups"}: at most one per ${dims.length === 2 ? "row" : "group"}`);

@@ -1,4 +1,4 @@
-import { encodeCodedFrame, FRAME_HEADER_BYTES, FrameKind, gridStage } from "@crowdtrain/protocol";
+import { encodeCodedFrame, FRAME_HEADER_BYTES, FrameKind, gridPlaces, gridStage } from "@crowdtrain/protocol";
 import { describe, expect, it } from "vitest";
 import { AllReduceError, CHUNK_CODECS, partition, ringSumErrorBound, type AllReduceOptions, type GridRoundArgs, type RoundResult, type Span } from "../src/index.ts";
 import { closeAll, errorsOf, makeCluster, reference, sameBits, type Cluster, type Peer } from "./harness.ts";
@@ -6,7 +6,6 @@ import { closeAll, errorsOf, makeCluster, reference, sameBits, type Cluster, typ
 // The d-dimensional grid (grid.ts); torus.test.ts covers its two-dimensional case, the torus.
 const FAST: Partial<AllReduceOptions> = { frameBytes: 64, progressTimeoutMs: 150, hopMs: 0, ringStartTimeoutMs: 150, roundTimeoutMs: 3_000 };
 
-const product = (dims: readonly number[]): number => dims.reduce((p, g) => p * g, 1);
 
 function gridAll(cluster: Cluster, attempt: number, members: readonly string[], dims: number[], peers: Peer[] = cluster.peers, extra: Partial<GridRoundArgs> = {}): Promise<PromiseSettledResult<RoundResult>[]> {
   return Promise.allSettled(peers.map((p) => p.reducer.allReduceGrid({ attempt, members, dims, gradient: p.gradient, samples: p.samples, ...extra })));
@@ -45,7 +44,7 @@ describe("grid all-reduce: the mean over d dimensions of groups, bit-identical o
   for (const dims of grids) {
     for (const length of [0, 1, 7, 100]) {
       it(`${dims.join("x")}, ${length} elements: the float64 mean within the float32 bound, same bits everywhere, exact bytes`, async () => {
-        const n = product(dims);
+        const n = gridPlaces(dims);
         const cluster = makeCluster(n, length, 97 * n + length, { frameBytes: 256 });
         const results = valuesOf(await gridAll(cluster, 1, cluster.ring, dims));
         const { mean, bound } = reference(cluster.peers);
@@ -126,7 +125,7 @@ describe("grid all-reduce: failures are all or nothing for the whole grid", () =
   ];
   for (const [dims, every] of cases) {
     it(`${dims.join("x")}: a member dying after every ${every === 1 ? "" : `${every}rd `}frame count: every survivor fails typed (or has the whole mean), then the survivors reduce again`, async () => {
-      const n = product(dims);
+      const n = gridPlaces(dims);
       const options = n < 64 ? FAST : { ...FAST, progressTimeoutMs: 2_000, ringStartTimeoutMs: 2_000, roundTimeoutMs: 10_000 };
       const probe = makeCluster(n, 200, 71, options);
       const clean = valuesOf(await gridAll(probe, 1, probe.ring, dims));

@@ -1,3 +1,4 @@
+import { gridPlaces } from "@crowdtrain/protocol";
 import { describe, expect, it } from "vitest";
 import { buildPlan, gridSteps, groupsShape, GROUPS_ATTACH_COST_STEPS, GROUPS_AUTO_MIN_MEMBERS, GROUPS_MAX_ATTACHED_SHARE, GROUPS_MAX_FACTOR, torusFor, torusShape, TORUS_AUTO_ATTACH_MIN_MEMBERS, TORUS_AUTO_MIN_MEMBERS, type PlanSettings } from "../src/index.ts";
 import { Harness } from "./sim.ts";
@@ -64,7 +65,7 @@ describe("groupsShape and groups plans", () => {
     expect(groupsShape(17)).toEqual({ dims: [2, 2, 2, 2], attached: 1 });
     for (let n = 4; n <= 1100; n++) {
       const shape = groupsShape(n)!;
-      const places = shape.dims.reduce((p, g) => p * g, 1);
+      const places = gridPlaces(shape.dims);
       expect(places + shape.attached).toBe(n);
       expect(shape.dims.length).toBeGreaterThanOrEqual(2);
       expect(Math.max(...shape.dims)).toBeLessThanOrEqual(GROUPS_MAX_FACTOR);

@@ -1,13 +1,13 @@
-import { createAllReducer, DEFAULT_OPTIONS } from "@crowdtrain/allreduce";
-import type { Codec } from "@crowdtrain/protocol";
-import { groupsShape, torusShape } from "@crowdtrain/coordination";
+import { createAllReducer, DEFAULT_OPTIONS, type AllReducer, type RoundResult } from "@crowdtrain/allreduce";
+import { planGrid, type Codec, type Plan } from "@crowdtrain/protocol";
+import { buildPlan } from "@crowdtrain/coordination";
 import type { Link } from "./network.ts";
 import { SimNetwork } from "./network.ts";
 import { VirtualClock } from "./virtual-clock.ts";
 
 export type AllReduceCase = {
   peers: number;
-  /** "ring", "torus" or "groups": the grid the coordinator's plans would pick for `peers` (torusShape, groupsShape). */
+  /** "ring", "torus" or "groups": the plan the coordinator would pick for `peers` with that topology (buildPlan). */
   layout: "ring" | "torus" | "groups";
   /** Bytes of the vector (float32). */
   bytes: number;
@@ -32,18 +32,14 @@ export async function simulateAllReduce(spec: AllReduceCase, settle: () => Promi
   const ids = Array.from({ length: spec.peers }, (_, k) => `p${k}`);
   const frameBytes = Math.max(4, 4 * Math.floor(spec.frameBytes / scale / 4));
   const reducers = ids.map((id) => createAllReducer({ transport: network.add(id, spec.link), clock, options: { ...DEFAULT_OPTIONS, frameBytes, ringStartTimeoutMs: 600_000, roundTimeoutMs: 3_600_000 } }));
-  const torus = spec.layout === "torus" ? torusShape(spec.peers) : undefined;
-  const groups = spec.layout === "groups" ? groupsShape(spec.peers) : undefined;
-  const dims = torus !== undefined ? [torus.columns, torus.rows] : groups?.dims;
-  if (spec.layout !== "ring" && dims === undefined) throw new RangeError(`${spec.peers} peers form no ${spec.layout} grid`);
-  const places = dims?.reduce((product, g) => product * g, 1) ?? 0;
+  const codec = spec.codec ?? "dense";
+  const plan = buildPlan(ids, { aggregation: "mean", codec, topology: spec.layout });
+  if (spec.layout !== "ring" && plan.kind === "ring") throw new RangeError(`${spec.peers} peers form no ${spec.layout} grid`);
   let finished = 0;
   let slowest = 0;
   const runs = reducers.map((reducer, k) => {
     const gradient = new Float32Array(elements).fill(k + 1);
-    const args = { attempt: 1, gradient, samples: 1, codec: spec.codec ?? "dense" };
-    const run = dims === undefined ? reducer.allReduce({ ...args, ring: ids }) : reducer.allReduceGrid({ ...args, members: ids.slice(0, places), dims, attached: ids.slice(places) });
-    return run.then(() => {
+    return reduceByPlan(reducer, plan, { attempt: 1, gradient, samples: 1, codec }).then(() => {
       finished++;
       slowest = Math.max(slowest, clock.now());
     });
@@ -52,4 +48,9 @@ export async function simulateAllReduce(spec: AllReduceCase, settle: () => Promi
   await Promise.all(runs);
   for (const reducer of reducers) reducer.close();
   return slowest;
+}
+
+/** One all-reduce as a worker runs a mean's plan: a torus or groups grid (planGrid), else its members as a ring. */
+export function reduceByPlan(reducer: AllReducer, plan: Plan, args: { attempt: number; gradient: Float32Array; samples: number; frameBytes?: number; codec: Exclude<Codec, "topk"> }): Promise<RoundResult> {
+  return plan.kind === "torus" || plan.kind === "groups" ? reducer.allReduceGrid({ ...args, ...planGrid(plan) }) : reducer.allReduce({ ...args, ring: [...plan.members] });
 }

@@ -2,6 +2,7 @@ import { AllReduceError, createAllReducer, DEFAULT_OPTIONS, type AllReducer } fr
 import { Coordinator, type CommittedRound, type CoordinatorEffect, type CoordinatorEvent } from "@crowdtrain/coordination";
 import { planGrid, type Codec, type Plan, type ResolvedCoordinatorMessage, type Topology } from "@crowdtrain/protocol";
 import { Draws, type Population, type Volunteer } from "./models.ts";
+import { reduceByPlan } from "./allreduce-only.ts";
 import { SimNetwork } from "./network.ts";
 import type { VirtualClock } from "./virtual-clock.ts";
 
@@ -323,9 +324,7 @@ export class Swarm {
       this.toServer(peer.id, { type: "phase", peerId: peer.id, attempt: round.attempt, phase: "reducing", now: 0 });
       const started = this.clock.now();
       const args = { attempt: round.attempt, gradient: peer.gradient, samples: round.lease.length, frameBytes: round.frameBytes, codec: this.config.codec };
-      const plan = round.plan;
-      const reduced = plan.kind === "torus" || plan.kind === "groups" ? peer.reducer.allReduceGrid({ ...args, ...planGrid(plan) }) : peer.reducer.allReduce({ ...args, ring: [...plan.members] });
-      reduced.then(
+      reduceByPlan(peer.reducer, round.plan, args).then(
         (result) => {
           const timings = { computeMs, readbackMs: 0, allReduceMs: this.clock.now() - started, updateMs: 0 };
           this.toServer(peer.id, { type: "result", peerId: peer.id, attempt: round.attempt, hash: hashOf(result.mean), samples: round.lease.length, loss: 1, timings, bytesSent: result.stats.bytesSent, bytesReceived: result.stats.bytesReceived, now: 0 });

@@ -5,6 +5,7 @@
 // transport keeps them apart, so neither ever sees the other's frames.
 import { AllReduceError, createAllReducer, resolveOptions, type AllReducer, type AllReduceOptions } from "@crowdtrain/allreduce";
 import { createPeerTransport, resolvePeerTransportOptions, type PeerTransport, type PeerTransportOptions } from "@crowdtrain/p2p";
+import { planGrid } from "@crowdtrain/protocol";
 import { openLabPeer } from "./identity.ts";
 import type { Peer } from "peerjs";
 import type { AllReduceRun, ArRunArgs, BlastReport } from "../lab-api.ts";
@@ -49,12 +50,6 @@ function torusOf(members: string[], columns: number): { rows: string[][]; attach
   return { rows, attached: members.slice(full * columns) };
 }
 
-/** The grid members and attached members of a groups grid of `dims` over `members`, as the coordinator's plans lay them out. */
-function gridOf(members: string[], dims: number[]): { members: string[]; dims: number[]; attached: string[] } {
-  const places = dims.reduce((product, g) => product * g, 1);
-  return { members: members.slice(0, places), dims, attached: members.slice(places) };
-}
-
 /**
  * Runs one all-reduce round on labInput(seed, length) weighted by `samples`. Waits until
  * `startAt` (Date.now() of this machine, shared by every tab) so all tabs start together, and
@@ -70,7 +65,7 @@ export async function arRun(args: ArRunArgs): Promise<AllReduceRun> {
     const common = { attempt: args.attempt, gradient, samples: args.samples };
     const result =
       args.dims !== undefined
-        ? await reducer.allReduceGrid({ ...common, ...gridOf(args.ring, args.dims) })
+        ? await reducer.allReduceGrid({ ...common, ...planGrid({ kind: "groups", members: args.ring, dims: args.dims }) })
         : args.columns !== undefined
           ? await reducer.allReduceTorus({ ...common, ...torusOf(args.ring, args.columns) })
           : await reducer.allReduce({ ...common, ring: args.ring });
