@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { MAX_LAYER_HASHES, MAX_LEASE_SAMPLES, MessageError, parseCoordinatorMessage, parseWorkerMessage } from "../src/index.ts";
+import * as v from "valibot";
+import { MAX_LAYER_HASHES, MAX_LEASE_SAMPLES, MessageError, parseCoordinatorMessage, parseWorkerMessage, WorkerMessageSchema } from "../src/index.ts";
 
 const round = { type: "round", attempt: 3, round: 2, epoch: 0, plan: { kind: "ring", members: ["w-a"] }, lease: [0, 1], frameBytes: 1024, upload: false };
 
@@ -30,5 +31,41 @@ describe("a pipeline round's fields", () => {
       expect(() => parseWorkerMessage(JSON.stringify({ ...result, layerHashes })), JSON.stringify(layerHashes).slice(0, 30)).toThrow(MessageError);
     }
     expect(() => parseWorkerMessage(JSON.stringify({ ...result, timings: { ...result.timings, stageBusyMs: -1 } }))).toThrow(MessageError);
+  });
+});
+
+describe("parsing by the message's tag", () => {
+  const phase = { type: "phase", attempt: 4, phase: "reducing" };
+  /** What valibot's variant itself says of a message: the same outcome is expected of the parser's lookup by tag. */
+  const byVariant = (message: unknown): { output?: unknown; error?: string } => {
+    const result = v.safeParse(WorkerMessageSchema, message);
+    return result.success ? { output: result.output } : { error: `bad worker message: ${v.summarize(result.issues)}` };
+  };
+  const byParser = (message: unknown): { output?: unknown; error?: string } => {
+    try {
+      return { output: parseWorkerMessage(JSON.stringify(message)) };
+    } catch (error) {
+      return { error: (error as Error).message };
+    }
+  };
+
+  it("parses and refuses exactly as the whole union does, whatever the tag", () => {
+    const cases: unknown[] = [
+      phase,
+      { ...phase, extra: 1 },
+      { ...phase, attempt: -1 },
+      { ...phase, type: "hello" },
+      { ...phase, type: "nope" },
+      { ...phase, type: "__proto__" },
+      { ...phase, type: "toString" },
+      { ...phase, type: 7 },
+      { attempt: 4 },
+      [phase],
+      { type: "ready", round: 0, hash: "ab".repeat(32) },
+      { type: "ready", round: 0 },
+    ];
+    for (const message of cases) expect(byParser(message), JSON.stringify(message)).toEqual(byVariant(message));
+    expect(byParser(phase).output).toEqual(phase);
+    expect(byParser({ ...phase, type: "nope" }).error).toMatch(/type/);
   });
 });
