@@ -15,6 +15,16 @@ export type SwarmConfig = {
   innerSteps: number;
   /** Samples each peer computes per step (weak scaling: the global batch grows with the swarm). */
   perPeerBatch: number;
+  /**
+   * The coordinator hands each member its next lease with this round's (as the server does), and a
+   * peer computes it while it waits for the commit. Off in `npm run sim`'s default runs.
+   */
+  leaseAhead: boolean;
+  /**
+   * A peer's local work between its all-reduce and its result (the optimizer step), ms. 0 where the
+   * compute speed stands for all local work; the check against bench:train sets the one measured.
+   */
+  updateMs: number;
   /** Parameters of the modelled model: what the links are charged for. */
   modelParams: number;
   /** Elements the simulator really reduces (the links charge modelParams / simulatedParams per element). */
@@ -32,7 +42,8 @@ export type SwarmConfig = {
   seed: number;
 };
 
-export type RoundFigures = { round: number; plan: string; members: number; roundMs: number; computeMs: number; allReduceMs: number; samples: number; idealSamplesPerSecond: number };
+/** One committed round: `roundMs` from its opening to its commit, at `committedAt` (virtual ms). */
+export type RoundFigures = { round: number; plan: string; members: number; roundMs: number; committedAt: number; computeMs: number; allReduceMs: number; samples: number; idealSamplesPerSecond: number };
 
 export type SwarmResult = {
   rounds: RoundFigures[];
@@ -78,7 +89,7 @@ type SimPeer = {
  * server is the real Coordinator (packages/coordination), and a peer's work is modelled: it computes
  * its lease at its drawn speed, then all-reduces a short stand-in vector (the links charge for the
  * modelled one), and reports the mean's hash. Messages between server and peers take the peer's
- * one-way latency. Leases ahead are off: a peer computes only once its round message arrives.
+ * one-way latency. With `leaseAhead`, a peer computes its next lease once it has reported its result.
  */
 export class Swarm {
   private readonly network: SimNetwork;
@@ -132,7 +143,7 @@ export class Swarm {
       strikeDecayRounds: 100,
       accusationWindowMs: 10_000,
       stateUploadTimeoutMs: 60_000,
-      leaseAhead: false,
+      leaseAhead: config.leaseAhead,
       spotCheck: 0,
     });
   }
@@ -158,13 +169,14 @@ export class Swarm {
 
   private result(startBytes: Map<string, number>): SwarmResult {
     const measured = this.commits.slice(1);
-    const rounds = measured.map(({ commit, ideal }) => {
+    const rounds = measured.map(({ commit, at, ideal }) => {
       const reports = Object.values(commit.reports);
       return {
         round: commit.round,
         plan: planLabel(commit.plan),
         members: commit.plan.members.length,
         roundMs: commit.roundMs,
+        committedAt: at,
         computeMs: Math.max(...reports.map((r) => r.timings.computeMs)),
         allReduceMs: Math.max(...reports.map((r) => r.timings.allReduceMs)),
         samples: commit.samples * this.samplesPerUnit,
@@ -310,14 +322,20 @@ export class Swarm {
     }, SimNetwork.transferMs(this.config.stateBytes, peer.volunteer.link.downBps));
   }
 
-  /** Computes the lease at the peer's speed, all-reduces, reports. */
+  /** Starts computing `lease` for `round` now: the peer's last computation, which a round bringing the same lease reuses. */
+  private compute(peer: SimPeer, round: number, lease: readonly number[]): NonNullable<SimPeer["computed"]> {
+    const computeMs = ((lease.length * this.samplesPerUnit) / peer.volunteer.samplesPerSecond) * 1000;
+    peer.computed = { round, lease, doneAt: this.clock.now() + computeMs, computeMs };
+    return peer.computed;
+  }
+
+  /** Computes the lease at the peer's speed (or waits for its computation ahead), all-reduces, updates, reports. */
   private train(peer: SimPeer, round: Extract<ResolvedCoordinatorMessage, { type: "round" }>): void {
     const last = peer.computed;
     const reused = last !== undefined && last.round === round.round && last.lease.length === round.lease.length && last.lease.every((sample, k) => sample === round.lease[k]);
-    const computeMs = reused ? last.computeMs : ((round.lease.length * this.samplesPerUnit) / peer.volunteer.samplesPerSecond) * 1000;
-    if (!reused) peer.computed = { round: round.round, lease: round.lease, doneAt: this.clock.now() + computeMs, computeMs };
     // A worker computes one lease at a time: a reused one is ready when its computation is done.
-    const waitMs = reused ? Math.max(0, last.doneAt - this.clock.now()) : computeMs;
+    const { computeMs, doneAt } = reused ? last : this.compute(peer, round.round, round.lease);
+    const waitMs = Math.max(0, doneAt - this.clock.now());
     this.clock.setTimeout(() => {
       // Gone, or the coordinator aborted this attempt while the peer computed (as a worker drops it).
       if (!peer.alive || round.attempt <= peer.abortedUpTo) return;
@@ -326,8 +344,13 @@ export class Swarm {
       const args = { attempt: round.attempt, gradient: peer.gradient, samples: round.lease.length, frameBytes: round.frameBytes, codec: this.config.codec };
       reduceByPlan(peer.reducer, round.plan, args).then(
         (result) => {
-          const timings = { computeMs, readbackMs: 0, allReduceMs: this.clock.now() - started, updateMs: 0 };
-          this.toServer(peer.id, { type: "result", peerId: peer.id, attempt: round.attempt, hash: hashOf(result.mean), samples: round.lease.length, loss: 1, timings, bytesSent: result.stats.bytesSent, bytesReceived: result.stats.bytesReceived, now: 0 });
+          const timings = { computeMs, readbackMs: 0, allReduceMs: this.clock.now() - started, updateMs: this.config.updateMs };
+          this.clock.setTimeout(() => {
+            if (!peer.alive) return;
+            this.toServer(peer.id, { type: "result", peerId: peer.id, attempt: round.attempt, hash: hashOf(result.mean), samples: round.lease.length, loss: 1, timings, bytesSent: result.stats.bytesSent, bytesReceived: result.stats.bytesReceived, now: 0 });
+            // The next lease, on the weights this update made, while the commit is awaited.
+            if (round.next !== undefined && round.next.length > 0) this.compute(peer, round.round + 1, round.next);
+          }, this.config.updateMs);
         },
         (error: unknown) => {
           if (!(error instanceof AllReduceError)) {

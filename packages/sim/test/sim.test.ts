@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { createAllReducer, type AllReduceError } from "@crowdtrain/allreduce";
 import { FRAME_HEADER_BYTES } from "@crowdtrain/protocol";
-import { DEFAULT_POPULATION, homogeneous, SimNetwork, simulateAllReduce, Swarm, VirtualClock, type SwarmConfig } from "../src/index.ts";
+import { DEFAULT_POPULATION, homogeneous, SimNetwork, simulateAllReduce, simulateTraining, Swarm, VirtualClock, type SwarmConfig } from "../src/index.ts";
 
 const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -83,6 +83,8 @@ const BASE: SwarmConfig = {
   codec: "dense",
   innerSteps: 1,
   perPeerBatch: 32,
+  leaseAhead: false,
+  updateMs: 0,
   modelParams: 100_000,
   simulatedParams: 1_000,
   stateBytes: 1_200_000,
@@ -140,6 +142,20 @@ describe("Swarm: the real coordinator and all-reducers in virtual time", () => {
     expect(diloco!.scalingEfficiency).toBeGreaterThan(sync!.scalingEfficiency);
   });
 
+  it("a peer's update adds to every round; leases ahead hide compute behind the commit wait", async () => {
+    const config = { ...BASE, rounds: 4 };
+    const [plain, updating, ahead] = await Promise.all(
+      [config, { ...config, updateMs: 40 }, { ...config, leaseAhead: true }].map((c) => new Swarm(c, new VirtualClock(settle)).run()),
+    );
+    for (const [a, b] of plain!.rounds.map((round, k) => [round, updating!.rounds[k]!] as const)) expect(b.roundMs - a.roundMs).toBeCloseTo(40, 6);
+    // A round's compute (16 ms) overlaps the previous round's commit wait (a member's result and
+    // the commit each take a 25 ms one-way latency): once leases ahead flow, rounds are shorter by it.
+    const computeMs = (32 / DEFAULT_POPULATION.samplesPerSecond.median) * 1000;
+    const last = (r: typeof plain) => r!.rounds.at(-1)!.roundMs;
+    expect(last(plain) - last(ahead)).toBeCloseTo(computeMs, 6);
+    expect(ahead!.samplesPerSecond).toBeGreaterThan(plain!.samplesPerSecond);
+  });
+
   it("under churn rounds abort and the swarm goes on committing; the same seed gives the same run", async () => {
     const churn = { ...BASE, peers: 8, population: DEFAULT_POPULATION, departuresPerMinute: 20, joinsPerMinute: 20, rounds: 6 };
     const [a, b] = await Promise.all([new Swarm(churn, new VirtualClock(settle)).run(), new Swarm(churn, new VirtualClock(settle)).run()]);
@@ -190,5 +206,29 @@ describe("the ring's progress timeout in a large ring with a late starter (found
   it("200 members, one 8 s late: a flat 5 s gap between frames failed the round; n·hopMs on top lets it finish", async () => {
     expect(await ringWithLateStarter(200, 0)).toContain("timeout");
     expect(new Set(await ringWithLateStarter(200, 50))).toEqual(new Set(["ok"]));
+  });
+});
+
+describe("simulateTraining: whole rounds of identical tabs, as bench:train measures them", () => {
+  const tabs = { batch: 96, computeMs: 30, readbackMs: 400, updateMs: 40, modelParams: 101_770, stateBytesPerParam: 12, topology: "auto" as const };
+
+  it("a round is the local work plus the all-reduce: the messages to and from the server hide behind the lease computed ahead", async () => {
+    for (const peers of [2, 4]) {
+      const fast = await simulateTraining({ ...tabs, peers, link: { upBps: 8e12, downBps: 8e12, rttMs: 1 } }, settle);
+      expect(fast.plan).toBe("ring");
+      expect(fast.allReduceMs).toBeCloseTo(2 * (peers - 1), 0); // 2(N−1) steps of a 1 ms path
+      expect(fast.intervalMs - fast.allReduceMs).toBeCloseTo(tabs.computeMs + tabs.readbackMs + tabs.updateMs, 0);
+    }
+  });
+
+  it("a thin link lengthens the all-reduce and the round by the same time", async () => {
+    const [fast, thin] = await Promise.all([8e12, 8e6].map((upBps) => simulateTraining({ ...tabs, peers: 4, link: { upBps, downBps: 8e12, rttMs: 1 } }, settle)));
+    // A ring member sends 2(N−1)/N of the 407 KB gradient: 611 KB at 1 MB/s.
+    expect(thin!.allReduceMs - fast!.allReduceMs).toBeGreaterThan(600);
+    expect(thin!.intervalMs - fast!.intervalMs).toBeCloseTo(thin!.allReduceMs - fast!.allReduceMs, 0);
+  });
+
+  it("refuses a batch that does not split over the tabs", async () => {
+    await expect(simulateTraining({ ...tabs, peers: 5, link: { upBps: 8e6, downBps: 8e6, rttMs: 1 } }, settle)).rejects.toThrow(/evenly/);
   });
 });

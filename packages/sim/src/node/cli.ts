@@ -73,6 +73,8 @@ async function one(peers: number, topology: Topology, innerSteps: number, codec:
     codec,
     innerSteps,
     perPeerBatch: 64,
+    leaseAhead: false,
+    updateMs: 0,
     modelParams: MODEL_PARAMS,
     simulatedParams: simulatedParams(codec),
     stateBytes: MODEL_PARAMS * 12,
