@@ -276,26 +276,30 @@ export function parseJsonWith<S extends v.GenericSchema>(schema: S, what: string
   return result.output as v.InferOutput<S>;
 }
 
-/** What parseJsonWith reads of a variant schema: its key and its options' literal tags. */
-type TaggedUnion = { type: "variant"; key: string; options: readonly { entries?: Record<string, { type: string; literal?: unknown }> }[] };
+/** What parseJsonWith reads of a variant schema: its key, its options' literal tags, and a pipe if it has one. */
+type TaggedUnion = { type: "variant"; key: string; options: readonly { entries?: Record<string, { type: string; literal?: unknown }> }[]; pipe?: unknown };
 /** Each variant's options by their tag, found once per schema. */
 const optionsByTag = new WeakMap<object, ReadonlyMap<unknown, v.GenericSchema>>();
 
 /**
  * The option of a variant schema that `json`'s tag names, so it is parsed by that option alone:
  * valibot's variant tries its options in turn, a third of the parse time of the results and phases
- * 1,000 workers send each round (npm run bench:load). Undefined when the schema is no variant or the
- * tag names no option: the variant then parses it, so errors read the same either way.
+ * 1,000 workers send each round (npm run bench:load). Undefined whenever the lookup could read
+ * differently from the variant: no variant, a piped one (its checks would be skipped), a tag two
+ * options share (the variant tries both), or a tag no option has. The variant then parses it.
  */
 function optionFor(schema: v.GenericSchema, json: unknown): v.GenericSchema | undefined {
-  if ((schema as { type: string }).type !== "variant" || json === null || typeof json !== "object") return undefined;
   const union = schema as unknown as TaggedUnion;
+  if (union.type !== "variant" || union.pipe !== undefined || json === null || typeof json !== "object") return undefined;
   let options = optionsByTag.get(schema);
   if (options === undefined) {
-    options = new Map(union.options.flatMap((option) => {
+    const byTag = new Map<unknown, v.GenericSchema | undefined>();
+    for (const option of union.options) {
       const tag = option.entries?.[union.key];
-      return tag?.type === "literal" ? [[tag.literal, option as unknown as v.GenericSchema] as const] : [];
-    }));
+      if (tag?.type !== "literal") continue;
+      byTag.set(tag.literal, byTag.has(tag.literal) ? undefined : (option as unknown as v.GenericSchema));
+    }
+    options = new Map([...byTag].flatMap(([tag, option]) => (option === undefined ? [] : [[tag, option] as const])));
     optionsByTag.set(schema, options);
   }
   return options.get((json as Record<string, unknown>)[union.key]);

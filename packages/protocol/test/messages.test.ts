@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import * as v from "valibot";
-import { MAX_LAYER_HASHES, MAX_LEASE_SAMPLES, MessageError, parseCoordinatorMessage, parseWorkerMessage, WorkerMessageSchema } from "../src/index.ts";
+import { CoordinatorMessageSchema, MAX_LAYER_HASHES, MAX_LEASE_SAMPLES, MessageError, parseCoordinatorMessage, parseJsonWith, parseWorkerMessage, WorkerMessageSchema } from "../src/index.ts";
 
 const round = { type: "round", attempt: 3, round: 2, epoch: 0, plan: { kind: "ring", members: ["w-a"] }, lease: [0, 1], frameBytes: 1024, upload: false };
 
@@ -67,5 +67,27 @@ describe("parsing by the message's tag", () => {
     for (const message of cases) expect(byParser(message), JSON.stringify(message)).toEqual(byVariant(message));
     expect(byParser(phase).output).toEqual(phase);
     expect(byParser({ ...phase, type: "nope" }).error).toMatch(/type/);
+  });
+
+  it("the coordinator's messages too", () => {
+    const commit = { type: "commit", attempt: 3, round: 2, hash: "ab".repeat(32) };
+    for (const message of [round, { ...round, lease: [-1] }, { ...round, type: "commit" }, commit, { ...commit, extra: true }, { ...commit, type: "abort" }]) {
+      const whole = v.safeParse(CoordinatorMessageSchema, message);
+      let parsed: unknown;
+      try {
+        parsed = parseCoordinatorMessage(JSON.stringify(message));
+      } catch (error) {
+        parsed = (error as Error).message;
+      }
+      expect(parsed, JSON.stringify(message)).toEqual(whole.success ? whole.output : `bad coordinator message: ${v.summarize(whole.issues)}`);
+    }
+  });
+
+  it("leaves to the whole union what a lookup by tag would read differently: a piped union's checks, a tag two options share", () => {
+    const a = v.strictObject({ type: v.literal("a"), n: v.number() });
+    const piped = v.pipe(v.variant("type", [a]), v.check((m) => m.n < 10, "n must stay under 10"));
+    expect(() => parseJsonWith(piped, "test message", JSON.stringify({ type: "a", n: 11 }))).toThrow(/n must stay under 10/);
+    const shared = v.variant("type", [a, v.strictObject({ type: v.literal("a"), s: v.string() })]);
+    for (const message of [{ type: "a", n: 1 }, { type: "a", s: "second option" }]) expect(parseJsonWith(shared, "test message", JSON.stringify(message))).toEqual(message);
   });
 });
