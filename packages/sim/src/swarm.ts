@@ -69,6 +69,9 @@ const UNITS_PER_STEP = 8;
 /** The sample queue holds this many rounds' worth beyond the run's: no epoch ends during a run. */
 const SPARE_ROUNDS = 20;
 
+/** A lease computed for `round` (on the weights before it), done at `doneAt` (virtual ms). */
+type Computation = { round: number; lease: readonly number[]; doneAt: number; computeMs: number };
+
 type SimPeer = {
   id: string;
   volunteer: Volunteer;
@@ -78,10 +81,12 @@ type SimPeer = {
   /** The attempt the coordinator last aborted for it: one still computing must not start its all-reduce. */
   abortedUpTo: number;
   /**
-   * Its last computation: round, lease and when it is (or was) done. A retry of the same round with
-   * the same lease (the coordinator keeps leases across an abort) reuses it, as a worker does.
+   * Its last computation for a round it was given: a retry of the same round with the same lease
+   * (the coordinator keeps leases across an abort) reuses it, as a worker does.
    */
-  computed?: { round: number; lease: readonly number[]; doneAt: number; computeMs: number };
+  computed?: Computation;
+  /** Its computation of the lease handed out ahead with attempt `base`: dropped if that attempt aborts. */
+  ahead?: Computation & { base: number };
 };
 
 /**
@@ -303,9 +308,14 @@ export class Swarm {
         return;
       case "abort":
         peer.abortedUpTo = Math.max(peer.abortedUpTo, message.attempt);
+        // Computed on the weights the aborted attempt would have made: the worker drops it too.
+        if (peer.ahead !== undefined && peer.ahead.base <= message.attempt) peer.ahead = undefined;
         peer.reducer.abortRound(message.attempt, message.reason);
         return;
       case "sync":
+        // New weights: nothing computed before them counts.
+        peer.computed = undefined;
+        peer.ahead = undefined;
         this.fetchStateThenReady(peer.id);
         return;
       default:
@@ -322,19 +332,24 @@ export class Swarm {
     }, SimNetwork.transferMs(this.config.stateBytes, peer.volunteer.link.downBps));
   }
 
-  /** Starts computing `lease` for `round` now: the peer's last computation, which a round bringing the same lease reuses. */
-  private compute(peer: SimPeer, round: number, lease: readonly number[]): NonNullable<SimPeer["computed"]> {
+  /**
+   * Computes `lease` for `round` at the peer's speed, after whatever it is computing now (a worker
+   * runs one task at a time).
+   */
+  private compute(peer: SimPeer, round: number, lease: readonly number[]): Computation {
     const computeMs = ((lease.length * this.samplesPerUnit) / peer.volunteer.samplesPerSecond) * 1000;
-    peer.computed = { round, lease, doneAt: this.clock.now() + computeMs, computeMs };
-    return peer.computed;
+    const busyUntil = Math.max(this.clock.now(), peer.computed?.doneAt ?? 0, peer.ahead?.doneAt ?? 0);
+    return { round, lease, doneAt: busyUntil + computeMs, computeMs };
   }
 
-  /** Computes the lease at the peer's speed (or waits for its computation ahead), all-reduces, updates, reports. */
+  /** Computes the lease (or takes the computation ahead or kept of it), all-reduces, updates, reports. */
   private train(peer: SimPeer, round: Extract<ResolvedCoordinatorMessage, { type: "round" }>): void {
-    const last = peer.computed;
-    const reused = last !== undefined && last.round === round.round && last.lease.length === round.lease.length && last.lease.every((sample, k) => sample === round.lease[k]);
-    // A worker computes one lease at a time: a reused one is ready when its computation is done.
-    const { computeMs, doneAt } = reused ? last : this.compute(peer, round.round, round.lease);
+    const same = (c: Computation | undefined): c is Computation => c !== undefined && c.round === round.round && c.lease.length === round.lease.length && c.lease.every((sample, k) => sample === round.lease[k]);
+    const reused = same(peer.ahead) ? peer.ahead : same(peer.computed) ? peer.computed : undefined;
+    // This round's computation now: kept, should this attempt abort.
+    peer.computed = reused ?? this.compute(peer, round.round, round.lease);
+    peer.ahead = undefined;
+    const { computeMs, doneAt } = peer.computed;
     const waitMs = Math.max(0, doneAt - this.clock.now());
     this.clock.setTimeout(() => {
       // Gone, or the coordinator aborted this attempt while the peer computed (as a worker drops it).
@@ -346,10 +361,10 @@ export class Swarm {
         (result) => {
           const timings = { computeMs, readbackMs: 0, allReduceMs: this.clock.now() - started, updateMs: this.config.updateMs };
           this.clock.setTimeout(() => {
-            if (!peer.alive) return;
+            if (!peer.alive || round.attempt <= peer.abortedUpTo) return;
             this.toServer(peer.id, { type: "result", peerId: peer.id, attempt: round.attempt, hash: hashOf(result.mean), samples: round.lease.length, loss: 1, timings, bytesSent: result.stats.bytesSent, bytesReceived: result.stats.bytesReceived, now: 0 });
             // The next lease, on the weights this update made, while the commit is awaited.
-            if (round.next !== undefined && round.next.length > 0) this.compute(peer, round.round + 1, round.next);
+            if (round.next !== undefined && round.next.length > 0) peer.ahead = { ...this.compute(peer, round.round + 1, round.next), base: round.attempt };
           }, this.config.updateMs);
         },
         (error: unknown) => {

@@ -156,8 +156,8 @@ describe("Swarm: the real coordinator and all-reducers in virtual time", () => {
     expect(ahead!.samplesPerSecond).toBeGreaterThan(plain!.samplesPerSecond);
   });
 
-  it("under churn rounds abort and the swarm goes on committing; the same seed gives the same run", async () => {
-    const churn = { ...BASE, peers: 8, population: DEFAULT_POPULATION, departuresPerMinute: 20, joinsPerMinute: 20, rounds: 6 };
+  it.each([false, true])("under churn rounds abort and the swarm goes on committing; the same seed gives the same run (leases ahead: %s)", async (leaseAhead) => {
+    const churn = { ...BASE, peers: 8, population: DEFAULT_POPULATION, departuresPerMinute: 20, joinsPerMinute: 20, rounds: 6, leaseAhead };
     const [a, b] = await Promise.all([new Swarm(churn, new VirtualClock(settle)).run(), new Swarm(churn, new VirtualClock(settle)).run()]);
     expect(a!.rounds).toHaveLength(6);
     expect(a!.departures).toBeGreaterThan(0);
