@@ -4,3 +4,4 @@ export { DEFAULT_POPULATION, Draws, homogeneous, type LogNormal, type Population
 export { Swarm, type RoundFigures, type SwarmConfig, type SwarmResult } from "./swarm.ts";
 export { simulateAllReduce, type AllReduceCase } from "./allreduce-only.ts";
 export { simulateTraining, type TrainingCase, type TrainingPrediction } from "./training-check.ts";
+export { median } from "./median.ts";

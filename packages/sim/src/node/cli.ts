@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Codec, Topology } from "@crowdtrain/protocol";
-import { DEFAULT_POPULATION, homogeneous, Swarm, VirtualClock, type SwarmConfig, type SwarmResult } from "../index.ts";
+import { DEFAULT_POPULATION, homogeneous, median, Swarm, VirtualClock, type SwarmConfig, type SwarmResult } from "../index.ts";
 
 /** A comma-separated SIM_* list; a value outside `allowed` stops the run with a message naming the variable. */
 function list<T extends string | number>(name: string, fallback: T[], parse: (item: string) => T | undefined): T[] {
@@ -61,10 +61,6 @@ type Row = Omit<SwarmResult, "rounds"> & {
   realMs: number;
 };
 
-const median = (values: number[]): number => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted.length === 0 ? Number.NaN : (sorted[Math.floor((sorted.length - 1) / 2)] as number);
-};
 
 async function one(peers: number, topology: Topology, innerSteps: number, codec: Exclude<Codec, "topk">): Promise<Row> {
   const config: SwarmConfig = {
