@@ -14,6 +14,8 @@ export type PendingAudit = {
   /** What the member committed to before the all-reduce (undefined: it committed to nothing). */
   digest: string | undefined;
   askedAt: number;
+  /** When the server had the member's whole contribution: from then only the server's verdict settles it. */
+  receivedAt?: number;
 };
 
 export type AuditCandidate = { peerId: string; lease: readonly number[]; digest: string | undefined };
@@ -51,6 +53,12 @@ export class Audits {
     return this.pending.get(key(peerId, round));
   }
 
+  /** The server holds the member's whole contribution for `round`'s audit: leaving no longer fails it. */
+  receive(peerId: string, round: number, now: number): void {
+    const audit = this.pending.get(key(peerId, round));
+    if (audit !== undefined) audit.receivedAt ??= now;
+  }
+
   /** The server's verdict arrived: the audit is no longer pending. A pass extends the member's trust. */
   settle(peerId: string, round: number, passed: boolean): PendingAudit | undefined {
     const audit = this.pending.get(key(peerId, round));
@@ -60,23 +68,39 @@ export class Audits {
     return audit;
   }
 
-  /** Audits unanswered past their deadline, removed. */
-  expire(now: number): PendingAudit[] {
-    const expired: PendingAudit[] = [];
+  /**
+   * Audits past their deadline, removed: `unanswered`, whose contribution never arrived within the
+   * timeout of the ask (the member's failure), and `unjudged`, whose contribution arrived but the
+   * server gave no verdict within the timeout of its arrival (the server's own, blaming nobody).
+   */
+  expire(now: number): { unanswered: PendingAudit[]; unjudged: PendingAudit[] } {
+    const unanswered: PendingAudit[] = [];
+    const unjudged: PendingAudit[] = [];
     for (const [k, audit] of this.pending) {
-      if (now - audit.askedAt <= this.timeoutMs) continue;
+      if (now - (audit.receivedAt ?? audit.askedAt) <= this.timeoutMs) continue;
       this.pending.delete(k);
-      expired.push(audit);
+      (audit.receivedAt === undefined ? unanswered : unjudged).push(audit);
     }
-    return expired;
+    return { unanswered, unjudged };
   }
 
-  /** A member that leaves with audits pending never answers them: they fail now, removed. */
+  /**
+   * A member left: the audits it never answered fail now (removed and returned). One whose
+   * contribution the server already holds stays pending for the server's verdict, and with it the
+   * member's last pass, which a failing verdict rolls back to.
+   */
   abandon(peerId: string): PendingAudit[] {
-    const abandoned = [...this.pending.values()].filter((a) => a.peerId === peerId);
+    const mine = [...this.pending.values()].filter((a) => a.peerId === peerId);
+    const abandoned = mine.filter((a) => a.receivedAt === undefined);
     for (const audit of abandoned) this.pending.delete(key(peerId, audit.round));
-    this.lastPassed.delete(peerId);
+    if (abandoned.length === mine.length) this.lastPassed.delete(peerId);
     return abandoned;
+  }
+
+  /** Whether any audit of `peerId` is still pending. */
+  pendingFor(peerId: string): boolean {
+    for (const audit of this.pending.values()) if (audit.peerId === peerId) return true;
+    return false;
   }
 
   /** Rolled back past `round`: audits of later rounds check work that is no longer in the model. */
@@ -99,7 +123,7 @@ export class Audits {
 
   nextExpiryAt(): number | undefined {
     let earliest: number | undefined;
-    for (const audit of this.pending.values()) earliest = Math.min(earliest ?? Infinity, audit.askedAt + this.timeoutMs + 1);
+    for (const audit of this.pending.values()) earliest = Math.min(earliest ?? Infinity, (audit.receivedAt ?? audit.askedAt) + this.timeoutMs + 1);
     return earliest;
   }
 }

@@ -170,6 +170,9 @@ export class Coordinator {
           if (event.digest !== undefined && !this.current.digests.has(event.peerId)) this.current.digests.set(event.peerId, event.digest);
         }
         break;
+      case "audit-received":
+        this.audits.receive(event.peerId, event.round, now);
+        break;
       case "audit-checked":
         this.onAuditChecked(event, now, effects);
         break;
@@ -431,11 +434,17 @@ export class Coordinator {
       this.auditFailed(audit, event.detail, event.relativeError, now, effects);
       return;
     }
-    const member = this.membership.get(event.peerId);
-    if (member !== undefined && event.outcome === "passed") member.audits.passed++;
-    const verdict = { round: audit.round, peer: audit.peerId, outcome: event.outcome, relativeError: event.relativeError, detail: event.detail };
-    effects.push({ type: "audited", verdict });
-    effects.push({ type: "log", kind: "audit", text: `spot check of ${audit.peerId} in round ${audit.round} ${event.outcome}: ${event.detail}` });
+    this.auditSettled(audit, event.outcome, event.relativeError, event.detail, effects);
+  }
+
+  /** An audit passed, or could not be judged (blaming nobody). */
+  private auditSettled(audit: PendingAudit, outcome: "passed" | "inconclusive", relativeError: number | undefined, detail: string, effects: CoordinatorEffect[]): void {
+    const member = this.membership.get(audit.peerId);
+    if (member !== undefined && outcome === "passed") member.audits.passed++;
+    // A member that left while its answer was judged: nothing more is kept about it.
+    if (member === undefined && !this.audits.pendingFor(audit.peerId)) this.audits.forget(audit.peerId);
+    effects.push({ type: "audited", verdict: { round: audit.round, peer: audit.peerId, outcome, relativeError, detail } });
+    effects.push({ type: "log", kind: "audit", text: `spot check of ${audit.peerId} in round ${audit.round} ${outcome}: ${detail}` });
   }
 
   /**
@@ -520,6 +529,7 @@ export class Coordinator {
     if (this.current?.members.has(peerId)) this.abort("departure", reason, now, effects);
     if (this.custody.isAsked(peerId)) this.askNextUploader(now, effects);
     // Leaving is how a member would dodge a spot check it knows it fails: unanswered means failed.
+    // One it answered (the server holds its contribution) waits for the server's verdict.
     for (const audit of this.audits.abandon(peerId)) this.auditFailed(audit, `it left before answering (${reason})`, undefined, now, effects);
   }
 
@@ -573,10 +583,10 @@ export class Coordinator {
       effects.push({ type: "log", kind: "upload", text: `the final state of round ${this.committedRound} never reached the server; stopping the members anyway` });
       this.stopMembers(effects);
     }
-    for (const audit of this.audits.expire(now)) {
-      const seconds = (this.config.auditTimeoutMs ?? DEFAULT_AUDIT_TIMEOUT_MS) / 1000;
-      this.auditFailed(audit, `no contribution uploaded and judged within ${seconds} s`, undefined, now, effects);
-    }
+    const { unanswered, unjudged } = this.audits.expire(now);
+    const seconds = (this.config.auditTimeoutMs ?? DEFAULT_AUDIT_TIMEOUT_MS) / 1000;
+    for (const audit of unanswered) this.auditFailed(audit, `no contribution uploaded within ${seconds} s`, undefined, now, effects);
+    for (const audit of unjudged) this.auditSettled(audit, "inconclusive", undefined, `the server gave no verdict within ${seconds} s of the contribution's arrival`, effects);
   }
 
   /**

@@ -57,7 +57,10 @@ export type CoordinatorConfig = {
   leaseAhead?: boolean;
   /** Probability that a member's contribution to a committed round is audited (the job's spotCheck). Default 0. */
   spotCheck?: number;
-  /** An audited member must have uploaded its contribution and the server judged it within this. Default 30 s. */
+  /**
+   * An audited member must have uploaded its contribution within this of the ask (else it fails),
+   * and the server judge it within this of its arrival (else it is inconclusive). Default 30 s.
+   */
   auditTimeoutMs?: number;
   /** Audits in flight at once (the server recomputes each on its CPU). Default 4. */
   maxPendingAudits?: number;
@@ -175,6 +178,8 @@ export type CoordinatorEvent =
   | { type: "state-checked"; peerId: string; round: number; attempt: number | undefined; hash: string; problem: string | undefined; now: number }
   /** The server now holds the committed state of `round`. */
   | { type: "state-stored"; round: number; now: number }
+  /** The server holds an audited member's whole contribution to `round`: only its verdict settles the audit now. */
+  | { type: "audit-received"; peerId: string; round: number; now: number }
   /** The server judged an audited contribution ("inconclusive": it could not recompute, nobody is blamed). */
   | { type: "audit-checked"; peerId: string; round: number; outcome: AuditOutcome; relativeError?: number | undefined; detail: string; now: number }
   | { type: "tick"; now: number }

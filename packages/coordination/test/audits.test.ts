@@ -134,7 +134,7 @@ describe("spot checks by replication", () => {
     late.now += 1_001;
     expect(late.coordinator.nextWakeAt()).toBeLessThanOrEqual(late.now);
     late.apply({ type: "tick", now: late.now });
-    expect(late.logs("audit").at(-1)).toMatch(/b in round 1 FAILED: no contribution uploaded and judged within 1 s/);
+    expect(late.logs("audit").at(-1)).toMatch(/b in round 1 FAILED: no contribution uploaded within 1 s/);
     expect(late.member("b")).toBeUndefined();
     expect(rollbacks(late)).toHaveLength(1);
 
@@ -144,6 +144,43 @@ describe("spot checks by replication", () => {
     dodge.apply({ type: "leave", peerId: "b", reason: "tab closed", now: dodge.now });
     expect(dodge.logs("audit").at(-1)).toMatch(/b in round 1 FAILED: it left before answering \(.*tab closed\)/);
     expect(rollbacks(dodge)[0]).toMatchObject({ to: 0, undone: [1] });
+  });
+
+  it("an answered audit waits for the server's verdict, whether or not the member stays; the server's own delay blames nobody", () => {
+    const start = (): { h: Harness; round: number } => {
+      const h = Harness.create({ minWorkers: 3, spotCheck: 1, auditTimeoutMs: 1_000 });
+      ["a", "b", "c"].forEach((p) => h.join(p));
+      honestRound(h);
+      for (const peer of ["a", "c"]) h.apply({ type: "audit-checked", peerId: peer, round: 1, outcome: "passed", relativeError: 0, detail: "ok", now: h.now });
+      const round = honestRound(h);
+      for (const peer of ["a", "c"]) h.apply({ type: "audit-checked", peerId: peer, round, outcome: "passed", relativeError: 0, detail: "ok", now: h.now });
+      // b passed round 1's audit; its contribution to round 2 has arrived when it leaves.
+      h.apply({ type: "audit-checked", peerId: "b", round: 1, outcome: "passed", relativeError: 0, detail: "ok", now: h.now });
+      h.apply({ type: "audit-received", peerId: "b", round, now: h.now });
+      h.apply({ type: "leave", peerId: "b", reason: "tab closed", now: h.now });
+      return { h, round };
+    };
+
+    const honest = start();
+    expect(honest.h.logs("audit").join("\n")).not.toMatch(/FAILED/);
+    expect(rollbacks(honest.h)).toHaveLength(0);
+    honest.h.apply({ type: "audit-checked", peerId: "b", round: honest.round, outcome: "passed", relativeError: 0, detail: "ok", now: honest.h.now });
+    expect(honest.h.logs("audit").at(-1)).toMatch(/b in round 2 passed/);
+    expect(rollbacks(honest.h)).toHaveLength(0);
+
+    // A liar that leaves after uploading is still caught, and rolled back only past its last pass.
+    const liar = start();
+    liar.h.apply({ type: "audit-checked", peerId: "b", round: liar.round, outcome: "failed", relativeError: 3, detail: "far from the recomputation", now: liar.h.now });
+    expect(liar.h.logs("audit").at(-1)).toMatch(/b in round 2 FAILED: far from the recomputation/);
+    expect(rollbacks(liar.h)[0]).toMatchObject({ to: 1, undone: [2] });
+
+    // No verdict within the timeout of the arrival: the server's delay, inconclusive, no rollback.
+    const slow = start();
+    slow.h.now += 1_001;
+    expect(slow.h.coordinator.nextWakeAt()).toBeLessThanOrEqual(slow.h.now);
+    slow.h.apply({ type: "tick", now: slow.h.now });
+    expect(slow.h.logs("audit").at(-1)).toMatch(/b in round 2 inconclusive: the server gave no verdict within 1 s/);
+    expect(rollbacks(slow.h)).toHaveLength(0);
   });
 
   it("a member that committed to no digest fails its audit at once", () => {

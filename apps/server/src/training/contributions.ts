@@ -24,7 +24,9 @@ type Verdict = Omit<Extract<CoordinatorEvent, { type: "audit-checked" }>, "type"
  * `PUT /api/contribution/<round>`: an audited member uploads the contribution it committed to (its
  * gradient, float32 little-endian, exactly one per weight). Only a member with a pending audit of
  * that round may; the verdict goes to the coordinator, and the member gets 204 once it is judged
- * (a failed audit is the coordinator's to act on, not an HTTP error). Checks, in order:
+ * (a failed audit is the coordinator's to act on, not an HTTP error). Once the whole contribution is
+ * here the coordinator hears of it (`audit-received`), so the member leaving while its lease is
+ * recomputed does not fail the audit. Checks, in order:
  * the bytes hash to the digest committed before the all-reduce (else it swapped its vector), and
  * the server's own CPU recomputation of the lease from the round's starting state lies within the
  * tolerance (else it computed something else).
@@ -62,6 +64,8 @@ export function createContributionHandler(deps: ContributionDeps): express.Reque
       let verdict: Verdict;
       if (body.byteLength !== bytes) verdict = { outcome: "failed", detail: `it uploaded ${body.byteLength} bytes for a contribution of ${bytes}` };
       else {
+        // Answered: from here the member may leave; the verdict below settles the audit.
+        deps.dispatch({ type: "audit-received", peerId, round, now: Date.now() });
         try {
           verdict = await judge(slot, body);
         } catch (error) {
