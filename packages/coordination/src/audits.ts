@@ -35,17 +35,26 @@ export class Audits {
     if (!(probability >= 0 && probability <= 1)) throw new RangeError(`audit probability must be in [0, 1], got ${probability}`);
   }
 
-  /** Draws this commit's audits: each candidate independently with the job's probability. */
+  /**
+   * Draws this commit's audits: each candidate independently with the job's probability, then, when
+   * more are drawn than `maxPending` leaves room for, a uniform choice among those drawn. (Taking
+   * them in the plan's order let the first forty or so members of a large swarm take every slot, so
+   * a member late in the order, a late joiner, was never checked.)
+   */
   draw(candidates: readonly AuditCandidate[], round: number, attempt: number, now: number): PendingAudit[] {
-    const drawn: PendingAudit[] = [];
-    for (const candidate of candidates) {
-      // Draw for everyone first, so whether one member is audited never depends on the others.
-      if (!(this.random() < this.probability) || this.pending.size >= this.maxPending) continue;
+    // Draw for everyone first, so whether one member is audited never depends on the others.
+    const winners = candidates.filter(() => this.random() < this.probability);
+    const room = Math.max(0, this.maxPending - this.pending.size);
+    // A partial Fisher–Yates shuffle: the first `room` places become a uniform choice of winners.
+    if (winners.length > room) for (let k = 0; k < room; k++) {
+      const pick = k + Math.floor(this.random() * (winners.length - k));
+      [winners[k], winners[pick]] = [winners[pick]!, winners[k]!];
+    }
+    return winners.slice(0, room).map((candidate) => {
       const audit: PendingAudit = { ...candidate, round, attempt, askedAt: now };
       this.pending.set(key(candidate.peerId, round), audit);
-      drawn.push(audit);
-    }
-    return drawn;
+      return audit;
+    });
   }
 
   /** The audit `peerId` may answer for `round` now, if any. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Lineage, Sampler, type CoordinatorEffect } from "../src/index.ts";
+import { Audits, Lineage, mulberry32, Sampler, type CoordinatorEffect } from "../src/index.ts";
 import { Harness, HASH } from "./sim.ts";
 
 const DIGEST = (peer: string): string => [...peer].map((c) => c.charCodeAt(0).toString(16)).join("").padEnd(64, "d");
@@ -210,6 +210,31 @@ describe("spot checks by replication", () => {
     expect(h.coordinator.state.status).toBe("done");
     h.apply({ type: "leave", peerId: "a", reason: "stopped", now: h.now });
     expect(rollbacks(h)).toHaveLength(0);
+  });
+});
+
+describe("Audits.draw in a large swarm", () => {
+  it("gives the few slots to a uniform choice of the members drawn, wherever they stand in the plan", () => {
+    const members = 200;
+    const audits = new Audits(0.1, 4, 30_000, mulberry32(7));
+    const candidates = Array.from({ length: members }, (_, k) => ({ peerId: `p${k}`, lease: [k], digest: "d" }));
+    const checked = new Array<number>(members).fill(0);
+    const rounds = 2_000;
+    for (let round = 1; round <= rounds; round++) {
+      const drawn = audits.draw(candidates, round, round, 0);
+      expect(drawn.length).toBeLessThanOrEqual(4);
+      for (const audit of drawn) {
+        checked[Number(audit.peerId.slice(1))]!++;
+        audits.settle(audit.peerId, round, true);
+      }
+    }
+    // 4 slots a round over 200 members: 40 checks each on average. In the plan's order, the last
+    // members were never checked (the first forty or so took every slot).
+    const first = checked.slice(0, 20).reduce((a, b) => a + b, 0);
+    const last = checked.slice(-20).reduce((a, b) => a + b, 0);
+    expect(Math.min(...checked)).toBeGreaterThan(15);
+    expect(last / first).toBeGreaterThan(0.8);
+    expect(last / first).toBeLessThan(1.25);
   });
 });
 
