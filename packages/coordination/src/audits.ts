@@ -42,7 +42,8 @@ export class Audits {
    * a member late in the order, a late joiner, was never checked.)
    */
   draw(candidates: readonly AuditCandidate[], round: number, attempt: number, now: number): PendingAudit[] {
-    // Draw for everyone first, so whether one member is audited never depends on the others.
+    // Draw for everyone first, so whether one member is drawn never depends on the others (only
+    // whether a drawn one gets a slot does, when slots are short).
     const winners = candidates.filter(() => this.random() < this.probability);
     const room = Math.max(0, this.maxPending - this.pending.size);
     // A partial Fisher–Yates shuffle: the first `room` places become a uniform choice of winners.
@@ -78,31 +79,28 @@ export class Audits {
   }
 
   /**
-   * Audits past their deadline, removed: `unanswered`, whose contribution never arrived within the
-   * timeout of the ask (the member's failure), and `unjudged`, whose contribution arrived but the
-   * server gave no verdict within the timeout of its arrival (the server's own, blaming nobody).
+   * Audits unanswered past their deadline, removed. One the server holds the contribution of does
+   * not expire: the server always gives its verdict (inconclusive if it cannot judge), and judging
+   * is its own work, not the member's.
    */
-  expire(now: number): { unanswered: PendingAudit[]; unjudged: PendingAudit[] } {
-    const unanswered: PendingAudit[] = [];
-    const unjudged: PendingAudit[] = [];
+  expire(now: number): PendingAudit[] {
+    const expired: PendingAudit[] = [];
     for (const [k, audit] of this.pending) {
-      if (now - (audit.receivedAt ?? audit.askedAt) <= this.timeoutMs) continue;
+      if (audit.receivedAt !== undefined || now - audit.askedAt <= this.timeoutMs) continue;
       this.pending.delete(k);
-      (audit.receivedAt === undefined ? unanswered : unjudged).push(audit);
+      expired.push(audit);
     }
-    return { unanswered, unjudged };
+    return expired;
   }
 
   /**
-   * A member left: the audits it never answered fail now (removed and returned). One whose
-   * contribution the server already holds stays pending for the server's verdict, and with it the
-   * member's last pass, which a failing verdict rolls back to.
+   * A member left: the audits it never answered fail now (removed and returned); one whose
+   * contribution the server already holds stays pending for the server's verdict. Its last pass is
+   * kept for either to roll back to; forget() drops it once nothing of it is pending.
    */
   abandon(peerId: string): PendingAudit[] {
-    const mine = [...this.pending.values()].filter((a) => a.peerId === peerId);
-    const abandoned = mine.filter((a) => a.receivedAt === undefined);
+    const abandoned = [...this.pending.values()].filter((a) => a.peerId === peerId && a.receivedAt === undefined);
     for (const audit of abandoned) this.pending.delete(key(peerId, audit.round));
-    if (abandoned.length === mine.length) this.lastPassed.delete(peerId);
     return abandoned;
   }
 
@@ -112,9 +110,15 @@ export class Audits {
     return false;
   }
 
-  /** Rolled back past `round`: audits of later rounds check work that is no longer in the model. */
-  dropAfter(round: number): void {
-    for (const [k, audit] of this.pending) if (audit.round > round) this.pending.delete(k);
+  /** Rolled back past `round`: audits of later rounds check work that is no longer in the model. Returns whose were dropped. */
+  dropAfter(round: number): Set<string> {
+    const dropped = new Set<string>();
+    for (const [k, audit] of this.pending) {
+      if (audit.round <= round) continue;
+      this.pending.delete(k);
+      dropped.add(audit.peerId);
+    }
+    return dropped;
   }
 
   /** The member's newest audited-and-passed round, or -1. */
@@ -132,7 +136,7 @@ export class Audits {
 
   nextExpiryAt(): number | undefined {
     let earliest: number | undefined;
-    for (const audit of this.pending.values()) earliest = Math.min(earliest ?? Infinity, (audit.receivedAt ?? audit.askedAt) + this.timeoutMs + 1);
+    for (const audit of this.pending.values()) if (audit.receivedAt === undefined) earliest = Math.min(earliest ?? Infinity, audit.askedAt + this.timeoutMs + 1);
     return earliest;
   }
 }

@@ -437,12 +437,16 @@ export class Coordinator {
     this.auditSettled(audit, event.outcome, event.relativeError, event.detail, effects);
   }
 
+  /** What audits keep of members that are gone and have no audit pending any more (their last pass). */
+  private forgetDeparted(peers: Iterable<string>): void {
+    for (const peer of peers) if (this.membership.get(peer) === undefined && !this.audits.pendingFor(peer)) this.audits.forget(peer);
+  }
+
   /** An audit passed, or could not be judged (blaming nobody). */
   private auditSettled(audit: PendingAudit, outcome: "passed" | "inconclusive", relativeError: number | undefined, detail: string, effects: CoordinatorEffect[]): void {
     const member = this.membership.get(audit.peerId);
     if (member !== undefined && outcome === "passed") member.audits.passed++;
-    // A member that left while its answer was judged: nothing more is kept about it.
-    if (member === undefined && !this.audits.pendingFor(audit.peerId)) this.audits.forget(audit.peerId);
+    this.forgetDeparted([audit.peerId]);
     effects.push({ type: "audited", verdict: { round: audit.round, peer: audit.peerId, outcome, relativeError, detail } });
     effects.push({ type: "log", kind: "audit", text: `spot check of ${audit.peerId} in round ${audit.round} ${outcome}: ${detail}` });
   }
@@ -480,7 +484,7 @@ export class Coordinator {
     this.committedHash = target.to.hash;
     this.disputes = 0;
     this.custody.forget();
-    this.audits.dropAfter(target.to.round);
+    this.forgetDeparted(this.audits.dropAfter(target.to.round));
     this.lineage.truncateAfter(target.to.round);
     this.lineage.push({ round: this.committedRound, hash: target.to.hash, epoch: this.sampler.epoch, members: new Set(), samples: [] });
     const range = undone.length === 1 ? `round ${undone[0]}` : `rounds ${undone[0]}..${undone.at(-1)}`;
@@ -531,6 +535,7 @@ export class Coordinator {
     // Leaving is how a member would dodge a spot check it knows it fails: unanswered means failed.
     // One it answered (the server holds its contribution) waits for the server's verdict.
     for (const audit of this.audits.abandon(peerId)) this.auditFailed(audit, `it left before answering (${reason})`, undefined, now, effects);
+    this.forgetDeparted([peerId]);
   }
 
   private onStateChecked(event: Extract<CoordinatorEvent, { type: "state-checked" }>, now: number, effects: CoordinatorEffect[]): void {
@@ -583,10 +588,10 @@ export class Coordinator {
       effects.push({ type: "log", kind: "upload", text: `the final state of round ${this.committedRound} never reached the server; stopping the members anyway` });
       this.stopMembers(effects);
     }
-    const { unanswered, unjudged } = this.audits.expire(now);
-    const seconds = (this.config.auditTimeoutMs ?? DEFAULT_AUDIT_TIMEOUT_MS) / 1000;
-    for (const audit of unanswered) this.auditFailed(audit, `no contribution uploaded within ${seconds} s`, undefined, now, effects);
-    for (const audit of unjudged) this.auditSettled(audit, "inconclusive", undefined, `the server gave no verdict within ${seconds} s of the contribution's arrival`, effects);
+    for (const audit of this.audits.expire(now)) {
+      const seconds = (this.config.auditTimeoutMs ?? DEFAULT_AUDIT_TIMEOUT_MS) / 1000;
+      this.auditFailed(audit, `no contribution uploaded within ${seconds} s`, undefined, now, effects);
+    }
   }
 
   /**
@@ -884,7 +889,7 @@ export class Coordinator {
     if (this.current !== undefined) this.abort("stopping", `stopping: ${reason}`, now, effects);
     this.status = "done";
     // Members stop soon and cannot answer: a finished job is not rolled back by its own shutdown.
-    this.audits.dropAfter(-1);
+    this.forgetDeparted(this.audits.dropAfter(-1));
     effects.push({ type: "log", kind: "done", text: `training finished: ${reason}` });
     // The members hold the final state the server may still lack (its upload can fail or be late):
     // they stop once it is stored, or once nobody is left to send it, or past a bounded wait.

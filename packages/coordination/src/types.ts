@@ -57,10 +57,7 @@ export type CoordinatorConfig = {
   leaseAhead?: boolean;
   /** Probability that a member's contribution to a committed round is audited (the job's spotCheck). Default 0. */
   spotCheck?: number;
-  /**
-   * An audited member must have uploaded its contribution within this of the ask (else it fails),
-   * and the server judge it within this of its arrival (else it is inconclusive). Default 30 s.
-   */
+  /** An audited member must have uploaded the contribution it committed to within this of the ask (else it fails). Default 30 s. */
   auditTimeoutMs?: number;
   /** Audits in flight at once (the server recomputes each on its CPU). Default 4. */
   maxPendingAudits?: number;

@@ -21,9 +21,12 @@ export class Auditor {
   /**
    * The lease's contribution from `weights`, as an honest member computes it: the mean gradient
    * ("sync"), or the pseudo-gradient of the inner steps with a fresh inner optimizer ("diloco").
+   * Rejects without computing if `wanted` says no when its turn comes.
    */
-  recompute(weights: Float32Array, lease: readonly number[]): Promise<Float32Array> {
+  recompute(weights: Float32Array, lease: readonly number[], wanted: () => boolean = () => true): Promise<Float32Array> {
     const next = this.running.then(async () => {
+      // Asked again when its turn comes: an audit dropped while it waited costs no CPU.
+      if (!wanted()) throw new Error("the audit was withdrawn (a rollback or the job's end) before its turn");
       // A failed read is not kept: the next audit tries again.
       const train = await (this.train ??= this.loadTrain().catch((error: unknown) => {
         this.train = undefined;

@@ -24,9 +24,9 @@ type Verdict = Omit<Extract<CoordinatorEvent, { type: "audit-checked" }>, "type"
  * `PUT /api/contribution/<round>`: an audited member uploads the contribution it committed to (its
  * gradient, float32 little-endian, exactly one per weight). Only a member with a pending audit of
  * that round may; the verdict goes to the coordinator, and the member gets 204 once it is judged
- * (a failed audit is the coordinator's to act on, not an HTTP error). Once the whole contribution is
- * here the coordinator hears of it (`audit-received`), so the member leaving while its lease is
- * recomputed does not fail the audit. Checks, in order:
+ * (a failed audit is the coordinator's to act on, not an HTTP error). Once the upload is the
+ * contribution committed to, the coordinator hears of it (`audit-received`): the member may leave
+ * while its lease is recomputed, and every path from there dispatches a verdict. Checks, in order:
  * the bytes hash to the digest committed before the all-reduce (else it swapped its vector), and
  * the server's own CPU recomputation of the lease from the round's starting state lies within the
  * tolerance (else it computed something else).
@@ -36,15 +36,18 @@ export function createContributionHandler(deps: ContributionDeps): express.Reque
   /** One upload per audit at a time: a member cannot queue recomputations by repeating it. */
   const inFlight = new Set<string>();
 
-  const judge = async (slot: AuditSlot, body: Buffer): Promise<Verdict> => {
+  /** The upload's verdict; `received` is told once the upload is the contribution the member committed to. */
+  const judge = async (peerId: string, slot: AuditSlot, body: Buffer, received: () => void): Promise<Verdict> => {
     const claimed = new Float32Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength));
     const digest = contributionDigest(claimed);
     if (digest !== slot.digest) {
       return { outcome: "failed", detail: `its upload hashes to ${digest.slice(0, 12)}, not the digest ${slot.digest.slice(0, 12)} it committed before the all-reduce` };
     }
+    received();
     const base = deps.store.stateAt(slot.baseRound);
     if (base === undefined) return { outcome: "inconclusive", detail: `the server no longer holds the state of round ${slot.baseRound} to recompute from` };
-    const reference = await deps.auditor.recompute(base.weights, slot.lease);
+    // A rollback or the job's end may drop the audit while it waits its turn: then it is not recomputed.
+    const reference = await deps.auditor.recompute(base.weights, slot.lease, () => deps.coordinator.auditSlot(peerId, slot.round) !== undefined);
     const error = relativeError(claimed, reference);
     const figure = Number.isFinite(error) ? error.toExponential(2) : "infinite";
     if (error <= tolerance) return { outcome: "passed", relativeError: error, detail: `relative error ${figure} against the CPU recomputation` };
@@ -64,10 +67,9 @@ export function createContributionHandler(deps: ContributionDeps): express.Reque
       let verdict: Verdict;
       if (body.byteLength !== bytes) verdict = { outcome: "failed", detail: `it uploaded ${body.byteLength} bytes for a contribution of ${bytes}` };
       else {
-        // Answered: from here the member may leave; the verdict below settles the audit.
-        deps.dispatch({ type: "audit-received", peerId, round, now: Date.now() });
         try {
-          verdict = await judge(slot, body);
+          // Answered once the committed contribution is here: the member may leave; this verdict settles the audit.
+          verdict = await judge(peerId, slot, body, () => deps.dispatch({ type: "audit-received", peerId, round, now: Date.now() }));
         } catch (error) {
           // Our own failure to recompute blames nobody.
           verdict = { outcome: "inconclusive", detail: `the server could not recompute the lease: ${error instanceof Error ? error.message : String(error)}` };
