@@ -1,5 +1,6 @@
 import { leaseSpeed, MAX_ATTEMPT, pipelinePosition, stageMembers, type Plan, type ResolvedCoordinatorMessage } from "@crowdtrain/protocol";
 import { Accusations } from "./accusations.ts";
+import { UnattributedAborts } from "./unattributed.ts";
 import { LeasesAhead } from "./ahead.ts";
 import { RetainedLeases, type Kept } from "./retained.ts";
 import { Audits, type PendingAudit } from "./audits.ts";
@@ -60,6 +61,8 @@ const FIRST_HAND = new Set(["peer-gone", "timeout", "bad-frame"]);
 /** How many recent attempts' members are remembered, so a second witness of an aborted attempt is heard. */
 const RECENT_ATTEMPTS = 16;
 const DEFAULT_AUDIT_TIMEOUT_MS = 30_000;
+/** A member may abort an attempt by a failure naming nobody once per this many committed rounds (UnattributedAborts). */
+const UNATTRIBUTED_ABORT_ROUNDS = 10;
 /** A finished job waits for its final state this many upload timeouts (the uploader, then another). */
 const FINAL_STATE_ASKS = 2;
 const DEFAULT_MAX_PENDING_AUDITS = 4;
@@ -90,6 +93,7 @@ export class Coordinator {
   private readonly membership: Membership;
   private readonly sampler: Sampler;
   private readonly accusations: Accusations;
+  private readonly unattributed = new UnattributedAborts(UNATTRIBUTED_ABORT_ROUNDS);
   private readonly audits: Audits;
   private readonly lineage: Lineage;
   private current: OpenRound | undefined;
@@ -503,16 +507,22 @@ export class Coordinator {
     const accuser = event.peerId;
     const members = this.current?.attempt === event.attempt ? this.current.members : this.recent.get(event.attempt);
     if (members === undefined || !members.has(accuser)) return;
-    if (this.current?.attempt === event.attempt) this.abort("failure", `${accuser} failed (${event.code}): ${event.message}`, now, effects);
+    const suspect = event.suspect;
+    // Relayed aborts ("aborted") repeat someone else's word: only first-hand observations accuse.
+    const accuses = suspect !== undefined && suspect !== accuser && members.has(suspect) && FIRST_HAND.has(event.code);
+    const current = this.current?.attempt === event.attempt;
+    if (current && !accuses && event.code !== "bad-input" && !this.unattributed.take(accuser, this.committedRound)) {
+      effects.push({ type: "log", kind: "ignored", text: `${accuser} failed (${event.code}) naming nobody, again within ${UNATTRIBUTED_ABORT_ROUNDS} rounds: not acted on, attempt ${event.attempt} goes on` });
+      return;
+    }
+    if (current) this.abort("failure", `${accuser} failed (${event.code}): ${event.message}`, now, effects);
     // Its own input was refused (a non-finite gradient, an impossible sample count): its fault,
     // and a member doing it every round would otherwise abort every round without a strike.
     if (event.code === "bad-input") {
       this.strike(accuser, `its own contribution was refused (${event.message.slice(0, 200)})`, now, effects);
       return;
     }
-    const suspect = event.suspect;
-    // Relayed aborts ("aborted") repeat someone else's word: only first-hand observations accuse.
-    if (suspect === undefined || suspect === accuser || !members.has(suspect) || !FIRST_HAND.has(event.code)) return;
+    if (!accuses || suspect === undefined) return;
     if (this.membership.get(suspect) === undefined) return; // it left: the accusation is confirmed, nothing to do
     const outcome = this.accusations.record({ accuser, suspect, attempt: event.attempt, at: now });
     if (outcome.kind === "corroborated") this.knockBack(suspect, `named by ${outcome.accusers.join(" and ")}`, now, effects);
@@ -530,6 +540,7 @@ export class Coordinator {
   private afterDeparture(peerId: string, reason: string, now: number, effects: CoordinatorEffect[]): void {
     this.accusations.confirmByDeparture(peerId);
     this.accusations.forgetAccuser(peerId);
+    this.unattributed.forget(peerId);
     if (this.current?.members.has(peerId)) this.abort("departure", reason, now, effects);
     if (this.custody.isAsked(peerId)) this.askNextUploader(now, effects);
     // Leaving is how a member would dodge a spot check it knows it fails: unanswered means failed.

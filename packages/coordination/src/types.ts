@@ -226,7 +226,9 @@ export type LogKind =
   | "audit"
   | "rollback"
   /** A pipeline plan could not be formed, or members move between stages. */
-  | "plan";
+  | "plan"
+  /** A member's report was not acted on (a failure naming nobody, too often). */
+  | "ignored";
 
 /**
  * Why a round was aborted, from a small fixed set (the "aborted" log line carries the details).
