@@ -4,7 +4,8 @@
 // worker gets its round message, enters the all-reduce (phase), reports the hash of the state the
 // round's update leads to (computed once here: the update depends only on the round), the uploader
 // uploads that state, and every worker waits for the commit. No browsers and no all-reduce: what is
-// measured is the server. Prints a table and writes e2e/results/load.json.
+// measured is the server, in rounds of at least MIN_ROUND_MS, and first idling (pings only) for its
+// cost per second. Prints a table and writes e2e/results/load.json.
 import { readFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -35,6 +36,14 @@ const JOIN_TIMEOUT_MS = 60_000;
 const ROUND_TIMEOUT_MS = 60_000;
 /** Linux's clock ticks per second for /proc/<pid>/stat's utime and stime. */
 const CLOCK_TICKS = 100;
+/**
+ * A round takes at least this long: each worker sends two messages a round, and the server closes a
+ * socket sending more than 50 a second (hub.ts), which rounds of 100 scripted workers (under 20 ms)
+ * exceeded. Real rounds take far longer. CPU per round is CPU time, so pacing does not change it.
+ */
+const MIN_ROUND_MS = 60;
+/** How long the joined crowd idles (heartbeats only) while the server's CPU is read, before training starts. */
+const IDLE_MS = 3_000;
 
 /**
  * A small model, so a state upload is ~50 KB and the update here costs nothing; one sample per
@@ -54,7 +63,8 @@ const jobFor = (workers: number): Job =>
   });
 
 /** `firstRoundBytes`: the first round message (its plan in full); `roundBytes`: the latest (the plan by number while unchanged). */
-type Worker = { ws: WebSocket; identity: Identity; inbox: ResolvedCoordinatorMessage[]; plans: PlanBook; firstRoundBytes: number; roundBytes: number; wake: () => void };
+/** `roundAt`, `commitAt`: when its latest round and commit messages arrived (performance.now()). */
+type Worker = { ws: WebSocket; identity: Identity; inbox: ResolvedCoordinatorMessage[]; plans: PlanBook; firstRoundBytes: number; roundBytes: number; roundAt: number; commitAt: number; wake: () => void };
 
 function cpuMs(pid: number): number {
   // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
@@ -87,12 +97,14 @@ function joinWorker(url: string): Promise<Worker> {
       if (worker === undefined) {
         const message = parsed;
         if (message.type !== "welcome") return fail(new Error(`expected welcome, got ${message.type}`));
-        worker = { ws, identity: message.identity, inbox: [], plans: new PlanBook(), firstRoundBytes: 0, roundBytes: 0, wake: () => undefined };
+        worker = { ws, identity: message.identity, inbox: [], plans: new PlanBook(), firstRoundBytes: 0, roundBytes: 0, roundAt: 0, commitAt: 0, wake: () => undefined };
         return done(worker);
       }
       // Resolved like a real worker does: a plan named by a number this socket never got fails the run.
       const message = worker.plans.resolve(parsed);
+      if (message.type === "commit") worker.commitAt = performance.now();
       if (message.type === "round") {
+        worker.roundAt = performance.now();
         worker.roundBytes = data.byteLength;
         if (worker.firstRoundBytes === 0) worker.firstRoundBytes = data.byteLength;
       }
@@ -136,7 +148,7 @@ async function upload(url: string, worker: Worker, state: ModelState): Promise<v
   if (response.status !== 204) throw new Error(`upload of round ${state.round}: ${response.status} ${await response.text()}`);
 }
 
-type Row = { workers: number; rounds: number; serverCpuMsPerRound: number; commitMs: number; nextRoundMs: number; firstRoundMessageBytes: number; roundMessageBytes: number; statusBytes: number; rssMiB: number };
+type Row = { workers: number; rounds: number; serverCpuMsPerRound: number; idleCpuMsPerSecond: number; commitMs: number; nextRoundMs: number; firstRoundMessageBytes: number; roundMessageBytes: number; statusBytes: number; rssMiB: number };
 
 async function measure(n: number, dir: string): Promise<Row> {
   const job = jobFor(n);
@@ -154,17 +166,22 @@ async function measure(n: number, dir: string): Promise<Row> {
     for (let k = 0; k < n; k += JOIN_BATCH) {
       crowd.push(...(await within(Promise.all(Array.from({ length: Math.min(JOIN_BATCH, n - k) }, () => joinWorker(server.url))), JOIN_TIMEOUT_MS, "joining")));
     }
+    // What the crowd costs doing nothing (pings and pongs): a cost per second, part of every round's figure.
+    const idleFrom = { cpu: cpuMs(pid), at: performance.now() };
+    await new Promise((done) => setTimeout(done, IDLE_MS));
+    const idleCpuMsPerSecond = ((cpuMs(pid) - idleFrom.cpu) / (performance.now() - idleFrom.at)) * 1000;
     let state = decodeState(new Uint8Array(await (await fetch(`${server.url}/api/state`, { signal: AbortSignal.timeout(ROUND_TIMEOUT_MS) })).arrayBuffer()));
     for (const w of crowd) w.ws.send(JSON.stringify({ type: "ready", round: state.round, hash: state.hash }));
 
     const commitMs: number[] = [];
     const nextRoundMs: number[] = [];
     let cpuAtStart = 0;
-    let committedAt = performance.now();
     for (let r = 0; r < WARMUP_ROUNDS + ROUNDS; r++) {
       if (r === WARMUP_ROUNDS) cpuAtStart = cpuMs(pid);
+      const roundStarted = performance.now();
       const rounds = await within(Promise.all(crowd.map((w) => next(w, "round"))), ROUND_TIMEOUT_MS, `round messages of round ${r + 1}`);
-      if (r > 0) nextRoundMs.push(performance.now() - committedAt);
+      // By arrival, not by when this loop looked (it may have paced the round): the last round message after the last commit.
+      if (r > 0) nextRoundMs.push(Math.max(...crowd.map((w) => w.roundAt)) - Math.max(...crowd.map((w) => w.commitAt)));
       const round = rounds[0]!;
       const after = stepFrom(job, state, round.round);
       for (const [k, w] of crowd.entries()) {
@@ -176,10 +193,10 @@ async function measure(n: number, dir: string): Promise<Row> {
       const uploader = crowd.find((_, k) => rounds[k]!.upload);
       const uploaded = uploader === undefined ? Promise.resolve() : upload(server.url, uploader, after);
       const commits = await within(Promise.all(crowd.map((w) => next(w, "commit"))), ROUND_TIMEOUT_MS, `commits of round ${round.round}`);
-      committedAt = performance.now();
       if (commits.some((c) => c.hash !== after.hash)) throw new Error(`round ${round.round} committed another hash`);
-      commitMs.push(committedAt - reported);
+      commitMs.push(Math.max(...crowd.map((w) => w.commitAt)) - reported);
       await uploaded;
+      await new Promise((done) => setTimeout(done, Math.max(0, MIN_ROUND_MS - (performance.now() - roundStarted))));
       state = after;
     }
     const serverCpuMsPerRound = (cpuMs(pid) - cpuAtStart) / ROUNDS;
@@ -188,6 +205,7 @@ async function measure(n: number, dir: string): Promise<Row> {
       workers: n,
       rounds: ROUNDS,
       serverCpuMsPerRound,
+      idleCpuMsPerSecond,
       commitMs: median(commitMs.slice(WARMUP_ROUNDS)),
       nextRoundMs: median(nextRoundMs.slice(WARMUP_ROUNDS)),
       firstRoundMessageBytes: median(crowd.map((w) => w.firstRoundBytes)),
@@ -213,8 +231,8 @@ try {
   }
   console.log(
     `\n${table(
-      ["workers", "server CPU ms/round", "last result -> commit ms", "commit -> next round ms", "first round message B", "round message B", "status B", "server RSS MiB"],
-      rows.map((r) => [String(r.workers), r.serverCpuMsPerRound.toFixed(1), r.commitMs.toFixed(1), r.nextRoundMs.toFixed(1), String(r.firstRoundMessageBytes), String(r.roundMessageBytes), String(r.statusBytes), r.rssMiB.toFixed(0)]),
+      ["workers", "server CPU ms/round", "idle CPU ms/s", "last result -> commit ms", "commit -> next round ms", "first round message B", "round message B", "status B", "server RSS MiB"],
+      rows.map((r) => [String(r.workers), r.serverCpuMsPerRound.toFixed(1), r.idleCpuMsPerSecond.toFixed(1), r.commitMs.toFixed(1), r.nextRoundMs.toFixed(1), String(r.firstRoundMessageBytes), String(r.roundMessageBytes), String(r.statusBytes), r.rssMiB.toFixed(0)]),
     )}`,
   );
 } finally {
