@@ -148,4 +148,35 @@ describe("heartbeats", () => {
       await quiet.close();
     }
   }, 30_000);
+
+  it("a live socket stays past many timeouts, pinged only when it has said nothing since the last check", async () => {
+    const heartbeatTimeoutMs = 600;
+    const server = await startServer({ port: 0, training: { job, datasetsDir: host.datasets, minWorkers: 5, heartbeatTimeoutMs } });
+    try {
+      const open = async (name: string): Promise<{ ws: WebSocket; pings: () => number }> => {
+        const ws = new WebSocket(`${server.url.replace("http", "ws")}/ws`);
+        let pings = 0;
+        ws.on("ping", () => pings++);
+        await new Promise((resolve, reject) => {
+          ws.once("open", resolve);
+          ws.once("error", reject);
+        });
+        ws.send(JSON.stringify({ type: "hello", protocol: PROTOCOL_VERSION, name, backend: "cpu" }));
+        return { ws, pings: () => pings };
+      };
+      const [quiet, chatty] = await Promise.all([open("quiet"), open("chatty")]);
+      // chatty says it holds round 0 every 100 ms (a harmless, valid message); quiet says nothing.
+      const chatter = setInterval(() => chatty.ws.send(JSON.stringify({ type: "ready", round: 0, hash: "0".repeat(64) })), 100);
+      await new Promise((resolve) => setTimeout(resolve, 5 * heartbeatTimeoutMs));
+      clearInterval(chatter);
+      const alive = server.training!.status().peers.filter((p) => p.state !== "gone").map((p) => p.name);
+      expect(alive.sort()).toEqual(["chatty", "quiet"]);
+      // Checked every 300 ms for 3 s: quiet answers a ping every other check; chatty was never silent that long.
+      expect(quiet.pings()).toBeGreaterThanOrEqual(3);
+      expect(chatty.pings()).toBe(0);
+      for (const { ws } of [quiet, chatty]) ws.terminate();
+    } finally {
+      await server.close();
+    }
+  }, 30_000);
 });

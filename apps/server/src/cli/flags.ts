@@ -31,7 +31,7 @@ export const USAGE = `usage: crowdtrain-server [--port N] [--host ADDRESS] [--jo
   --admin-token T  token of the dashboard's operator controls (env ${ADMIN_TOKEN_ENV}, default: random, printed at start)
   --data-dir DIR   checkpoints; the job resumes from the latest one there (env CROWDTRAIN_DATA_DIR, default ./data)
   --checkpoint-every N      checkpoint every N committed rounds and on SIGTERM (env CROWDTRAIN_CHECKPOINT_EVERY, default ${DEFAULT_CHECKPOINT_EVERY})
-  --heartbeat-timeout-ms MS drop a worker whose socket is silent this long (env CROWDTRAIN_HEARTBEAT_TIMEOUT_MS, default ${DEFAULT_HEARTBEAT_TIMEOUT_MS})
+  --heartbeat-timeout-ms MS drop a worker whose socket is silent this long, at least 500 (env CROWDTRAIN_HEARTBEAT_TIMEOUT_MS, default ${DEFAULT_HEARTBEAT_TIMEOUT_MS})
   --join-token T   make the job private: workers join only with ?join=T in their URL (env CROWDTRAIN_JOIN_TOKEN, default: public)
   --allow-origin O other web origins that may open the server's sockets, comma-separated (env CROWDTRAIN_ALLOW_ORIGIN, default: same origin only)
   --max-members N  workers the job admits at once (env CROWDTRAIN_MAX_MEMBERS, default ${DEFAULT_MAX_MEMBERS})
