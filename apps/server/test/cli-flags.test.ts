@@ -44,4 +44,10 @@ describe("server flags", () => {
     expect(() => parse(["--log-format", "xml"])).toThrow(/--log-format must be one of text, json/);
     expect(() => parse(["--log-level", "verbose"])).toThrow(UsageError);
   });
+
+  it("take a heartbeat timeout of 500 ms or more, 4 s by default", () => {
+    expect(parse([])).toMatchObject({ heartbeatTimeoutMs: 4_000 });
+    expect(parse(["--heartbeat-timeout-ms", "500"])).toMatchObject({ heartbeatTimeoutMs: 500 });
+    expect(() => parse(["--heartbeat-timeout-ms", "300"])).toThrow(/--heartbeat-timeout-ms must be at least 500, got 300/);
+  });
 });

@@ -149,8 +149,8 @@ describe("heartbeats", () => {
     }
   }, 30_000);
 
-  it("a live socket stays past many timeouts, pinged only when it has said nothing since the last check", async () => {
-    const heartbeatTimeoutMs = 600;
+  it("a live socket stays past many timeouts, pinged only when it has been silent for half a check", async () => {
+    const heartbeatTimeoutMs = 1_200;
     const server = await startServer({ port: 0, training: { job, datasetsDir: host.datasets, minWorkers: 5, heartbeatTimeoutMs } });
     try {
       const open = async (name: string): Promise<{ ws: WebSocket; pings: () => number }> => {
@@ -165,15 +165,16 @@ describe("heartbeats", () => {
         return { ws, pings: () => pings };
       };
       const [quiet, chatty] = await Promise.all([open("quiet"), open("chatty")]);
-      // chatty says it holds round 0 every 100 ms (a harmless, valid message); quiet says nothing.
-      const chatter = setInterval(() => chatty.ws.send(JSON.stringify({ type: "ready", round: 0, hash: "0".repeat(64) })), 100);
-      await new Promise((resolve) => setTimeout(resolve, 5 * heartbeatTimeoutMs));
+      // chatty says it holds round 0 every 50 ms (a harmless, valid message); quiet says nothing.
+      const chatter = setInterval(() => chatty.ws.send(JSON.stringify({ type: "ready", round: 0, hash: "0".repeat(64) })), 50);
+      await new Promise((resolve) => setTimeout(resolve, 3.5 * heartbeatTimeoutMs));
       clearInterval(chatter);
       const alive = server.training!.status().peers.filter((p) => p.state !== "gone").map((p) => p.name);
       expect(alive.sort()).toEqual(["chatty", "quiet"]);
-      // Checked every 300 ms for 3 s: quiet answers a ping every other check; chatty was never silent that long.
-      expect(quiet.pings()).toBeGreaterThanOrEqual(3);
-      expect(chatty.pings()).toBe(0);
+      // Checked every 600 ms for 4.2 s, pinged after 300 ms of silence: quiet at about every check;
+      // chatty, never silent that long, at most once (a client timer late under load).
+      expect(quiet.pings()).toBeGreaterThanOrEqual(4);
+      expect(chatty.pings()).toBeLessThanOrEqual(1);
       for (const { ws } of [quiet, chatty]) ws.terminate();
     } finally {
       await server.close();

@@ -1,7 +1,7 @@
 // The server's command line: flags, their environment variables and defaults, and the usage text.
 import { join, resolve } from "node:path";
 import { ADMIN_TOKEN_ENV, AdminTokenError, validateAdminToken } from "../admin/token.ts";
-import { DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_HELLOS_PER_SECOND, DEFAULT_MAX_MEMBERS } from "../cluster/hub.ts";
+import { DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_HELLOS_PER_SECOND, DEFAULT_MAX_MEMBERS, MIN_HEARTBEAT_TIMEOUT_MS } from "../cluster/hub.ts";
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../log/logger.ts";
 import { DEFAULT_JOB_FILE } from "../training/job-file.ts";
 import { DEFAULT_CHECKPOINT_EVERY } from "../training/service.ts";
@@ -31,7 +31,7 @@ export const USAGE = `usage: crowdtrain-server [--port N] [--host ADDRESS] [--jo
   --admin-token T  token of the dashboard's operator controls (env ${ADMIN_TOKEN_ENV}, default: random, printed at start)
   --data-dir DIR   checkpoints; the job resumes from the latest one there (env CROWDTRAIN_DATA_DIR, default ./data)
   --checkpoint-every N      checkpoint every N committed rounds and on SIGTERM (env CROWDTRAIN_CHECKPOINT_EVERY, default ${DEFAULT_CHECKPOINT_EVERY})
-  --heartbeat-timeout-ms MS drop a worker whose socket is silent this long, at least 500 (env CROWDTRAIN_HEARTBEAT_TIMEOUT_MS, default ${DEFAULT_HEARTBEAT_TIMEOUT_MS})
+  --heartbeat-timeout-ms MS drop a worker whose socket is silent this long, at least ${MIN_HEARTBEAT_TIMEOUT_MS} (env CROWDTRAIN_HEARTBEAT_TIMEOUT_MS, default ${DEFAULT_HEARTBEAT_TIMEOUT_MS})
   --join-token T   make the job private: workers join only with ?join=T in their URL (env CROWDTRAIN_JOIN_TOKEN, default: public)
   --allow-origin O other web origins that may open the server's sockets, comma-separated (env CROWDTRAIN_ALLOW_ORIGIN, default: same origin only)
   --max-members N  workers the job admits at once (env CROWDTRAIN_MAX_MEMBERS, default ${DEFAULT_MAX_MEMBERS})
@@ -183,7 +183,7 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "hel
     adminToken: adminTokenFlag(values["--admin-token"]),
     dataDir: resolve(values["--data-dir"] ?? "data"),
     checkpointEvery: positiveInteger("--checkpoint-every", values["--checkpoint-every"] ?? String(DEFAULT_CHECKPOINT_EVERY)),
-    heartbeatTimeoutMs: positiveInteger("--heartbeat-timeout-ms", values["--heartbeat-timeout-ms"] ?? String(DEFAULT_HEARTBEAT_TIMEOUT_MS)),
+    heartbeatTimeoutMs: heartbeatTimeout(values["--heartbeat-timeout-ms"] ?? String(DEFAULT_HEARTBEAT_TIMEOUT_MS)),
     joinToken: tokenFlag("--join-token", values["--join-token"]),
     allowOrigins: originsFlag(values["--allow-origin"]),
     maxMembers: positiveInteger("--max-members", values["--max-members"] ?? String(DEFAULT_MAX_MEMBERS)),
@@ -198,6 +198,12 @@ export function parseFlags(argv: string[], env: NodeJS.ProcessEnv): Flags | "hel
     logLevel: oneOf("--log-level", LOG_LEVELS, values["--log-level"] ?? "info"),
     serving: servingFlags(values),
   };
+}
+
+function heartbeatTimeout(raw: string): number {
+  const ms = positiveInteger("--heartbeat-timeout-ms", raw);
+  if (ms < MIN_HEARTBEAT_TIMEOUT_MS) throw new UsageError(`--heartbeat-timeout-ms must be at least ${MIN_HEARTBEAT_TIMEOUT_MS}, got ${ms}`);
+  return ms;
 }
 
 function servingFlags(values: Partial<Record<FlagName, string>>): Flags["serving"] {

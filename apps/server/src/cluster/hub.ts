@@ -30,7 +30,7 @@ const CLOSE_TRY_LATER = 1013;
  */
 const MAX_HEARTBEAT_CHECK_MS = 2_000;
 /** The shortest heartbeat timeout: checks every 250 ms at most. */
-const MIN_HEARTBEAT_TIMEOUT_MS = 500;
+export const MIN_HEARTBEAT_TIMEOUT_MS = 500;
 /** A worker whose socket has not answered a ping for this long is presumed gone (network cut, frozen tab). */
 export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 4_000;
 /** Members one job admits by default: far above what a ring of browser tabs can use, far below what hurts the server. */
@@ -160,9 +160,11 @@ export class ClusterHub {
 
   /**
    * Terminates sockets silent for longer than `timeoutMs` (their close event makes them leave), and
-   * pings those not heard from since about the last check: a socket that has just sent a message
-   * needs no ping. A live socket is pinged at most two checks after it was last heard, so its pong
-   * comes back well inside `timeoutMs` (two checks at most).
+   * pings those silent for half a check interval or more: a socket that has just sent a message needs
+   * no ping. A live quiet socket is so pinged within about one interval of last being heard, and its
+   * pong has the rest of `timeoutMs` (two intervals) to come back, with room for late timers.
+   * (Pinging only after a whole interval of silence let a quiet socket go unpinged for two
+   * intervals and be terminated alive when the timers ran late.)
    */
   private checkHeartbeats(timeoutMs: number, checkMs: number): void {
     const now = this.now();
@@ -173,7 +175,7 @@ export class ClusterHub {
         ws.terminate();
         continue;
       }
-      if (now - last >= checkMs) ws.ping();
+      if (now - last >= checkMs / 2) ws.ping();
     }
   }
 
