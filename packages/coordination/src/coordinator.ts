@@ -511,11 +511,14 @@ export class Coordinator {
     // Relayed aborts ("aborted") repeat someone else's word: only first-hand observations accuse.
     const accuses = suspect !== undefined && suspect !== accuser && members.has(suspect) && FIRST_HAND.has(event.code);
     const current = this.current?.attempt === event.attempt;
-    if (current && !accuses && event.code !== "bad-input" && !this.unattributed.take(accuser, this.committedRound)) {
-      effects.push({ type: "log", kind: "ignored", text: `${accuser} failed (${event.code}) naming nobody, again within ${UNATTRIBUTED_ABORT_ROUNDS} rounds: not acted on, attempt ${event.attempt} goes on` });
+    // Naming nobody it could be judged against: free once per UNATTRIBUTED_ABORT_ROUNDS, a strike after.
+    // (Not acting on it instead left an honest reporter's attempt to stall until the deadline.)
+    const unattributed = current && !accuses && event.code !== "bad-input" && !this.unattributed.take(accuser, this.committedRound);
+    if (current) this.abort("failure", `${accuser} failed (${event.code}): ${event.message}`, now, effects);
+    if (unattributed) {
+      this.strike(accuser, `failed (${event.code}) naming nobody again within ${UNATTRIBUTED_ABORT_ROUNDS} rounds`, now, effects);
       return;
     }
-    if (current) this.abort("failure", `${accuser} failed (${event.code}): ${event.message}`, now, effects);
     // Its own input was refused (a non-finite gradient, an impossible sample count): its fault,
     // and a member doing it every round would otherwise abort every round without a strike.
     if (event.code === "bad-input") {

@@ -226,9 +226,7 @@ export type LogKind =
   | "audit"
   | "rollback"
   /** A pipeline plan could not be formed, or members move between stages. */
-  | "plan"
-  /** A member's report was not acted on (a failure naming nobody, too often). */
-  | "ignored";
+  | "plan";
 
 /**
  * Why a round was aborted, from a small fixed set (the "aborted" log line carries the details).

@@ -23,7 +23,6 @@ const KIND_LEVELS: Readonly<Record<string, LogLevel>> = {
   "socket-error": "warn",
   heartbeat: "warn",
   rollback: "warn",
-  ignored: "warn",
 };
 
 export const levelOfKind = (kind: string): LogLevel => KIND_LEVELS[kind] ?? "info";
