@@ -39,11 +39,11 @@ const CLOCK_TICKS = 100;
 /**
  * A round takes at least this long: each worker sends two messages a round, and the server closes a
  * socket sending more than 50 a second (hub.ts), which rounds of 100 scripted workers (under 20 ms)
- * exceeded. Real rounds take far longer. CPU per round is CPU time, so pacing does not change it.
+ * exceeded. Real rounds take far longer. The idle CPU of the time spent pacing is taken out of CPU per round.
  */
 const MIN_ROUND_MS = 60;
-/** How long the joined crowd idles (heartbeats only) while the server's CPU is read, before training starts. */
-const IDLE_MS = 3_000;
+/** How long the joined crowd idles (heartbeats only) while the server's CPU is read, before training starts: four heartbeat checks. */
+const IDLE_MS = 8_000;
 
 /**
  * A small model, so a state upload is ~50 KB and the update here costs nothing; one sample per
@@ -176,6 +176,7 @@ async function measure(n: number, dir: string): Promise<Row> {
     const commitMs: number[] = [];
     const nextRoundMs: number[] = [];
     let cpuAtStart = 0;
+    let pacedMs = 0;
     for (let r = 0; r < WARMUP_ROUNDS + ROUNDS; r++) {
       if (r === WARMUP_ROUNDS) cpuAtStart = cpuMs(pid);
       const roundStarted = performance.now();
@@ -196,10 +197,12 @@ async function measure(n: number, dir: string): Promise<Row> {
       if (commits.some((c) => c.hash !== after.hash)) throw new Error(`round ${round.round} committed another hash`);
       commitMs.push(Math.max(...crowd.map((w) => w.commitAt)) - reported);
       await uploaded;
-      await new Promise((done) => setTimeout(done, Math.max(0, MIN_ROUND_MS - (performance.now() - roundStarted))));
+      const pace = Math.max(0, MIN_ROUND_MS - (performance.now() - roundStarted));
+      if (r >= WARMUP_ROUNDS) pacedMs += pace;
+      await new Promise((done) => setTimeout(done, pace));
       state = after;
     }
-    const serverCpuMsPerRound = (cpuMs(pid) - cpuAtStart) / ROUNDS;
+    const serverCpuMsPerRound = (cpuMs(pid) - cpuAtStart - (idleCpuMsPerSecond * pacedMs) / 1000) / ROUNDS;
     const statusBytes = (await (await fetch(`${server.url}/api/status`, { signal: AbortSignal.timeout(ROUND_TIMEOUT_MS) })).arrayBuffer()).byteLength;
     return {
       workers: n,
