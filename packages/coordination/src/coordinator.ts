@@ -417,6 +417,14 @@ export class Coordinator {
   }
 
   private drawAudits(round: OpenRound, now: number, effects: CoordinatorEffect[]): void {
+    // An audit recomputes from the state the round started from. If the server lacks it now, it
+    // never gets it (custody has moved on to this round, and a late upload of it is refused), so
+    // every audit drawn would come out inconclusive after costing its member an upload.
+    if (this.config.spotCheck === undefined || this.config.spotCheck === 0) return;
+    if (!this.lineage.isStored(round.round - 1)) {
+      effects.push({ type: "log", kind: "audit", text: `no spot checks of round ${round.round}: the server lacks the state of round ${round.round - 1} they would recompute from` });
+      return;
+    }
     const candidates = round.plan.members
       .filter((peer) => this.membership.get(peer) !== undefined)
       .map((peerId) => ({ peerId, lease: round.leases.get(peerId) ?? [], digest: round.digests.get(peerId) }));

@@ -46,6 +46,11 @@ export class Lineage {
     for (const entry of this.entries) if (entry.round === round) entry.stored = true;
   }
 
+  /** Whether the server holds the state of `round` (false for a round outside the window). */
+  isStored(round: number): boolean {
+    return this.entries.some((entry) => entry.round === round && entry.stored);
+  }
+
   /**
    * Where to roll back to undo every round `peerId` contributed to after round `trustedThrough`:
    * the newest stored entry before the first such round. Undefined: nothing of its is in the model.

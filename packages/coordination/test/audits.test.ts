@@ -190,6 +190,27 @@ describe("spot checks by replication", () => {
     expect(rollbacks(dodger.h)[0]).toMatchObject({ to: 2, undone: [3] });
   });
 
+  it("draws no audits of a round whose starting state the server lacks (they could only be inconclusive)", () => {
+    const h = Harness.create({ minWorkers: 2, spotCheck: 1 });
+    ["a", "b"].forEach((p) => h.join(p));
+    // Round 1 commits but its state never reaches the server (its upload lost the race with round 2's).
+    let round = h.coordinator.state.current!;
+    for (const peer of round.members) h.apply({ type: "phase", peerId: peer, attempt: round.attempt, phase: "reducing", digest: DIGEST(peer), now: h.now });
+    h.reportAll();
+    for (const peer of ["a", "b"]) h.apply({ type: "audit-checked", peerId: peer, round: 1, outcome: "passed", relativeError: 0, detail: "ok", now: h.now });
+    const before = audited(h).length;
+    round = h.coordinator.state.current!;
+    for (const peer of round.members) h.apply({ type: "phase", peerId: peer, attempt: round.attempt, phase: "reducing", digest: DIGEST(peer), now: h.now });
+    h.reportAll();
+    expect(h.logs("audit").at(-1)).toMatch(/no spot checks of round 2: the server lacks the state of round 1/);
+    expect(h.coordinator.auditSlot("a", 2)).toBeUndefined();
+    expect(audited(h)).toHaveLength(before);
+    // Once states arrive again, audits resume.
+    h.apply({ type: "state-stored", round: 2, now: h.now });
+    honestRound(h);
+    expect(h.coordinator.auditSlot("a", 3)).toBeDefined();
+  });
+
   it("a member that committed to no digest fails its audit at once", () => {
     const h = Harness.create({ minWorkers: 2, spotCheck: 1 });
     ["a", "b"].forEach((p) => h.join(p));
