@@ -62,6 +62,18 @@ export type SwarmResult = {
   events: number;
 };
 
+/** A dense stand-in's length: dense frames carry nothing per chunk, so a short vector times the same as the model. */
+const DENSE_STAND_IN_PARAMS = 4_096;
+
+/**
+ * The stand-in vector's length for a codec (SwarmConfig.simulatedParams): short for dense; int8 and
+ * fp16 carry a scale per chunk, which a short stand-in's tiny segments would inflate (at 1,000 peers a
+ * 4,096-element stand-in has 4-element segments), so they reduce the whole model.
+ */
+export function standInParams(codec: Exclude<Codec, "topk">, modelParams: number): number {
+  return codec === "dense" ? Math.min(DENSE_STAND_IN_PARAMS, modelParams) : modelParams;
+}
+
 /** How often the server ticks the coordinator (deadlines, accusation windows). */
 const TICK_MS = 1_000;
 /** A lease element stands for 1/UNITS_PER_STEP of each peer's H inner steps at most (see samplesPerUnit). */

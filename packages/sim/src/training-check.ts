@@ -1,7 +1,7 @@
 import type { Topology } from "@crowdtrain/protocol";
 import type { Link } from "./network.ts";
 import { median } from "./median.ts";
-import { Swarm } from "./swarm.ts";
+import { standInParams, Swarm } from "./swarm.ts";
 import { VirtualClock } from "./virtual-clock.ts";
 
 /**
@@ -31,15 +31,14 @@ const ROUNDS = 6;
 const MAX_VIRTUAL_MS = 3_600_000;
 /** Identical peers draw nothing from it but the stand-in gradients' values. */
 const SEED = 1;
-/** Dense frames carry nothing per chunk, so a short stand-in vector times the same as the model. */
-const STAND_IN_PARAMS = 4_096;
 
 /**
  * What the simulator predicts for a bench:train run: N identical peers with the measured local work
  * (compute and read-back as the compute speed, the optimizer step as `updateMs`), leases ahead as
  * the server hands them, the real coordinator and all-reducers on the measured links. The inputs
- * are the tabs' own work; the prediction is what the simulator adds: the all-reduce, the messages
- * and the commit, and how they overlap with the next lease.
+ * are the tabs' own work; the simulator adds the all-reduce, the messages and the commit. With leases
+ * ahead the messages and commit hide behind the next lease, so in practice the prediction is the
+ * inputs plus the simulated all-reduce (packages/sim/README.md, Validation).
  */
 export async function simulateTraining(spec: TrainingCase, settle: () => Promise<void>): Promise<TrainingPrediction> {
   if (spec.batch % spec.peers !== 0) throw new RangeError(`a batch of ${spec.batch} does not split evenly over ${spec.peers} peers`);
@@ -56,7 +55,7 @@ export async function simulateTraining(spec: TrainingCase, settle: () => Promise
       leaseAhead: true,
       updateMs: spec.updateMs,
       modelParams: spec.modelParams,
-      simulatedParams: Math.min(STAND_IN_PARAMS, spec.modelParams),
+      simulatedParams: standInParams("dense", spec.modelParams),
       stateBytes: spec.modelParams * spec.stateBytesPerParam,
       population: {
         upBps: fixed(spec.link.upBps),

@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Codec, Topology } from "@crowdtrain/protocol";
-import { DEFAULT_POPULATION, homogeneous, median, Swarm, VirtualClock, type SwarmConfig, type SwarmResult } from "../index.ts";
+import { DEFAULT_POPULATION, homogeneous, median, standInParams, Swarm, VirtualClock, type SwarmConfig, type SwarmResult } from "../index.ts";
 
 /** A comma-separated SIM_* list; a value outside `allowed` stops the run with a message naming the variable. */
 function list<T extends string | number>(name: string, fallback: T[], parse: (item: string) => T | undefined): T[] {
@@ -37,12 +37,6 @@ const BIG_RING_ROUNDS = 1;
 const BIG_RING = 256;
 /** The default job's MLP (784 → 128 → 10, with biases): 101,770 parameters. */
 const MODEL_PARAMS = 101_770;
-/**
- * The stand-in vector. Dense frames carry nothing per chunk, so a short one times the same; int8
- * and fp16 carry a scale per chunk, which a short stand-in's tiny segments would inflate (at 1,000
- * peers a 4,096-element stand-in has 4-element segments): they reduce the whole model.
- */
-const simulatedParams = (codec: Exclude<Codec, "topk">): number => (codec === "dense" ? 4_096 : MODEL_PARAMS);
 const DEPARTURES_PER_MINUTE = single("SIM_DEPARTURES_PER_MINUTE", 0, whole(0, 600));
 /** SIM_HOMOGENEOUS=1: every peer at the medians (the issue's 20 Mbit/s, 50 ms path), no stragglers. */
 const POPULATION = process.env.SIM_HOMOGENEOUS === "1" ? homogeneous(DEFAULT_POPULATION) : DEFAULT_POPULATION;
@@ -72,7 +66,7 @@ async function one(peers: number, topology: Topology, innerSteps: number, codec:
     leaseAhead: false,
     updateMs: 0,
     modelParams: MODEL_PARAMS,
-    simulatedParams: simulatedParams(codec),
+    simulatedParams: standInParams(codec, MODEL_PARAMS),
     stateBytes: MODEL_PARAMS * 12,
     population: POPULATION,
     departuresPerMinute: DEPARTURES_PER_MINUTE,
