@@ -58,6 +58,11 @@ export class Audits {
     });
   }
 
+  /** Whether any audit can ever be drawn (the job's probability is above 0). */
+  get drawing(): boolean {
+    return this.probability > 0;
+  }
+
   /** The audit `peerId` may answer for `round` now, if any. */
   slot(peerId: string, round: number): PendingAudit | undefined {
     return this.pending.get(key(peerId, round));

@@ -420,7 +420,7 @@ export class Coordinator {
     // An audit recomputes from the state the round started from. If the server lacks it now, it
     // never gets it (custody has moved on to this round, and a late upload of it is refused), so
     // every audit drawn would come out inconclusive after costing its member an upload.
-    if (this.config.spotCheck === undefined || this.config.spotCheck === 0) return;
+    if (!this.audits.drawing) return;
     if (!this.lineage.isStored(round.round - 1)) {
       effects.push({ type: "log", kind: "audit", text: `no spot checks of round ${round.round}: the server lacks the state of round ${round.round - 1} they would recompute from` });
       return;
@@ -515,28 +515,28 @@ export class Coordinator {
     const accuser = event.peerId;
     const members = this.current?.attempt === event.attempt ? this.current.members : this.recent.get(event.attempt);
     if (members === undefined || !members.has(accuser)) return;
-    const suspect = event.suspect;
     // Relayed aborts ("aborted") repeat someone else's word: only first-hand observations accuse.
-    const accuses = suspect !== undefined && suspect !== accuser && members.has(suspect) && FIRST_HAND.has(event.code);
+    const { suspect, code } = event;
+    const accused = suspect !== undefined && suspect !== accuser && members.has(suspect) && FIRST_HAND.has(code) ? suspect : undefined;
     const current = this.current?.attempt === event.attempt;
     // Naming nobody it could be judged against: free once per UNATTRIBUTED_ABORT_ROUNDS, a strike after.
     // (Not acting on it instead left an honest reporter's attempt to stall until the deadline.)
-    const unattributed = current && !accuses && event.code !== "bad-input" && !this.unattributed.take(accuser, this.committedRound);
-    if (current) this.abort("failure", `${accuser} failed (${event.code}): ${event.message}`, now, effects);
+    const unattributed = current && accused === undefined && code !== "bad-input" && !this.unattributed.take(accuser, this.committedRound);
+    if (current) this.abort("failure", `${accuser} failed (${code}): ${event.message}`, now, effects);
     if (unattributed) {
-      this.strike(accuser, `failed (${event.code}) naming nobody again within ${UNATTRIBUTED_ABORT_ROUNDS} rounds`, now, effects);
+      this.strike(accuser, `failed (${code}) naming nobody again within ${UNATTRIBUTED_ABORT_ROUNDS} rounds`, now, effects);
       return;
     }
     // Its own input was refused (a non-finite gradient, an impossible sample count): its fault,
     // and a member doing it every round would otherwise abort every round without a strike.
-    if (event.code === "bad-input") {
+    if (code === "bad-input") {
       this.strike(accuser, `its own contribution was refused (${event.message.slice(0, 200)})`, now, effects);
       return;
     }
-    if (!accuses || suspect === undefined) return;
-    if (this.membership.get(suspect) === undefined) return; // it left: the accusation is confirmed, nothing to do
-    const outcome = this.accusations.record({ accuser, suspect, attempt: event.attempt, at: now });
-    if (outcome.kind === "corroborated") this.knockBack(suspect, `named by ${outcome.accusers.join(" and ")}`, now, effects);
+    if (accused === undefined) return;
+    if (this.membership.get(accused) === undefined) return; // it left: the accusation is confirmed, nothing to do
+    const outcome = this.accusations.record({ accuser, suspect: accused, attempt: event.attempt, at: now });
+    if (outcome.kind === "corroborated") this.knockBack(accused, `named by ${outcome.accusers.join(" and ")}`, now, effects);
   }
 
   private onLeave(peerId: string, reason: string, now: number, effects: CoordinatorEffect[]): void {
