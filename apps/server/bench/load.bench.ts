@@ -5,8 +5,9 @@
 // round's update leads to (computed once here: the update depends only on the round), the uploader
 // uploads that state, and every worker waits for the commit. No browsers and no all-reduce: what is
 // measured is the server, in rounds of at least MIN_ROUND_MS, and first idling (pings only) for its
-// cost per second. Prints a table and writes e2e/results/load.json.
-import { readFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+// cost per second. Then the same crowd and messages against a bare WebSocket server (floor.ts): the
+// transport's own cost, which no coordinator can go below. Prints a table and writes e2e/results/load.json.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -16,6 +17,8 @@ import { buildMnistDataset } from "@crowdtrain/training/node";
 import WebSocket from "ws";
 import { median, table, updateResults } from "../../../e2e/bench/report.ts";
 import { startServerProcess, type ServerProcess } from "../../../e2e/support/server-process.ts";
+import { measureFloor, type RoundSizes } from "./floor.ts";
+import { cpuMs, rssMiB, within } from "./process-figures.ts";
 
 /** Positive integers (comma-separated) from the environment, or a clear error naming the variable. */
 function positiveInts(name: string, fallback: string): number[] {
@@ -34,8 +37,6 @@ const JOIN_BATCH = 100;
 /** Every wait of the benchmark: joining, a round's messages, the commit. */
 const JOIN_TIMEOUT_MS = 60_000;
 const ROUND_TIMEOUT_MS = 60_000;
-/** Linux's clock ticks per second for /proc/<pid>/stat's utime and stime. */
-const CLOCK_TICKS = 100;
 /**
  * A round takes at least this long: each worker sends two messages a round, and the server closes a
  * socket sending more than 50 a second (hub.ts), which rounds of 100 scripted workers (under 20 ms)
@@ -44,6 +45,8 @@ const CLOCK_TICKS = 100;
 const MIN_ROUND_MS = 60;
 /** How long the joined crowd idles (heartbeats only) while the server's CPU is read, before training starts: four heartbeat checks. */
 const IDLE_MS = 8_000;
+/** The floor server has no heartbeats: a shorter idle reading suffices. */
+const FLOOR_IDLE_MS = 2_000;
 
 /**
  * A small model, so a state upload is ~50 KB and the update here costs nothing; one sample per
@@ -64,28 +67,8 @@ const jobFor = (workers: number): Job =>
 
 /** `firstRoundBytes`: the first round message (its plan in full); `roundBytes`: the latest (the plan by number while unchanged). */
 /** `roundAt`, `commitAt`: when its latest round and commit messages arrived (performance.now()). */
-type Worker = { ws: WebSocket; identity: Identity; inbox: ResolvedCoordinatorMessage[]; plans: PlanBook; firstRoundBytes: number; roundBytes: number; roundAt: number; commitAt: number; wake: () => void };
-
-function cpuMs(pid: number): number {
-  // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return ((Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS) * 1000;
-}
-
-function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:"));
-  return Number(line?.split(/\s+/)[1] ?? Number.NaN) / 1024;
-}
-
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([promise, new Promise<never>((_, fail) => (timer = setTimeout(() => fail(new Error(`${what}: not within ${ms} ms`)), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+/** `commitBytes`: the latest commit message. */
+type Worker = { ws: WebSocket; identity: Identity; inbox: ResolvedCoordinatorMessage[]; plans: PlanBook; firstRoundBytes: number; roundBytes: number; commitBytes: number; roundAt: number; commitAt: number; wake: () => void };
 
 function joinWorker(url: string): Promise<Worker> {
   return new Promise<Worker>((done, fail) => {
@@ -97,12 +80,15 @@ function joinWorker(url: string): Promise<Worker> {
       if (worker === undefined) {
         const message = parsed;
         if (message.type !== "welcome") return fail(new Error(`expected welcome, got ${message.type}`));
-        worker = { ws, identity: message.identity, inbox: [], plans: new PlanBook(), firstRoundBytes: 0, roundBytes: 0, roundAt: 0, commitAt: 0, wake: () => undefined };
+        worker = { ws, identity: message.identity, inbox: [], plans: new PlanBook(), firstRoundBytes: 0, roundBytes: 0, commitBytes: 0, roundAt: 0, commitAt: 0, wake: () => undefined };
         return done(worker);
       }
       // Resolved like a real worker does: a plan named by a number this socket never got fails the run.
       const message = worker.plans.resolve(parsed);
-      if (message.type === "commit") worker.commitAt = performance.now();
+      if (message.type === "commit") {
+        worker.commitAt = performance.now();
+        worker.commitBytes = data.byteLength;
+      }
       if (message.type === "round") {
         worker.roundAt = performance.now();
         worker.roundBytes = data.byteLength;
@@ -148,9 +134,10 @@ async function upload(url: string, worker: Worker, state: ModelState): Promise<v
   if (response.status !== 204) throw new Error(`upload of round ${state.round}: ${response.status} ${await response.text()}`);
 }
 
-type Row = { workers: number; rounds: number; serverCpuMsPerRound: number; idleCpuMsPerSecond: number; commitMs: number; nextRoundMs: number; firstRoundMessageBytes: number; roundMessageBytes: number; statusBytes: number; rssMiB: number };
+/** `sizes`: one member's messages of a round (the floor replays them); `floorCpuMsPerRound`: the transport floor's CPU (floor.ts). */
+type Row = { workers: number; rounds: number; serverCpuMsPerRound: number; floorCpuMsPerRound: number; idleCpuMsPerSecond: number; commitMs: number; nextRoundMs: number; firstRoundMessageBytes: number; roundMessageBytes: number; statusBytes: number; rssMiB: number; sizes: RoundSizes };
 
-async function measure(n: number, dir: string): Promise<Row> {
+async function measure(n: number, dir: string): Promise<Omit<Row, "floorCpuMsPerRound">> {
   const job = jobFor(n);
   const jobFile = join(dir, `job-${n}.json`);
   writeFileSync(jobFile, JSON.stringify(job));
@@ -177,6 +164,7 @@ async function measure(n: number, dir: string): Promise<Row> {
     const nextRoundMs: number[] = [];
     let cpuAtStart = 0;
     let pacedMs = 0;
+    let sent = { phaseBytes: 0, resultBytes: 0 };
     for (let r = 0; r < WARMUP_ROUNDS + ROUNDS; r++) {
       if (r === WARMUP_ROUNDS) cpuAtStart = cpuMs(pid);
       const roundStarted = performance.now();
@@ -187,8 +175,11 @@ async function measure(n: number, dir: string): Promise<Row> {
       const after = stepFrom(job, state, round.round);
       for (const [k, w] of crowd.entries()) {
         const message = rounds[k]!;
-        w.ws.send(JSON.stringify({ type: "phase", attempt: message.attempt, phase: "reducing" }));
-        w.ws.send(JSON.stringify({ type: "result", attempt: message.attempt, hash: after.hash, samples: message.lease.length, loss: 1, timings: { computeMs: 5, readbackMs: 1, allReduceMs: 2, updateMs: 1 }, bytesSent: 100, bytesReceived: 100 }));
+        const phase = JSON.stringify({ type: "phase", attempt: message.attempt, phase: "reducing" });
+        const result = JSON.stringify({ type: "result", attempt: message.attempt, hash: after.hash, samples: message.lease.length, loss: 1, timings: { computeMs: 5, readbackMs: 1, allReduceMs: 2, updateMs: 1 }, bytesSent: 100, bytesReceived: 100 });
+        w.ws.send(phase);
+        w.ws.send(result);
+        sent = { phaseBytes: Buffer.byteLength(phase), resultBytes: Buffer.byteLength(result) };
       }
       const reported = performance.now();
       const uploader = crowd.find((_, k) => rounds[k]!.upload);
@@ -215,6 +206,7 @@ async function measure(n: number, dir: string): Promise<Row> {
       roundMessageBytes: median(crowd.map((w) => w.roundBytes)),
       statusBytes,
       rssMiB: rssMiB(pid),
+      sizes: { ...sent, commitBytes: median(crowd.map((w) => w.commitBytes)), roundBytes: median(crowd.map((w) => w.roundBytes)) },
     };
   } finally {
     for (const w of crowd) w.ws.terminate();
@@ -227,15 +219,18 @@ try {
   await buildMnistDataset(join(dir, "datasets", "mnist"));
   const rows: Row[] = [];
   for (const n of CROWDS) {
-    const row = await measure(n, dir);
+    const measured = await measure(n, dir);
+    // After the server has exited, so the two never share the cores.
+    const floorCpuMsPerRound = await measureFloor(n, measured.sizes, { warmupRounds: WARMUP_ROUNDS, rounds: ROUNDS, minRoundMs: MIN_ROUND_MS, idleMs: FLOOR_IDLE_MS, joinBatch: JOIN_BATCH, timeoutMs: ROUND_TIMEOUT_MS });
+    const row: Row = { ...measured, floorCpuMsPerRound };
     rows.push(row);
     updateResults("load", `n${n}`, row);
-    console.log(`${n} workers: ${row.serverCpuMsPerRound.toFixed(1)} ms server CPU per round`);
+    console.log(`${n} workers: ${row.serverCpuMsPerRound.toFixed(1)} ms server CPU per round, ${floorCpuMsPerRound.toFixed(1)} ms for the transport alone`);
   }
   console.log(
     `\n${table(
-      ["workers", "server CPU ms/round", "idle CPU ms/s", "last result -> commit ms", "commit -> next round ms", "first round message B", "round message B", "status B", "server RSS MiB"],
-      rows.map((r) => [String(r.workers), r.serverCpuMsPerRound.toFixed(1), r.idleCpuMsPerSecond.toFixed(1), r.commitMs.toFixed(1), r.nextRoundMs.toFixed(1), String(r.firstRoundMessageBytes), String(r.roundMessageBytes), String(r.statusBytes), r.rssMiB.toFixed(0)]),
+      ["workers", "server CPU ms/round", "transport floor ms/round", "server / floor", "idle CPU ms/s", "last result -> commit ms", "commit -> next round ms", "first round message B", "round message B", "status B", "server RSS MiB"],
+      rows.map((r) => [String(r.workers), r.serverCpuMsPerRound.toFixed(1), r.floorCpuMsPerRound.toFixed(1), (r.serverCpuMsPerRound / r.floorCpuMsPerRound).toFixed(2), r.idleCpuMsPerSecond.toFixed(1), r.commitMs.toFixed(1), r.nextRoundMs.toFixed(1), String(r.firstRoundMessageBytes), String(r.roundMessageBytes), String(r.statusBytes), r.rssMiB.toFixed(0)]),
     )}`,
   );
 } finally {
