@@ -1,5 +1,5 @@
 import type { Job, ModelSpec } from "@crowdtrain/protocol";
-import { stateHasher, type StateHasher } from "./hash.ts";
+import { nobleSha256, stateHasher, type Sha256, type StateHasher } from "./hash.ts";
 
 /**
  * The layers of a job's model, by arithmetic alone: what buildModel builds (models.ts), in order,
@@ -85,6 +85,6 @@ export function layerParams(layers: readonly LayerInfo[], from = 0, to = layers.
 }
 
 /** How a job's whole state is hashed: hashState, or for a pipeline job its layers' hashes combined. */
-export function jobStateHasher(job: Pick<Job, "model" | "parallelism">, inputShape: readonly number[], classes: number): StateHasher {
-  return stateHasher(job.parallelism.stages, modelLayers(job.model, inputShape, classes).map((layer) => layer.params));
+export function jobStateHasher(job: Pick<Job, "model" | "parallelism">, inputShape: readonly number[], classes: number, sha: Sha256 = nobleSha256): StateHasher {
+  return stateHasher(job.parallelism.stages, modelLayers(job.model, inputShape, classes).map((layer) => layer.params), sha);
 }

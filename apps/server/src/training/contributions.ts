@@ -7,6 +7,7 @@ import type { IdentityRegistry } from "../identity/registry.ts";
 import type { Auditor } from "./auditor.ts";
 import type { ModelStore } from "./model-store.ts";
 import { authorizeUpload } from "./uploads.ts";
+import { nodeSha256 } from "@crowdtrain/training/node";
 
 export type ContributionDeps = {
   coordinator: Coordinator;
@@ -39,7 +40,7 @@ export function createContributionHandler(deps: ContributionDeps): express.Reque
   /** The upload's verdict; `received` is told once the upload is the contribution the member committed to. */
   const judge = async (peerId: string, slot: AuditSlot, body: Buffer, received: () => void): Promise<Verdict> => {
     const claimed = new Float32Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength));
-    const digest = contributionDigest(claimed);
+    const digest = contributionDigest(claimed, nodeSha256);
     if (digest !== slot.digest) {
       return { outcome: "failed", detail: `its upload hashes to ${digest.slice(0, 12)}, not the digest ${slot.digest.slice(0, 12)} it committed before the all-reduce` };
     }

@@ -9,6 +9,7 @@ import {
   type DatasetManifest,
   type ModelState,
 } from "@crowdtrain/training";
+import { nodeSha256 } from "@crowdtrain/training/node";
 
 /** A joiner asking for a state the uploader has not delivered yet waits at most this long. */
 export const STATE_WAIT_TIMEOUT_MS = 20_000;
@@ -130,7 +131,7 @@ export function initialState(job: Job, manifest: DatasetManifest): ModelState {
   try {
     const weights = readWeights(model);
     const optimizer = createOptimizer(committedOptimizer(job), weights.length).state();
-    return { round: 0, hash: jobStateHasher(job, manifest.inputShape, manifest.classes)(weights, optimizer), weights, optimizer };
+    return { round: 0, hash: jobStateHasher(job, manifest.inputShape, manifest.classes, nodeSha256)(weights, optimizer), weights, optimizer };
   } finally {
     model.dispose();
   }

@@ -2,6 +2,7 @@ import { OPTIMIZER_BUFFERS, combineLayerHashes, modelLayers, stateHasher, type D
 import { buildPipelinePlan, checkFitsOneTab, oneTabBytes, type PipelinePlanRequest } from "@crowdtrain/pipeline";
 import type { PipelineCoordination } from "@crowdtrain/coordination";
 import { roundSamples, type Job } from "@crowdtrain/protocol";
+import { nodeSha256 } from "@crowdtrain/training/node";
 
 /**
  * Why this server cannot train the job's `parallelism`, in words, or undefined when it can.
@@ -59,7 +60,7 @@ export function stageParts(job: Job, manifest: DatasetManifest): (from: number, 
   const params = modelLayers(job.model, manifest.inputShape, manifest.classes).map((layer) => layer.params);
   return (from, to) => {
     const stage = params.slice(from, to);
-    return { weights: stage.reduce((sum, n) => sum + n, 0), hashOf: stateHasher(job.parallelism.stages, stage) };
+    return { weights: stage.reduce((sum, n) => sum + n, 0), hashOf: stateHasher(job.parallelism.stages, stage, nodeSha256) };
   };
 }
 

@@ -4,7 +4,7 @@ import express from "express";
 import { Coordinator, type CommittedRound, type CoordinatorConfig } from "@crowdtrain/coordination";
 import { committedOptimizer, roundSamples, type AuditRecord, type Job } from "@crowdtrain/protocol";
 import { AUDIT_TOLERANCE, featureBytesOf, jobStateHasher, parameterCount, stateBytes } from "@crowdtrain/training";
-import { loadSplitFromDir, readManifest } from "@crowdtrain/training/node";
+import { loadSplitFromDir, nodeSha256, readManifest } from "@crowdtrain/training/node";
 import { createAdminRouter } from "../admin/routes.ts";
 import { generateAdminToken } from "../admin/token.ts";
 import { ClusterHub } from "../cluster/hub.ts";
@@ -157,7 +157,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
   if (refusal !== undefined) throw new Error(`job ${job.name}: ${refusal}`);
   const test = await loadSplitFromDir(datasetDir, "test", manifest);
   const checkpoints = options.dataDir === undefined ? undefined : new CheckpointStore(options.dataDir, job.name);
-  const hashOf = jobStateHasher(job, manifest.inputShape, manifest.classes);
+  const hashOf = jobStateHasher(job, manifest.inputShape, manifest.classes, nodeSha256);
   const pipelined = job.parallelism.stages > 1;
   const resumed = await checkpoints?.load(job, hashOf);
   const lineageRounds = Math.max(MIN_LINEAGE_ROUNDS, Math.min(MAX_LINEAGE_ROUNDS, Math.floor(STATE_HISTORY_BYTES / bytes)));
