@@ -69,9 +69,34 @@ export async function runInnerSteps(input: InnerStepsInput): Promise<InnerStepsR
   }
 }
 
-/** Synchronous read-back: the CPU backend (the server's auditor, tests). */
+/** Synchronous read-back: the CPU backend (tests; the server's auditor runs runInnerStepsPaced). */
 export function runInnerStepsSync(input: InnerStepsInput): InnerStepsResult {
-  const { lossSum, samples } = recordInnerSteps(input);
+  return readBackSync(input, recordInnerSteps(input));
+}
+
+/**
+ * As runInnerStepsSync, one step at a time: awaits `pause` after each step, so
+ * on the CPU backend (where every step computes synchronously) the thread is handed back between
+ * steps. The server's auditor: recomputing a DiLoCo lease at H = 512 all at once held the
+ * coordinator's thread for seconds, with no worker message handled meanwhile. `pause` may throw to
+ * give up (an audit withdrawn): the tensors are freed and its error comes out.
+ */
+export async function runInnerStepsPaced(input: InnerStepsInput, pause: () => Promise<void>): Promise<InnerStepsResult> {
+  const steps = innerStepsOneByOne(input);
+  let step = steps.next();
+  while (!step.done) {
+    try {
+      await pause();
+    } catch (error) {
+      // Into the generator at its yield: its cleanup frees the tensors, and the error comes back out.
+      steps.throw(error);
+    }
+    step = steps.next();
+  }
+  return readBackSync(input, step.value);
+}
+
+function readBackSync(input: InnerStepsInput, { lossSum, samples }: Recorded): InnerStepsResult {
   try {
     const end = readWeights(input.model);
     const loss = lossSum.dataSync()[0] as number;
@@ -84,18 +109,29 @@ export function runInnerStepsSync(input: InnerStepsInput): InnerStepsResult {
 type Recorded = { lossSum: tf.Scalar; samples: number };
 
 /** Queues every step on the device; returns the sample-weighted loss sum, still on the device. */
-function recordInnerSteps({ model, optimizer: spec, train, manifest, start, lease, steps }: InnerStepsInput): Recorded {
+function recordInnerSteps(input: InnerStepsInput): Recorded {
+  const steps = innerStepsOneByOne(input);
+  let step = steps.next();
+  while (!step.done) step = steps.next();
+  return step.value;
+}
+
+/**
+ * The steps, yielding after each; returns the loss sum (the caller owns it). Stopped early (a
+ * `throw` at a yield), it frees what it holds.
+ */
+function* innerStepsOneByOne({ model, optimizer: spec, train, manifest, start, lease, steps }: InnerStepsInput): Generator<void, Recorded, void> {
   if (lease.length === 0) throw new RangeError("inner steps: empty lease");
   writeWeights(model, start);
   const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
   const optimizer = tfOptimizer(spec);
-  let lossSum = tf.scalar(0);
+  let lossSum: tf.Scalar | undefined = tf.scalar(0);
   try {
     for (const batch of innerBatches(lease, steps)) {
       const { xs, ys } = batchTensors(train, batch, manifest.inputShape, manifest.classes);
       try {
         const loss = optimizer.minimize(() => meanCrossEntropy(ys, model.apply(xs, { training: true }) as tf.Tensor), true, variables) as tf.Scalar;
-        const next = tf.tidy(() => lossSum.add(loss.mul(batch.length)) as tf.Scalar);
+        const next: tf.Scalar = tf.tidy(() => (lossSum as tf.Scalar).add(loss.mul(batch.length)) as tf.Scalar);
         loss.dispose();
         lossSum.dispose();
         lossSum = next;
@@ -103,14 +139,16 @@ function recordInnerSteps({ model, optimizer: spec, train, manifest, start, leas
         xs.dispose();
         ys.dispose();
       }
+      yield;
     }
-  } catch (error) {
-    lossSum.dispose();
-    throw error;
+    const recorded = { lossSum, samples: lease.length };
+    // Ownership passes to the caller.
+    lossSum = undefined;
+    return recorded;
   } finally {
+    lossSum?.dispose();
     disposeOptimizer(optimizer);
   }
-  return { lossSum, samples: lease.length };
 }
 
 /**

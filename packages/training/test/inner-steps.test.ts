@@ -1,7 +1,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { OptimizerSpec } from "@crowdtrain/protocol";
 import { beforeAll, describe, expect, it } from "vitest";
-import { batchTensors, buildModel, innerBatches, meanCrossEntropy, readWeights, runInnerSteps, runInnerStepsSync, tfOptimizer, type Dataset } from "../src/index.ts";
+import { batchTensors, buildModel, innerBatches, meanCrossEntropy, readWeights, runInnerSteps, runInnerStepsPaced, runInnerStepsSync, tfOptimizer, type Dataset } from "../src/index.ts";
 import { seededFloats, useCpu } from "./helpers.ts";
 
 beforeAll(useCpu);
@@ -69,6 +69,37 @@ describe("runInnerSteps", () => {
     expect(second.pseudoGradient).toEqual(first.pseudoGradient);
     expect(second.loss).toBe(first.loss);
     expect(() => runInnerStepsSync({ ...input, lease: [] })).toThrow(/empty lease/);
+    expect(tf.memory().numTensors).toBe(before);
+    m.dispose();
+  });
+
+  it("paced, hands the thread back after every step and computes the same; a pause that throws stops it and frees everything", async () => {
+    const m = model();
+    const start = readWeights(m);
+    const input = { model: m, optimizer: adam, train: dataset, manifest, start, lease, steps: 5 };
+    const whole = runInnerStepsSync(input);
+    const before = tf.memory().numTensors;
+    // Timers that fire while it runs: only possible if it really gives the thread back in between.
+    let fired = 0;
+    const ticker = setInterval(() => fired++, 0);
+    let pauses = 0;
+    const paced = await runInnerStepsPaced(input, async () => {
+      pauses++;
+      await new Promise((done) => setTimeout(done, 2));
+    });
+    clearInterval(ticker);
+    expect(pauses).toBe(5);
+    expect(fired).toBeGreaterThan(0);
+    expect(paced.pseudoGradient).toEqual(whole.pseudoGradient);
+    expect(paced.loss).toBe(whole.loss);
+    expect(tf.memory().numTensors).toBe(before);
+
+    let stepsRun = 0;
+    const stopped = runInnerStepsPaced(input, async () => {
+      if (++stepsRun === 2) throw new Error("withdrawn");
+    });
+    await expect(stopped).rejects.toThrow("withdrawn");
+    expect(stepsRun).toBe(2);
     expect(tf.memory().numTensors).toBe(before);
     m.dispose();
   });
