@@ -140,6 +140,13 @@ export class Membership {
   }
 
   /** Read-only copies of every member, in join order. */
+  /** The members whose role is `role` (the members themselves, not copies). */
+  withRole(role: MemberRole): Member[] {
+    const found: Member[] = [];
+    for (const member of this.members.values()) if (member.role === role) found.push(member);
+    return found;
+  }
+
   rows(): Readonly<Member>[] {
     return [...this.members.values()].map((m) => ({ ...m, audits: { ...m.audits } }));
   }

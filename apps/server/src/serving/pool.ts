@@ -65,8 +65,10 @@ export type ServingDeps = {
   origins: OriginPolicy;
   /** The newest committed round whose state the server holds (what a tab loads). */
   storedRound: () => number;
-  /** The job's members now. */
-  members: () => readonly PoolMember[];
+  /** The job's members whose role is `role`, now. */
+  withRole: (role: MemberRole) => readonly PoolMember[];
+  /** One member of the job now, or undefined. */
+  member: (peerId: string) => PoolMember | undefined;
   /** Trainers the job keeps however high the load (its minimum workers). */
   minTrainers: number;
   /** Asks the coordinator to move a member (it answers with `roleChanged`). */
@@ -112,7 +114,7 @@ export class ServePool {
     };
     this.now = deps.now ?? Date.now;
     this.dispatcher = new Dispatcher(options.maxPendingRows === undefined ? {} : { maxPendingRows: options.maxPendingRows });
-    this.scaler = new PoolScaler({ members: deps.members, minTrainers: deps.minTrainers, setRole: deps.setRole, log: deps.log, dispatcher: this.dispatcher }, options.autoscaler);
+    this.scaler = new PoolScaler({ withRole: deps.withRole, member: deps.member, minTrainers: deps.minTrainers, setRole: deps.setRole, log: deps.log, dispatcher: this.dispatcher }, options.autoscaler);
     this.wss.on("connection", (ws: WebSocket) => this.accept(ws));
     this.route = { handle: (req, socket, head) => this.upgrade(req, socket, head), close: () => this.close() };
     this.pump = setInterval(() => this.tick(), PUMP_MS);
@@ -312,7 +314,7 @@ export class ServePool {
     const message = parseServeTabMessage(raw);
     if (message.type !== "serve-hello") throw new ServeMessageError("the first message must be serve-hello");
     if (!this.deps.identities.checkSession(message.peerId, message.sessionToken)) throw new ServeMessageError("unknown peer id or session token");
-    const member = this.deps.members().find((m) => m.peerId === message.peerId);
+    const member = this.deps.member(message.peerId);
     if (member?.role !== "server") throw new ServeMessageError(`${message.peerId} is not a serving member of the job`);
     if (this.sockets.has(message.peerId)) throw new ServeMessageError(`${message.peerId} already has a serve socket`);
     this.sockets.set(message.peerId, ws);

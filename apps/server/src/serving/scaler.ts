@@ -9,8 +9,10 @@ const RECENT_DECISIONS = 20;
 export type PoolMember = Candidate & { role: MemberRole };
 
 export type ScalerDeps = {
-  /** The job's members now. */
-  members: () => readonly PoolMember[];
+  /** The job's members whose role is `role`, now. */
+  withRole: (role: MemberRole) => readonly PoolMember[];
+  /** One member of the job now, or undefined. */
+  member: (peerId: string) => PoolMember | undefined;
   /** Trainers the job keeps however high the load (its minimum workers). */
   minTrainers: number;
   /** Asks the coordinator to move a member (it answers with `roleChanged`). */
@@ -49,11 +51,16 @@ export class PoolScaler {
   }
 
   /** Members serving now or on their way (asked to move), less those on their way back. */
+  /**
+   * Servers not being moved back, and members being moved to serving. Read 20 times a second (the
+   * pool's statistics), so it looks at the servers and the moves only, not at every member.
+   */
   poolSize(): number {
     let size = 0;
-    for (const member of this.deps.members()) {
-      const moving = this.moving.get(member.peerId);
-      if ((member.role === "server" && moving !== "trainer") || moving === "server") size++;
+    for (const server of this.deps.withRole("server")) if (this.moving.get(server.peerId) !== "trainer") size++;
+    for (const [peerId, role] of this.moving) {
+      const member = this.deps.member(peerId);
+      if (role === "server" && member !== undefined && member.role !== "server") size++;
     }
     return size;
   }
@@ -114,7 +121,7 @@ export class PoolScaler {
   }
 
   private trainers(): Candidate[] {
-    return this.deps.members().filter((m) => m.role === "trainer" && !this.moving.has(m.peerId));
+    return this.deps.withRole("trainer").filter((m) => !this.moving.has(m.peerId));
   }
 
   private move(peerId: string, role: MemberRole): void {
