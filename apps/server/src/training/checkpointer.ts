@@ -33,10 +33,19 @@ export class Checkpointer {
     this.lastWritten = resumedFrom;
   }
 
-  /** At each commit. */
+  /**
+   * At each commit. Kept: the last SNAPSHOT_SLACK rounds (a flush writes the newest state the server
+   * holds, a round or two behind the commits) and the rounds a checkpoint falls on until their
+   * state is due. Not every round of the interval: a snapshot holds the epoch's sample queue, and
+   * with `--checkpoint-every 100000` they piled up by the hundred (bench:load's heap grew each round).
+   */
   remember(round: number, snapshot: CoordinatorSnapshot, samplesSeen: number): void {
     this.snapshots.set(round, { snapshot, samplesSeen });
-    for (const r of this.snapshots.keys()) if (r < round - this.everyRounds - SNAPSHOT_SLACK) this.snapshots.delete(r);
+    for (const r of this.snapshots.keys()) {
+      const recent = r >= round - SNAPSHOT_SLACK;
+      const due = r % this.everyRounds === 0 && r >= round - this.everyRounds - SNAPSHOT_SLACK;
+      if (!recent && !due) this.snapshots.delete(r);
+    }
   }
 
   /** When round `state.round`'s state has arrived: checkpoints every `everyRounds`. */
