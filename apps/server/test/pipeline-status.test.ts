@@ -20,7 +20,7 @@ const commit = (reports: Record<string, RoundReport>): CommittedRound => ({
   samples: 16,
   loss: 1,
   roundMs: 120,
-  reports,
+  reports: new Map(Object.entries(reports)),
   uploader: "a",
   pipeline: { plan, stageHashes: ["2".repeat(64), "3".repeat(64)] },
 });

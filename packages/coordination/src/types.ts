@@ -202,7 +202,8 @@ export type CommittedRound = {
   loss: number;
   /** Wall time from opening the round to the last report. */
   roundMs: number;
-  reports: Record<string, RoundReport>;
+  /** Each member's report, by member: the round's own map, handed over at the commit (not copied). */
+  reports: ReadonlyMap<string, RoundReport>;
   uploader: string;
   /** A pipeline round: its plan and the agreed hash of each stage. */
   pipeline?: { plan: PipelinePlan; stageHashes: string[] };

@@ -187,7 +187,7 @@ export class Swarm {
   private result(startBytes: Map<string, number>): SwarmResult {
     const measured = this.commits.slice(1);
     const rounds = measured.map(({ commit, at, ideal }) => {
-      const reports = Object.values(commit.reports);
+      const reports = [...commit.reports.values()];
       return {
         round: commit.round,
         plan: planLabel(commit.plan),

@@ -9,11 +9,11 @@ export type LinkReport = { bytesSent: number; timings: { allReduceMs: number } }
  * the all-reduce, over its all-reduce time, is the throughput of its outgoing link. A ring of one
  * has no links; a peer without a report (cannot happen for a committed round) gives no link.
  */
-export function ringLinks(ring: readonly string[], reports: Readonly<Record<string, LinkReport>>): RingLink[] {
+export function ringLinks(ring: readonly string[], reports: ReadonlyMap<string, LinkReport>): RingLink[] {
   if (ring.length < 2) return [];
   const links: RingLink[] = [];
   ring.forEach((from, i) => {
-    const report = reports[from];
+    const report = reports.get(from);
     if (report === undefined) return;
     const to = ring[(i + 1) % ring.length] as string;
     const ms = report.timings.allReduceMs;

@@ -75,7 +75,7 @@ export class RoundMetrics {
   onCommitted(commit: CommittedRound): void {
     this.committed.inc();
     this.duration.observe(commit.roundMs / 1000);
-    const reports = Object.values(commit.reports);
+    const reports = [...commit.reports.values()];
     for (const [phase, field] of Object.entries(PHASES)) {
       this.phases.observe({ phase }, Math.max(0, ...reports.map((r) => r.timings[field])) / 1000);
     }

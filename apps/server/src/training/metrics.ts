@@ -11,7 +11,7 @@ export class Metrics {
   samplesSeen = 0;
 
   addRound(commit: CommittedRound, at: number): RoundPoint {
-    const reports = Object.values(commit.reports);
+    const reports = [...commit.reports.values()];
     const slowest = (pick: (r: (typeof reports)[number]) => number): number => Math.max(0, ...reports.map(pick));
     const point: RoundPoint = {
       round: commit.round,

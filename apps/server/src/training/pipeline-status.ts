@@ -15,7 +15,7 @@ export function lastPipeline(commit: CommittedRound): LastPipeline | undefined {
   const { plan, stageHashes } = pipeline;
   const stages: { spanMs: number; busyMs: number }[] = [];
   for (const [stage] of plan.stages.entries()) {
-    const timings = stageMembers(plan, stage).map((peer) => commit.reports[peer]?.timings);
+    const timings = stageMembers(plan, stage).map((peer) => commit.reports.get(peer)?.timings);
     const measured = timings.flatMap((t) => (t?.stageBusyMs === undefined || !(t.computeMs > 0) ? [] : [{ spanMs: t.computeMs, busyMs: Math.min(t.stageBusyMs, t.computeMs) }]));
     if (measured.length < timings.length) break;
     const mean = (pick: (m: (typeof measured)[number]) => number): number => measured.reduce((sum, m) => sum + pick(m), 0) / measured.length;
