@@ -1010,6 +1010,11 @@ export class Coordinator {
     return this.membership.size;
   }
 
+  /** Whether the job is over (cheap, unlike `state.status`: the server asks at every state upload). */
+  get done(): boolean {
+    return this.status === "done";
+  }
+
   get committed(): { round: number; hash: string } {
     return { round: this.committedRound, hash: this.committedHash };
   }

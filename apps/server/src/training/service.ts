@@ -246,7 +246,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
       serving?.modelStored(state.round);
       checkpointer?.onState(store.state, store.bytes, metrics);
     }
-    if (state.round % job.evalEveryRounds === 0 || coordinator.state.status === "done") evaluateRound(state.round);
+    if (state.round % job.evalEveryRounds === 0 || coordinator.done) evaluateRound(state.round);
   };
   const uploads = createUploadHandler({
     coordinator,
@@ -428,7 +428,7 @@ export async function startTraining(options: TrainingOptions, deps: TrainingDeps
     serving,
     async close() {
       if (checkpointer !== undefined) {
-        await store.whenAtLeast(coordinator.state.committedRound, FINAL_STATE_WAIT_MS);
+        await store.whenAtLeast(coordinator.committed.round, FINAL_STATE_WAIT_MS);
         await checkpointer.flush(store.state, store.bytes, metrics);
       }
       stream.close();
