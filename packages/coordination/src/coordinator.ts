@@ -767,9 +767,12 @@ export class Coordinator {
     // Members holding leases ahead compute them already (all of them, or none: see LeasesAhead), and
     // members keeping theirs from an aborted attempt computed them already (RetainedLeases).
     const batch = carried.size > 0 ? [] : this.sampler.take(this.config.batchSize);
-    // The end of an epoch may hold fewer samples than there are members: a member with nothing to
-    // compute has nothing to contribute (and no empty batch to fail on), so it sits this round out.
-    const taking = carried.size > 0 ? ready : ready.slice(0, Math.max(1, batch.length));
+    // A member with nothing to compute has nothing to contribute (a worker refuses an empty batch),
+    // so it sits this round out: at the end of an epoch that holds fewer samples than there are
+    // members, and in a round of carried leases, a member without one (a joiner after an abort: it
+    // used to get an empty lease here, and its tab stopped on "empty batch"). It joins the next
+    // round, after a sync to the round it missed.
+    const taking = carried.size > 0 ? ready.filter((m) => carried.has(m.peerId)) : ready.slice(0, Math.max(1, batch.length));
     const order = separateAccused(
       taking.map((m) => m.peerId),
       (suspect) => this.accusations.accuserOf(suspect),

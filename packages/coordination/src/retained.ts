@@ -5,7 +5,7 @@
  * worker keeps its last computation; apps/worker session machine), so a failure costs the attempt's
  * all-reduce and the replan, not its compute (at DiLoCo's H = 512 the compute is nearly all of a
  * round). Only the leases of members that did not come back ready go back to the queue; members
- * without a kept lease (joiners) take part with an empty one, as with leases ahead.
+ * without a kept lease (joiners) sit that attempt out, as they would have nothing to compute.
  */
 export type Kept = { lease: readonly number[]; startedAt: number; computeMs: number | undefined };
 

@@ -28,7 +28,7 @@ describe("leases kept across an abort (retained.ts)", () => {
     expect(coverage.every((uses) => uses <= 1)).toBe(true);
   });
 
-  it("a joiner takes part in the retry with an empty lease; the kept leases are the retry's whole batch", () => {
+  it("a joiner sits the retry out (it has nothing to compute); the kept leases are the retry's whole batch; it joins the round after", () => {
     const h = Harness.create({ minWorkers: 2, batchSize: 8, trainCount: 32, replanDelayMs: 1_000 });
     ["a", "b"].forEach((p) => h.join(p));
     const first = h.coordinator.state.current!;
@@ -39,10 +39,19 @@ describe("leases kept across an abort (retained.ts)", () => {
     h.now += 1_000;
     h.apply({ type: "tick", now: h.now });
     const retry = h.coordinator.state.current!;
-    expect(sorted(retry.members)).toEqual(["a", "b", "c"]);
+    expect(sorted(retry.members)).toEqual(["a", "b"]);
     expect(retry.leases.get("a")).toEqual(first.leases.get("a"));
     expect(retry.leases.get("b")).toEqual(first.leases.get("b"));
-    expect(retry.leases.get("c") ?? []).toEqual([]);
+    expect(h.lastTo("c", "round")).toBeUndefined();
+    // The retry commits without c; c is one round behind, syncs, and the next round has all three, each with samples.
+    h.reportAll();
+    expect(h.lastTo("c", "sync")).toMatchObject({ round: 1 });
+    h.apply({ type: "ready", peerId: "c", round: 1, hash: HASH(1), now: h.now });
+    h.now += 1_000;
+    h.apply({ type: "tick", now: h.now });
+    const next = h.coordinator.state.current!;
+    expect(sorted(next.members)).toEqual(["a", "b", "c"]);
+    for (const peer of ["a", "b", "c"]) expect(next.leases.get(peer)?.length ?? 0).toBeGreaterThan(0);
   });
 
   it("a member asked to sync (knocked back) gives its kept lease back: it will compute afresh on the state it fetches", () => {
