@@ -172,10 +172,16 @@ export interface PipeRound {
 /** What a dishonest lab volunteer does to its gradient (see lab/dishonest.ts). */
 export type LabAttack = "scale" | "sign-flip" | "huge" | "noise" | "zero" | "claim" | "wrong-hash" | "accuse";
 
+/** A failing lab volunteer's status (lab/failing.ts); `committed`: [round, hash] of the rounds it took part in, since its last start. */
+export type LabFailingStatus = { phase: string; peerId: string | undefined; stopReason: string | undefined; lastError: string | undefined; restarts: number; roundsDone: number; committed: [number, string][] };
+
 export interface CrowdtrainLab {
   /** Joins the page's server's job as a volunteer that applies `attack` to every gradient it sends. */
   labDishonest(args: { attack: LabAttack; backends: string[]; name?: string }): Promise<void>;
   labDishonestStatus(): { phase: string; peerId: string | undefined; stopReason: string | undefined } | undefined;
+  /** Joins the job as a volunteer whose trainer fails at its `failAtGradient`-th gradient, once (a GPU device lost). */
+  labFailing(args: { backends: string[]; failAtGradient: number; name?: string }): Promise<void>;
+  labFailingStatus(): LabFailingStatus | undefined;
   /** Times our training step against plain TF.js on the same model, batch and backend. */
   trainStepBench(args: { backend: string; hidden: number[]; batch: number; steps: number; warmup: number }): Promise<StepBenchReport>;
   /** Plain TF.js training of `job`'s model in this tab until the test accuracy reaches the target (or maxMs). */

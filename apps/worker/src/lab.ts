@@ -4,6 +4,7 @@ import type { CrowdtrainLab } from "./lab-api.ts";
 import { arBlast, arBlastDone, arClose, arConnect, arOpen, arListenBlast, arProgress, arRun } from "./lab/allreduce.ts";
 import { peerClose, peerConnect, peerOpen, receivePattern, sendPattern } from "./lab/peer.ts";
 import { labDishonest, labDishonestStatus } from "./lab/dishonest.ts";
+import { labFailing, labFailingStatus } from "./lab/failing.ts";
 import { plainPredict } from "./lab/plain-predict.ts";
 import { plainTrainTo } from "./lab/plain-train.ts";
 import { trainStepBench } from "./lab/train-step.ts";
@@ -30,6 +31,8 @@ const lab: CrowdtrainLab = {
   plainPredict,
   labDishonest,
   labDishonestStatus,
+  labFailing,
+  labFailingStatus,
   pipeOpen,
   pipeConnect,
   pipeRun,

@@ -18,7 +18,7 @@ const text = (id: string, value: string): void => {
 };
 
 /** Shows a (partial) status on the page. */
-export function renderStatus(status: Partial<SessionStatus> & { where?: string }): void {
+export function renderStatus(status: Partial<SessionStatus> & { where?: string; restarts?: number }): void {
   if (status.phase !== undefined) text("phase", PHASE_TEXT[status.phase] + (status.stopReason ? ` ${status.stopReason}` : ""));
   if (status.backend !== undefined) text("backend", status.where ? `${status.backend} (${status.where})` : status.backend);
   if (status.roundsDone !== undefined) text("rounds", String(status.roundsDone));
@@ -32,5 +32,8 @@ export function renderStatus(status: Partial<SessionStatus> & { where?: string }
   if (status.backendReasons !== undefined && status.backendReasons.length > 0) {
     document.getElementById("reasons")?.replaceChildren(...status.backendReasons.map((reason) => Object.assign(document.createElement("li"), { textContent: reason })));
   }
-  if (status.lastError !== undefined) text("error", status.lastError);
+  if (status.lastError !== undefined) {
+    const restarted = status.restarts !== undefined && status.restarts > 0 ? `started over with a fresh trainer (${status.restarts}) after: ` : "";
+    text("error", restarted + status.lastError);
+  }
 }

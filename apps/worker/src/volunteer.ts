@@ -3,7 +3,8 @@ import { createPeerTransport, fetchSignallingConfig, openPeer, type SignallingCo
 import { planGrid, type Backend, type Codec, type Identity, type Job, type MemberRole } from "@crowdtrain/protocol";
 import { startServingAgent, type ServingAgentStatus } from "./serving/agent.ts";
 import { ActivationBridge } from "./session/activation-bridge.ts";
-import { startSession, type PeerLink } from "./session/session.ts";
+import { RestartBudget } from "./restart-budget.ts";
+import { startSession, type PeerLink, type Session } from "./session/session.ts";
 import { fetchState } from "./session/state-http.ts";
 import type { SessionStatus } from "./session/status.ts";
 import type { Trainer } from "./trainer/api.ts";
@@ -20,7 +21,7 @@ export type VolunteerOptions = {
   role?: MemberRole | undefined;
   /** Memory the volunteer lends, in MiB (`?memoryMiB=`); undefined = not said. */
   memoryMiB?: number | undefined;
-  onStatus: (status: Partial<SessionStatus> & { where?: string }) => void;
+  onStatus: (status: Partial<SessionStatus> & { where?: string; restarts?: number }) => void;
   /** Wraps the chosen trainer (the lab's dishonest volunteer; the product page passes none). */
   decorateTrainer?: (trainer: Trainer) => Trainer;
   /** Wraps each peer link (the lab's false accuser; the product page passes none). */
@@ -46,15 +47,64 @@ const KNOWN_BACKENDS: readonly string[] = ["webgpu", "webgl", "wasm", "cpu"];
 const OUTLIER_TAUS = 4;
 
 /**
+ * A tab whose own trainer failed (a GPU device lost: seen in 2 of 4 runs of eight SwiftShader tabs)
+ * starts over with a fresh trainer, a new identity and a sync, at most this often; the coordinator
+ * sees a departure and a join, as for a closed and reopened tab.
+ */
+const MAX_TRAINER_RESTARTS = 3;
+const TRAINER_RESTART_WINDOW_MS = 10 * 60_000;
+
+/** One session with its own trainer: what a restart replaces whole. */
+type Run = { session: Session; trainer: Trainer; status: () => WorkerPageStatus };
+
+/**
  * Starts lending this tab: picks the trainer and its backend, registers with the signalling server,
  * and follows the coordinator. Owns the trainer, the peer, the transport, the all-reducer and the
- * socket, and releases all of them when the session stops, whoever stops it.
+ * socket, and releases all of them when the session stops, whoever stops it. When the session
+ * stops because this tab's trainer failed, it starts over with a fresh one (RestartBudget).
  */
 export async function startVolunteer(options: VolunteerOptions): Promise<Volunteer> {
   options.onStatus({ phase: "starting" });
+  let run = await startRun(options);
+  const budget = new RestartBudget(MAX_TRAINER_RESTARTS, TRAINER_RESTART_WINDOW_MS);
+  let restarts = 0;
+  /** Set by stop(): a session stopped by the volunteer is never restarted, even mid-restart. */
+  let stoppedWith: string | undefined;
+  const stopped = (async (): Promise<string> => {
+    for (;;) {
+      const end = await run.session.stopped;
+      await run.trainer.dispose();
+      if (!end.restartable || stoppedWith !== undefined) return end.reason;
+      if (!budget.take(performance.now())) return `${end.reason} (and ${MAX_TRAINER_RESTARTS} fresh trainers within ${TRAINER_RESTART_WINDOW_MS / 60_000} minutes before it)`;
+      restarts++;
+      console.warn(`starting over with a fresh trainer (${restarts} so far) after: ${end.reason}`);
+      options.onStatus({ phase: "starting", restarts, lastError: end.reason });
+      try {
+        run = await startRun(options);
+      } catch (error) {
+        return `could not start over after "${end.reason}": ${error instanceof Error ? error.message : String(error)}`;
+      }
+      if (stoppedWith !== undefined) run.session.stop(stoppedWith);
+    }
+  })();
+  return {
+    status: () => ({ ...run.status(), restarts }),
+    stopped,
+    stop: (reason) => {
+      stoppedWith = reason;
+      run.session.stop(reason);
+    },
+  };
+}
+
+/** Chooses a trainer (a fresh Web Worker, so a fresh GPU device) and starts a session with it. */
+async function startRun(options: VolunteerOptions): Promise<Run> {
   const chosen = await chooseTrainer(options.backends, options.forcePage);
   const backend = chosen.report.backend;
-  if (!KNOWN_BACKENDS.includes(backend)) throw new Error(`unknown backend ${backend}`);
+  if (!KNOWN_BACKENDS.includes(backend)) {
+    await chosen.trainer.dispose();
+    throw new Error(`unknown backend ${backend}`);
+  }
   const reasons = [...chosen.report.tried.map((t) => `${t.name}: ${t.ok ? "ok" : t.reason}`), chosen.why];
   options.onStatus({ backend, where: chosen.where, backendReasons: reasons });
 
@@ -85,14 +135,10 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
     name: options.name,
     onStatus: (status) => options.onStatus({ ...status, where: chosen.where }),
   });
-  const stopped = session.stopped.then(async (reason) => {
-    await chosen.trainer.dispose();
-    return reason;
-  });
   return {
-    status: () => ({ ...session.status, backendReasons: reasons, where: chosen.where, ...(serving === undefined ? {} : { serving: { ...serving } }) }),
-    stopped,
-    stop: (reason) => session.stop(reason),
+    session,
+    trainer: chosen.trainer,
+    status: () => ({ ...session.status, backendReasons: reasons, where: chosen.where, restarts: 0, ...(serving === undefined ? {} : { serving: { ...serving } }) }),
   };
 }
 

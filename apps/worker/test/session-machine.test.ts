@@ -397,22 +397,28 @@ describe("SessionMachine", () => {
     expect(Drive.tasks(g.in(Drive.round(8)))).toEqual([{ kind: "compute", attempt: 8, lease }]);
   });
 
-  it("stops on a committed hash that differs from its own, on a bad message, and on a failed trainer task", () => {
+  it("stops on a committed hash that differs from its own, on a bad message, and on a failed trainer task; only the trainer's failures may start over", () => {
     const mismatch = Drive.ready();
     mismatch.reported(4);
     mismatch.in({ type: "commit", attempt: 4, round: 1, hash: HASH(9) });
     const stop = mismatch.result({ kind: "committed", attempt: 4, round: 1, hash: HASH(1), uploadMs: 0 });
-    expect(stop).toContainEqual({ type: "stop", reason: expect.stringMatching(/committed hash 0+9 differs from ours 0+1/) });
+    expect(stop).toContainEqual({ type: "stop", reason: expect.stringMatching(/committed hash 0+9 differs from ours 0+1/), restartable: true });
 
     const bad = Drive.ready();
-    bad.record(bad.machine.handle({ type: "message", data: '{"type":"round"}', now: 1 }));
+    const refused = bad.machine.handle({ type: "message", data: '{"type":"round"}', now: 1 });
+    bad.record(refused);
     expect(bad.machine.status.phase).toBe("stopped");
     expect(bad.machine.status.stopReason).toMatch(/bad coordinator message/);
+    expect(refused.find((c) => c.type === "stop")).not.toHaveProperty("restartable");
+
+    const told = Drive.ready();
+    expect(told.in({ type: "stop", reason: "the job is done" }).find((c) => c.type === "stop")).toEqual({ type: "stop", reason: "the job is done" });
 
     const broken = Drive.ready();
     broken.in(Drive.round(2));
-    broken.result({ kind: "failed", task: "compute", error: "WebGPU device lost" });
+    const failed = broken.result({ kind: "failed", task: "compute", error: "WebGPU device lost" });
     expect(broken.machine.status).toMatchObject({ phase: "stopped", stopReason: "error: compute: WebGPU device lost" });
+    expect(failed).toContainEqual({ type: "stop", reason: "error: compute: WebGPU device lost", restartable: true });
     // Stopped for good: nothing more is done.
     expect(broken.in(Drive.round(3))).toEqual([]);
   });

@@ -6,6 +6,7 @@ import type { PeerLink } from "../session/session.ts";
 import type { GradientReport, Trainer } from "../trainer/api.ts";
 import { startVolunteer, type Volunteer } from "../volunteer.ts";
 import type { LabAttack } from "../lab-api.ts";
+import { overrideTrainer } from "./override-trainer.ts";
 
 let running: Volunteer | undefined;
 
@@ -49,24 +50,14 @@ export function attackGradient(attack: LabAttack, report: GradientReport, random
 }
 
 function dishonest(trainer: Trainer, attack: LabAttack): Trainer {
-  return {
-    selectBackend: (backends) => trainer.selectBackend(backends),
-    init: (init) => trainer.init(init),
-    loadState: (bytes) => trainer.loadState(bytes),
+  return overrideTrainer(trainer, {
     computeGradient: async (lease, basis) => attackGradient(attack, await trainer.computeGradient(lease, basis)),
     // The attacks target data-parallel rounds; a pipeline stage runs honestly.
-    computeStage: (task, port) => trainer.computeStage(task, port),
     applyUpdate: async (attempt, mean) => {
       const update = await trainer.applyUpdate(attempt, mean);
       return attack === "wrong-hash" ? { ...update, hash: "f".repeat(64) } : update;
     },
-    commit: (attempt, round, hash) => trainer.commit(attempt, round, hash),
-    discard: (attempt) => trainer.discard(attempt),
-    exportState: () => trainer.exportState(),
-    exportPending: (attempt, round) => trainer.exportPending(attempt, round),
-    predict: (inputs, rows) => trainer.predict(inputs, rows),
-    dispose: () => trainer.dispose(),
-  };
+  });
 }
 
 /**

@@ -330,7 +330,7 @@ export class SessionMachine {
     this.trace(`ended ${task?.kind ?? "nothing"}: ${result.kind}`);
     switch (result.kind) {
       case "failed":
-        this.fail(`${result.task}: ${result.error}`, out);
+        this.failTrainer(`${result.task}: ${result.error}`, out);
         return;
       case "exported":
         // The upload runs beside the next tasks: the commit (and the next round) need not wait for it.
@@ -450,7 +450,7 @@ export class SessionMachine {
     this.lastCommitted = result.attempt;
     this.lastComputed = undefined; // computed on the weights before this commit
     if (result.hash !== pending.commitHash) {
-      this.fail(`committed hash ${pending.commitHash ?? "none"} differs from ours ${result.hash}`, out);
+      this.failTrainer(`committed hash ${pending.commitHash ?? "none"} differs from ours ${result.hash}`, out);
       return;
     }
     const split = { ...pending.timings, round: pending.round, uploadMs: result.uploadMs, roundMs: now - pending.startedAt };
@@ -535,11 +535,17 @@ export class SessionMachine {
     this.stop(`error: ${error}`, out);
   }
 
-  private stop(reason: string, out: Command[]): void {
+  /** A failure of this tab's trainer or of what it computed: the stop says a fresh trainer may carry on. */
+  private failTrainer(error: string, out: Command[]): void {
+    this.publish({ lastError: error });
+    this.stop(`error: ${error}`, out, true);
+  }
+
+  private stop(reason: string, out: Command[], restartable = false): void {
     if (this.stopped) return;
     this.publish({ phase: "stopped", stopReason: reason });
     this.inbox.length = 0;
-    out.push({ type: "stop", reason });
+    out.push(restartable ? { type: "stop", reason, restartable } : { type: "stop", reason });
   }
 
   private publish(patch: Partial<SessionStatus>): void {

@@ -72,10 +72,13 @@ export type ReduceArgs = { attempt: number; plan: Plan; gradient: Float32Array; 
  */
 export type Reduced = { mean: Float32Array; bytesSent: number; bytesReceived: number; clipped?: string[]; residual?: Float32Array };
 
+/** Why a session ended; `restartable`: this tab's trainer failed, so a fresh one may carry on (tasks.ts's stop command). */
+export type SessionEnd = { reason: string; restartable: boolean };
+
 export interface Session {
   readonly status: SessionStatus;
   /** Resolves when the session has stopped (by the server, the volunteer, or an error). */
-  readonly stopped: Promise<string>;
+  readonly stopped: Promise<SessionEnd>;
   stop(reason: string): void;
 }
 
@@ -97,8 +100,8 @@ export function startSession(deps: SessionDeps): Session {
   };
   /** Bumped whenever the link is closed, so a link opened for a dropped identity is not kept. */
   let linkEpoch = 0;
-  let resolveStopped!: (reason: string) => void;
-  const stopped = new Promise<string>((resolve) => (resolveStopped = resolve));
+  let resolveStopped!: (end: SessionEnd) => void;
+  const stopped = new Promise<SessionEnd>((resolve) => (resolveStopped = resolve));
 
   const feed = (input: SessionInput): void => {
     for (const command of machine.handle(input)) carryOut(command);
@@ -157,7 +160,7 @@ export function startSession(deps: SessionDeps): Session {
         connection?.close(command.reason);
         stopServing();
         closeLink();
-        resolveStopped(command.reason);
+        resolveStopped({ reason: command.reason, restartable: command.restartable === true });
         return;
     }
   };

@@ -64,5 +64,9 @@ export type Command =
    */
   | { type: "serve"; identity: Identity }
   | { type: "stop-serving" }
-  /** The session is over: close the connection and the link for good. */
-  | { type: "stop"; reason: string };
+  /**
+   * The session is over: close the connection and the link for good. `restartable`: this tab's own
+   * machinery failed (a trainer task, a GPU device lost, an update that diverged from the commit),
+   * so a fresh trainer in a new session may carry on; a stop by the server or the volunteer is final.
+   */
+  | { type: "stop"; reason: string; restartable?: true };

@@ -1,0 +1,36 @@
+// A volunteer whose trainer fails once, as a GPU device lost mid-round does (seen with eight
+// SwiftShader tabs: "A valid external Instance reference no longer exists"), for the e2e test of
+// starting over with a fresh trainer. The real session, trainer and peer link otherwise. Lab-only.
+import { startVolunteer, type Volunteer } from "../volunteer.ts";
+import type { LabFailingStatus } from "../lab-api.ts";
+import { overrideTrainer } from "./override-trainer.ts";
+
+let running: Volunteer | undefined;
+
+/** Joins the job; the `failAtGradient`-th gradient this volunteer computes (over all its trainers) fails. */
+export async function labFailing(args: { backends: string[]; failAtGradient: number; name?: string }): Promise<void> {
+  if (running !== undefined) throw new Error("a failing volunteer already runs on this page");
+  let gradients = 0;
+  running = await startVolunteer({
+    backends: args.backends,
+    forcePage: false,
+    name: args.name ?? "failing",
+    joinToken: undefined,
+    onStatus: () => undefined,
+    // Applied to each fresh trainer; the count spans them, so the failure happens once.
+    decorateTrainer: (trainer) =>
+      overrideTrainer(trainer, {
+        computeGradient: async (lease, basis) => {
+          if (++gradients === args.failAtGradient) throw new Error("the GPU device was lost (made up by the lab)");
+          return trainer.computeGradient(lease, basis);
+        },
+      }),
+  });
+}
+
+/** The failing volunteer's status (or undefined before labFailing). */
+export function labFailingStatus(): LabFailingStatus | undefined {
+  if (running === undefined) return undefined;
+  const { phase, peerId, stopReason, lastError, restarts, roundsDone, committed } = running.status();
+  return { phase, peerId, stopReason, lastError, restarts, roundsDone, committed };
+}
