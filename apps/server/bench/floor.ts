@@ -22,13 +22,18 @@ export async function measureFloor(n: number, sizes: RoundSizes, pacing: Pacing)
   const child = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, "floor-server.ts"), String(sizes.commitBytes), String(sizes.roundBytes)], {
     stdio: ["pipe", "pipe", "inherit"],
   });
-  const exited = new Promise<void>((done) => child.once("exit", () => done()));
+  // A child that could not be spawned emits "error" and may never emit "exit".
+  const exited = new Promise<void>((done) => {
+    child.once("exit", () => done());
+    child.once("error", () => done());
+  });
   const sockets: WebSocket[] = [];
   try {
     const port = await within(
       new Promise<number>((done, fail) => {
         createInterface({ input: child.stdout }).on("line", (line) => line.startsWith("FLOOR_READY ") && done(Number(line.split(" ")[1])));
         child.once("exit", (code) => fail(new Error(`the floor server exited (${code}) before it was ready`)));
+        child.once("error", fail);
       }),
       FLOOR_READY_TIMEOUT_MS,
       "the floor server's start",

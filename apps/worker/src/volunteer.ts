@@ -49,7 +49,9 @@ const OUTLIER_TAUS = 4;
 /**
  * A tab whose own trainer failed (a GPU device lost: seen in 2 of 4 runs of eight SwiftShader tabs)
  * starts over with a fresh trainer, a new identity and a sync, at most this often; the coordinator
- * sees a departure and a join, as for a closed and reopened tab.
+ * sees a departure and a join, as for a closed and reopened tab. A fresh Web Worker trainer gets a
+ * fresh GPU device; a page trainer re-selects its backend in the page's TF.js, which may fall back
+ * to the next backend of the list.
  */
 const MAX_TRAINER_RESTARTS = 3;
 const TRAINER_RESTART_WINDOW_MS = 10 * 60_000;
@@ -68,27 +70,40 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
   let run = await startRun(options);
   const budget = new RestartBudget(MAX_TRAINER_RESTARTS, TRAINER_RESTART_WINDOW_MS);
   let restarts = 0;
+  /** Between a failed run and its replacement: the old run's status is not this tab's any more. */
+  let restarting = false;
   /** Set by stop(): a session stopped by the volunteer is never restarted, even mid-restart. */
   let stoppedWith: string | undefined;
+  /** The tab stops for good: the page shows why (the last run's status may say less). */
+  const final = (reason: string, lastError?: string): string => {
+    restarting = false;
+    options.onStatus({ phase: "stopped", stopReason: reason, ...(lastError === undefined ? {} : { lastError }) });
+    return reason;
+  };
   const stopped = (async (): Promise<string> => {
     for (;;) {
       const end = await run.session.stopped;
-      await run.trainer.dispose();
+      // A trainer that just failed may fail to dispose too (a lost device, a stuck worker): that
+      // must not keep a fresh one from starting.
+      await run.trainer.dispose().catch((error: unknown) => console.error("disposing the trainer:", error));
       if (!end.restartable || stoppedWith !== undefined) return end.reason;
-      if (!budget.take(performance.now())) return `${end.reason} (and ${MAX_TRAINER_RESTARTS} fresh trainers within ${TRAINER_RESTART_WINDOW_MS / 60_000} minutes before it)`;
-      restarts++;
-      console.warn(`starting over with a fresh trainer (${restarts} so far) after: ${end.reason}`);
-      options.onStatus({ phase: "starting", restarts, lastError: end.reason });
+      if (!budget.take(performance.now())) return final(`${end.reason} (after ${MAX_TRAINER_RESTARTS} fresh trainers within ${TRAINER_RESTART_WINDOW_MS / 60_000} minutes)`);
+      restarting = true;
+      console.warn(`starting over with a fresh trainer (${restarts + 1} so far) after: ${end.reason}`);
+      options.onStatus({ phase: "starting", restarts: restarts + 1, lastError: end.reason });
       try {
         run = await startRun(options);
       } catch (error) {
-        return `could not start over after "${end.reason}": ${error instanceof Error ? error.message : String(error)}`;
+        const why = error instanceof Error ? error.message : String(error);
+        return final(`could not start over after "${end.reason}": ${why}`, why);
       }
+      restarts++;
+      restarting = false;
       if (stoppedWith !== undefined) run.session.stop(stoppedWith);
     }
   })();
   return {
-    status: () => ({ ...run.status(), restarts }),
+    status: () => ({ ...run.status(), restarts, ...(restarting ? { phase: "starting" as const, peerId: undefined, stopReason: undefined } : {}) }),
     stopped,
     stop: (reason) => {
       stoppedWith = reason;

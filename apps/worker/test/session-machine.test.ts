@@ -416,9 +416,15 @@ describe("SessionMachine", () => {
 
     const broken = Drive.ready();
     broken.in(Drive.round(2));
-    const failed = broken.result({ kind: "failed", task: "compute", error: "WebGPU device lost" });
+    const failed = broken.result({ kind: "failed", task: "compute", error: "WebGPU device lost", trainer: true });
     expect(broken.machine.status).toMatchObject({ phase: "stopped", stopReason: "error: compute: WebGPU device lost" });
     expect(failed).toContainEqual({ type: "stop", reason: "error: compute: WebGPU device lost", restartable: true });
+
+    // A task that failed outside the trainer (the state download, the peer link): final.
+    const offline = Drive.ready();
+    offline.in({ type: "sync", round: 0 });
+    const unreachable = offline.result({ kind: "failed", task: "sync", error: "fetching the state: 503", trainer: false });
+    expect(unreachable).toContainEqual({ type: "stop", reason: "error: sync: fetching the state: 503" });
     // Stopped for good: nothing more is done.
     expect(broken.in(Drive.round(3))).toEqual([]);
   });

@@ -81,6 +81,8 @@ class Tab {
   status: SessionStatus | undefined;
   readonly session: Session;
   closedLinks = 0;
+  /** When set, state downloads fail (the server unreachable). */
+  stateUnreachable = false;
 
   constructor(network: MemoryNetwork) {
     this.session = startSession({
@@ -114,6 +116,7 @@ class Tab {
       },
       http: {
         fetchState: async (round) => {
+          if (this.stateUnreachable) throw new Error("fetching the state: 503");
           const bytes = new ArrayBuffer(4);
           new DataView(bytes).setUint32(0, round, true);
           return bytes;
@@ -206,6 +209,24 @@ describe("the session driver", () => {
     await a.next("ready", mark);
     expect(a.sent.some((m) => m.type === "result" || m.type === "phase")).toBe(false);
     expect(a.status?.peerId).toBe("w-a2");
+  });
+
+  it("a trainer call that fails ends the session as restartable; a state download that fails ends it for good", async () => {
+    const network = createMemoryNetwork(4);
+    tabs = [new Tab(network), new Tab(network)];
+    const [lost, offline] = tabs as [Tab, Tab];
+    await lost.join("w-lost");
+    lost.trainer.computeGradient = async () => {
+      throw new Error("the GPU device was lost");
+    };
+    lost.tell(round(1, [0, 1], ["w-lost"]));
+    expect(await lost.session.stopped).toEqual({ reason: expect.stringMatching(/compute: the GPU device was lost/), restartable: true });
+
+    offline.stateUnreachable = true;
+    offline.events.onOpen();
+    await offline.next("hello");
+    offline.tell({ type: "welcome", protocol: PROTOCOL_VERSION, identity: identity("w-offline"), job: JOB, round: 0 });
+    expect(await offline.session.stopped).toEqual({ reason: expect.stringMatching(/welcome: fetching the state: 503/), restartable: false });
   });
 
   it("an abort while computing skips the all-reduce; the next round runs normally", async () => {

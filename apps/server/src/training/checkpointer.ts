@@ -61,7 +61,11 @@ export class Checkpointer {
   private write(state: ModelState, bytes: Uint8Array, metrics: Metrics): Promise<void> {
     const next = this.writing.then(async () => {
       const remembered = this.snapshots.get(state.round);
-      if (state.round <= this.lastWritten || remembered === undefined) return;
+      if (state.round <= this.lastWritten) return;
+      if (remembered === undefined) {
+        this.log("checkpoint", `no checkpoint of round ${state.round}: its coordinator snapshot is no longer kept (more than ${SNAPSHOT_SLACK} rounds behind the commits)`);
+        return;
+      }
       const started = Date.now();
       try {
         const dir = await this.store.save(

@@ -330,7 +330,8 @@ export class SessionMachine {
     this.trace(`ended ${task?.kind ?? "nothing"}: ${result.kind}`);
     switch (result.kind) {
       case "failed":
-        this.failTrainer(`${result.task}: ${result.error}`, out);
+        if (result.trainer) this.failTrainer(`${result.task}: ${result.error}`, out);
+        else this.fail(`${result.task}: ${result.error}`, out);
         return;
       case "exported":
         // The upload runs beside the next tasks: the commit (and the next round) need not wait for it.

@@ -130,7 +130,7 @@ export function startSession(deps: SessionDeps): Session {
       case "run":
         execute(command.task).then(
           (result) => feed({ type: "result", result, now: now() }),
-          (error: unknown) => feed({ type: "result", result: { kind: "failed", task: command.task.kind, error: errorText(error) }, now: now() }),
+          (error: unknown) => feed({ type: "result", result: { kind: "failed", task: command.task.kind, error: errorText(error), trainer: error instanceof TrainerFailure }, now: now() }),
         );
         return;
       case "upload-state":
@@ -173,36 +173,36 @@ export function startSession(deps: SessionDeps): Session {
         const opened = await deps.openLink(task.identity, task.job);
         if (epoch !== linkEpoch) opened.close(); // the identity was dropped while it opened
         else link = opened;
-        await trainer.init({ job: task.job, datasetUrl: `${deps.origin}/data/${task.job.dataset}` });
+        await fromTrainer(trainer.init({ job: task.job, datasetUrl: `${deps.origin}/data/${task.job.dataset}` }));
         return sync(task.round);
       }
       case "sync":
         return sync(task.round);
       case "compute": {
         if (task.stage !== undefined) return computeStage(task, task.stage);
-        const report = await trainer.computeGradient(task.lease, task.ahead === true ? "pending" : "committed");
+        const report = await fromTrainer(trainer.computeGradient(task.lease, task.ahead === true ? "pending" : "committed"));
         return { kind: "computed", attempt: task.attempt, report, ...(task.ahead === true ? { ahead: true } : {}) };
       }
       case "reduce":
         return reduce(task);
       case "update":
-        return { kind: "updated", attempt: task.attempt, ...(await trainer.applyUpdate(task.attempt, task.mean)) };
+        return { kind: "updated", attempt: task.attempt, ...(await fromTrainer(trainer.applyUpdate(task.attempt, task.mean))) };
       case "commit": {
-        const state = await trainer.commit(task.attempt, task.round, task.hash);
+        const state = await fromTrainer(trainer.commit(task.attempt, task.round, task.hash));
         return { kind: "committed", attempt: task.attempt, round: task.round, hash: state.hash, uploadMs: state.uploadMs };
       }
       case "discard":
-        await trainer.discard(task.attempt);
+        await fromTrainer(trainer.discard(task.attempt));
         return { kind: "done" };
       case "export-state": {
-        const bytes = task.attempt === undefined ? await trainer.exportState() : await trainer.exportPending(task.attempt, task.round);
+        const bytes = await fromTrainer(task.attempt === undefined ? trainer.exportState() : trainer.exportPending(task.attempt, task.round));
         return { kind: "exported", round: task.round, bytes };
       }
     }
   };
 
   const sync = async (round: number): Promise<TaskResult> => {
-    const state = await trainer.loadState(await http.fetchState(round));
+    const state = await fromTrainer(trainer.loadState(await http.fetchState(round)));
     return { kind: "synced", round: state.round, hash: state.hash };
   };
 
@@ -210,7 +210,7 @@ export function startSession(deps: SessionDeps): Session {
     if (link === undefined) throw new Error(`attempt ${task.attempt} arrived before our peer link was open`);
     const port = link.openStage(task.attempt);
     try {
-      const outcome = await trainer.computeStage({ attempt: task.attempt, lease: task.lease, ...stage }, port);
+      const outcome = await fromTrainer(trainer.computeStage({ attempt: task.attempt, lease: task.lease, ...stage }, port));
       if (!outcome.ok) return { kind: "stage-failed", attempt: task.attempt, code: outcome.code, suspect: outcome.suspect, message: outcome.message };
       return { kind: "computed", attempt: task.attempt, report: outcome.report };
     } finally {
@@ -253,6 +253,21 @@ function httpPorts(origin: string): StateHttp {
     uploadState: (round, bytes, auth) => uploadState(origin, round, bytes, auth),
     uploadContribution: (round, gradient, auth) => uploadContribution(origin, round, gradient, auth),
   };
+}
+
+/** A trainer call failed (not the network or the peer link): the session may start over with a fresh trainer. */
+class TrainerFailure extends Error {
+  constructor(cause: unknown) {
+    super(errorText(cause), { cause });
+    this.name = "TrainerFailure";
+  }
+}
+
+/** `call`, its failure marked as the trainer's. */
+function fromTrainer<T>(call: Promise<T>): Promise<T> {
+  return call.catch((error: unknown) => {
+    throw new TrainerFailure(error);
+  });
 }
 
 function errorText(error: unknown): string {

@@ -43,7 +43,8 @@ export type TaskResult =
   | { kind: "committed"; attempt: number; round: number; hash: string; uploadMs: number }
   | { kind: "exported"; round: number; bytes: ArrayBuffer }
   | { kind: "done" }
-  | { kind: "failed"; task: Task["kind"]; error: string };
+  /** `trainer`: the trainer's call failed (a GPU device lost...), not the network or the peer link. */
+  | { kind: "failed"; task: Task["kind"]; error: string; trainer: boolean };
 
 export type Command =
   | { type: "send"; message: WorkerMessage }

@@ -3,6 +3,8 @@ import { transferablesOf, type TrainerMethod, type TrainerReply, type TrainerReq
 
 /** One trainer call (init loads the dataset; a gradient on SwiftShader takes seconds at most). */
 const TRAINER_CALL_TIMEOUT_MS = 120_000;
+/** Disposing: a worker that does not answer by then (stuck on a lost device) is terminated anyway. */
+const DISPOSE_TIMEOUT_MS = 5_000;
 
 type Waiting = { resolve: (value: unknown) => void; reject: (error: Error) => void; timer: ReturnType<typeof setTimeout> };
 
@@ -29,16 +31,17 @@ export function createWorkerTrainer(): Trainer {
   });
   worker.addEventListener("error", (event) => failAll(new Error(`trainer worker crashed: ${event.message}`)));
 
-  const call = <T>(method: TrainerMethod, ...args: unknown[]): Promise<T> =>
+  const callWithin = <T>(timeoutMs: number, method: TrainerMethod, ...args: unknown[]): Promise<T> =>
     new Promise<T>((resolve, reject) => {
       const id = nextId++;
       const timer = setTimeout(() => {
         waiting.delete(id);
-        reject(new Error(`trainer ${method} did not answer within ${TRAINER_CALL_TIMEOUT_MS} ms`));
-      }, TRAINER_CALL_TIMEOUT_MS);
+        reject(new Error(`trainer ${method} did not answer within ${timeoutMs} ms`));
+      }, timeoutMs);
       waiting.set(id, { resolve: resolve as (value: unknown) => void, reject, timer });
       worker.postMessage({ id, method, args } satisfies TrainerRequest, transferablesOf(args));
     });
+  const call = <T>(method: TrainerMethod, ...args: unknown[]): Promise<T> => callWithin<T>(TRAINER_CALL_TIMEOUT_MS, method, ...args);
 
   return {
     selectBackend: (backends) => call("selectBackend", backends),
@@ -54,7 +57,7 @@ export function createWorkerTrainer(): Trainer {
     predict: (inputs, rows) => call("predict", inputs, rows),
     async dispose() {
       try {
-        await call("dispose");
+        await callWithin(DISPOSE_TIMEOUT_MS, "dispose");
       } finally {
         failAll(new Error("trainer disposed"));
         worker.terminate();
