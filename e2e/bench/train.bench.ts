@@ -38,6 +38,10 @@ for (const n of PEER_COUNTS) {
       test.setTimeout(RUN_TIMEOUT_MS);
       const server = await launchServer(["--min-workers", String(n), "--job", "e2e/jobs/bench-train.json"]);
       const pages = await openWorkers(n, `/?backends=${BACKEND}`, server);
+      const startedOver: string[] = [];
+      // What volunteer.ts says when a trainer fails and a fresh one is started (or cannot be).
+      const restartLine = /^(the trainer failed|starting over|disposing the trainer|could not start over)/;
+      for (const page of pages) page.on("console", (message) => restartLine.test(message.text()) && startedOver.push(message.text().split("\n")[0]!.slice(0, 300)));
       for (const page of pages) await page.click("#start");
       await expect.poll(async () => (await fetchStatus(server.url)).status, { timeout: RUN_TIMEOUT_MS - 60_000, intervals: [2_000] }).toBe("done");
       // Commit to commit, as the server saw it: a round's time in throughput (a tab's own split
@@ -50,7 +54,10 @@ for (const n of PEER_COUNTS) {
       const split = Object.fromEntries([...PHASES, "roundMs"].map((key) => [key, median(measured.map((s) => s[key as keyof typeof s] as number))])) as Split;
       split.otherMs = Math.max(0, split.roundMs - PHASES.reduce((sum, key) => sum + split[key], 0));
       const shares = Object.fromEntries([...PHASES, "otherMs"].map((key) => [key.replace("Ms", "Share"), split[key as keyof Split] / split.roundMs]));
-      const results = updateResults<{ rounds?: Record<string, unknown> }>("train", `n${n}`, { n, backend: BACKEND, rounds: measured.length, intervalMs, ...split, ...shares });
+      // Tabs that started over with a fresh trainer (a GPU device lost: 2 of 4 runs at eight SwiftShader tabs lost them all once).
+      const restarts = await Promise.all(pages.map((p: Page) => p.evaluate(() => window.crowdtrainWorker?.status().restarts ?? 0)));
+      if (restarts.some((r) => r > 0)) console.log(`restarts per tab: ${restarts.join(", ")}\n${[...new Set(startedOver)].join("\n")}`);
+      const results = updateResults<{ rounds?: Record<string, unknown> }>("train", `n${n}`, { n, backend: BACKEND, rounds: measured.length, intervalMs, restarts: restarts.reduce((a, b) => a + b, 0), ...split, ...shares });
       const rows = Object.entries(results as Record<string, unknown>).flatMap(([key, value]) => {
         if (!/^n\d+$/.test(key)) return [];
         const r = value as Split & { n: number; intervalMs?: number };

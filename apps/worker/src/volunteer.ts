@@ -55,6 +55,8 @@ const OUTLIER_TAUS = 4;
  */
 const MAX_TRAINER_RESTARTS = 3;
 const TRAINER_RESTART_WINDOW_MS = 10 * 60_000;
+/** A failed trainer's dispose (a page trainer on a lost device may never settle) is waited for this long. */
+const TRAINER_DISPOSE_TIMEOUT_MS = 10_000;
 
 /** One session with its own trainer: what a restart replaces whole. */
 type Run = { session: Session; trainer: Trainer; status: () => WorkerPageStatus };
@@ -74,9 +76,11 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
   let restarting = false;
   /** Set by stop(): a session stopped by the volunteer is never restarted, even mid-restart. */
   let stoppedWith: string | undefined;
-  /** The tab stops for good: the page shows why (the last run's status may say less). */
+  /** Why the tab stopped for good when the last run's own status says less (no restart left, or none could start). */
+  let finalReason: string | undefined;
   const final = (reason: string, lastError?: string): string => {
     restarting = false;
+    finalReason = reason;
     options.onStatus({ phase: "stopped", stopReason: reason, ...(lastError === undefined ? {} : { lastError }) });
     return reason;
   };
@@ -85,8 +89,9 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
       const end = await run.session.stopped;
       // A trainer that just failed may fail to dispose too (a lost device, a stuck worker): that
       // must not keep a fresh one from starting.
-      await run.trainer.dispose().catch((error: unknown) => console.error("disposing the trainer:", error));
+      await disposeWithin(run.trainer, TRAINER_DISPOSE_TIMEOUT_MS);
       if (!end.restartable || stoppedWith !== undefined) return end.reason;
+      console.warn(`the trainer failed (${restarts} fresh trainers so far): ${end.reason}`);
       if (!budget.take(performance.now())) return final(`${end.reason} (after ${MAX_TRAINER_RESTARTS} fresh trainers within ${TRAINER_RESTART_WINDOW_MS / 60_000} minutes)`);
       restarting = true;
       console.warn(`starting over with a fresh trainer (${restarts + 1} so far) after: ${end.reason}`);
@@ -103,13 +108,34 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
     }
   })();
   return {
-    status: () => ({ ...run.status(), restarts, ...(restarting ? { phase: "starting" as const, peerId: undefined, stopReason: undefined } : {}) }),
+    status: () => ({
+      ...run.status(),
+      restarts,
+      ...(restarting ? { phase: "starting" as const, peerId: undefined, stopReason: undefined } : {}),
+      ...(finalReason === undefined ? {} : { phase: "stopped" as const, stopReason: finalReason }),
+    }),
     stopped,
     stop: (reason) => {
       stoppedWith = reason;
       run.session.stop(reason);
     },
   };
+}
+
+/** Disposes `trainer`, logging a failure, and gives up waiting after `ms` (what it holds is then leaked, not awaited). */
+async function disposeWithin(trainer: Trainer, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<void>((done) => {
+    timer = setTimeout(() => {
+      console.error(`disposing the trainer: no answer within ${ms} ms; going on without it`);
+      done();
+    }, ms);
+  });
+  try {
+    await Promise.race([trainer.dispose().catch((error: unknown) => console.error("disposing the trainer:", error)), expired]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Chooses a trainer (a fresh Web Worker, so a fresh GPU device) and starts a session with it. */

@@ -157,10 +157,17 @@ export function startSession(deps: SessionDeps): Session {
         stopServing();
         return;
       case "stop":
-        connection?.close(command.reason);
-        stopServing();
-        closeLink();
-        resolveStopped({ reason: command.reason, restartable: command.restartable === true });
+        // Whatever closing throws (a peer link broken with the device), the session has stopped:
+        // its owner must hear it, or a tab that could start over waits forever.
+        try {
+          connection?.close(command.reason);
+          stopServing();
+          closeLink();
+        } catch (error) {
+          console.error("closing the stopped session:", error);
+        } finally {
+          resolveStopped({ reason: command.reason, restartable: command.restartable === true });
+        }
         return;
     }
   };
