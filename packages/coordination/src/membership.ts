@@ -139,7 +139,6 @@ export class Membership {
     return this.members.values();
   }
 
-  /** Read-only copies of every member, in join order. */
   /** The members whose role is `role` (the members themselves, not copies). */
   withRole(role: MemberRole): Member[] {
     const found: Member[] = [];
@@ -147,6 +146,7 @@ export class Membership {
     return found;
   }
 
+  /** Read-only copies of every member, in join order. */
   rows(): Readonly<Member>[] {
     return [...this.members.values()].map((m) => ({ ...m, audits: { ...m.audits } }));
   }

@@ -50,10 +50,10 @@ export class PoolScaler {
     this.arrivals++;
   }
 
-  /** Members serving now or on their way (asked to move), less those on their way back. */
   /**
-   * Servers not being moved back, and members being moved to serving. Read 20 times a second (the
-   * pool's statistics), so it looks at the servers and the moves only, not at every member.
+   * Members serving now or on their way (asked to move), less those on their way back. Read 20
+   * times a second (the pool's statistics), so it looks at the servers and the moves only, not at
+   * every member.
    */
   poolSize(): number {
     let size = 0;

@@ -1,5 +1,6 @@
 import type { AuditSlot, Coordinator, CoordinatorEvent } from "@crowdtrain/coordination";
 import { AUDIT_TOLERANCE, contributionDigest, relativeError } from "@crowdtrain/training";
+import { nodeSha256 } from "@crowdtrain/training/node";
 import type express from "express";
 import { readBody } from "../http/body.ts";
 import { asyncRoute, HttpError } from "../http/errors.ts";
@@ -7,7 +8,6 @@ import type { IdentityRegistry } from "../identity/registry.ts";
 import type { Auditor } from "./auditor.ts";
 import type { ModelStore } from "./model-store.ts";
 import { authorizeUpload } from "./uploads.ts";
-import { nodeSha256 } from "@crowdtrain/training/node";
 
 export type ContributionDeps = {
   coordinator: Coordinator;

@@ -49,10 +49,10 @@ export function attackGradient(attack: LabAttack, report: GradientReport, random
   return { ...report, gradient: out };
 }
 
+/** The attacks target data-parallel rounds: a pipeline stage (computeStage) runs honestly. */
 function dishonest(trainer: Trainer, attack: LabAttack): Trainer {
   return overrideTrainer(trainer, {
     computeGradient: async (lease, basis) => attackGradient(attack, await trainer.computeGradient(lease, basis)),
-    // The attacks target data-parallel rounds; a pipeline stage runs honestly.
     applyUpdate: async (attempt, mean) => {
       const update = await trainer.applyUpdate(attempt, mean);
       return attack === "wrong-hash" ? { ...update, hash: "f".repeat(64) } : update;
