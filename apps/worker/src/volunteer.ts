@@ -4,6 +4,7 @@ import { planGrid, type Backend, type Codec, type Identity, type Job, type Membe
 import { startServingAgent, type ServingAgentStatus } from "./serving/agent.ts";
 import { ActivationBridge } from "./session/activation-bridge.ts";
 import { RestartBudget } from "./restart-budget.ts";
+import { withTimeout } from "./wait.ts";
 import { startSession, type PeerLink, type Session } from "./session/session.ts";
 import { fetchState } from "./session/state-http.ts";
 import type { SessionStatus } from "./session/status.ts";
@@ -58,8 +59,8 @@ const TRAINER_RESTART_WINDOW_MS = 10 * 60_000;
 /** A failed trainer's dispose (a page trainer on a lost device may never settle) is waited for this long. */
 const TRAINER_DISPOSE_TIMEOUT_MS = 10_000;
 
-/** One session with its own trainer: what a restart replaces whole. */
-type Run = { session: Session; trainer: Trainer; status: () => WorkerPageStatus };
+/** One session with its own trainer: what a restart replaces whole (the restarts are the volunteer's to count). */
+type Run = { session: Session; trainer: Trainer; status: () => Omit<WorkerPageStatus, "restarts"> };
 
 /**
  * Starts lending this tab: picks the trainer and its backend, registers with the signalling server,
@@ -89,7 +90,7 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
       const end = await run.session.stopped;
       // A trainer that just failed may fail to dispose too (a lost device, a stuck worker): that
       // must not keep a fresh one from starting.
-      await disposeWithin(run.trainer, TRAINER_DISPOSE_TIMEOUT_MS);
+      await withTimeout(run.trainer.dispose(), TRAINER_DISPOSE_TIMEOUT_MS, "disposing the trainer").catch((error: unknown) => console.error("disposing the trainer (going on without it):", error));
       if (!end.restartable || stoppedWith !== undefined) return end.reason;
       console.warn(`the trainer failed (${restarts} fresh trainers so far): ${end.reason}`);
       if (!budget.take(performance.now())) return final(`${end.reason} (after ${MAX_TRAINER_RESTARTS} fresh trainers within ${TRAINER_RESTART_WINDOW_MS / 60_000} minutes)`);
@@ -120,22 +121,6 @@ export async function startVolunteer(options: VolunteerOptions): Promise<Volunte
       run.session.stop(reason);
     },
   };
-}
-
-/** Disposes `trainer`, logging a failure, and gives up waiting after `ms` (what it holds is then leaked, not awaited). */
-async function disposeWithin(trainer: Trainer, ms: number): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<void>((done) => {
-    timer = setTimeout(() => {
-      console.error(`disposing the trainer: no answer within ${ms} ms; going on without it`);
-      done();
-    }, ms);
-  });
-  try {
-    await Promise.race([trainer.dispose().catch((error: unknown) => console.error("disposing the trainer:", error)), expired]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Chooses a trainer (a fresh Web Worker, so a fresh GPU device) and starts a session with it. */
@@ -179,7 +164,7 @@ async function startRun(options: VolunteerOptions): Promise<Run> {
   return {
     session,
     trainer: chosen.trainer,
-    status: () => ({ ...session.status, backendReasons: reasons, where: chosen.where, restarts: 0, ...(serving === undefined ? {} : { serving: { ...serving } }) }),
+    status: () => ({ ...session.status, backendReasons: reasons, where: chosen.where, ...(serving === undefined ? {} : { serving: { ...serving } }) }),
   };
 }
 

@@ -10,7 +10,7 @@ import { openLabPeer } from "./identity.ts";
 import type { Peer } from "peerjs";
 import type { AllReduceRun, ArRunArgs, BlastReport } from "../lab-api.ts";
 import { labInput } from "./input.ts";
-import { withTimeout } from "./wait.ts";
+import { withTimeout } from "../wait.ts";
 
 type Lab = { peer: Peer; transport: PeerTransport; reducer: AllReducer };
 let lab: Lab | undefined;

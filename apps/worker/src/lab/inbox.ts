@@ -1,4 +1,4 @@
-import { withTimeout } from "./wait.ts";
+import { withTimeout } from "../wait.ts";
 
 /**
  * Bytes received on one connection, kept until someone reads them. Data can arrive before the

@@ -5,7 +5,7 @@ import type { DataConnection, Peer } from "peerjs";
 import type { ReceiveReport, SendReport } from "../lab-api.ts";
 import { Inbox } from "./inbox.ts";
 import { firstMismatch, patternBytes } from "./pattern.ts";
-import { nextEvent, withTimeout } from "./wait.ts";
+import { nextEvent, withTimeout } from "../wait.ts";
 
 /** ICE, DTLS and SCTP between two tabs of one machine; well under a second when it works. */
 const CONNECT_TIMEOUT_MS = 15_000;
