@@ -330,8 +330,7 @@ export class SessionMachine {
     this.trace(`ended ${task?.kind ?? "nothing"}: ${result.kind}`);
     switch (result.kind) {
       case "failed":
-        if (result.trainer) this.failTrainer(`${result.task}: ${result.error}`, out);
-        else this.fail(`${result.task}: ${result.error}`, out);
+        this.fail(`${result.task}: ${result.error}`, out, result.trainer);
         return;
       case "exported":
         // The upload runs beside the next tasks: the commit (and the next round) need not wait for it.
@@ -451,7 +450,7 @@ export class SessionMachine {
     this.lastCommitted = result.attempt;
     this.lastComputed = undefined; // computed on the weights before this commit
     if (result.hash !== pending.commitHash) {
-      this.failTrainer(`committed hash ${pending.commitHash ?? "none"} differs from ours ${result.hash}`, out);
+      this.fail(`committed hash ${pending.commitHash ?? "none"} differs from ours ${result.hash}`, out, true);
       return;
     }
     const split = { ...pending.timings, round: pending.round, uploadMs: result.uploadMs, roundMs: now - pending.startedAt };
@@ -531,15 +530,10 @@ export class SessionMachine {
     return { peerId: identity.peerId, sessionToken: identity.sessionToken };
   }
 
-  private fail(error: string, out: Command[]): void {
+  /** `restartable`: this tab's trainer failed, or what it computed did; the stop says a fresh trainer may carry on. */
+  private fail(error: string, out: Command[], restartable = false): void {
     this.publish({ lastError: error });
-    this.stop(`error: ${error}`, out);
-  }
-
-  /** A failure of this tab's trainer or of what it computed: the stop says a fresh trainer may carry on. */
-  private failTrainer(error: string, out: Command[]): void {
-    this.publish({ lastError: error });
-    this.stop(`error: ${error}`, out, true);
+    this.stop(`error: ${error}`, out, restartable);
   }
 
   private stop(reason: string, out: Command[], restartable = false): void {
