@@ -9,6 +9,7 @@
 // FLOOR_READY <port> once listening, and exits when its parent closes its standard input.
 import { WebSocketServer, type WebSocket } from "ws";
 import { tcpOf } from "../src/cluster/hub.ts";
+import { textOf } from "./floor.ts";
 
 /** Each member sends this many messages a round (phase and result). */
 const MESSAGES_PER_MEMBER = 2;
@@ -17,9 +18,6 @@ const [commitBytes, roundBytes] = process.argv.slice(2).map(Number);
 if (!Number.isInteger(commitBytes) || !Number.isInteger(roundBytes) || commitBytes! < 2 || roundBytes! < 2) {
   throw new Error(`usage: floor-server.ts <commit bytes> <round bytes>, got ${process.argv.slice(2).join(" ")}`);
 }
-
-/** A JSON text of exactly `bytes` bytes, distinct per `tag` (the hub writes a text of its own per member). */
-const textOf = (bytes: number, tag: string): string => `"${tag.padEnd(bytes - 2, "x")}"`;
 
 const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
 let received = 0;
@@ -30,7 +28,7 @@ wss.on("connection", (ws: WebSocket) => {
     if (received < MESSAGES_PER_MEMBER * wss.clients.size) return;
     received = 0;
     round++;
-    // One commit object for all members (the coordinator's), a round text per member.
+    // One commit text for all members (the coordinator's one object), a round text per member (the hub writes one each).
     const commit = textOf(commitBytes!, `commit ${round}`);
     for (const member of wss.clients) {
       const tcp = tcpOf(member);

@@ -15,7 +15,8 @@ export type Pacing = { warmupRounds: number; rounds: number; minRoundMs: number;
 const FLOOR_READY_TIMEOUT_MS = 30_000;
 const FLOOR_EXIT_TIMEOUT_MS = 5_000;
 
-const textOf = (bytes: number, tag: string): string => `"${tag.padEnd(bytes - 2, "x")}"`;
+/** A JSON text of exactly `bytes` bytes (ASCII), distinct per `tag`: the stand-in for a message of that size, both ways. */
+export const textOf = (bytes: number, tag: string): string => `"${tag.padEnd(bytes - 2, "x")}"`;
 
 /** The floor server's CPU per round (its idle cost over the paced time taken out, as for the real server). */
 export async function measureFloor(n: number, sizes: RoundSizes, pacing: Pacing): Promise<number> {
