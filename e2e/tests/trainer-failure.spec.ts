@@ -9,6 +9,10 @@ import { fetchStatus } from "../support/status.ts";
  * over with a fresh trainer instead of stopping: the lab's failing volunteer throws from its fifth
  * gradient, once. It leaves as one member and joins again as another (synced to the committed
  * state), trains on, and the job finishes with every tab holding the same weights at every round.
+ * Every member is spot-checked after every commit (the job's spotCheck 1): the failure comes while
+ * the tab computes the next lease ahead, its last report not yet committed, so it stays connected
+ * for that commit and answers the audit it brings before it leaves. (Leaving at once failed that
+ * audit and rolled round 4 back in 4 of 5 runs.)
  */
 const JOB = "e2e/jobs/trainer-failure.json";
 /** The job's rounds (e2e/jobs/trainer-failure.json). */
@@ -43,7 +47,12 @@ test("a tab whose trainer fails starts over with a fresh one, rejoins and trains
   expect(selves.map((p) => p.id)).toContain(after?.peerId);
   const gone = selves.find((p) => p.id !== after?.peerId);
   expect(gone?.state).toBe("gone");
-  console.log(`trainer failure: ${gone?.id} left (${gone?.leftBecause}); rejoined as ${after?.peerId}, ${(await failing())?.roundsDone} rounds after`);
+  console.log(`trainer failure: ${gone?.id} left (${gone?.leftBecause}); rejoined as ${after?.peerId}, ${(await failing())?.roundsDone} rounds after; spot checks ${JSON.stringify(gone?.audits)} before, ${JSON.stringify(status.audits && { passed: status.audits.passed, failed: status.audits.failed })} in all`);
+  // Every member is audited after every commit (the job's spotCheck 1), the failing tab too: it
+  // answers the audit it owes before it leaves, so no audit fails and nothing is rolled back.
+  expect(status.audits?.failed).toBe(0);
+  expect(gone?.audits?.passed).toBeGreaterThan(0);
+  expect(status.events.filter((e) => e.kind === "rollback")).toEqual([]);
 
   // Every round two or more tabs took part in committed the same weights in each of them.
   const logs = [...(await Promise.all(honest.map(committedOf))), (await failing())?.committed ?? []];

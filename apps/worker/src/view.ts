@@ -7,6 +7,7 @@ const PHASE_TEXT: Record<SessionStatus["phase"], string> = {
   waiting: "Waiting for the next round…",
   training: "Training: computing and averaging gradients…",
   serving: "Serving: answering prediction requests with the latest model…",
+  leaving: "Leaving: answering the spot check it may owe before it stops…",
   stopped: "Stopped.",
 };
 

@@ -249,6 +249,56 @@ describe("SessionMachine", () => {
     expect(d.machine.status.lastError).toMatch(/no contribution of attempt 1 kept/);
   });
 
+  it("answers a spot check at once, not behind the tasks queued before it, and still after it stopped computing", () => {
+    const d = Drive.ready();
+    d.reported(8);
+    // The commit's task is in flight and the next round waits behind it when the audit comes.
+    d.in({ type: "commit", attempt: 8, round: 1, hash: HASH(1) });
+    d.in(Drive.round(9));
+    const upload = d.in({ type: "audit", round: 1, attempt: 8 });
+    expect(upload).toMatchObject([{ type: "upload-contribution", round: 1 }]);
+    expect(d.machine.status.task?.kind).toBe("commit");
+    // The next round's compute then fails: the session stops, the answer already on its way.
+    d.result({ kind: "committed", attempt: 8, round: 1, hash: HASH(1), uploadMs: 0 });
+    const stop = d.result({ kind: "failed", task: "compute", error: "the GPU device was lost", trainer: true });
+    expect(stop).toContainEqual(expect.objectContaining({ type: "stop", restartable: true }));
+    expect(d.commands.filter((c) => c.type === "upload-contribution")).toHaveLength(1);
+  });
+
+  it("whose trainer fails after it reported stays for that attempt's commit and answers its spot check before it stops", () => {
+    /** Reported attempt 7 (a lease ahead to compute), whose computation ahead then fails. */
+    const failedAhead = (): Drive => {
+      const d = Drive.ready();
+      d.in({ ...Drive.round(7), next: [4, 5, 6, 7] } as CoordinatorMessage);
+      d.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient: REPORT.gradient.slice() } });
+      d.result({ kind: "reduced", attempt: 7, mean: new Float32Array(3), bytesSent: 12, bytesReceived: 12, clipped: undefined });
+      d.result({ kind: "updated", attempt: 7, hash: HASH(1), updateMs: 1 });
+      const leaving = d.result({ kind: "failed", task: "compute", error: "the GPU device was lost", trainer: true });
+      expect(leaving).toEqual([{ type: "close-link" }, { type: "leaving", attempt: 7 }]);
+      expect(d.machine.status.phase).toBe("leaving");
+      return d;
+    };
+    const stopOf = (commands: Command[]): Command | undefined => commands.find((c) => c.type === "stop");
+
+    // Committed: the audit sent with the commit is answered, and the next message ends the stay.
+    const d = failedAhead();
+    expect(d.in({ type: "commit", attempt: 7, round: 1, hash: HASH(1) })).toEqual([]);
+    expect(d.in({ type: "audit", round: 1, attempt: 7 })).toMatchObject([{ type: "upload-contribution", round: 1 }]);
+    expect(stopOf(d.in({ ...Drive.round(8), round: 2 } as CoordinatorMessage))).toEqual({ type: "stop", reason: "error: compute: the GPU device was lost", restartable: true });
+    expect(d.machine.stopped).toBe(true);
+    expect(Drive.tasks(d.commands).filter((t) => t.kind === "compute" && t.attempt === 8)).toEqual([]);
+
+    // Aborted, nothing to answer: it stops at once. Past the driver's timeout too; a stop by the server is final.
+    expect(stopOf(failedAhead().in({ type: "abort", attempt: 7, reason: "a member left" }))).toMatchObject({ type: "stop", restartable: true });
+    const late = failedAhead();
+    expect(stopOf(late.record(late.machine.handle({ type: "leave-now", now: 99 })))).toMatchObject({ type: "stop", restartable: true });
+    expect(stopOf(failedAhead().in({ type: "stop", reason: "the job is done" }))).toEqual({ type: "stop", reason: "the job is done" });
+    // A failure with nothing reported stops at once, as before.
+    const idle = Drive.ready();
+    idle.in(Drive.round(9));
+    expect(stopOf(idle.result({ kind: "failed", task: "compute", error: "lost", trainer: true }))).toMatchObject({ type: "stop", restartable: true });
+  });
+
   it("with topk, adds the committed residual to the next contribution: kept through an abort, replaced on commit, dropped on sync", () => {
     const d = Drive.ready({ ...JOB, codec: "topk", topkFraction: 0.34 } as Job);
     const reduceOf = (attempt: number, residual?: number[]): Extract<Task, { kind: "reduce" }> => {

@@ -83,9 +83,15 @@ class Tab {
   closedLinks = 0;
   /** When set, state downloads fail (the server unreachable). */
   stateUnreachable = false;
+  /** Spot-check uploads, by round; `answerAudits` settles them (default: at once). */
+  readonly audited: number[] = [];
+  answerAudits: () => Promise<void> = async () => undefined;
+  /** The reason the session closed its connection with, once it has. */
+  closedWith: string | undefined;
 
-  constructor(network: MemoryNetwork) {
+  constructor(network: MemoryNetwork, timeouts: { owedUploadsTimeoutMs?: number; leavingTimeoutMs?: number } = {}) {
     this.session = startSession({
+      ...timeouts,
       origin: "http://test",
       socketUrl: "ws://test/ws",
       trainer: this.trainer,
@@ -112,7 +118,7 @@ class Tab {
       onStatus: (status) => (this.status = status),
       connect: (events) => {
         this.events = events;
-        return { send: (text) => (this.sent.push(parseWorkerMessage(text)), true), close: () => undefined };
+        return { send: (text) => (this.sent.push(parseWorkerMessage(text)), true), close: (reason) => void (this.closedWith = reason) };
       },
       http: {
         fetchState: async (round) => {
@@ -122,7 +128,10 @@ class Tab {
           return bytes;
         },
         uploadState: async () => undefined,
-        uploadContribution: async () => undefined,
+        uploadContribution: async (round) => {
+          this.audited.push(round);
+          await this.answerAudits();
+        },
       },
     });
   }
@@ -150,10 +159,10 @@ class Tab {
   }
 }
 
-const round = (attempt: number, lease: number[], members: string[]): CoordinatorMessage => ({
+const round = (attempt: number, lease: number[], members: string[], index = 1): CoordinatorMessage => ({
   type: "round",
   attempt,
-  round: 1,
+  round: index,
   epoch: 0,
   plan: { kind: "ring", members },
   lease,
@@ -227,6 +236,65 @@ describe("the session driver", () => {
     await offline.next("hello");
     offline.tell({ type: "welcome", protocol: PROTOCOL_VERSION, identity: identity("w-offline"), job: JOB, round: 0 });
     expect(await offline.session.stopped).toEqual({ reason: expect.stringMatching(/welcome: fetching the state: 503/), restartable: false });
+  });
+
+  it("a session whose trainer fails keeps its connection until its spot-check answer is in, and no longer than its timeout", async () => {
+    const network = createMemoryNetwork(5);
+    tabs = [new Tab(network), new Tab(network, { owedUploadsTimeoutMs: 50 })];
+    for (const [k, tab] of tabs.entries()) {
+      await tab.join(`w-${k}`);
+      let release!: () => void;
+      const answered = new Promise<void>((resolve) => (release = resolve));
+      // The first tab's answer arrives when released; the second tab's never does.
+      tab.answerAudits = () => (k === 0 ? answered : new Promise(() => undefined));
+      tab.tell(round(1, [0, 1], [`w-${k}`]));
+      const result = await tab.next("result");
+      tab.trainer.computeGradient = async () => {
+        throw new Error("the GPU device was lost");
+      };
+      tab.tell({ type: "commit", attempt: 1, round: 1, hash: result.hash });
+      tab.tell({ type: "audit", round: 1, attempt: 1 });
+      tab.tell(round(2, [2, 3], [`w-${k}`], 2));
+      await expect.poll(() => tab.status?.phase, { timeout: WAIT_MS }).toBe("stopped");
+      expect(tab.audited).toEqual([1]);
+      if (k === 0) {
+        // Stopped, its link closed, but the server still hears it: leaving now would fail the audit.
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        expect(tab.closedLinks).toBe(1);
+        expect(tab.closedWith).toBeUndefined();
+        release();
+      }
+      expect(await tab.session.stopped).toEqual({ reason: expect.stringMatching(/the GPU device was lost/), restartable: true });
+      expect(tab.closedWith).toMatch(/the GPU device was lost/);
+    }
+  });
+
+  it("a session whose trainer fails while it computes ahead stays for the reported attempt's commit, answers its audit, then stops", async () => {
+    const network = createMemoryNetwork(6);
+    tabs = [new Tab(network), new Tab(network, { leavingTimeoutMs: 50 })];
+    for (const [k, tab] of tabs.entries()) {
+      await tab.join(`w-${k}`);
+      const first = tab.trainer.computeGradient;
+      tab.trainer.computeGradient = async (lease) => {
+        if (lease[0] === 2) throw new Error("the GPU device was lost");
+        return first(lease);
+      };
+      tab.tell({ ...round(1, [0, 1], [`w-${k}`]), next: [2, 3] } as CoordinatorMessage);
+      const result = await tab.next("result");
+      await expect.poll(() => tab.status?.phase, { timeout: WAIT_MS }).toBe("leaving");
+      expect(tab.closedLinks).toBe(1);
+      expect(tab.closedWith).toBeUndefined();
+      if (k === 0) {
+        tab.tell({ type: "commit", attempt: 1, round: 1, hash: result.hash });
+        tab.tell({ type: "audit", round: 1, attempt: 1 });
+        tab.tell(round(2, [4, 5], [`w-${k}`], 2));
+        expect(tab.audited).toEqual([1]);
+      }
+      // The second tab hears nothing more: its wait ends at its timeout.
+      expect(await tab.session.stopped).toEqual({ reason: expect.stringMatching(/the GPU device was lost/), restartable: true });
+      expect(tab.closedWith).toMatch(/the GPU device was lost/);
+      expect(tab.sent.filter((m) => m.type === "phase" && m.attempt === 2)).toEqual([]);
+    }
   });
 
   it("an abort while computing skips the all-reduce; the next round runs normally", async () => {

@@ -17,7 +17,9 @@ export type SessionInput =
   | { type: "stop"; reason: string; now: number }
   | { type: "result"; result: TaskResult; now: number }
   /** An upload running beside the tasks failed: shown, not fatal (the server asks someone else, or counts the audit unanswered). */
-  | { type: "upload-failed"; error: string; now: number };
+  | { type: "upload-failed"; error: string; now: number }
+  /** Leaving took too long (the driver's timeout after a `leaving` command): stop now. */
+  | { type: "leave-now"; now: number };
 
 export type SessionConfig = {
   backend: Backend;
@@ -117,6 +119,16 @@ export class SessionMachine {
   /** Plans this connection received, by number: a round whose plan is unchanged names it only. */
   private readonly plans = new PlanBook();
 
+  /**
+   * Set when the trainer failed after this member reported `attempt`: the commit of that attempt may
+   * draw a spot check of this member, which only this identity can answer, and a member that leaves
+   * with an audit unanswered fails it (every round since its last passed audit is rolled back). So
+   * the session stays, its link closed and its tasks dropped, until the attempt is aborted, or
+   * committed and the audits sent with the commit answered (the coordinator sends them right after
+   * the commit, before anything else); then it stops, restartable. `committed`: the commit came.
+   */
+  private leaving: { reason: string; attempt: number; committed: boolean } | undefined;
+
   /** The clock of the input being handled (inputs carry it, so the machine stays pure). */
   private now = 0;
 
@@ -162,6 +174,9 @@ export class SessionMachine {
         this.trace(`upload failed: ${input.error.slice(0, 80)}`);
         this.publish({ lastError: input.error });
         break;
+      case "leave-now":
+        if (this.leaving !== undefined) this.finishLeaving(out);
+        break;
     }
     this.drain(input.now, out);
     return out;
@@ -178,15 +193,26 @@ export class SessionMachine {
       return;
     }
     this.trace(`heard ${message.type}${"attempt" in message ? ` a${message.attempt}` : ""}${"round" in message ? ` r${message.round}` : ""}`);
+    if (this.leaving !== undefined) return this.whileLeaving(this.leaving, message, out);
     if (message.type === "abort") {
       // Cut the running all-reduce short now; the queued handler then discards the pending update.
       this.aborted.add(this.generation, message.attempt);
       out.push({ type: "abort-reduce", attempt: message.attempt, reason: `coordinator aborted attempt ${message.attempt}: ${message.reason}` });
     }
+    if (message.type === "audit") {
+      // Answered at once, beside the task in flight: the upload needs only the kept contribution. In
+      // the queue it waited behind the next round's compute, and a session that stopped there (its
+      // trainer failed) never answered; the coordinator counts that as a failed spot check and rolls
+      // every round back to this member's last audited one (seen in a CI run of train.spec).
+      this.answerAudit(message, out);
+      return;
+    }
     this.inbox.push({ message, generation: this.generation });
   }
 
   private onDown(reason: string, retryInMs: number, out: Command[]): void {
+    // Leaving, the connection was all it waited on: the server has revoked this identity.
+    if (this.leaving !== undefined) return this.finishLeaving(out);
     const dropped = this.generation++;
     this.plans.forget();
     // Whatever was in flight is void: the coordinator aborted it when this connection dropped.
@@ -284,17 +310,6 @@ export class SessionMachine {
         // The server lacks the committed state of this round (its uploader vanished): send ours.
         if (this.status.round === message.round && this.identity !== undefined) this.run({ kind: "export-state", round: message.round, attempt: undefined }, out);
         return;
-      case "audit": {
-        // A spot check: send the contribution we committed to. The coordinator counts an audit
-        // nobody answered as failed, so a missing one is shown, not hidden.
-        const gradient = this.contributions.get(message.attempt);
-        if (gradient === undefined || this.identity === undefined) {
-          this.publish({ lastError: `spot check of round ${message.round}: no contribution of attempt ${message.attempt} kept` });
-          return;
-        }
-        out.push({ type: "upload-contribution", round: message.round, gradient, auth: this.auth(this.identity) });
-        return;
-      }
       case "role":
         this.onRole(message.role, out);
         return;
@@ -302,6 +317,36 @@ export class SessionMachine {
         this.stop(message.reason, out);
         return;
     }
+  }
+
+  /** Leaving (see `leaving`): only the reported attempt's commit or abort and the audits matter. */
+  private whileLeaving(leaving: NonNullable<SessionMachine["leaving"]>, message: ResolvedCoordinatorMessage, out: Command[]): void {
+    if (message.type === "audit") return this.answerAudit(message, out);
+    if (message.type === "stop") return this.stop(message.reason, out);
+    if (message.type === "commit" && message.attempt === leaving.attempt) {
+      leaving.committed = true;
+      return;
+    }
+    // Aborted: nothing of it will be checked. Anything after the commit: its audits came before.
+    if ((message.type === "abort" && message.attempt === leaving.attempt) || leaving.committed) this.finishLeaving(out);
+  }
+
+  /** Ends leaving (stop clears it), restartable as the trainer's failure was. */
+  private finishLeaving(out: Command[]): void {
+    this.stop(this.leaving?.reason ?? "left", out, true);
+  }
+
+  /**
+   * A spot check: send the contribution we committed to. The coordinator counts an audit nobody
+   * answered as failed, so a missing one is shown, not hidden.
+   */
+  private answerAudit(message: Extract<ResolvedCoordinatorMessage, { type: "audit" }>, out: Command[]): void {
+    const gradient = this.contributions.get(message.attempt);
+    if (gradient === undefined || this.identity === undefined) {
+      this.publish({ lastError: `spot check of round ${message.round}: no contribution of attempt ${message.attempt} kept` });
+      return;
+    }
+    out.push({ type: "upload-contribution", round: message.round, gradient, auth: this.auth(this.identity) });
   }
 
   /**
@@ -538,6 +583,16 @@ export class SessionMachine {
 
   private stop(reason: string, out: Command[], restartable = false): void {
     if (this.stopped) return;
+    const reported = this.pending;
+    if (this.leaving === undefined && restartable && reported !== undefined && reported.commitHash === undefined && this.identity !== undefined) {
+      this.leaving = { reason, attempt: reported.attempt, committed: false };
+      this.inbox.length = 0;
+      this.publish({ phase: "leaving" });
+      out.push({ type: "close-link" }, { type: "leaving", attempt: reported.attempt });
+      return;
+    }
+    // Leaving ends here too: by its own end, or by a stop of the volunteer or the server (for good).
+    this.leaving = undefined;
     this.publish({ phase: "stopped", stopReason: reason });
     this.inbox.length = 0;
     out.push(restartable ? { type: "stop", reason, restartable } : { type: "stop", reason });

@@ -6,6 +6,7 @@ import { SessionMachine, type SessionInput } from "./machine.ts";
 import { fetchState, uploadContribution, uploadState, type UploadAuth } from "./state-http.ts";
 import type { SessionStatus } from "./status.ts";
 import type { Command, StageOfRound, Task, TaskResult } from "./tasks.ts";
+import { withTimeout } from "../wait.ts";
 
 /** Model state and contributions over HTTP (state-http.ts in the page; fakes in tests). */
 export type StateHttp = {
@@ -46,7 +47,26 @@ export type SessionDeps = {
   connect?: (events: ConnectionEvents) => Connection;
   http?: StateHttp;
   now?: () => number;
+  /** How long a stopping session waits for its spot-check uploads in flight (default OWED_UPLOADS_TIMEOUT_MS). */
+  owedUploadsTimeoutMs?: number;
+  /** How long a session whose trainer failed after reporting waits for that attempt's outcome (default LEAVING_TIMEOUT_MS). */
+  leavingTimeoutMs?: number;
 };
+
+/**
+ * A stopping session keeps its connection this long at most for the spot-check uploads it has in
+ * flight: the server fails the audits of a member that left without answering (and rolls back to
+ * its last audited round), and past its own deadline (the coordinator's default audit timeout,
+ * 30 s) an answer no longer counts.
+ */
+export const OWED_UPLOADS_TIMEOUT_MS = 30_000;
+
+/**
+ * How long a session whose trainer failed after reporting waits for that attempt's commit or abort
+ * (and the spot check a commit may bring) before it stops anyway: the coordinator's default audit
+ * timeout, past which an answer no longer counts.
+ */
+export const LEAVING_TIMEOUT_MS = 30_000;
 
 /** A running serving agent: stop() closes its serve socket (what it held is retried elsewhere). */
 export type Serving = { stop(): void };
@@ -120,6 +140,43 @@ export function startSession(deps: SessionDeps): Session {
       feed({ type: "upload-failed", error: `${what}: ${errorText(error)}`, now: now() });
     });
   };
+  /** Bounds a `leaving` session's wait for its reported attempt's outcome; cleared when it stops. */
+  let leavingTimer: ReturnType<typeof setTimeout> | undefined;
+
+  /** Spot-check answers in flight; each leaves the set when it settles (its failure is inBackground's). */
+  const owedUploads = new Set<Promise<void>>();
+  const owe = (upload: Promise<void>): void => {
+    owedUploads.add(upload);
+    const settled = (): void => void owedUploads.delete(upload);
+    upload.then(settled, settled);
+  };
+
+  /**
+   * Ends the session: the peer link and serving go at once (the peers and the trainer are free);
+   * the connection, whose close makes the server revoke this identity, stays until the spot checks
+   * in flight have been answered (OWED_UPLOADS_TIMEOUT_MS at most). Whatever closing throws (a peer
+   * link broken with the device), the session has stopped: its owner must hear it, or a tab that
+   * could start over waits forever.
+   */
+  const finish = async (command: Extract<Command, { type: "stop" }>): Promise<void> => {
+    clearTimeout(leavingTimer);
+    try {
+      stopServing();
+      closeLink();
+      if (owedUploads.size > 0) {
+        await withTimeout(Promise.allSettled(owedUploads), deps.owedUploadsTimeoutMs ?? OWED_UPLOADS_TIMEOUT_MS, "the spot-check uploads of a stopping session");
+      }
+    } catch (error) {
+      console.error("closing the stopped session:", error);
+    }
+    try {
+      connection?.close(command.reason);
+    } catch (error) {
+      console.error("closing the stopped session's connection:", error);
+    } finally {
+      resolveStopped({ reason: command.reason, restartable: command.restartable === true });
+    }
+  };
 
   const carryOut = (command: Command): void => {
     switch (command.type) {
@@ -136,9 +193,12 @@ export function startSession(deps: SessionDeps): Session {
       case "upload-state":
         inBackground(http.uploadState(command.round, command.bytes, command.auth), `uploading the state of round ${command.round} failed`);
         return;
-      case "upload-contribution":
-        inBackground(http.uploadContribution(command.round, command.gradient, command.auth), `spot check of round ${command.round}`);
+      case "upload-contribution": {
+        const upload = http.uploadContribution(command.round, command.gradient, command.auth);
+        owe(upload);
+        inBackground(upload, `spot check of round ${command.round}`);
         return;
+      }
       case "abort-reduce":
         link?.abortRound(command.attempt, command.reason);
         return;
@@ -156,18 +216,16 @@ export function startSession(deps: SessionDeps): Session {
       case "stop-serving":
         stopServing();
         return;
+      case "leaving": {
+        const ms = deps.leavingTimeoutMs ?? LEAVING_TIMEOUT_MS;
+        leavingTimer = setTimeout(() => {
+          console.error(`attempt ${command.attempt}: neither its commit nor its abort came within ${ms} ms of the trainer's failure; stopping`);
+          feed({ type: "leave-now", now: now() });
+        }, ms);
+        return;
+      }
       case "stop":
-        // Whatever closing throws (a peer link broken with the device), the session has stopped:
-        // its owner must hear it, or a tab that could start over waits forever.
-        try {
-          connection?.close(command.reason);
-          stopServing();
-          closeLink();
-        } catch (error) {
-          console.error("closing the stopped session:", error);
-        } finally {
-          resolveStopped({ reason: command.reason, restartable: command.restartable === true });
-        }
+        void finish(command);
         return;
     }
   };

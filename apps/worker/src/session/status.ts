@@ -1,7 +1,7 @@
 import type { MemberRole, RoundTimings } from "@crowdtrain/protocol";
 
 /** What the worker page shows about its own part in the training. */
-export type SessionPhase = "starting" | "connecting" | "syncing" | "waiting" | "training" | "serving" | "stopped";
+export type SessionPhase = "starting" | "connecting" | "syncing" | "waiting" | "training" | "serving" | "leaving" | "stopped";
 
 export type SessionStatus = {
   phase: SessionPhase;

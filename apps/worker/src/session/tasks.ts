@@ -70,4 +70,10 @@ export type Command =
    * machinery failed (a trainer task, a GPU device lost, an update that diverged from the commit),
    * so a fresh trainer in a new session may carry on; a stop by the server or the volunteer is final.
    */
-  | { type: "stop"; reason: string; restartable?: true };
+  | { type: "stop"; reason: string; restartable?: true }
+  /**
+   * The trainer failed after this member reported an attempt: the session stays connected for that
+   * attempt's commit and the spot check it may bring (SessionMachine's `leaving`), and the driver
+   * feeds `leave-now` if neither has come within its timeout.
+   */
+  | { type: "leaving"; attempt: number };
