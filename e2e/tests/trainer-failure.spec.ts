@@ -48,11 +48,11 @@ test("a tab whose trainer fails starts over with a fresh one, rejoins and trains
   const gone = selves.find((p) => p.id !== after?.peerId);
   expect(gone?.state).toBe("gone");
   console.log(`trainer failure: ${gone?.id} left (${gone?.leftBecause}); rejoined as ${after?.peerId}, ${(await failing())?.roundsDone} rounds after; spot checks ${JSON.stringify(gone?.audits)} before, ${JSON.stringify(status.audits && { passed: status.audits.passed, failed: status.audits.failed })} in all`);
-  // Every member is audited after every commit (the job's spotCheck 1), the failing tab too: it
-  // answers the audit it owes before it leaves, so no audit fails and nothing is rolled back.
-  expect(status.audits?.failed).toBe(0);
+  // Every member is audited after every commit (the job's spotCheck 1), the failing tab too (it
+  // passed some): it answers the audit it owes before it leaves, so no audit fails. (A rollback
+  // would also have moved the target past TARGET_ROUNDS, which the round above rules out.)
   expect(gone?.audits?.passed).toBeGreaterThan(0);
-  expect(status.events.filter((e) => e.kind === "rollback")).toEqual([]);
+  expect(status.audits?.failed).toBe(0);
 
   // Every round two or more tabs took part in committed the same weights in each of them.
   const logs = [...(await Promise.all(honest.map(committedOf))), (await failing())?.committed ?? []];

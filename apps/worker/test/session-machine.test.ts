@@ -265,38 +265,77 @@ describe("SessionMachine", () => {
     expect(d.commands.filter((c) => c.type === "upload-contribution")).toHaveLength(1);
   });
 
-  it("whose trainer fails after it reported stays for that attempt's commit and answers its spot check before it stops", () => {
-    /** Reported attempt 7 (a lease ahead to compute), whose computation ahead then fails. */
-    const failedAhead = (): Drive => {
+  describe("whose trainer fails after it reported an attempt", () => {
+    const FAILED = { kind: "failed", task: "compute", error: "the GPU device was lost", trainer: true } as const;
+    const REASON = "error: compute: the GPU device was lost";
+    const stopOf = (commands: Command[]): Command | undefined => commands.find((c) => c.type === "stop");
+    /** Reported attempt 7, computing the next lease ahead (which is what then fails). */
+    const computingAhead = (): Drive => {
       const d = Drive.ready();
       d.in({ ...Drive.round(7), next: [4, 5, 6, 7] } as CoordinatorMessage);
       d.result({ kind: "computed", attempt: 7, report: { ...REPORT, gradient: REPORT.gradient.slice() } });
       d.result({ kind: "reduced", attempt: 7, mean: new Float32Array(3), bytesSent: 12, bytesReceived: 12, clipped: undefined });
       d.result({ kind: "updated", attempt: 7, hash: HASH(1), updateMs: 1 });
-      const leaving = d.result({ kind: "failed", task: "compute", error: "the GPU device was lost", trainer: true });
-      expect(leaving).toEqual([{ type: "close-link" }, { type: "leaving", attempt: 7 }]);
+      expect(d.machine.status.task?.kind).toBe("compute");
+      return d;
+    };
+    const failedAhead = (): Drive => {
+      const d = computingAhead();
+      expect(d.result(FAILED)).toEqual([{ type: "leaving", attempt: 7 }, { type: "close-link" }]);
       expect(d.machine.status.phase).toBe("leaving");
       return d;
     };
-    const stopOf = (commands: Command[]): Command | undefined => commands.find((c) => c.type === "stop");
 
-    // Committed: the audit sent with the commit is answered, and the next message ends the stay.
-    const d = failedAhead();
-    expect(d.in({ type: "commit", attempt: 7, round: 1, hash: HASH(1) })).toEqual([]);
-    expect(d.in({ type: "audit", round: 1, attempt: 7 })).toMatchObject([{ type: "upload-contribution", round: 1 }]);
-    expect(stopOf(d.in({ ...Drive.round(8), round: 2 } as CoordinatorMessage))).toEqual({ type: "stop", reason: "error: compute: the GPU device was lost", restartable: true });
-    expect(d.machine.stopped).toBe(true);
-    expect(Drive.tasks(d.commands).filter((t) => t.kind === "compute" && t.attempt === 8)).toEqual([]);
+    it("stays for the commit, answers the audit sent with it, and stops at the next message", () => {
+      const d = failedAhead();
+      expect(d.in({ type: "commit", attempt: 7, round: 1, hash: HASH(1) })).toEqual([]);
+      expect(d.in({ type: "audit", round: 1, attempt: 7 })).toMatchObject([{ type: "upload-contribution", round: 1 }]);
+      expect(stopOf(d.in({ ...Drive.round(8), round: 2 } as CoordinatorMessage))).toEqual({ type: "stop", reason: REASON, restartable: true });
+      expect(d.machine.stopped).toBe(true);
+      expect(Drive.tasks(d.commands).filter((t) => t.kind === "compute" && t.attempt === 8)).toEqual([]);
+    });
 
-    // Aborted, nothing to answer: it stops at once. Past the driver's timeout too; a stop by the server is final.
-    expect(stopOf(failedAhead().in({ type: "abort", attempt: 7, reason: "a member left" }))).toMatchObject({ type: "stop", restartable: true });
-    const late = failedAhead();
-    expect(stopOf(late.record(late.machine.handle({ type: "leave-now", now: 99 })))).toMatchObject({ type: "stop", restartable: true });
-    expect(stopOf(failedAhead().in({ type: "stop", reason: "the job is done" }))).toEqual({ type: "stop", reason: "the job is done" });
-    // A failure with nothing reported stops at once, as before.
-    const idle = Drive.ready();
-    idle.in(Drive.round(9));
-    expect(stopOf(idle.result({ kind: "failed", task: "compute", error: "lost", trainer: true }))).toMatchObject({ type: "stop", restartable: true });
+    it("stops at once when the attempt's outcome already came: a commit with more behind it, or an abort", () => {
+      const committed = computingAhead();
+      committed.in({ type: "commit", attempt: 7, round: 1, hash: HASH(1) });
+      expect(committed.in({ type: "audit", round: 1, attempt: 7 })).toMatchObject([{ type: "upload-contribution" }]);
+      committed.in({ ...Drive.round(8), round: 2 } as CoordinatorMessage);
+      expect(stopOf(committed.result(FAILED))).toEqual({ type: "stop", reason: REASON, restartable: true });
+
+      const aborted = computingAhead();
+      aborted.in({ type: "abort", attempt: 7, reason: "a member left" });
+      expect(stopOf(aborted.result(FAILED))).toMatchObject({ type: "stop", restartable: true });
+
+      // The commit alone came: its audit may still be on its way.
+      const commitOnly = computingAhead();
+      commitOnly.in({ type: "commit", attempt: 7, round: 1, hash: HASH(1) });
+      expect(stopOf(commitOnly.result(FAILED))).toBeUndefined();
+      expect(commitOnly.in({ type: "audit", round: 1, attempt: 7 })).toMatchObject([{ type: "upload-contribution" }]);
+      expect(stopOf(commitOnly.in({ type: "sync", round: 1 }))).toMatchObject({ type: "stop", restartable: true });
+    });
+
+    it("stays too when the commit's own task fails before the audit came", () => {
+      const d = Drive.ready();
+      d.reported(8);
+      d.in({ type: "commit", attempt: 8, round: 1, hash: HASH(1) });
+      expect(d.result({ kind: "failed", task: "commit", error: "the GPU device was lost", trainer: true })).toContainEqual({ type: "leaving", attempt: 8 });
+      expect(d.in({ type: "audit", round: 1, attempt: 8 })).toMatchObject([{ type: "upload-contribution", round: 1 }]);
+      expect(stopOf(d.in({ ...Drive.round(9), round: 2 } as CoordinatorMessage))).toMatchObject({ type: "stop", restartable: true });
+    });
+
+    it("ends the stay on the driver's timeout or a lost connection (restartable), on a stop by the server or the volunteer (for good)", () => {
+      const late = failedAhead();
+      expect(stopOf(late.record(late.machine.handle({ type: "leave-now", now: 99 })))).toMatchObject({ type: "stop", restartable: true });
+      const cut = failedAhead();
+      expect(stopOf(cut.record(cut.machine.handle({ type: "down", reason: "socket closed", retryInMs: 100, now: 99 })))).toMatchObject({ type: "stop", restartable: true });
+      expect(stopOf(failedAhead().in({ type: "stop", reason: "the job is done" }))).toEqual({ type: "stop", reason: "the job is done" });
+      const closed = failedAhead();
+      expect(stopOf(closed.record(closed.machine.handle({ type: "stop", reason: "the volunteer closed the tab", now: 99 })))).toEqual({ type: "stop", reason: "the volunteer closed the tab" });
+      // A failure with nothing reported stops at once, as before.
+      const idle = Drive.ready();
+      idle.in(Drive.round(9));
+      expect(stopOf(idle.result(FAILED))).toMatchObject({ type: "stop", restartable: true });
+    });
   });
 
   it("with topk, adds the committed residual to the next contribution: kept through an abort, replaced on commit, dropped on sync", () => {

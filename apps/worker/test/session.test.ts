@@ -88,6 +88,8 @@ class Tab {
   answerAudits: () => Promise<void> = async () => undefined;
   /** The reason the session closed its connection with, once it has. */
   closedWith: string | undefined;
+  /** When set, closing the peer link throws (a link broken with the device). */
+  linkCloseThrows = false;
 
   constructor(network: MemoryNetwork, timeouts: { owedUploadsTimeoutMs?: number; leavingTimeoutMs?: number } = {}) {
     this.session = startSession({
@@ -112,6 +114,7 @@ class Tab {
             this.closedLinks++;
             reducer.close();
             network.kill(id.peerId, "link closed");
+            if (this.linkCloseThrows) throw new Error("the link went with the device");
           },
         };
       },
@@ -274,6 +277,8 @@ describe("the session driver", () => {
     tabs = [new Tab(network), new Tab(network, { leavingTimeoutMs: 50 })];
     for (const [k, tab] of tabs.entries()) {
       await tab.join(`w-${k}`);
+      // The second tab's link throws on close: its wait and its end are still told.
+      tab.linkCloseThrows = k === 1;
       const first = tab.trainer.computeGradient;
       tab.trainer.computeGradient = async (lease) => {
         if (lease[0] === 2) throw new Error("the GPU device was lost");

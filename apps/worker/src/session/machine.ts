@@ -189,7 +189,8 @@ export class SessionMachine {
       // A round's plan comes in full only when it changed; the book holds the last one.
       message = this.plans.resolve(parseCoordinatorMessage(data));
     } catch (error) {
-      this.fail(String(error), out);
+      // Leaving, the trainer's failure is still why this tab stops: a fresh one may carry on.
+      this.fail(String(error), out, this.leaving !== undefined);
       return;
     }
     this.trace(`heard ${message.type}${"attempt" in message ? ` a${message.attempt}` : ""}${"round" in message ? ` r${message.round}` : ""}`);
@@ -584,12 +585,20 @@ export class SessionMachine {
   private stop(reason: string, out: Command[], restartable = false): void {
     if (this.stopped) return;
     const reported = this.pending;
-    if (this.leaving === undefined && restartable && reported !== undefined && reported.commitHash === undefined && this.identity !== undefined) {
-      this.leaving = { reason, attempt: reported.attempt, committed: false };
-      this.inbox.length = 0;
-      this.publish({ phase: "leaving" });
-      out.push({ type: "close-link" }, { type: "leaving", attempt: reported.attempt });
-      return;
+    if (this.leaving === undefined && restartable && reported !== undefined && this.identity !== undefined) {
+      // What already came settles it: an abort of the attempt, or anything after its commit (the
+      // audits sent with a commit come right after it and were answered on arrival).
+      const queued = this.inbox.flatMap((q) => ("message" in q && q.generation === this.generation ? [q.message] : []));
+      const commitAt = queued.findIndex((m) => m.type === "commit" && m.attempt === reported.attempt);
+      const committed = reported.commitHash !== undefined || commitAt >= 0;
+      const settled = this.aborted.has(this.generation, reported.attempt) || (committed && queued.length > commitAt + 1);
+      if (!settled) {
+        this.leaving = { reason, attempt: reported.attempt, committed };
+        this.inbox.length = 0;
+        this.publish({ phase: "leaving" });
+        out.push({ type: "leaving", attempt: reported.attempt }, { type: "close-link" });
+        return;
+      }
     }
     // Leaving ends here too: by its own end, or by a stop of the volunteer or the server (for good).
     this.leaving = undefined;

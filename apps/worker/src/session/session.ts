@@ -127,10 +127,16 @@ export function startSession(deps: SessionDeps): Session {
     for (const command of machine.handle(input)) carryOut(command);
     deps.onStatus({ ...machine.status });
   };
+  /** Drops the link; one broken with the device may throw on close, which is logged: it is dropped either way. */
   const closeLink = (): void => {
     linkEpoch++;
-    link?.close();
+    const closing = link;
     link = undefined;
+    try {
+      closing?.close();
+    } catch (error) {
+      console.error("closing the peer link:", error);
+    }
   };
 
   /** An upload running beside the tasks: its failure is logged and told to the machine. */
@@ -162,12 +168,16 @@ export function startSession(deps: SessionDeps): Session {
     clearTimeout(leavingTimer);
     try {
       stopServing();
-      closeLink();
+    } catch (error) {
+      console.error("stopping serving in the stopped session:", error);
+    }
+    closeLink();
+    try {
       if (owedUploads.size > 0) {
         await withTimeout(Promise.allSettled(owedUploads), deps.owedUploadsTimeoutMs ?? OWED_UPLOADS_TIMEOUT_MS, "the spot-check uploads of a stopping session");
       }
     } catch (error) {
-      console.error("closing the stopped session:", error);
+      console.error("the stopped session's spot-check uploads:", error);
     }
     try {
       connection?.close(command.reason);
