@@ -24,13 +24,16 @@ const POLL = { intervals: [500, 1_000] };
 
 const committedOf = (page: Page): Promise<[number, string][]> => page.evaluate(() => window.crowdtrainWorker?.status().committed ?? []);
 
-test("a tab whose trainer fails starts over with a fresh one, rejoins and trains on; the job finishes with equal weights", async ({ launchServer, openWorkers }) => {
+// A worker trainer starts over in a new Web Worker (a new GPU device); a page trainer is disposed
+// and a fresh one re-selects its backend in the same page's TF.js.
+for (const where of ["worker", "page"] as const) {
+test(`a tab whose ${where} trainer fails starts over with a fresh one, rejoins and trains on; the job finishes with equal weights`, async ({ launchServer, openWorkers }) => {
   test.setTimeout(RUN_TIMEOUT_MS + 60_000);
   const server = await launchServer(["--min-workers", "3", "--job", JOB]);
   const honest = await openWorkers(2, "/?backends=cpu", server);
   for (const page of honest) await page.click("#start");
   const [lab] = await openWorkers(1, "/lab.html", server);
-  await lab!.evaluate(([failAtGradient, name]) => window.crowdtrainLab.labFailing({ backends: ["cpu"], failAtGradient, name }), [FAIL_AT_GRADIENT, NAME] as const);
+  await lab!.evaluate(([failAtGradient, name, forcePage]) => window.crowdtrainLab.labFailing({ backends: ["cpu"], failAtGradient, name, forcePage }), [FAIL_AT_GRADIENT, NAME, where === "page"] as const);
   const failing = () => lab!.evaluate(() => window.crowdtrainLab.labFailingStatus());
 
   // It fails at its fifth gradient, starts over under a new identity, and commits rounds again.
@@ -47,7 +50,7 @@ test("a tab whose trainer fails starts over with a fresh one, rejoins and trains
   expect(selves.map((p) => p.id)).toContain(after?.peerId);
   const gone = selves.find((p) => p.id !== after?.peerId);
   expect(gone?.state).toBe("gone");
-  console.log(`trainer failure: ${gone?.id} left (${gone?.leftBecause}); rejoined as ${after?.peerId}, ${(await failing())?.roundsDone} rounds after; spot checks ${JSON.stringify(gone?.audits)} before, ${JSON.stringify(status.audits && { passed: status.audits.passed, failed: status.audits.failed })} in all`);
+  console.log(`${where} trainer failure: ${gone?.id} left (${gone?.leftBecause}); rejoined as ${after?.peerId}, ${(await failing())?.roundsDone} rounds after; spot checks ${JSON.stringify(gone?.audits)} before, ${JSON.stringify(status.audits && { passed: status.audits.passed, failed: status.audits.failed })} in all`);
   // Every member is audited after every commit (the job's spotCheck 1), the failing tab too (it
   // passed some): it answers the audit it owes before it leaves, so no audit fails. (A rollback
   // would also have moved the target past TARGET_ROUNDS, which the round above rules out.)
@@ -64,3 +67,4 @@ test("a tab whose trainer fails starts over with a fresh one, rejoins and trains
   // The rejoined tab was in the late rounds too.
   expect(((await failing())?.committed ?? []).some(([round]) => round >= TARGET_ROUNDS - 4)).toBe(true);
 });
+}

@@ -7,13 +7,17 @@ import { overrideTrainer } from "./override-trainer.ts";
 
 let running: Volunteer | undefined;
 
-/** Joins the job; the `failAtGradient`-th gradient this volunteer computes (over all its trainers) fails. */
-export async function labFailing(args: { backends: string[]; failAtGradient: number; name?: string }): Promise<void> {
+/**
+ * Joins the job; the `failAtGradient`-th gradient this volunteer computes (over all its trainers)
+ * fails. `forcePage`: its trainers run on the page (each fresh one re-selects its backend in this
+ * page's TF.js) instead of in a Web Worker each.
+ */
+export async function labFailing(args: { backends: string[]; failAtGradient: number; name?: string; forcePage?: boolean }): Promise<void> {
   if (running !== undefined) throw new Error("a failing volunteer already runs on this page");
   let gradients = 0;
   running = await startVolunteer({
     backends: args.backends,
-    forcePage: false,
+    forcePage: args.forcePage ?? false,
     name: args.name ?? "failing",
     joinToken: undefined,
     onStatus: () => undefined,
