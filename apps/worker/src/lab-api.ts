@@ -180,7 +180,7 @@ export interface CrowdtrainLab {
   labDishonest(args: { attack: LabAttack; backends: string[]; name?: string }): Promise<void>;
   labDishonestStatus(): { phase: string; peerId: string | undefined; stopReason: string | undefined } | undefined;
   /** Joins the job as a volunteer whose trainer fails at its `failAtGradient`-th gradient, once (a GPU device lost). */
-  labFailing(args: { backends: string[]; failAtGradient: number; name?: string; forcePage?: boolean }): Promise<void>;
+  labFailing(args: { backends: string[]; failAtGradient: number; name?: string; forcePage?: boolean; loseDevice?: boolean }): Promise<void>;
   labFailingStatus(): LabFailingStatus | undefined;
   /** Times our training step against plain TF.js on the same model, batch and backend. */
   trainStepBench(args: { backend: string; hidden: number[]; batch: number; steps: number; warmup: number }): Promise<StepBenchReport>;

@@ -35,10 +35,41 @@ export async function chooseBackend(preferences: readonly string[] = DEFAULT_BAC
   throw new NoBackendError(tried);
 }
 
+/**
+ * GPU devices of WebGPU backends this module initialised that were lost since (their `lost` promise
+ * resolved: a driver reset, a GPU process crash, GPUDevice.destroy()). A lost device never comes
+ * back, but TF.js keeps its backend instance, and setBackend("webgpu") hands that dead instance to
+ * the next trainer on the page: a page trainer restarted after a device loss failed again at its
+ * first gradient, every time, until its restarts ran out (measured with the lab's loseDevice).
+ */
+const lostDevices = new WeakSet<object>();
+
+interface DeviceHolder {
+  device?: { lost: Promise<unknown> };
+}
+
+/** The WebGPU backend instance TF.js holds, if one was initialised. */
+const webgpuInstance = (): DeviceHolder | undefined => tf.engine().registry.webgpu as unknown as DeviceHolder | undefined;
+
+/**
+ * Replaces a WebGPU backend whose device was lost with a fresh instance of the same factory, so the
+ * next setBackend asks for a new adapter and device. The old instance is disposed (its buffers are
+ * gone with its device anyway).
+ */
+function renewLostWebgpu(): void {
+  const device = webgpuInstance()?.device;
+  if (device === undefined || !lostDevices.has(device)) return;
+  const registered = tf.engine().registryFactory.webgpu;
+  if (registered === undefined) return;
+  tf.removeBackend("webgpu");
+  tf.registerBackend("webgpu", registered.factory, registered.priority);
+}
+
 async function tryBackend(name: string): Promise<BackendAttempt> {
   const fail = (reason: string): BackendAttempt => ({ name, ok: false, reason });
   let detail = "";
   if (name === "webgpu") {
+    renewLostWebgpu();
     // The WebGPU module only registers itself where navigator.gpu exists, so check that first.
     const gpu = (globalThis as { navigator?: { gpu?: GpuLike } }).navigator?.gpu;
     if (gpu === undefined) return fail("this browser has no WebGPU (navigator.gpu is missing)");
@@ -61,6 +92,10 @@ async function tryBackend(name: string): Promise<BackendAttempt> {
     return fail(`initialisation threw: ${errorText(error)}`);
   }
   if (!ok) return fail("initialisation failed (see the console)");
+  if (name === "webgpu") {
+    const device = webgpuInstance()?.device;
+    void device?.lost.then(() => lostDevices.add(device));
+  }
   // A backend can initialise and still compute garbage (broken drivers); one tiny op tells.
   const sum = tf.tidy(() => tf.add(tf.tensor1d([1, 2]), tf.tensor1d([3, 4])));
   try {
