@@ -58,6 +58,12 @@ export type PendingStage = { index: number; from: number; to: number };
 
 /** Failure codes a member reports from its own observation of a neighbour (not relayed hearsay). */
 const FIRST_HAND = new Set(["peer-gone", "timeout", "bad-frame"]);
+/**
+ * The shortest an honest member waits in its all-reduce before it reports a silent peer (the
+ * all-reducer's progressTimeoutMs; a peer still computing gets its longer ringStartTimeoutMs). A
+ * timeout reported sooner after the reporter entered its all-reduce is not one the server can back.
+ */
+const MIN_HONEST_WAIT_MS = 5_000;
 /** How many recent attempts' members are remembered, so a second witness of an aborted attempt is heard. */
 const RECENT_ATTEMPTS = 16;
 const DEFAULT_AUDIT_TIMEOUT_MS = 30_000;
@@ -521,6 +527,8 @@ export class Coordinator {
     const { suspect, code } = event;
     const accused = suspect !== undefined && suspect !== accuser && members.has(suspect) && FIRST_HAND.has(code) ? suspect : undefined;
     const current = this.current?.attempt === event.attempt;
+    // Read before the abort below closes the round.
+    const straggler = accused !== undefined && current && this.stillComputing(accused, accuser, code, now);
     // Naming nobody it could be judged against: free once per UNATTRIBUTED_ABORT_ROUNDS, a strike after.
     // (Not acting on it instead left an honest reporter's attempt to stall until the deadline.)
     const unattributed = current && accused === undefined && code !== "bad-input" && !this.unattributed.take(accuser, this.committedRound);
@@ -537,8 +545,28 @@ export class Coordinator {
     }
     if (accused === undefined) return;
     if (this.membership.get(accused) === undefined) return; // it left: the accusation is confirmed, nothing to do
+    if (straggler) {
+      // The server is the second witness: it never heard the suspect enter the all-reduce, so
+      // "nothing from it" is true. A slow volunteer is no cheater: nobody is struck, and the abort
+      // bounded its speed, so the next split gives it less. (In a groups grid a member's first
+      // group may be two: its partner was the only possible witness, and was struck for it.)
+      effects.push({ type: "log", kind: "straggler", text: `${accuser} timed out waiting for ${accused}, which was still computing: nobody struck` });
+      return;
+    }
     const outcome = this.accusations.record({ accuser, suspect: accused, attempt: event.attempt, at: now });
     if (outcome.kind === "corroborated") this.knockBack(accused, `named by ${outcome.accusers.join(" and ")}`, now, effects);
+  }
+
+  /**
+   * A timeout `accuser` reports against `suspect` in the open attempt that the server saw itself:
+   * the suspect never said it entered the all-reduce, and the accuser had been in it for at least
+   * MIN_HONEST_WAIT_MS (any member can send a timeout; one sent sooner is not backed).
+   */
+  private stillComputing(suspect: string, accuser: string, code: string, now: number): boolean {
+    const round = this.current;
+    if (code !== "timeout" || round === undefined || round.reducingAt.has(suspect)) return false;
+    const waitingSince = round.reducingAt.get(accuser);
+    return waitingSince !== undefined && now - waitingSince >= MIN_HONEST_WAIT_MS;
   }
 
   private onLeave(peerId: string, reason: string, now: number, effects: CoordinatorEffect[]): void {

@@ -218,6 +218,8 @@ export type LogKind =
   | "aborted"
   | "evicted"
   | "strike"
+  /** A member timed out on one the server saw still computing: nobody is struck. */
+  | "straggler"
   | "epoch"
   | "done"
   | "paused"
