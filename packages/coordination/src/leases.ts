@@ -1,13 +1,16 @@
 /**
  * Splits a batch of sample indices among ring members in proportion to their measured speed
  * (samples per second), so a slow laptop gets less work and nobody waits long for it. Members
- * without a measurement yet count as the median speed of the others (or all equal). Every member
- * gets at least one sample when the batch allows it. Pure and deterministic: largest remainders
- * win, ties go to ring order.
+ * without a measurement yet (joiners) count as the slowest measured member (or all equal when
+ * nobody is measured): every member waits for the slowest, so a newcomer given the median's share
+ * that turns out slow holds the whole round up (a volunteer 5x slower, a fifth of the round's
+ * members' time each), while one given too little only idles for one round, after which it is
+ * measured. Every member gets at least one sample when the batch allows it. Pure and
+ * deterministic: largest remainders win, ties go to ring order.
  */
 export function splitBatch(batch: readonly number[], ring: readonly string[], speed: (peer: string) => number | undefined): Map<string, number[]> {
-  const known = ring.map(speed).filter((s): s is number => s !== undefined && s > 0).sort((a, b) => a - b);
-  const fallback = known.length === 0 ? 1 : (known[Math.floor(known.length / 2)] as number);
+  const known = ring.map(speed).filter((s): s is number => s !== undefined && s > 0);
+  const fallback = known.length === 0 ? 1 : Math.min(...known);
   const weights = ring.map((peer) => {
     const s = speed(peer);
     return s !== undefined && s > 0 ? s : fallback;

@@ -12,12 +12,14 @@ describe("leases and orders", () => {
     expect(apportion(2, [1, 1, 1])).toEqual([1, 1, 0]);
     expect(apportion(0, [1, 2])).toEqual([0, 0]);
   });
-  it("splitBatch hands out contiguous, disjoint pieces; unknown speeds count as the median", () => {
+  it("splitBatch hands out contiguous, disjoint pieces; an unknown speed counts as the slowest known one", () => {
     const batch = [...Array(20).keys()];
     const leases = splitBatch(batch, ["a", "b", "c"], (p) => ({ a: 100, b: 300 })[p]);
     expect([...leases.values()].flat()).toEqual(batch);
-    // c has no measurement: it counts as the median (300) of the known speeds.
-    expect([...leases.values()].map((l) => l.length)).toEqual([4, 8, 8]);
+    // c has no measurement: it counts as the slowest (100) of the known speeds.
+    expect([...leases.values()].map((l) => l.length)).toEqual([5, 11, 4]);
+    // Nobody measured: equal shares.
+    expect([...splitBatch(batch, ["a", "b"], () => undefined).values()].map((l) => l.length)).toEqual([10, 10]);
   });
   it("an epoch order is a seeded permutation that changes with the epoch", () => {
     const a = epochOrder(50, 3, 0);
